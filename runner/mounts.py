@@ -1,0 +1,48 @@
+"""The one place where host paths meet container paths.
+
+Inside every container the layout is fixed; only the host side changes (local machine or a remote host's
+directories). Rendered trainer files use the container side only.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+
+MODELS = PurePosixPath("/models")
+DATA = PurePosixPath("/data")
+CACHE = PurePosixPath("/cache")
+OUTPUTS = PurePosixPath("/outputs")
+HF_HOME = PurePosixPath("/hf-cache")
+JOB = PurePosixPath("/job")
+
+
+@dataclass(frozen=True)
+class Mount:
+    volume: str  # logical name: models, data/0, cache, outputs, hf-cache, job
+    host: str
+    container: str
+    read_only: bool
+
+    def as_dict(self) -> dict:
+        return {"volume": self.volume, "host": self.host, "container": self.container, "read_only": self.read_only}
+
+
+def dataset_dir(index: int, host_path: Path) -> PurePosixPath:
+    """Container path of the index-th dataset: /data/<index>-<folder name, made shell- and TOML-safe>."""
+    safe = re.sub(r"[^A-Za-z0-9._-]+", "_", host_path.name).strip("_") or "data"
+    return DATA / f"{index}-{safe}"
+
+
+def job_output_dir(job_name: str) -> PurePosixPath:
+    return OUTPUTS / job_name
+
+
+def job_cache_dir(job_name: str) -> PurePosixPath:
+    return CACHE / job_name
+
+
+def model_path(models_root: Path, host_file: Path) -> PurePosixPath:
+    """Container path of a model file or folder, which must lie under the models root."""
+    return MODELS / host_file.relative_to(models_root).as_posix()

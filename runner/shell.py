@@ -1,0 +1,42 @@
+"""Run a command on the machine a job targets: this one (subprocess) or a remote host (Fabric over SSH).
+
+Checks and inventories are written once against `Shell`, so local and remote GPUs get the same code.
+Commands are argv lists; the remote side quotes them with shlex.join, so no argument can inject shell.
+"""
+
+from __future__ import annotations
+
+import shlex
+import subprocess
+from dataclasses import dataclass
+from typing import Protocol
+
+
+@dataclass(frozen=True)
+class Result:
+    returncode: int
+    stdout: str
+    stderr: str
+
+    @property
+    def ok(self) -> bool:
+        return self.returncode == 0
+
+
+class Shell(Protocol):
+    name: str
+
+    def run(self, argv: list[str], timeout: float = 60) -> Result: ...
+
+
+class LocalShell:
+    name = "localhost"
+
+    def run(self, argv: list[str], timeout: float = 60) -> Result:
+        try:
+            p = subprocess.run(argv, capture_output=True, text=True, timeout=timeout)
+        except FileNotFoundError as e:
+            return Result(127, "", f"{argv[0]}: command not found ({e.strerror})")
+        except subprocess.TimeoutExpired:
+            return Result(124, "", f"{shlex.join(argv)}: timed out after {timeout:.0f}s")
+        return Result(p.returncode, p.stdout, p.stderr)

@@ -1,0 +1,225 @@
+"""The job file: a typed schema, YAML loading with file:line errors, and defaults from the trainers' recipes.
+
+The schema is trainer-neutral: one job renders for diffusion-pipe or musubi-tuner by changing `trainer:`.
+Rules that need the trainer, the model files or the data live in `runner.checks`.
+"""
+
+from __future__ import annotations
+
+from enum import Enum
+from pathlib import Path
+from typing import Annotated, Literal, Union
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, PlainValidator, ValidationError, field_validator
+
+from runner.errors import JobInvalid, UserError
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Trainer(str, Enum):
+    diffpipe = "diffpipe"
+    musubi = "musubi"
+
+
+class Task(str, Enum):
+    t2v_1_3b = "t2v-1.3B"
+    t2v_14b = "t2v-14B"
+    i2v_14b_480p = "i2v-14B-480P"
+    i2v_14b_720p = "i2v-14B-720P"
+
+    @property
+    def is_i2v(self) -> bool:
+        return self.value.startswith("i2v")
+
+    @property
+    def num_blocks(self) -> int:
+        return 30 if self is Task.t2v_1_3b else 40
+
+    @property
+    def size(self) -> str:
+        return "1.3B" if self is Task.t2v_1_3b else "14B"
+
+
+class Models(Strict):
+    """Model files. Relative paths are under `root`, which is mounted read-only at /models."""
+
+    root: Path = Field(Path("models"), description="host directory holding every model file")
+    preset: str | None = Field(None, description="a `runner download` preset; fills the paths below")
+    ckpt_dir: Path | None = Field(None, description="official Wan2.1 directory (config.json, VAE, tokenizers)")
+    dit: Path | None = Field(None, description="single-file DiT (.safetensors), e.g. ComfyUI repackaged")
+    t5: Path | None = Field(None, description="T5 encoder: official models_t5_umt5-xxl-enc-bf16.pth")
+    vae: Path | None = Field(None, description="VAE: Wan2.1_VAE.pth or ComfyUI safetensors")
+    clip: Path | None = Field(None, description="I2V CLIP: official models_clip_open-clip-xlm-roberta-large-vit-huge-14.pth")
+
+
+def _resolution(value: object) -> int | tuple[int, int]:
+    if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+        return value
+    if isinstance(value, (list, tuple)) and len(value) == 2 and all(isinstance(v, int) and v > 0 for v in value):
+        return (value[0], value[1])
+    raise ValueError("a resolution is one side in pixels (512, for a square area) or [width, height] ([832, 480])")
+
+
+Resolution = Annotated[Union[int, tuple[int, int]], PlainValidator(_resolution)]
+
+
+class Dataset(Strict):
+    path: Path = Field(description="host directory of images or videos with <stem><caption_extension> captions")
+    resolutions: list[Resolution] = Field(default_factory=lambda: [(832, 480)], min_length=1)
+    frames: list[int] | None = Field(
+        None, description="frame buckets (diffpipe) / target frames (musubi); each 4k+1. Default: [1] for images, [33] for videos"
+    )
+    repeats: int = Field(1, ge=1)
+    source_fps: float | None = Field(None, gt=0, description="fps of the source videos; musubi drops frames to 16 fps")
+    caption_extension: str = ".txt"
+
+    @field_validator("caption_extension")
+    @classmethod
+    def _dot(cls, v: str) -> str:
+        if not v.startswith("."):
+            raise ValueError(f"must start with a dot, e.g. '.{v}'")
+        return v
+
+
+class Lora(Strict):
+    rank: int = Field(32, ge=1)
+    alpha: float | None = Field(None, gt=0, description="musubi only; diffusion-pipe trains with alpha = rank")
+    dtype: Literal["bfloat16", "float32"] = "bfloat16"
+
+
+class Optimizer(Strict):
+    type: str | None = Field(None, description="default: adamw_optimi (diffpipe), adamw8bit (musubi)")
+    lr: float | None = Field(None, gt=0, description="default: 2e-5 (diffpipe), 2e-4 (musubi)")
+    weight_decay: float = Field(0.01, ge=0)
+    betas: tuple[float, float] = (0.9, 0.99)
+    eps: float = 1e-8
+
+
+class Schedule(Strict):
+    epochs: int = Field(16, ge=1)
+    max_steps: int | None = Field(None, ge=1, description="musubi only: stop after this many steps")
+    batch_size: int = Field(1, ge=1)
+    gradient_accumulation_steps: int = Field(1, ge=1)
+    warmup_steps: int = Field(0, ge=0)
+    save_every_epochs: int | None = Field(1, ge=1)
+    save_every_steps: int | None = Field(None, ge=1)
+    checkpoint_every_epochs: int | None = Field(None, ge=1, description="resumable state (DeepSpeed / accelerate)")
+    checkpoint_every_minutes: int | None = Field(None, ge=1, description="diffpipe only")
+
+
+class Memory(Strict):
+    auto: bool = Field(False, description="`memory: auto` lets the planner pick the settings below for the GPU")
+    dtype: Literal["bfloat16", "float16"] = Field("bfloat16", description="mixed precision / base dtype")
+    transformer_dtype: Literal["bfloat16", "float16", "float8"] = Field("bfloat16", description="float8 = fp8 base weights")
+    activation_checkpointing: Literal[True, False, "unsloth"] = True
+    blocks_to_swap: int = Field(0, ge=0)
+
+
+class Job(Strict):
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+    trainer: Trainer
+    task: Task
+    models: Models
+    datasets: list[Dataset] = Field(min_length=1)
+    lora: Lora = Lora()
+    optimizer: Optimizer = Optimizer()
+    schedule: Schedule = Schedule()
+    memory: Memory = Memory()
+    gpus: int = Field(1, ge=1)
+    output: Path = Field(Path("outputs"), description="host directory; the job writes to <output>/<name>")
+    cache: Path = Field(Path("cache"), description="host directory for latent and text-encoder caches")
+    hf_cache: Path | None = Field(None, description="host Hugging Face cache; default $HF_HOME or ~/.cache/huggingface")
+    seed: int = 42
+    env: dict[str, str] = Field(default_factory=dict, description="extra container environment; wins over runner's rules")
+
+    @field_validator("memory", mode="before")
+    @classmethod
+    def _auto(cls, v: object) -> object:
+        return {"auto": True} if v == "auto" else v
+
+
+def _key_lines(node: yaml.Node, path: tuple = ()) -> dict[tuple, int]:
+    """Map every key path in a YAML document to its 1-based line, so schema errors point at the file."""
+    lines = {path: node.start_mark.line + 1}
+    if isinstance(node, yaml.MappingNode):
+        for key, value in node.value:
+            sub = path + (key.value,)
+            lines.update(_key_lines(value, sub))
+            lines[sub] = key.start_mark.line + 1
+    elif isinstance(node, yaml.SequenceNode):
+        for i, item in enumerate(node.value):
+            lines.update(_key_lines(item, path + (i,)))
+    return lines
+
+
+def _dotted(loc: tuple) -> str:
+    out = ""
+    for part in loc:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out
+
+
+_FIXES = {
+    "extra_forbidden": "remove it or check its spelling; `runner validate --help` lists the fields",
+    "missing": "add it",
+    "literal_error": "use one of the values listed",
+    "enum": "use one of the values listed",
+}
+_GENERIC_FIX = "set it as the message asks; the files in examples/ show valid jobs"
+
+
+def _schema_errors(err: ValidationError, file: Path, lines: dict[tuple, int]) -> list[UserError]:
+    out = []
+    for e in err.errors():
+        loc = e["loc"]
+        line = next((lines[loc[:n]] for n in range(len(loc), -1, -1) if loc[:n] in lines), 1)
+        given = f" (given: {e['input']!r})" if e["type"] not in ("missing",) and not isinstance(e["input"], dict) else ""
+        problem = f"{e['msg'].removeprefix('Value error, ')}{given}."
+        if e["type"] == "extra_forbidden":
+            problem = f"unknown key{given}; trainers reject unknown keys, so runner does too."
+        out.append(UserError(f"{file}:{line}: {_dotted(loc) or 'job'}", problem, _FIXES.get(e["type"], _GENERIC_FIX)))
+    return out
+
+
+def load_job(file: Path) -> Job:
+    """Parse and validate a job file. Relative host paths are resolved against the job file's folder."""
+    try:
+        text = file.read_text()
+    except OSError as e:
+        raise UserError(str(file), f"cannot read the job file ({e.strerror}).", "check the path") from e
+    try:
+        node = yaml.compose(text, Loader=yaml.SafeLoader)
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f"{file}:{mark.line + 1}" if mark else str(file)
+        raise UserError(where, f"is not valid YAML ({getattr(e, 'problem', e)}).", "fix the syntax at that line") from e
+    if not isinstance(data, dict):
+        raise UserError(str(file), "is not a YAML mapping of job fields.", "start from a file in examples/")
+    try:
+        job = Job.model_validate(data)
+    except ValidationError as e:
+        raise JobInvalid(_schema_errors(e, file, _key_lines(node))) from e
+    return resolve_paths(job, file.parent.resolve())
+
+
+def resolve_paths(job: Job, base: Path) -> Job:
+    def host(p: Path) -> Path:
+        p = p.expanduser()
+        return p if p.is_absolute() else (base / p)
+
+    models = job.models.model_copy(update={"root": host(job.models.root)})
+    datasets = [d.model_copy(update={"path": host(d.path)}) for d in job.datasets]
+    return job.model_copy(
+        update={
+            "models": models,
+            "datasets": datasets,
+            "output": host(job.output),
+            "cache": host(job.cache),
+            "hf_cache": host(job.hf_cache) if job.hf_cache else None,
+        }
+    )
