@@ -25,9 +25,6 @@ class Mount:
     container: str
     read_only: bool
 
-    def as_dict(self) -> dict:
-        return {"volume": self.volume, "host": self.host, "container": self.container, "read_only": self.read_only}
-
 
 def dataset_dir(index: int, host_path: Path) -> PurePosixPath:
     """Container path of the index-th dataset: /data/<index>-<folder name, made shell- and TOML-safe>."""

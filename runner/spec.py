@@ -6,6 +6,7 @@ Rules that need the trainer, the model files or the data live in `runner.checks`
 
 from __future__ import annotations
 
+import os
 from enum import Enum
 from pathlib import Path
 from typing import Annotated, Literal, Union
@@ -69,6 +70,7 @@ Resolution = Annotated[Union[int, tuple[int, int]], PlainValidator(_resolution)]
 
 class Dataset(Strict):
     path: Path = Field(description="host directory of images or videos with <stem><caption_extension> captions")
+    kind: Literal["auto", "video", "image", "mixed"] = Field("auto", description="auto: from the files in path")
     resolutions: list[Resolution] = Field(default_factory=lambda: [(832, 480)], min_length=1)
     frames: list[int] | None = Field(
         None, description="frame buckets (diffpipe) / target frames (musubi); each 4k+1. Default: [1] for images, [33] for videos"
@@ -186,7 +188,12 @@ def _schema_errors(err: ValidationError, file: Path, lines: dict[tuple, int]) ->
 
 
 def load_job(file: Path) -> Job:
-    """Parse and validate a job file. Relative host paths are resolved against the job file's folder."""
+    """Parse and validate a job file against the schema."""
+    return read_job(file)[0]
+
+
+def read_job(file: Path) -> tuple[Job, dict[str, int]]:
+    """The job, with relative host paths resolved against the job file's folder, and the line of each field."""
     try:
         text = file.read_text()
     except OSError as e:
@@ -200,17 +207,29 @@ def load_job(file: Path) -> Job:
         raise UserError(where, f"is not valid YAML ({getattr(e, 'problem', e)}).", "fix the syntax at that line") from e
     if not isinstance(data, dict):
         raise UserError(str(file), "is not a YAML mapping of job fields.", "start from a file in examples/")
+    lines = _key_lines(node)
     try:
         job = Job.model_validate(data)
     except ValidationError as e:
-        raise JobInvalid(_schema_errors(e, file, _key_lines(node))) from e
-    return resolve_paths(job, file.parent.resolve())
+        raise JobInvalid(_schema_errors(e, file, lines)) from e
+    return resolve_paths(job, file.parent.resolve()), {_dotted(k): v for k, v in lines.items()}
+
+
+def locate(errors: list[UserError], file: Path, lines: dict[str, int]) -> list[UserError]:
+    """Prefix each error's field with file:line, using the nearest enclosing field the file spells out."""
+    out = []
+    for e in errors:
+        field = e.where
+        while field and field not in lines:
+            field = field.rsplit(".", 1)[0] if "." in field else (field.rsplit("[", 1)[0] if "[" in field else "")
+        out.append(UserError(f"{file}:{lines.get(field, 1)}: {e.where}", e.problem, e.fix))
+    return out
 
 
 def resolve_paths(job: Job, base: Path) -> Job:
     def host(p: Path) -> Path:
-        p = p.expanduser()
-        return p if p.is_absolute() else (base / p)
+        # normpath, not resolve: keep the user's symlinks, drop the "..", so mounts read as written
+        return Path(os.path.normpath(base / p.expanduser()))
 
     models = job.models.model_copy(update={"root": host(job.models.root)})
     datasets = [d.model_copy(update={"path": host(d.path)}) for d in job.datasets]

@@ -1,0 +1,310 @@
+"""Every trainer pitfall a job file can express, caught before any GPU time.
+
+Each rule returns UserErrors that name the field, the bad value, what the trainer would do, and the fix.
+Rules that look at files (model headers, dataset folders) run only where those files are: on this
+machine for local jobs; a remote host's preflight checks its own copies.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from pathlib import Path
+from typing import Callable, Iterator
+
+from runner import media, modelfiles, weights
+from runner.errors import JobInvalid, UserError
+from runner.spec import Job, Trainer
+
+Rule = Callable[[Job], Iterator[UserError]]
+
+# Largest blocks_to_swap each trainer accepts: diffpipe asserts blocks - 2, musubi blocks - 1.
+MAX_SWAP_MARGIN = {Trainer.diffpipe: 2, Trainer.musubi: 1}
+DIFFPIPE_MAX_RESOLUTIONS = 3
+
+
+def is_4k_plus_1(n: int) -> bool:
+    return n >= 1 and (n - 1) % 4 == 0
+
+
+def frames_4k_plus_1(job: Job) -> Iterator[UserError]:
+    for i, d in enumerate(job.datasets):
+        for n in d.frames or ():
+            if not is_4k_plus_1(n):
+                down, up = 4 * ((n - 1) // 4) + 1, 4 * ((n - 1) // 4) + 5
+                yield UserError(
+                    f"datasets[{i}].frames",
+                    f"{n} is not of the form 4k+1; Wan's VAE compresses time by 4, so both trainers round it "
+                    f"down to {down} (musubi with only a warning) and the clips you planned are not the ones trained.",
+                    f"use {down} or {up}.",
+                )
+
+
+def alpha_for_diffpipe(job: Job) -> Iterator[UserError]:
+    a = job.lora.alpha
+    if job.trainer is Trainer.diffpipe and a is not None and a != job.lora.rank:
+        yield UserError(
+            "lora.alpha",
+            f"{a:g} differs from lora.rank {job.lora.rank}; diffusion-pipe has no alpha setting "
+            "(its [adapter] alpha raises NotImplementedError) and always trains with alpha = rank.",
+            "remove lora.alpha (or set it equal to lora.rank) for trainer: diffpipe.",
+        )
+
+
+def save_cadence(job: Job) -> Iterator[UserError]:
+    s = job.schedule
+    if s.save_every_epochs is None and s.save_every_steps is None:
+        yield UserError(
+            "schedule.save_every_epochs",
+            "no save cadence is set (save_every_epochs and save_every_steps are both empty); diffusion-pipe "
+            "refuses to start and musubi would save only at the very end, losing everything on a crash.",
+            "set schedule.save_every_epochs: 1 (or save_every_steps).",
+        )
+
+
+def trainer_only_options(job: Job) -> Iterator[UserError]:
+    s = job.schedule
+    if job.trainer is Trainer.diffpipe and s.max_steps is not None:
+        yield UserError(
+            "schedule.max_steps",
+            f"{s.max_steps} is set, but diffusion-pipe trains whole epochs and has no step limit.",
+            "use schedule.epochs for trainer: diffpipe, or remove max_steps.",
+        )
+    if job.trainer is Trainer.musubi and s.checkpoint_every_minutes is not None:
+        yield UserError(
+            "schedule.checkpoint_every_minutes",
+            f"{s.checkpoint_every_minutes} is set, but musubi-tuner saves state only by epochs or steps.",
+            "use schedule.checkpoint_every_epochs for trainer: musubi.",
+        )
+
+
+def blocks_to_swap_limit(job: Job) -> Iterator[UserError]:
+    n = job.memory.blocks_to_swap
+    limit = job.task.num_blocks - MAX_SWAP_MARGIN[job.trainer]
+    if n > limit:
+        yield UserError(
+            "memory.blocks_to_swap",
+            f"{n} is over the limit for Wan2.1-{job.task.size} ({job.task.num_blocks} blocks) with "
+            f"{job.trainer.value}; the trainer asserts blocks_to_swap <= {limit} and stops after loading the model.",
+            f"use at most {limit}.",
+        )
+    if n and job.trainer is Trainer.diffpipe and job.gpus > 1:
+        yield UserError(
+            "memory.blocks_to_swap",
+            f"{n} with gpus: {job.gpus}; diffusion-pipe swaps blocks only with pipeline_stages = 1, and runner "
+            "uses one pipeline stage per GPU only when blocks are not swapped.",
+            "set blocks_to_swap: 0 or gpus: 1.",
+        )
+
+
+def diffpipe_resolutions(job: Job) -> Iterator[UserError]:
+    if job.trainer is not Trainer.diffpipe:
+        return
+    for i, d in enumerate(job.datasets):
+        if len(d.resolutions) > DIFFPIPE_MAX_RESOLUTIONS:
+            yield UserError(
+                f"datasets[{i}].resolutions",
+                f"{len(d.resolutions)} resolutions; diffusion-pipe refuses more than {DIFFPIPE_MAX_RESOLUTIONS} "
+                "without --i_know_what_i_am_doing, because each one multiplies the cache and the step count.",
+                f"keep at most {DIFFPIPE_MAX_RESOLUTIONS} resolutions, or split the data into datasets.",
+            )
+
+
+def dataset_folders(job: Job) -> Iterator[UserError]:
+    for i, d in enumerate(job.datasets):
+        if not d.path.is_dir():
+            yield UserError(f"datasets[{i}].path", f"{d.path} is not a folder.", "point it at the folder of your clips and captions.")
+        elif media.dataset_kind(d.kind, d.path) == "empty":
+            yield UserError(
+                f"datasets[{i}].path",
+                f"{d.path} holds no images or videos the trainers read "
+                f"({', '.join(sorted(media.VIDEO_EXTENSIONS | media.IMAGE_EXTENSIONS))}).",
+                "put the media and their caption files in that folder.",
+            )
+
+
+def i2v_needs_video(job: Job) -> Iterator[UserError]:
+    if not job.task.is_i2v:
+        return
+    for i, d in enumerate(job.datasets):
+        if d.frames == [1]:
+            yield UserError(
+                f"datasets[{i}].frames",
+                f"[1] trains on single images, but {job.task.value} learns motion from the first frame: both "
+                "trainers need videos for I2V (diffusion-pipe: 'i2v must train on videos').",
+                "give video frame counts such as [33] and a folder of videos.",
+            )
+        elif d.path.is_dir() and not media.media_files(d.path, media.VIDEO_EXTENSIONS):
+            yield UserError(
+                f"datasets[{i}].path",
+                f"{d.path} holds no videos, but {job.task.value} needs videos (I2V cannot train from images only).",
+                "point it at a folder of video clips, or use a t2v task for image data.",
+            )
+
+
+def musubi_stem_collisions(job: Job) -> Iterator[UserError]:
+    if job.trainer is not Trainer.musubi:
+        return
+    for i, d in enumerate(job.datasets):
+        if not d.path.is_dir():
+            continue
+        by_stem: dict[str, list[str]] = defaultdict(list)
+        for f in media.media_files(d.path):
+            by_stem[f.stem].append(f.name)
+        clashes = sorted(names for names in by_stem.values() if len(names) > 1)
+        if clashes:
+            shown = "; ".join(" / ".join(sorted(n)) for n in clashes[:3])
+            yield UserError(
+                f"datasets[{i}].path",
+                f"{len(clashes)} file name stems are shared by several files ({shown}); musubi names its cache "
+                "files by stem, so one overwrites the other and a clip is silently lost.",
+                "rename the files so every stem is unique in the folder.",
+            )
+
+
+def model_files_present(job: Job) -> Iterator[UserError]:
+    """Every model file the trainer will open exists here. Only for jobs that run on this machine."""
+    files = modelfiles.resolve(job)
+    if job.trainer is Trainer.diffpipe:
+        used = {"models.ckpt_dir": files.ckpt_dir, "models.dit": files.dit, "models.t5": files.t5 if job.models.t5 else None}
+    else:
+        used = {"models.dit": files.dit, "models.vae": files.vae, "models.t5": files.t5, "models.clip": files.clip}
+    for field, path in used.items():
+        if path is not None and not path.exists():
+            yield UserError(
+                field,
+                f"{path} does not exist on this machine; the trainer would stop when it opens it.",
+                "download it (`runner download`) or correct the path, which is relative to models.root.",
+            )
+
+
+def _missing(field: str, path: Path | None, what: str, fix: str) -> Iterator[UserError]:
+    if path is None:
+        yield UserError(field, f"is not set, but {what}.", fix)
+    elif not path.exists():
+        yield UserError(field, f"{path} does not exist; {what}.", fix)
+
+
+DIFFPIPE_CKPT_FIX = (
+    "download the official Wan2.1 folder (`runner download` fetches it without the large files that the "
+    "ComfyUI ones replace) and set models.ckpt_dir to it."
+)
+
+
+def model_files(job: Job) -> Iterator[UserError]:
+    """What the model files that are here hold, and names that cannot work anywhere."""
+    files = modelfiles.resolve(job)
+    if job.trainer is Trainer.diffpipe:
+        if files.ckpt_dir is None:
+            yield from _missing("models.ckpt_dir", None, "diffusion-pipe's ckpt_path must be the official Wan2.1 folder", DIFFPIPE_CKPT_FIX)
+        elif files.ckpt_dir.is_dir():
+            yield from _diffpipe_ckpt_dir(job, files.ckpt_dir)
+    else:
+        yield from _musubi_file_names(job, files)
+    if files.dit is not None and files.dit.is_file():
+        yield from _dit_file(job, files.dit)
+
+
+def _diffpipe_ckpt_dir(job: Job, ckpt_dir: Path) -> Iterator[UserError]:
+    needed = ["config.json", modelfiles.VAE, modelfiles.T5_TOKENIZER]
+    if job.task.is_i2v:
+        needed += [modelfiles.CLIP, modelfiles.CLIP_TOKENIZER]
+    if job.models.t5 is None:
+        needed.append(modelfiles.T5)
+    for name in needed:
+        if not (ckpt_dir / name).exists():
+            yield UserError(
+                "models.ckpt_dir",
+                f"{ckpt_dir} lacks {name}; diffusion-pipe reads it from ckpt_path even when ComfyUI "
+                "transformer/T5 files are given, and fails after loading for minutes.",
+                DIFFPIPE_CKPT_FIX,
+            )
+
+
+def _musubi_file_names(job: Job, files: modelfiles.ModelFiles) -> Iterator[UserError]:
+    if files.t5 is not None and files.t5.suffix == ".safetensors":
+        yield UserError(
+            "models.t5",
+            f"{files.t5.name} is a ComfyUI text encoder; musubi-tuner loads only the official "
+            f"{modelfiles.T5} and fails on this file's key names.",
+            f"use {modelfiles.T5} from the official Wan2.1 repository.",
+        )
+    if job.task.is_i2v and files.clip is None:
+        yield from _missing("models.clip", None, "musubi-tuner's I2V training needs the official CLIP (--clip)", "set models.clip or models.ckpt_dir.")
+    if files.clip is not None and files.clip.name != modelfiles.CLIP:
+        yield UserError(
+            "models.clip",
+            f"{files.clip.name} is not the official {modelfiles.CLIP}; ComfyUI/Kijai CLIP files hold only the "
+            "vision tower and musubi's strict load fails (musubi-tuner #152).",
+            f"use {modelfiles.CLIP} from Wan-AI/Wan2.1-I2V-14B-720P.",
+        )
+    if files.dit is None:
+        yield from _missing("models.dit", None, "musubi-tuner needs a DiT file (--dit)", "set models.dit to a bf16 or fp16 Wan2.1 DiT .safetensors.")
+
+
+def _dit_file(job: Job, path: Path) -> Iterator[UserError]:
+    try:
+        info = weights.inspect(path)
+    except (OSError, weights.NotSafetensors) as e:
+        yield UserError("models.dit", f"{path} cannot be read as .safetensors ({e}).", "re-download the file.")
+        return
+    if info.fp8_scaled:
+        yield UserError(
+            "models.dit",
+            f"{path.name} is a ComfyUI fp8_scaled file (fp8 weights with per-tensor scales); neither trainer can "
+            "load it: diffusion-pipe rejects it and musubi-tuner does not support it.",
+            "use the bf16 or fp16 DiT and set memory.transformer_dtype: float8 to train in fp8.",
+        )
+        return
+    if info.size and info.size != job.task.size:
+        yield UserError(
+            "models.dit",
+            f"{path.name} is a Wan2.1-{info.size} DiT but task is {job.task.value}; loading fails with shape mismatches.",
+            f"use a {job.task.size} DiT or change task.",
+        )
+    if info.size and info.i2v != job.task.is_i2v:
+        kind = "an I2V" if info.i2v else "a T2V"
+        yield UserError("models.dit", f"{path.name} is {kind} DiT but task is {job.task.value}.", "match task and DiT file.")
+    yield from _dit_dtype(job, path.name, info.dtype)
+
+
+def _dit_dtype(job: Job, name: str, file_dtype: str) -> Iterator[UserError]:
+    mem = job.memory
+    if file_dtype == "float8" and mem.transformer_dtype != "float8":
+        yield UserError(
+            "memory.transformer_dtype",
+            f"{mem.transformer_dtype} but {name} stores fp8 (e4m3fn) weights; training needs the fp8 base path "
+            "for such a file (musubi: --fp8_base without --fp8_scaled).",
+            "set memory.transformer_dtype: float8, or use the bf16 DiT.",
+        )
+    if job.trainer is Trainer.musubi and file_dtype in ("bfloat16", "float16") and file_dtype != mem.dtype:
+        yield UserError(
+            "memory.dtype",
+            f"{mem.dtype} but {name} stores {file_dtype} weights; musubi-tuner's --mixed_precision must match "
+            "the DiT file's dtype or training produces NaN losses or fails to load.",
+            f"set memory.dtype: {file_dtype}.",
+        )
+
+
+RULES: list[Rule] = [
+    dataset_folders,
+    frames_4k_plus_1,
+    alpha_for_diffpipe,
+    save_cadence,
+    trainer_only_options,
+    blocks_to_swap_limit,
+    diffpipe_resolutions,
+    i2v_needs_video,
+    musubi_stem_collisions,
+    model_files,
+]
+
+
+def check(job: Job, files_here: bool = False) -> None:
+    """Raise JobInvalid listing every problem, or return if the job is ready to render.
+
+    files_here: the job runs on this machine, so every model file must exist here.
+    """
+    rules = RULES + [model_files_present] if files_here else RULES
+    errors = [e for rule in rules for e in rule(job)]
+    if errors:
+        raise JobInvalid(errors)

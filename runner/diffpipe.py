@@ -1,0 +1,111 @@
+"""diffusion-pipe: dataset.toml, the main TOML and the deepspeed launch for a job.
+
+Pinned at tdrussell/diffusion-pipe 8f83dbf. Only this module knows diffusion-pipe's keys and flags.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import tomli_w
+
+from runner import media, mounts
+from runner.modelfiles import ModelFiles
+from runner.plan import Plan, Step
+from runner.spec import Job
+
+WORKDIR = "/opt/diffusion-pipe"
+DATASET_TOML = "dataset.toml"
+MAIN_TOML = "diffpipe.toml"
+# diffusion-pipe's recipe values for Wan (examples/wan_14b_min_vram.toml, examples/dataset.toml)
+DEFAULT_OPTIMIZER = "adamw_optimi"
+DEFAULT_LR = 2e-5
+AR_BUCKETS = {"enable_ar_bucket": True, "min_ar": 0.5, "max_ar": 2.0, "num_ar_buckets": 7}
+
+
+def _resolution(res: int | tuple[int, int]) -> int | list[int]:
+    return res if isinstance(res, int) else list(res)
+
+
+def _frame_buckets(kind: str, frames: list[int] | None) -> list[int]:
+    # images always land in bucket 1, which diffusion-pipe adds itself
+    return [1] if kind == "image" else media.video_frames(frames)
+
+
+def dataset_toml(job: Job) -> str:
+    """Top-level settings come from the first dataset; later datasets override them per [[directory]]."""
+    settings = []
+    for d in job.datasets:
+        kind = media.dataset_kind(d.kind, d.path)
+        settings.append({"resolutions": [_resolution(r) for r in d.resolutions], "frame_buckets": _frame_buckets(kind, d.frames)})
+    top = settings[0]
+    doc: dict = {**top, **AR_BUCKETS, "directory": []}
+    for i, (d, s) in enumerate(zip(job.datasets, settings)):
+        entry: dict = {"path": str(mounts.dataset_dir(i, d.path)), "num_repeats": d.repeats}
+        entry.update({k: v for k, v in s.items() if v != top[k]})
+        doc["directory"].append(entry)
+    return tomli_w.dumps(doc)
+
+
+def _model(files: ModelFiles, p: Path) -> str:
+    return str(mounts.model_path(files.root, p))
+
+
+def main_toml(job: Job, files: ModelFiles) -> str:
+    mem, sch, opt = job.memory, job.schedule, job.optimizer
+    assert files.ckpt_dir is not None, "checks guarantee ckpt_dir for diffusion-pipe"
+    doc: dict = {
+        "output_dir": str(mounts.job_output_dir(job.name)),
+        "dataset": str(mounts.JOB / DATASET_TOML),
+        "epochs": sch.epochs,
+        "micro_batch_size_per_gpu": sch.batch_size,
+        "pipeline_stages": 1,
+        "gradient_accumulation_steps": sch.gradient_accumulation_steps,
+        "gradient_clipping": 1.0,
+        "warmup_steps": sch.warmup_steps,
+    }
+    cadence = {
+        "save_every_n_epochs": sch.save_every_epochs,
+        "save_every_n_steps": sch.save_every_steps,
+        "checkpoint_every_n_epochs": sch.checkpoint_every_epochs,
+        "checkpoint_every_n_minutes": sch.checkpoint_every_minutes,
+    }
+    doc.update({k: v for k, v in cadence.items() if v is not None})
+    if mem.activation_checkpointing:
+        doc["activation_checkpointing"] = mem.activation_checkpointing
+    if mem.blocks_to_swap:
+        doc["blocks_to_swap"] = mem.blocks_to_swap
+    doc.update({"save_dtype": job.lora.dtype, "caching_batch_size": 1, "video_clip_mode": "single_beginning"})
+    model: dict = {"type": "wan", "ckpt_path": _model(files, files.ckpt_dir), "dtype": mem.dtype}
+    if files.dit is not None:
+        model["transformer_path"] = _model(files, files.dit)
+    if job.models.t5 is not None and files.t5 is not None:
+        model["llm_path"] = _model(files, files.t5)
+    if mem.transformer_dtype == "float8":
+        model["transformer_dtype"] = "float8"
+    model["timestep_sample_method"] = "logit_normal"
+    doc["model"] = model
+    doc["adapter"] = {"type": "lora", "rank": job.lora.rank, "dtype": job.lora.dtype}
+    doc["optimizer"] = {
+        "type": opt.type or DEFAULT_OPTIMIZER,
+        "lr": opt.lr or DEFAULT_LR,
+        "betas": list(opt.betas),
+        "weight_decay": opt.weight_decay,
+        "eps": opt.eps,
+    }
+    return tomli_w.dumps(doc)
+
+
+def render(job: Job, files: ModelFiles, master_port: int) -> Plan:
+    config = str(mounts.JOB / MAIN_TOML)
+    # --master_port after train.py wins over the launcher's, so two jobs on one host do not clash
+    train = ["deepspeed", f"--num_gpus={job.gpus}", "train.py", "--deepspeed", "--config", config]
+    train += ["--master_port", str(master_port)]
+    return Plan(
+        job=job.name,
+        trainer=job.trainer.value,
+        workdir=WORKDIR,
+        files={DATASET_TOML: dataset_toml(job), MAIN_TOML: main_toml(job, files)},
+        steps=[Step("train", train)],
+        output_dir=str(mounts.job_output_dir(job.name)),
+    )

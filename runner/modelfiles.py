@@ -1,0 +1,53 @@
+"""Which model files a job uses, as host paths, with the official file names as defaults.
+
+The official Wan2.1 directory (`models.ckpt_dir`) holds config.json, the VAE, the T5 and (I2V) the CLIP
+under fixed names; single files given in the job take precedence. Paths are relative to `models.root`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from runner.spec import Job
+
+VAE = "Wan2.1_VAE.pth"
+T5 = "models_t5_umt5-xxl-enc-bf16.pth"
+CLIP = "models_clip_open-clip-xlm-roberta-large-vit-huge-14.pth"
+T5_TOKENIZER = "google/umt5-xxl"
+CLIP_TOKENIZER = "xlm-roberta-large"
+
+
+@dataclass(frozen=True)
+class ModelFiles:
+    root: Path
+    ckpt_dir: Path | None
+    dit: Path | None
+    t5: Path | None
+    vae: Path | None
+    clip: Path | None
+
+
+def resolve(job: Job) -> ModelFiles:
+    m = job.models
+    root = m.root
+
+    def under_root(p: Path | None) -> Path | None:
+        if p is None:
+            return None
+        p = p.expanduser()
+        return p if p.is_absolute() else root / p
+
+    ckpt = under_root(m.ckpt_dir)
+
+    def official(name: str) -> Path | None:
+        return ckpt / name if ckpt else None
+
+    return ModelFiles(
+        root=root,
+        ckpt_dir=ckpt,
+        dit=under_root(m.dit),
+        t5=under_root(m.t5) or official(T5),
+        vae=under_root(m.vae) or official(VAE),
+        clip=(under_root(m.clip) or official(CLIP)) if job.task.is_i2v else None,
+    )

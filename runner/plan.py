@@ -1,0 +1,44 @@
+"""A rendered job: the files a trainer reads and the exact commands, ready for any executor.
+
+Executors run a Plan as it is (argv lists, env, mounts); nothing downstream re-derives trainer flags.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+
+from runner.mounts import Mount
+
+
+@dataclass(frozen=True)
+class Step:
+    name: str
+    argv: list[str]
+    # Cache steps are skipped when the dataset fingerprint says the cache is fresh.
+    caches: bool = False
+
+
+@dataclass(frozen=True)
+class Plan:
+    job: str
+    trainer: str
+    workdir: str  # the trainer's checkout inside the image
+    files: dict[str, str]  # file name (under /job) → content
+    steps: list[Step]
+    env: dict[str, str] = field(default_factory=dict)
+    mounts: list[Mount] = field(default_factory=list)
+    output_dir: str = ""  # container path the trainer writes to
+
+    def to_json(self) -> str:
+        d = asdict(self)
+        d["files"] = sorted(self.files)  # contents live beside plan.json
+        return json.dumps(d, indent=2) + "\n"
+
+    @classmethod
+    def from_json(cls, text: str, files: dict[str, str]) -> "Plan":
+        d = json.loads(text)
+        d["files"] = files
+        d["steps"] = [Step(**s) for s in d["steps"]]
+        d["mounts"] = [Mount(**m) for m in d["mounts"]]
+        return cls(**d)

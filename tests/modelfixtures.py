@@ -1,0 +1,63 @@
+"""Model folders for tests: real file names and safetensors headers that describe Wan2.1 models.
+
+Only headers are written (runner reads nothing else), so a "14B" DiT costs a few hundred bytes.
+"""
+
+from __future__ import annotations
+
+import json
+import struct
+from pathlib import Path
+
+# patch_embedding.weight shape by model: [dim, in_channels, 1, 2, 2]; I2V has 36 input channels
+DIT_SHAPES = {("1.3B", False): [1536, 16, 1, 2, 2], ("14B", False): [5120, 16, 1, 2, 2], ("14B", True): [5120, 36, 1, 2, 2]}
+OFFICIAL_DIRS = {
+    "Wan2.1-T2V-1.3B": False,
+    "Wan2.1-T2V-14B": False,
+    "Wan2.1-I2V-14B-480P": True,
+    "Wan2.1-I2V-14B-720P": True,
+}
+
+
+def write_safetensors_header(path: Path, tensors: dict[str, dict]) -> Path:
+    header = json.dumps(tensors).encode()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(struct.pack("<Q", len(header)) + header)
+    return path
+
+
+def dit(path: Path, size: str = "1.3B", i2v: bool = False, dtype: str = "BF16", prefix: str = "", fp8_scaled: bool = False) -> Path:
+    shape = DIT_SHAPES[(size, i2v)]
+    tensors = {
+        f"{prefix}patch_embedding.weight": {"dtype": dtype, "shape": shape, "data_offsets": [0, 0]},
+        f"{prefix}blocks.0.self_attn.q.weight": {"dtype": dtype, "shape": [shape[0], shape[0]], "data_offsets": [0, 0]},
+    }
+    if i2v:
+        tensors[f"{prefix}img_emb.proj.1.weight"] = {"dtype": dtype, "shape": [1280, 1280], "data_offsets": [0, 0]}
+    if fp8_scaled:
+        tensors["scaled_fp8"] = {"dtype": "F8_E4M3", "shape": [2], "data_offsets": [0, 0]}
+        tensors[f"{prefix}blocks.0.self_attn.q.scale_weight"] = {"dtype": "F32", "shape": [1], "data_offsets": [0, 0]}
+    return write_safetensors_header(path, tensors)
+
+
+def official_dir(root: Path, name: str, i2v: bool) -> Path:
+    d = root / name
+    (d / "google" / "umt5-xxl").mkdir(parents=True, exist_ok=True)
+    (d / "config.json").write_text(json.dumps({"model_type": "i2v" if i2v else "t2v"}))
+    for f in ["Wan2.1_VAE.pth", "models_t5_umt5-xxl-enc-bf16.pth"]:
+        (d / f).write_bytes(b"")
+    if i2v:
+        (d / "xlm-roberta-large").mkdir(exist_ok=True)
+        (d / "models_clip_open-clip-xlm-roberta-large-vit-huge-14.pth").write_bytes(b"")
+    return d
+
+
+def models_root(root: Path) -> Path:
+    """Every official folder plus the ComfyUI repackaged DiTs the example jobs name."""
+    for name, i2v in OFFICIAL_DIRS.items():
+        official_dir(root, name, i2v)
+    dit(root / "wan2.1_t2v_1.3B_bf16.safetensors", "1.3B")
+    dit(root / "wan2.1_t2v_14B_bf16.safetensors", "14B")
+    dit(root / "wan2.1_i2v_480p_14B_bf16.safetensors", "14B", i2v=True)
+    dit(root / "wan2.1_i2v_720p_14B_bf16.safetensors", "14B", i2v=True)
+    return root
