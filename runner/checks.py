@@ -63,12 +63,6 @@ def save_cadence(job: Job) -> Iterator[UserError]:
 
 def trainer_only_options(job: Job) -> Iterator[UserError]:
     s = job.schedule
-    if job.trainer is Trainer.diffpipe and s.max_steps is not None:
-        yield UserError(
-            "schedule.max_steps",
-            f"{s.max_steps} is set, but diffusion-pipe trains whole epochs and has no step limit.",
-            "use schedule.epochs for trainer: diffpipe, or remove max_steps.",
-        )
     if job.trainer is Trainer.musubi and s.checkpoint_every_minutes is not None:
         yield UserError(
             "schedule.checkpoint_every_minutes",
@@ -221,11 +215,11 @@ def _diffpipe_ckpt_dir(job: Job, ckpt_dir: Path) -> Iterator[UserError]:
 
 
 def _musubi_file_names(job: Job, files: modelfiles.ModelFiles) -> Iterator[UserError]:
-    if files.t5 is not None and files.t5.suffix == ".safetensors":
+    if files.t5 is not None and files.t5.suffix == ".safetensors" and files.t5.is_file() and not _wan_native_t5(files.t5):
         yield UserError(
             "models.t5",
-            f"{files.t5.name} is a ComfyUI text encoder; musubi-tuner loads only the official "
-            f"{modelfiles.T5} and fails on this file's key names.",
+            f"{files.t5.name} is a ComfyUI/Hugging Face text encoder; musubi-tuner loads the T5 strictly with "
+            f"Wan's own key names and fails on this file.",
             f"use {modelfiles.T5} from the official Wan2.1 repository.",
         )
     if job.task.is_i2v and files.clip is None:
@@ -239,6 +233,13 @@ def _musubi_file_names(job: Job, files: modelfiles.ModelFiles) -> Iterator[UserE
         )
     if files.dit is None:
         yield from _missing("models.dit", None, "musubi-tuner needs a DiT file (--dit)", "set models.dit to a bf16 or fp16 Wan2.1 DiT .safetensors.")
+
+
+def _wan_native_t5(path: Path) -> bool:
+    try:
+        return "token_embedding.weight" in weights.read_header(path)
+    except (OSError, weights.NotSafetensors):
+        return False
 
 
 def _dit_file(job: Job, path: Path) -> Iterator[UserError]:
@@ -269,18 +270,11 @@ def _dit_file(job: Job, path: Path) -> Iterator[UserError]:
 
 def _dit_dtype(job: Job, name: str, file_dtype: str) -> Iterator[UserError]:
     mem = job.memory
-    if file_dtype == "float8" and mem.transformer_dtype != "float8":
-        yield UserError(
-            "memory.transformer_dtype",
-            f"{mem.transformer_dtype} but {name} stores fp8 (e4m3fn) weights; training needs the fp8 base path "
-            "for such a file (musubi: --fp8_base without --fp8_scaled).",
-            "set memory.transformer_dtype: float8, or use the bf16 DiT.",
-        )
     if job.trainer is Trainer.musubi and file_dtype in ("bfloat16", "float16") and file_dtype != mem.dtype:
         yield UserError(
             "memory.dtype",
-            f"{mem.dtype} but {name} stores {file_dtype} weights; musubi-tuner's --mixed_precision must match "
-            "the DiT file's dtype or training produces NaN losses or fails to load.",
+            f"{mem.dtype} but {name} stores {file_dtype} weights; musubi-tuner asserts that --mixed_precision "
+            "matches the DiT file's dtype and stops before training.",
             f"set memory.dtype: {file_dtype}.",
         )
 

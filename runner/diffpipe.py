@@ -58,6 +58,7 @@ def main_toml(job: Job, files: ModelFiles) -> str:
         "output_dir": str(mounts.job_output_dir(job.name)),
         "dataset": str(mounts.JOB / DATASET_TOML),
         "epochs": sch.epochs,
+        **({"max_steps": sch.max_steps} if sch.max_steps else {}),
         "micro_batch_size_per_gpu": sch.batch_size,
         "pipeline_stages": 1,
         "gradient_accumulation_steps": sch.gradient_accumulation_steps,

@@ -95,7 +95,8 @@ def train_args(job: Job, files: ModelFiles, config: str) -> list[str]:
     if explicit:
         args += ["--optimizer_args"] + [_optimizer_arg(k, getattr(opt, k)) for k in sorted(explicit)]
     if sch.warmup_steps:
-        args += ["--lr_warmup_steps", str(sch.warmup_steps)]
+        # musubi's default scheduler "constant" refuses warmup steps
+        args += ["--lr_scheduler", "constant_with_warmup", "--lr_warmup_steps", str(sch.warmup_steps)]
     if sch.gradient_accumulation_steps > 1:
         args += ["--gradient_accumulation_steps", str(sch.gradient_accumulation_steps)]
     args += ["--max_data_loader_n_workers", "2", "--persistent_data_loader_workers"]
@@ -103,9 +104,8 @@ def train_args(job: Job, files: ModelFiles, config: str) -> list[str]:
     alpha = job.lora.alpha if job.lora.alpha is not None else rank
     args += ["--network_module", "networks.lora_wan", "--network_dim", str(rank), "--network_alpha", f"{alpha:g}"]
     args += TIMESTEP_SAMPLING
-    args += ["--max_train_epochs", str(sch.epochs)]
-    if sch.max_steps:
-        args += ["--max_train_steps", str(sch.max_steps)]
+    # --max_train_epochs overrides --max_train_steps, so pass only the one that limits the run
+    args += ["--max_train_steps", str(sch.max_steps)] if sch.max_steps else ["--max_train_epochs", str(sch.epochs)]
     if sch.save_every_epochs:
         args += ["--save_every_n_epochs", str(sch.save_every_epochs)]
     if sch.save_every_steps:

@@ -103,7 +103,7 @@ class Optimizer(Strict):
 
 class Schedule(Strict):
     epochs: int = Field(16, ge=1)
-    max_steps: int | None = Field(None, ge=1, description="musubi only: stop after this many steps")
+    max_steps: int | None = Field(None, ge=1, description="stop after this many steps (before the last epoch)")
     batch_size: int = Field(1, ge=1)
     gradient_accumulation_steps: int = Field(1, ge=1)
     warmup_steps: int = Field(0, ge=0)

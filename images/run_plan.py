@@ -1,0 +1,46 @@
+"""Run a rendered plan inside the container: each step in order, in the trainer's folder.
+
+Prints a marker line before and after each step (runner's progress display reads them) and exits
+with the first failing step's code. SIGTERM/SIGINT go to the running step, so `runner stop` is clean.
+Steps that only build caches are skipped when RUNNER_CACHE_FRESH=1 (the dataset fingerprint matched).
+"""
+
+import json
+import os
+import shlex
+import signal
+import subprocess
+import sys
+
+MARK = "[runner]"
+
+
+def main(plan_file: str) -> int:
+    with open(plan_file) as f:
+        plan = json.load(f)
+    steps = plan["steps"]
+    child = None
+
+    def forward(signum, _frame):
+        if child and child.poll() is None:
+            child.send_signal(signum)
+
+    signal.signal(signal.SIGTERM, forward)
+    signal.signal(signal.SIGINT, forward)
+    for i, step in enumerate(steps, 1):
+        head = f"{MARK} step {i}/{len(steps)} {step['name']}"
+        if step.get("caches") and os.environ.get("RUNNER_CACHE_FRESH") == "1":
+            print(f"{head} skipped: the cache matches the dataset fingerprint", flush=True)
+            continue
+        print(f"{head} start: {shlex.join(step['argv'])}", flush=True)
+        child = subprocess.Popen(step["argv"], cwd=plan["workdir"])
+        code = child.wait()
+        print(f"{head} exit {code}", flush=True)
+        if code != 0:
+            return code if code > 0 else 128 - code
+    print(f"{MARK} done", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1] if len(sys.argv) > 1 else "/job/plan.json"))

@@ -1,0 +1,74 @@
+"""User settings that apply to every job: network (CA bundle, pip index, HF mirror) and default folders.
+
+Read from $RUNNER_CONFIG or ~/.config/runner/config.yaml; environment variables win over the file.
+Secrets (HF_TOKEN) are never stored here: they are read from the environment when a job starts.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from runner.errors import UserError
+
+ENV = {"ca_bundle": "RUNNER_CA_BUNDLE", "pip_index_url": "PIP_INDEX_URL", "hf_endpoint": "HF_ENDPOINT"}
+
+
+def config_dir() -> Path:
+    return Path(os.environ.get("XDG_CONFIG_HOME", Path.home() / ".config")) / "runner"
+
+
+def state_dir() -> Path:
+    return Path(os.environ.get("RUNNER_STATE", Path(os.environ.get("XDG_STATE_HOME", Path.home() / ".local" / "state")) / "runner"))
+
+
+class Settings(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    ca_bundle: Path | None = Field(None, description="extra CA certificates (PEM) for TLS-intercepting proxies")
+    pip_index_url: str | None = Field(None, description="pip index or mirror used in image builds")
+    hf_endpoint: str | None = Field(None, description="Hugging Face mirror, passed to containers as HF_ENDPOINT")
+    models: Path = Field(Path.home() / "runner" / "models", description="`runner up`: host folder mounted at /models")
+    data: Path = Field(Path.home() / "runner" / "data", description="`runner up`: host folder mounted at /data")
+    cache: Path = Field(Path.home() / "runner" / "cache", description="`runner up`: host folder mounted at /cache")
+    outputs: Path = Field(Path.home() / "runner" / "outputs", description="`runner up`: host folder mounted at /outputs")
+    shm_size: str = Field("16g", description="/dev/shm size for containers (DeepSpeed and data loaders need more than 64 MB)")
+
+
+def config_file() -> Path:
+    return Path(os.environ.get("RUNNER_CONFIG", config_dir() / "config.yaml"))
+
+
+def load() -> Settings:
+    path = config_file()
+    data: dict = {}
+    if path.is_file():
+        try:
+            data = yaml.safe_load(path.read_text()) or {}
+            settings = Settings.model_validate(data)
+        except (yaml.YAMLError, ValidationError) as e:
+            raise UserError(str(path), f"is not a valid runner config ({e}).", "fix or delete the file; `runner --help` lists settings") from e
+    else:
+        settings = Settings()
+    overrides = {field: os.environ[var] for field, var in ENV.items() if os.environ.get(var)}
+    settings = settings.model_copy(update={k: (Path(v) if k == "ca_bundle" else v) for k, v in overrides.items()})
+    if settings.ca_bundle is not None and not settings.ca_bundle.is_file():
+        raise UserError(
+            "ca_bundle" if "ca_bundle" not in overrides else ENV["ca_bundle"],
+            f"{settings.ca_bundle} is not a file.",
+            "point it at a PEM file of CA certificates, e.g. /etc/ssl/certs/ca-certificates.crt.",
+        )
+    return settings
+
+
+def network_env(settings: Settings) -> dict[str, str]:
+    """Variables that let containers reach mirrors; the CA bundle is installed in the image itself."""
+    env = {}
+    if settings.hf_endpoint:
+        env["HF_ENDPOINT"] = settings.hf_endpoint
+    if settings.pip_index_url:
+        env["PIP_INDEX_URL"] = settings.pip_index_url
+    return env

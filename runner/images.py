@@ -1,0 +1,206 @@
+"""Trainer images: pins, content-addressed tags, builds through the Docker SDK, and listing.
+
+Every pin lives in images/pins.toml. The tag of an image is a hash of the pins, the Dockerfile and the
+files copied into it, so the same inputs give the same tag on every machine and a changed pin a new one.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import sys
+import tarfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Iterator
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+from runner.errors import UserError
+
+TRAINERS = ("diffpipe", "musubi")
+LABEL = "io.runner"
+CONTEXT_FILES = ("entrypoint.sh", "run_plan.py", "install-system.sh", "fetch-trainer.sh", "add-user.sh", "fetch_tokenizers.py")
+
+
+def source_root() -> Path:
+    """Where the Dockerfiles and images/ are: the checkout, or the data files of an installed package."""
+    checkout = Path(__file__).resolve().parent.parent
+    if (checkout / "Dockerfile.musubi").is_file():
+        return checkout
+    return Path(sys.prefix) / "share" / "runner"
+
+
+def default_pins_file() -> Path:
+    return source_root() / "images" / "pins.toml"
+
+
+@dataclass(frozen=True)
+class Pins:
+    """One image's pins: a [trainer] or [trainer-variant] table of a pins file."""
+
+    trainer: str
+    variant: str
+    values: dict
+    base: Path  # folder the pins file's relative paths start from
+
+    @property
+    def name(self) -> str:
+        return self.trainer if self.variant == "default" else f"{self.trainer}-{self.variant}"
+
+    def path(self, key: str) -> Path | None:
+        v = self.values.get(key)
+        return (self.base / v) if v else None
+
+    @property
+    def repository(self) -> str:
+        return f"runner-{self.name}"
+
+
+def load_pins(trainer: str, variant: str = "default", pins_file: Path | None = None) -> Pins:
+    if trainer not in TRAINERS:
+        raise UserError("trainer", f"{trainer!r} is not a trainer runner knows.", f"use one of {', '.join(TRAINERS)}.")
+    pins_file = pins_file or default_pins_file()
+    try:
+        tables = tomllib.loads(pins_file.read_text())
+    except (OSError, tomllib.TOMLDecodeError) as e:
+        raise UserError(str(pins_file), f"cannot be read as TOML ({e}).", "restore images/pins.toml from the repository.") from e
+    key = trainer if variant == "default" else f"{trainer}-{variant}"
+    if key not in tables:
+        variants = sorted(k.split("-", 1)[1] for k in tables if k.startswith(f"{trainer}-"))
+        raise UserError(str(pins_file), f"has no [{key}] table.", f"use a variant it defines: default, {', '.join(variants) or '(none)'}.")
+    base = pins_file.parent.parent if pins_file.parent.name == "images" else pins_file.parent
+    return Pins(trainer, variant, tables[key], base)
+
+
+def dockerfile(trainer: str) -> Path:
+    return source_root() / f"Dockerfile.{trainer}"
+
+
+def _context_entries(pins: Pins, ca_bundle: Path | None) -> Iterator[tuple[str, Path | bytes]]:
+    """(name in the build context, file or bytes) for everything the Dockerfile copies."""
+    images = source_root() / "images"
+    yield "Dockerfile", dockerfile(pins.trainer)
+    for name in CONTEXT_FILES:
+        yield f"images/{name}", images / name
+    for key in ("torch_lock", "requirements_lock"):
+        p = pins.path(key)
+        yield f"images/{key}.txt", p if p else b""
+    yield "images/ca/runner-extra.crt", ca_bundle.read_bytes() if ca_bundle else b""
+    src = pins.path("trainer_src")
+    if src:
+        for f in sorted(src.rglob("*")):
+            if f.is_file() and "__pycache__" not in f.parts:
+                yield f"trainer-src/{f.relative_to(src).as_posix()}", f
+    else:
+        yield "trainer-src/.keep", b""
+
+
+def build_context(pins: Pins, ca_bundle: Path | None) -> tuple[bytes, str]:
+    """The build context as a tar, and a content hash of it and the pins (the image tag)."""
+    digest = hashlib.sha256(repr(sorted(pins.values.items())).encode())
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as tar:
+        for name, src in _context_entries(pins, ca_bundle):
+            data = src if isinstance(src, bytes) else src.read_bytes()
+            mode = 0o755 if isinstance(src, Path) and os.access(src, os.X_OK) else 0o644
+            info = tarfile.TarInfo(name)
+            info.size, info.mode, info.mtime = len(data), mode, 0
+            tar.addfile(info, io.BytesIO(data))
+            digest.update(name.encode() + b"\0" + data)
+    return buf.getvalue(), digest.hexdigest()[:12]
+
+
+def build_args(pins: Pins, pip_index_url: str | None) -> dict[str, str]:
+    v = pins.values
+    args = {
+        "BASE_IMAGE": v["base_image"],
+        "TRAINER_GIT_URL": v.get("git_url", ""),
+        "TRAINER_COMMIT": v.get("commit", ""),
+        "TRAINER_SUBMODULES": " ".join(f"{path}={sha}" for path, sha in v.get("submodules", {}).items()),
+        "IMPORT_CHECK": v.get("import_check", ""),
+        "TOKENIZERS": " ".join(f"{t['repo']}:{t['subfolder']}" for t in v.get("tokenizers", [])),
+    }
+    wheel = v.get("flash_attn_wheel")
+    if wheel:
+        args["FLASH_ATTN_WHEEL"] = wheel["url"]
+        args["FLASH_ATTN_SHA256"] = wheel.get("sha256", "")
+        args["FLASH_ATTN_VERSION"] = v.get("flash_attn_version", "")
+    if pip_index_url:
+        args["PIP_INDEX_URL"] = pip_index_url
+    return args
+
+
+def labels(pins: Pins, tag: str) -> dict[str, str]:
+    out = {f"{LABEL}.trainer": pins.trainer, f"{LABEL}.variant": pins.variant, f"{LABEL}.tag": tag}
+    for k, v in sorted(pins.values.items()):
+        if isinstance(v, (str, int, float)):
+            out[f"{LABEL}.pins.{k}"] = str(v)
+        elif isinstance(v, dict) and k == "submodules":
+            out.update({f"{LABEL}.pins.submodule.{p}": sha for p, sha in v.items()})
+    out["org.opencontainers.image.source"] = pins.values.get("git_url", "")
+    out["org.opencontainers.image.revision"] = pins.values.get("commit", "")
+    return out
+
+
+def image_ref(pins: Pins, ca_bundle: Path | None) -> str:
+    return f"{pins.repository}:{build_context(pins, ca_bundle)[1]}"
+
+
+BuildLog = Callable[[str], None]
+
+
+def build(client, pins: Pins, ca_bundle: Path | None, pip_index_url: str | None, log: BuildLog) -> str:
+    """Build the image for `pins` unless an image with its tag exists; returns the image reference."""
+    context, tag = build_context(pins, ca_bundle)
+    ref = f"{pins.repository}:{tag}"
+    if find_image(client, ref):
+        log(f"{ref} is up to date")
+        return ref
+    args = build_args(pins, pip_index_url)
+    stream = client.api.build(
+        fileobj=io.BytesIO(context),
+        custom_context=True,
+        tag=ref,
+        buildargs=args,
+        labels=labels(pins, tag),
+        network_mode="host",
+        rm=True,
+        forcerm=True,
+        decode=True,
+    )
+    for chunk in stream:
+        if "error" in chunk:
+            raise UserError(
+                f"image {ref}",
+                f"the build failed: {chunk['error'].strip()}",
+                "read the build log above; behind a TLS-intercepting proxy set ca_bundle (RUNNER_CA_BUNDLE).",
+            )
+        text = chunk.get("stream", "")
+        for line in text.splitlines():
+            if line.strip():
+                log(line)
+    client.api.tag(ref, pins.repository, "latest")
+    return ref
+
+
+def find_image(client, ref: str):
+    import docker.errors
+
+    try:
+        return client.images.get(ref)
+    except docker.errors.ImageNotFound:
+        return None
+
+
+def list_images(client) -> list[dict]:
+    rows = []
+    for img in client.images.list(filters={"label": f"{LABEL}.trainer"}):
+        lab = img.labels or {}
+        pins = {k.removeprefix(f"{LABEL}.pins."): v for k, v in lab.items() if k.startswith(f"{LABEL}.pins.")}
+        rows.append({"id": img.short_id, "tags": img.tags, "trainer": lab.get(f"{LABEL}.trainer"), "variant": lab.get(f"{LABEL}.variant"), "size": img.attrs.get("Size", 0), "pins": pins})
+    return rows

@@ -1,0 +1,89 @@
+"""Trainer rules the renderers encode, checked on the rendered argv and TOMLs (facts at the pinned commits)."""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+
+from runner import render
+from tests import modelfixtures
+from tests.conftest import write_job
+from tests.test_validation import job_text
+
+
+def rendered(workspace: Path, text: str, tmp_path: Path):
+    job = write_job(workspace / "examples", text)
+    return render.render(job, tmp_path / "out")
+
+
+def train_argv(plan) -> list[str]:
+    return next(s.argv for s in plan.steps if s.name == "train")
+
+
+def test_fp8_dit_file_gets_fp8_base_without_fp8_scaled(workspace, tmp_path):
+    # musubi raises ValueError for --fp8_scaled with an fp8 (e4m3fn) DiT; a bf16 DiT gets both flags
+    modelfixtures.dit(workspace / "models" / "dit_fp8.safetensors", dtype="F8_E4M3")
+    fp8 = train_argv(rendered(workspace, job_text(dit="dit_fp8.safetensors", extra="memory:\n  transformer_dtype: float8\n"), tmp_path))
+    assert "--fp8_base" in fp8 and "--fp8_scaled" not in fp8
+    bf16 = train_argv(rendered(workspace, job_text(extra="memory:\n  transformer_dtype: float8\n"), tmp_path))
+    assert bf16[bf16.index("--fp8_base") + 1] == "--fp8_scaled"
+
+
+def test_musubi_warmup_switches_scheduler(workspace, tmp_path):
+    argv = train_argv(rendered(workspace, job_text(extra="schedule:\n  warmup_steps: 50\n"), tmp_path))
+    assert argv[argv.index("--lr_scheduler") + 1] == "constant_with_warmup"
+    assert argv[argv.index("--lr_warmup_steps") + 1] == "50"
+
+
+def test_musubi_max_steps_replaces_epochs(workspace, tmp_path):
+    argv = train_argv(rendered(workspace, job_text(extra="schedule:\n  max_steps: 300\n"), tmp_path))
+    assert argv[argv.index("--max_train_steps") + 1] == "300" and "--max_train_epochs" not in argv
+
+
+def test_musubi_alpha_defaults_to_rank_not_musubis_1(workspace, tmp_path):
+    argv = train_argv(rendered(workspace, job_text(extra="lora:\n  rank: 64\n"), tmp_path))
+    assert argv[argv.index("--network_alpha") + 1] == "64"
+
+
+def test_musubi_mixed_precision_is_given_to_the_script_too(workspace, tmp_path):
+    argv = train_argv(rendered(workspace, job_text(), tmp_path))
+    script = argv.index("src/musubi_tuner/wan_train_network.py")
+    assert "--mixed_precision" in argv[:script] and "--mixed_precision" in argv[script:]
+
+
+def test_musubi_source_fps_is_written_as_a_float(workspace, tmp_path):
+    plan = rendered(workspace, job_text().replace("  - path: data/clips\n", "  - path: data/clips\n    source_fps: 30\n"), tmp_path)
+    entry = tomllib.loads(plan.files["musubi_dataset.toml"])["datasets"][0]
+    assert entry["source_fps"] == 30.0 and isinstance(entry["source_fps"], float)
+
+
+def test_musubi_cache_directories_are_unique(workspace, tmp_path):
+    text = job_text().replace("data/clips", "data/mixed").replace("  - path: data/mixed\n", "  - path: data/mixed\n    resolutions: [[832, 480], 512]\n")
+    entries = tomllib.loads(rendered(workspace, text, tmp_path).files["musubi_dataset.toml"])["datasets"]
+    assert len(entries) == 4
+    assert len({e["cache_directory"] for e in entries}) == 4
+    assert {e.get("resolution")[0] for e in entries} == {832, 512}
+
+
+def test_diffpipe_second_dataset_overrides_only_what_differs(workspace, tmp_path):
+    text = job_text("diffpipe") + "  - path: data/mixed\n    frames: [1, 49]\n    repeats: 3\n"
+    doc = tomllib.loads(rendered(workspace, text, tmp_path).files["dataset.toml"])
+    assert doc["frame_buckets"] == [33]
+    first, second = doc["directory"]
+    assert "frame_buckets" not in first and second["frame_buckets"] == [49] and second["num_repeats"] == 3
+
+
+def test_diffpipe_max_steps_and_master_port(workspace, tmp_path):
+    job = write_job(workspace / "examples", job_text("diffpipe", extra="schedule:\n  max_steps: 100\n"))
+    plan = render.plan(render.load_checked(job), tmp_path, master_port=29611)
+    assert tomllib.loads(plan.files["diffpipe.toml"])["max_steps"] == 100
+    argv = train_argv(plan)
+    assert argv[argv.index("train.py") :][-2:] == ["--master_port", "29611"]
+
+
+def test_render_replaces_an_old_output_folder_whole(workspace, tmp_path):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "stale.toml").write_text("old")
+    rendered(workspace, job_text(), tmp_path)
+    assert not (out / "stale.toml").exists() and (out / "plan.json").is_file()
