@@ -54,6 +54,99 @@ def render(
     out.print(plan_summary(plan, out_dir))
 
 
+TrainerArg = typer.Argument(..., help="diffpipe or musubi")
+
+
+@app.command()
+def build(
+    trainer: str = TrainerArg,
+    variant: str = typer.Option("default", help="image variant from the pins file, e.g. blackwell (CUDA 12.8) for musubi"),
+    pins: Path = typer.Option(None, help="pins file (default: RUNNER_PINS or images/pins.toml)"),
+) -> None:
+    """Build a trainer image from its pins (base image by digest, trainer commit, locked wheels).
+
+    Behind a TLS-intercepting proxy set ca_bundle in the runner config or RUNNER_CA_BUNDLE; PIP_INDEX_URL
+    selects a pip mirror. An image whose pins have not changed is not rebuilt.
+    """
+    from runner import config, images
+    from runner.executors.local import LocalDocker
+
+    settings = config.load()
+    executor = LocalDocker()
+    p = images.load_pins(trainer, variant, pins or settings.pins)
+    images.check_build_disk(executor.client, p)
+    ref = images.build(executor.client, p, settings.ca_bundle, settings.pip_index_url, lambda line: out.print(line, markup=False, highlight=False))
+    out.print(f"[green]built[/green] {ref}")
+
+
+@app.command(name="images")
+def list_images() -> None:
+    """List runner's trainer images with their tags, pins and sizes."""
+    from rich.table import Table
+
+    from runner import images
+    from runner.executors.local import LocalDocker
+
+    t = Table("image", "trainer", "variant", "size", "trainer commit", "base image")
+    for row in images.list_images(LocalDocker().client):
+        pins = row["pins"]
+        t.add_row(", ".join(row["tags"]) or row["id"], row["trainer"], row["variant"], f"{row['size'] / 2**30:.2f} GiB",
+                  pins.get("commit", "")[:12], pins.get("base_image", ""))
+    out.print(t)
+
+
+@app.command()
+def up(trainer: str = TrainerArg) -> None:
+    """Start a long-lived trainer container (runner-<trainer>) with the configured folders, env and GPUs.
+
+    Builds the image first if needed. Folders come from the runner config (models, data, cache, outputs).
+    """
+    from runner import config, jobs, services
+    from runner.executors.local import LocalDocker
+
+    name = services.up(LocalDocker(), trainer, config.load(), jobs.gpus_wanted(), lambda line: out.print(line, markup=False, highlight=False))
+    out.print(f"[green]up[/green] {name}: `runner shell {trainer}` opens a shell in it")
+
+
+@app.command()
+def down(trainer: list[str] = typer.Argument(None, help="trainers to stop (default: both)")) -> None:
+    """Stop and remove the containers started by `runner up`. Mounted folders are untouched."""
+    from runner import images, services
+    from runner.executors.local import LocalDocker
+
+    stopped = services.down(LocalDocker(), trainer or list(images.TRAINERS))
+    out.print(f"stopped {', '.join(stopped)}" if stopped else "nothing was running")
+
+
+@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+def shell(ctx: typer.Context, trainer: str = TrainerArg) -> None:
+    """Open a shell in the container of `runner up TRAINER`; extra arguments run that command instead."""
+    from runner import services
+    from runner.executors.local import LocalDocker
+
+    raise typer.Exit(services.shell(LocalDocker(), trainer, ctx.args or ["bash"]))
+
+
+@app.command()
+def train(
+    job: Path = JobArg,
+    detach: bool = typer.Option(False, "--detach", "-d", help="start and return; follow later with `runner logs -f`"),
+) -> None:
+    """Train: render the job, run each step in the trainer's container, show live logs, exit with its code.
+
+    The full log is saved beside the outputs (<output>/<name>/runner-<id>.log). The job keeps running if
+    this command is interrupted; `runner logs -f`, `runner stop` and `runner ps` find it later.
+    """
+    from runner import config, launch
+    from runner.executors.local import LocalDocker
+
+    executor = LocalDocker()
+    record = launch.start(job, executor, config.load(), out)
+    if detach:
+        return
+    raise typer.Exit(launch.follow(record, executor, out))
+
+
 def main() -> None:
     try:
         app()

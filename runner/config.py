@@ -14,7 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from runner.errors import UserError
 
-ENV = {"ca_bundle": "RUNNER_CA_BUNDLE", "pip_index_url": "PIP_INDEX_URL", "hf_endpoint": "HF_ENDPOINT"}
+ENV = {"ca_bundle": "RUNNER_CA_BUNDLE", "pip_index_url": "PIP_INDEX_URL", "hf_endpoint": "HF_ENDPOINT", "pins": "RUNNER_PINS"}
 
 
 def config_dir() -> Path:
@@ -31,11 +31,16 @@ class Settings(BaseModel):
     ca_bundle: Path | None = Field(None, description="extra CA certificates (PEM) for TLS-intercepting proxies")
     pip_index_url: str | None = Field(None, description="pip index or mirror used in image builds")
     hf_endpoint: str | None = Field(None, description="Hugging Face mirror, passed to containers as HF_ENDPOINT")
+    pins: Path | None = Field(None, description="pins file for images (default: images/pins.toml of runner)")
     models: Path = Field(Path.home() / "runner" / "models", description="`runner up`: host folder mounted at /models")
     data: Path = Field(Path.home() / "runner" / "data", description="`runner up`: host folder mounted at /data")
     cache: Path = Field(Path.home() / "runner" / "cache", description="`runner up`: host folder mounted at /cache")
     outputs: Path = Field(Path.home() / "runner" / "outputs", description="`runner up`: host folder mounted at /outputs")
     shm_size: str = Field("16g", description="/dev/shm size for containers (DeepSpeed and data loaders need more than 64 MB)")
+    ulimits: dict[str, int] = Field(
+        default_factory=lambda: {"memlock": -1, "stack": 67108864},
+        description="container ulimits in bytes (-1 = unlimited); DeepSpeed pins memory and needs a large memlock",
+    )
 
 
 def config_file() -> Path:
@@ -54,7 +59,7 @@ def load() -> Settings:
     else:
         settings = Settings()
     overrides = {field: os.environ[var] for field, var in ENV.items() if os.environ.get(var)}
-    settings = settings.model_copy(update={k: (Path(v) if k == "ca_bundle" else v) for k, v in overrides.items()})
+    settings = settings.model_copy(update={k: (Path(v) if k in ("ca_bundle", "pins") else v) for k, v in overrides.items()})
     if settings.ca_bundle is not None and not settings.ca_bundle.is_file():
         raise UserError(
             "ca_bundle" if "ca_bundle" not in overrides else ENV["ca_bundle"],

@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import io
 import os
+import shutil
 import sys
 import tarfile
 from dataclasses import dataclass
@@ -152,6 +153,23 @@ def image_ref(pins: Pins, ca_bundle: Path | None) -> str:
 
 
 BuildLog = Callable[[str], None]
+DEFAULT_BUILD_DISK_GB = 40
+
+
+def check_build_disk(client, pins: Pins) -> None:
+    """Refuse a build the engine's disk cannot hold, before hours of downloads (local engines only)."""
+    root = client.info().get("DockerRootDir", "/var/lib/docker")
+    need = float(pins.values.get("build_disk_gb", DEFAULT_BUILD_DISK_GB))
+    try:
+        free = shutil.disk_usage(root).free / 2**30
+    except OSError:
+        return  # the engine's disk is not visible from here (remote engine)
+    if free < need:
+        raise UserError(
+            f"disk of {root}",
+            f"has {free:.1f} GiB free; building the {pins.name} image needs about {need:.0f} GiB.",
+            "free space (`docker system prune`), or move Docker's data-root to a larger disk.",
+        )
 
 
 def build(client, pins: Pins, ca_bundle: Path | None, pip_index_url: str | None, log: BuildLog) -> str:

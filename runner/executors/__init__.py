@@ -1,0 +1,1 @@
+"""Where a job runs: the local Docker engine (SDK) or a remote host (SSH)."""

@@ -1,0 +1,113 @@
+"""The local Docker engine, through the Docker SDK for Python."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+from typing import Iterator
+
+from runner.container import ContainerSpec
+from runner.errors import UserError
+
+TOOLKIT_FIX = (
+    "install the NVIDIA Container Toolkit (https://docs.nvidia.com/datacenter/cloud-native/container-toolkit/"
+    "latest/install-guide.html), run `sudo nvidia-ctk runtime configure --runtime=docker` and restart Docker."
+)
+
+
+ULIMIT_FIX = (
+    "let the Docker daemon raise them (its systemd unit: LimitMEMLOCK=infinity), or set `ulimits:` in the runner "
+    "config to what the host allows, e.g. `memlock: 8388608` for `ulimit -H -l` = 8192 KiB (rootless Docker, nested containers)."
+)
+
+
+def client():
+    import docker
+
+    try:
+        c = docker.from_env()
+        c.ping()
+        return c
+    except docker.errors.DockerException as e:
+        raise UserError(
+            "Docker",
+            f"the Docker daemon is unreachable ({e}).",
+            "start it (`sudo systemctl start docker`), or add yourself to the docker group "
+            "(`sudo usermod -aG docker $USER`, then log in again); DOCKER_HOST selects another engine.",
+        ) from e
+
+
+def has_gpu_runtime(info: dict) -> bool:
+    """Whether `--gpus` can work: the nvidia runtime is registered, or the toolkit's CLI is installed."""
+    return "nvidia" in (info.get("Runtimes") or {}) or bool(shutil.which("nvidia-container-cli") or shutil.which("nvidia-ctk"))
+
+
+class LocalDocker:
+    host = "local"
+
+    def __init__(self, docker_client=None):
+        self.client = docker_client or client()
+
+    def check_gpus(self) -> None:
+        if not has_gpu_runtime(self.client.info()):
+            raise UserError("NVIDIA Container Toolkit", "is not installed here, so Docker cannot give containers a GPU "
+                            "(the daemon would fail with 'could not select device driver \"\" with capabilities: [[gpu]]').", TOOLKIT_FIX)
+
+    def check_image(self, ref: str, trainer: str) -> None:
+        from runner.images import find_image
+
+        if find_image(self.client, ref) is None:
+            raise UserError(f"image {ref}", "is not built on this machine.", f"run `runner build {trainer}` (or `runner up {trainer}`).")
+
+    def prepare_mounts(self, spec: ContainerSpec) -> None:
+        """Inputs must exist; runner-owned folders (outputs, cache, HF cache) are created for the user."""
+        for m in spec.mounts:
+            p = Path(m.host)
+            if m.read_only or m.volume.startswith("data/"):
+                if not p.exists():
+                    raise UserError(f"mount {m.volume}", f"{p} does not exist on this machine.", f"create it or fix the path that maps to {m.container}.")
+            else:
+                p.mkdir(parents=True, exist_ok=True)
+
+    def start(self, spec: ContainerSpec) -> str:
+        import docker
+
+        try:
+            self.client.containers.run(**spec.sdk_kwargs())
+        except docker.errors.APIError as e:
+            if "could not select device driver" in str(e):
+                raise UserError("NVIDIA Container Toolkit", f"Docker could not give the container a GPU ({e.explanation}).", TOOLKIT_FIX) from e
+            if "rlimit" in str(e):
+                raise UserError(f"container {spec.name}", f"Docker could not set its ulimits {spec.ulimits} ({e.explanation}).", ULIMIT_FIX) from e
+            raise UserError(f"container {spec.name}", f"Docker refused to start it ({e.explanation}).", "read the message; `runner doctor` checks the setup.") from e
+        return spec.name
+
+    def logs(self, container: str, follow: bool = True) -> Iterator[str]:
+        c = self.client.containers.get(container)
+        buf = b""
+        for chunk in c.logs(stream=True, follow=follow):
+            buf += chunk
+            *lines, buf = buf.split(b"\n")
+            for line in lines:
+                yield line.decode(errors="replace")
+        if buf:
+            yield buf.decode(errors="replace")
+
+    def wait(self, container: str) -> int:
+        return int(self.client.containers.get(container).wait()["StatusCode"])
+
+    def stop(self, container: str, timeout: int = 30) -> None:
+        import docker
+
+        try:
+            self.client.containers.get(container).stop(timeout=timeout)
+        except docker.errors.NotFound:
+            pass
+
+    def state(self, container: str) -> dict:
+        import docker
+
+        try:
+            return self.client.containers.get(container).attrs["State"]
+        except docker.errors.NotFound:
+            return {}

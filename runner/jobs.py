@@ -1,0 +1,126 @@
+"""Job records: what ran where, kept locally so `runner logs/ps/stop/pull` work from any terminal later.
+
+A record lives in <state>/jobs/<id>/record.json beside the rendered files (<id>/job/, mounted at /job).
+Records hold no secrets: environment values are not stored, only their names.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from datetime import datetime, timezone
+from pathlib import Path
+
+from pydantic import BaseModel
+
+from runner import config
+from runner.errors import UserError
+
+LABEL_RECORD = "io.runner.record"
+LABEL_JOB = "io.runner.job"
+
+
+class JobRecord(BaseModel):
+    id: str
+    name: str
+    trainer: str
+    host: str  # "local" or a hosts inventory name
+    image: str
+    container: str
+    job_file: str
+    output_dir: str  # on the host that runs the job
+    status: str = "created"  # created | running | exited | failed | stopped
+    exit_code: int | None = None
+    started: str = ""
+    finished: str = ""
+    master_port: int = 29500
+    env_names: list[str] = []
+
+    @property
+    def folder(self) -> Path:
+        return jobs_dir() / self.id
+
+    @property
+    def job_dir(self) -> Path:
+        return self.folder / "job"
+
+    @property
+    def log_file(self) -> Path:
+        return self.folder / "train.log"
+
+    def save(self) -> None:
+        self.folder.mkdir(parents=True, exist_ok=True)
+        tmp = self.folder / "record.json.tmp"
+        tmp.write_text(self.model_dump_json(indent=2))
+        os.replace(tmp, self.folder / "record.json")
+
+
+def jobs_dir() -> Path:
+    return config.state_dir() / "jobs"
+
+
+def now() -> str:
+    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def new_id(name: str) -> str:
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
+    base = f"{name}-{stamp}"
+    n, candidate = 1, base
+    while (jobs_dir() / candidate).exists():
+        n += 1
+        candidate = f"{base}-{n}"
+    return candidate
+
+
+def all_records() -> list[JobRecord]:
+    if not jobs_dir().is_dir():
+        return []
+    out = []
+    for f in sorted(jobs_dir().glob("*/record.json")):
+        out.append(JobRecord.model_validate_json(f.read_text()))
+    return out
+
+
+def find(ref: str) -> JobRecord:
+    """A record by id, or the newest record of a job name."""
+    exact = jobs_dir() / ref / "record.json"
+    if exact.is_file():
+        return JobRecord.model_validate_json(exact.read_text())
+    matches = [r for r in all_records() if r.name == ref]
+    if not matches:
+        known = ", ".join(sorted({r.name for r in all_records()})) or "none yet"
+        raise UserError(f"job {ref!r}", "matches no job record on this machine.", f"use a job name or id from `runner ps` (known: {known}).")
+    return max(matches, key=lambda r: r.started or r.id)
+
+
+_STEP = re.compile(r"(\d+)/(\d+) \[")
+
+
+def progress_of(line: str) -> tuple[int, int] | None:
+    """(done, total) from a tqdm progress line such as 'steps:  40%|####  | 4/10 [00:02<00:03, ...]'."""
+    m = _STEP.search(line)
+    return (int(m.group(1)), int(m.group(2))) if m else None
+
+
+def write_json(path: Path, data: dict) -> None:
+    path.write_text(json.dumps(data, indent=2) + "\n")
+
+
+# --- lifecycle ---------------------------------------------------------------------------------------
+
+MASTER_PORTS = range(29500, 29600)
+
+
+def gpus_wanted() -> bool:
+    """RUNNER_GPUS=none starts containers without GPUs: only for CI runs of the stand-in trainers."""
+    return os.environ.get("RUNNER_GPUS", "all") != "none"
+
+
+def free_master_port(host: str, is_free) -> int:
+    """A torch.distributed port no other running job on `host` uses (diffusion-pipe defaults all to 29500)."""
+    taken = {r.master_port for r in all_records() if r.host == host and r.status == "running"}
+    for port in MASTER_PORTS:
+        if port not in taken and is_free(port):
+            return port
+    raise UserError(f"host {host}", f"has jobs on every port {MASTER_PORTS.start}-{MASTER_PORTS.stop - 1}.", "stop a job (`runner ps`, `runner stop`).")

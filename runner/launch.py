@@ -1,0 +1,100 @@
+"""Start a job on an executor and follow it: render → container → live logs → exit code.
+
+Shared by the local engine and remote hosts; only the executor differs.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from pathlib import Path
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from runner import config, images, jobs, render
+from runner.container import RUN_PLAN, ContainerSpec
+from runner.jobs import JobRecord
+from runner.spec import Job
+
+MARK = "[runner] step "
+
+
+def local_port_free(port: int) -> bool:
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", port))
+            return True
+        except OSError:
+            return False
+
+
+def container_env(job_env: dict[str, str], settings: config.Settings) -> dict[str, str]:
+    env = config.network_env(settings)
+    env.update(job_env)  # the job's own `env:` wins
+    return env
+
+
+def start(job_file: Path, executor, settings: config.Settings, console: Console, port_free=local_port_free) -> JobRecord:
+    """Validate, render and start a job; returns its record (status running)."""
+    local = executor.host == "local"
+    job: Job = render.load_checked(job_file, files_here=local)
+    pins = images.load_pins(job.trainer.value, pins_file=settings.pins)
+    ref = images.image_ref(pins, settings.ca_bundle)
+    executor.check_image(ref, job.trainer.value)
+    gpus = jobs.gpus_wanted()
+    if gpus:
+        executor.check_gpus()
+    rid = jobs.new_id(job.name)
+    port = jobs.free_master_port(executor.host, port_free)
+    record = JobRecord(
+        id=rid, name=job.name, trainer=job.trainer.value, host=executor.host, image=ref, container=f"runner-{rid}",
+        job_file=str(job_file.resolve()), output_dir=str(job.output / job.name), master_port=port,
+    )
+    plan = render.plan(job, record.job_dir, master_port=port)
+    render.write(plan, record.job_dir)
+    env = container_env(plan.env, settings)
+    spec = ContainerSpec(
+        image=ref, name=record.container, command=RUN_PLAN, mounts=plan.mounts, env=env, user=f"{os.getuid()}:{os.getgid()}",
+        workdir=plan.workdir, gpus=gpus, shm_size=settings.shm_size, ulimits=settings.ulimits,
+        labels={jobs.LABEL_RECORD: rid, jobs.LABEL_JOB: job.name},
+    )
+    executor.prepare_mounts(spec)
+    record.env_names = sorted(env)
+    record.started = jobs.now()
+    record.status = "running"
+    record.save()
+    executor.start(spec)
+    console.print(f"started {record.id} on {executor.host} ({ref}); outputs → {record.output_dir}")
+    return record
+
+
+def follow(record: JobRecord, executor, console: Console) -> int:
+    """Stream the container's log with a progress display, keep a full copy, and return the exit code."""
+    log_copies = [record.log_file, Path(record.output_dir) / f"runner-{record.id}.log"] if executor.host == "local" else [record.log_file]
+    files = []
+    for p in log_copies:
+        p.parent.mkdir(parents=True, exist_ok=True)
+        files.append(p.open("w"))
+    columns = [TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn()]
+    try:
+        with Progress(*columns, console=console, transient=True) as progress:
+            task = progress.add_task("starting", total=None)
+            for line in executor.logs(record.container, follow=True):
+                for f in files:
+                    f.write(line + "\n")
+                    f.flush()
+                progress.console.print(line, markup=False, highlight=False)
+                if line.startswith(MARK):
+                    progress.update(task, description=line[len(MARK):].split(":")[0], completed=0, total=None)
+                elif (done := jobs.progress_of(line)) is not None:
+                    progress.update(task, completed=done[0], total=done[1])
+    finally:
+        for f in files:
+            f.close()
+    code = executor.wait(record.container)
+    record.exit_code = code
+    record.status = "exited" if code == 0 else "failed"
+    record.finished = jobs.now()
+    record.save()
+    return code
