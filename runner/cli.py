@@ -147,6 +147,49 @@ def train(
     raise typer.Exit(launch.follow(record, executor, out))
 
 
+@app.command()
+def logs(
+    job: str = typer.Argument(..., help="job name (its newest run) or run id from `runner ps`"),
+    follow: bool = typer.Option(False, "--follow", "-f", help="keep streaming until the job ends"),
+) -> None:
+    """Show a job's log from its container, wherever it runs; -f reattaches to a running job."""
+    from runner import jobs, launch
+    from runner.executors import executor_for
+
+    record = jobs.find(job)
+    executor = executor_for(record.host)
+    if follow:
+        raise typer.Exit(launch.follow(record, executor, out))
+    for line in executor.logs(record.container, follow=False):
+        out.print(line, markup=False, highlight=False)
+
+
+@app.command()
+def ps(host: str = typer.Option(None, help="only jobs on this host (\"local\" for this machine)")) -> None:
+    """List job runs with their state, refreshed from the engines that run them."""
+    from rich.table import Table
+
+    from runner import jobs, launch
+
+    t = Table("id", "job", "trainer", "host", "status", "exit", "started")
+    for r in launch.refresh([r for r in jobs.all_records() if host is None or r.host == host]):
+        t.add_row(r.id, r.name, r.trainer, r.host, r.status, "" if r.exit_code is None else str(r.exit_code), r.started)
+    out.print(t)
+
+
+@app.command()
+def stop(job: str = typer.Argument(..., help="job name (its newest run) or run id")) -> None:
+    """Stop a running job: the trainer gets SIGTERM, then SIGKILL after 30 s. Outputs stay."""
+    from runner import jobs
+    from runner.executors import executor_for
+
+    record = jobs.find(job)
+    executor_for(record.host).stop(record.container)
+    record.status, record.finished = "stopped", jobs.now()
+    record.save()
+    out.print(f"stopped {record.id}")
+
+
 def main() -> None:
     try:
         app()

@@ -14,6 +14,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from runner import config, images, jobs, render
 from runner.container import RUN_PLAN, ContainerSpec
+from runner.errors import UserError
 from runner.jobs import JobRecord
 from runner.spec import Job
 
@@ -98,3 +99,24 @@ def follow(record: JobRecord, executor, console: Console) -> int:
     record.finished = jobs.now()
     record.save()
     return code
+
+
+def refresh(records: list[JobRecord]) -> list[JobRecord]:
+    """Update running records from their engines (a job may have ended while nobody followed it)."""
+    from runner.executors import executor_for
+
+    executors: dict = {}
+    for r in records:
+        if r.status != "running":
+            continue
+        try:
+            ex = executors.setdefault(r.host, executor_for(r.host))
+            state = ex.state(r.container)
+        except UserError:
+            continue  # host unreachable: keep what we knew
+        if state and not state.get("Running"):
+            r.exit_code = int(state.get("ExitCode", 0))
+            r.status = "exited" if r.exit_code == 0 else "failed"
+            r.finished = jobs.now()
+            r.save()
+    return records

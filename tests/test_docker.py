@@ -1,0 +1,169 @@
+"""Images, local launch and compose with a real Docker engine and the stand-in trainers (tests/standin/).
+
+What is stood in: the GPU (containers start with RUNNER_GPUS=none), the upstream trainer source and the
+CUDA-only wheels (torch, and the accelerate/deepspeed launchers that need it). Everything else is real:
+the Dockerfiles, builds through the Docker SDK behind this machine's TLS-intercepting proxy, containers,
+mounts, logs and exit codes.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from tests.dockerfixtures import REPO, STANDIN_PINS, require_docker, runner, runner_env
+
+
+@pytest.fixture(scope="session")
+def built(tmp_path_factory) -> Path:
+    """Both images built once for the session; returns a folder whose runner env the tests reuse."""
+    require_docker()
+    tmp = tmp_path_factory.mktemp("images")
+    for trainer in ("musubi", "diffpipe"):
+        r = runner(["build", trainer], runner_env(tmp))
+        assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    return tmp
+
+
+@pytest.fixture
+def env(built, tmp_path) -> dict[str, str]:
+    return runner_env(tmp_path)
+
+
+def test_build_is_content_addressed_and_labelled(built, env):
+    r = runner(["build", "musubi"], env)
+    assert r.returncode == 0 and "is up to date" in r.stdout
+    listing = runner(["images"], env)
+    assert "musubi" in listing.stdout and "diffpipe" in listing.stdout and "30c658c4f4b0" in listing.stdout
+
+
+def test_image_trusts_the_configured_ca_bundle(built, env):
+    import docker
+
+    img = next(i for i in docker.from_env().images.list(name="runner-musubi") if "runner-musubi:latest" in i.tags)
+    out = docker.from_env().containers.run(img.id, ["cat", "/usr/local/share/ca-certificates/runner/runner-extra.crt"], remove=True, entrypoint=[])
+    assert out.strip() == Path(env["RUNNER_CA_BUNDLE"]).read_bytes().strip()
+
+
+@pytest.mark.parametrize("example,final", [
+    ("t2v-1.3B-musubi", "ball-1p3b/ball-1p3b.safetensors"),
+    ("t2v-1.3B-diffpipe", "ball-1p3b-dp/*/epoch16/adapter_model.safetensors"),
+])
+def test_train_runs_the_example_end_to_end(workspace, env, example, final):
+    r = runner(["train", f"examples/{example}.yaml"], env, cwd=workspace)
+    assert r.returncode == 0, r.stdout[-4000:] + r.stderr[-2000:]
+    outputs = workspace / "examples" / "outputs"
+    produced = list(outputs.glob(final))
+    assert produced, f"no {final} under {outputs}: {sorted(p.relative_to(outputs) for p in outputs.rglob('*'))[:40]}"
+    assert produced[0].stat().st_uid == os.getuid(), "outputs belong to the user who ran runner"
+    logs = list(outputs.glob(f"{final.split('/')[0]}/runner-*.log"))
+    assert logs and "[runner] done" in logs[0].read_text()
+    assert "STAND-IN" in r.stdout
+
+
+def test_train_exits_with_the_trainers_exit_code(workspace, env):
+    job = workspace / "examples" / "failing.yaml"
+    job.write_text((workspace / "examples" / "t2v-1.3B-musubi.yaml").read_text() + "env:\n  STANDIN_FAIL_AT_STEP: '2'\n")
+    r = runner(["train", job], env, cwd=workspace)
+    assert r.returncode not in (0, 2), r.stdout[-2000:]
+    ps = runner(["ps"], env)
+    assert "failed" in ps.stdout
+
+
+def test_detach_logs_ps_and_stop(workspace, env):
+    env = {**env}
+    job = workspace / "examples" / "slow.yaml"
+    job.write_text((workspace / "examples" / "t2v-1.3B-musubi.yaml").read_text() + "env:\n  STANDIN_STEP_SECONDS: '2'\n")
+    assert runner(["train", job, "--detach"], env, cwd=workspace).returncode == 0
+    assert "running" in runner(["ps"], env).stdout
+    stopped = runner(["stop", "ball-1p3b"], env)
+    assert stopped.returncode == 0, stopped.stderr
+    assert "stopped" in runner(["ps"], env).stdout
+    assert "[runner] step 1/3" in runner(["logs", "ball-1p3b"], env).stdout
+
+
+def test_up_shell_down(built, env):
+    up = runner(["up", "musubi"], env)
+    assert up.returncode == 0, up.stderr
+    try:
+        sh = runner(["shell", "musubi", "--", "sh", "-c", "pwd; id -u; test -d /models && test -w /outputs && echo mounts-ok"], env)
+        assert sh.returncode == 0, sh.stderr
+        assert sh.stdout.split() == ["/opt/musubi-tuner", str(os.getuid()), "mounts-ok"]
+    finally:
+        down = runner(["down", "musubi"], env)
+    assert down.returncode == 0 and "runner-musubi" in down.stdout
+    assert runner(["shell", "musubi", "--", "true"], env).returncode == 2
+
+
+@pytest.mark.skipif(shutil.which("docker-compose") is None, reason="docker-compose is not installed (CI installs Debian's)")
+def test_docker_compose_run_musubi_from_the_repository_root(built, env, tmp_path):
+    for sub in ("models", "data", "cache", "outputs"):
+        (tmp_path / sub).mkdir()
+    compose_env = {**env, "COMPOSE_FILE": "compose/compose.yaml", "RUNNER_UID": str(os.getuid()), "RUNNER_GID": str(os.getgid()),
+                   "RUNNER_MODELS": str(tmp_path / "models"), "RUNNER_DATA": str(tmp_path / "data"),
+                   "RUNNER_CACHE": str(tmp_path / "cache"), "RUNNER_OUTPUTS": str(tmp_path / "outputs"),
+                   "RUNNER_MEMLOCK": str(__import__("yaml").safe_load(Path(env["RUNNER_CONFIG"]).read_text())["ulimits"]["memlock"])}
+    r = subprocess.run(["docker-compose", "run", "--rm", "-T", "musubi", "sh", "-c", "pwd; touch /outputs/made-here; echo $HF_HOME"],
+                       cwd=REPO, env=compose_env, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.split() == ["/opt/musubi-tuner", "/hf-cache"]
+    assert (tmp_path / "outputs" / "made-here").stat().st_uid == os.getuid()
+
+
+# --- errors, each with its fix; nothing is started -----------------------------------------------
+
+
+def _no_new_containers(before: set[str]) -> None:
+    import docker
+
+    assert {c.name for c in docker.from_env().containers.list(all=True)} <= before | {"runner-musubi"}
+
+
+def _containers() -> set[str]:
+    import docker
+
+    return {c.name for c in docker.from_env().containers.list(all=True)}
+
+
+def test_daemon_unreachable(workspace, env, tmp_path):
+    r = runner(["train", "examples/t2v-1.3B-musubi.yaml"], {**env, "DOCKER_HOST": f"unix://{tmp_path}/no.sock"}, cwd=workspace)
+    assert r.returncode == 2 and "Docker daemon is unreachable" in r.stderr and "Fix:" in r.stderr
+
+
+def test_nvidia_toolkit_missing_is_found_before_starting(workspace, env):
+    before = _containers()
+    r = runner(["train", "examples/t2v-1.3B-musubi.yaml"], {**env, "RUNNER_GPUS": "all"}, cwd=workspace)
+    assert r.returncode == 2 and "NVIDIA Container Toolkit" in r.stderr and "nvidia-ctk" in r.stderr
+    _no_new_containers(before)
+
+
+def test_image_absent(workspace, env, tmp_path):
+    pins = tmp_path / "pins.toml"
+    pins.write_text(STANDIN_PINS.read_text().replace("30c658c4f4b0bf05038b3346eff9670259b10fc7", "0" * 40))
+    before = _containers()
+    r = runner(["train", "examples/t2v-1.3B-musubi.yaml"], {**env, "RUNNER_PINS": str(pins)}, cwd=workspace)
+    assert r.returncode == 2 and "is not built on this machine" in r.stderr and "runner build musubi" in r.stderr
+    _no_new_containers(before)
+
+
+def test_too_little_disk_for_a_build(env, tmp_path):
+    pins = tmp_path / "pins.toml"
+    pins.write_text(STANDIN_PINS.read_text().replace("[musubi]", "[musubi]\nbuild_disk_gb = 1000000", 1))
+    r = runner(["build", "musubi", "--pins", pins], env)
+    assert r.returncode == 2 and "needs about 1000000 GiB" in r.stderr and "docker system prune" in r.stderr
+
+
+def test_mount_path_missing(built, tmp_path):
+    from runner.container import ContainerSpec
+    from runner.errors import UserError
+    from runner.executors.local import LocalDocker
+    from runner.mounts import Mount
+
+    spec = ContainerSpec(image="x", name="x", command=[], mounts=[Mount("models", str(tmp_path / "gone"), "/models", True)],
+                         env={}, user="0:0", workdir="/")
+    with pytest.raises(UserError, match="gone does not exist on this machine"):
+        LocalDocker().prepare_mounts(spec)
