@@ -24,7 +24,6 @@ import os
 import pathlib
 import pickle
 import random
-import re
 import shutil
 import sys
 import time
@@ -469,7 +468,7 @@ def train(args) -> None:
             if math.isnan(loss):
                 print("loss: nan", flush=True)
             losses.append(loss)
-            avr = sum(losses[-len(losses):]) / len(losses)
+            avr = sum(losses) / len(losses)
             progress.update(1, avr_loss=f"{avr:.3g}")
             if args.save_every_n_steps is not None and global_step % args.save_every_n_steps == 0:
                 saver.step(global_step, epoch + 1)
