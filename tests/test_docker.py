@@ -141,9 +141,18 @@ def test_nvidia_toolkit_missing_is_found_before_starting(workspace, env):
     _no_new_containers(before)
 
 
-def test_image_absent(workspace, env, tmp_path):
+def edited_pins(tmp_path: Path, old: str, new: str) -> Path:
+    """A copy of the stand-in pins with one edit; its relative paths made absolute so they still resolve."""
+    text = STANDIN_PINS.read_text().replace(old, new, 1)
+    for rel in ("diffusion-pipe", "musubi-tuner", "requirements.lock"):
+        text = text.replace(f'"{rel}"', f'"{STANDIN_PINS.parent / rel}"')
     pins = tmp_path / "pins.toml"
-    pins.write_text(STANDIN_PINS.read_text().replace("30c658c4f4b0bf05038b3346eff9670259b10fc7", "0" * 40))
+    pins.write_text(text)
+    return pins
+
+
+def test_image_absent(workspace, env, tmp_path):
+    pins = edited_pins(tmp_path, "30c658c4f4b0bf05038b3346eff9670259b10fc7", "0" * 40)
     before = _containers()
     r = runner(["train", "examples/t2v-1.3B-musubi.yaml"], {**env, "RUNNER_PINS": str(pins)}, cwd=workspace)
     assert r.returncode == 2 and "is not built on this machine" in r.stderr and "runner build musubi" in r.stderr
@@ -151,8 +160,7 @@ def test_image_absent(workspace, env, tmp_path):
 
 
 def test_too_little_disk_for_a_build(env, tmp_path):
-    pins = tmp_path / "pins.toml"
-    pins.write_text(STANDIN_PINS.read_text().replace("[musubi]", "[musubi]\nbuild_disk_gb = 1000000", 1))
+    pins = edited_pins(tmp_path, "[musubi]", "[musubi]\nbuild_disk_gb = 1000000")
     r = runner(["build", "musubi", "--pins", pins], env)
     assert r.returncode == 2 and "needs about 1000000 GiB" in r.stderr and "docker system prune" in r.stderr
 
