@@ -45,3 +45,53 @@ def main() -> None:
         err.print("[bold red]error:[/bold red]", end=" ")
         err.print(str(e), markup=False, highlight=False)
         sys.exit(e.exit_code)
+
+
+# --- models and datasets (issue 6) -------------------------------------------------------------------------
+
+dataset_app = typer.Typer(help="Check and prepare training data.", no_args_is_help=True)
+app.add_typer(dataset_app, name="dataset")
+
+
+@dataset_app.command("check")
+def dataset_check(
+    directory: Path = typer.Argument(..., help="folder of images/videos with captions"),
+    job: Path = typer.Option(None, "--job", help="take frames, source_fps, captions, task and trainer from this job"),
+    as_json: bool = typer.Option(False, "--json", help="print JSON instead of a table"),
+    frames: list[int] = typer.Option(None, "--frames", help="frame buckets / target frames (repeat the option)"),
+    source_fps: float = typer.Option(None, "--source-fps", help="musubi source_fps"),
+    task: str = typer.Option(None, "--task", help="t2v-1.3B, t2v-14B, i2v-14B-480P or i2v-14B-720P"),
+    trainer: str = typer.Option(None, "--trainer", help="diffpipe or musubi (default: both)"),
+) -> None:
+    """What each trainer will do with every file: read, captioned, bucketed, resampled, or dropped, and why.
+    Exits 1 when anything would fail or silently drop out of training."""
+    from runner.dataset import check
+    from runner.dataset_view import print_report, report_json
+    from runner.progress import counting
+    from runner.spec import Task, Trainer
+
+    with counting("reading", err) as start:
+        report = check(
+            directory,
+            start,
+            job_file=job,
+            frames=frames or None,
+            source_fps=source_fps,
+            task=_choice(Task, task, "--task"),
+            trainer=_choice(Trainer, trainer, "--trainer"),
+        )
+    if as_json:
+        print(report_json(report))
+    else:
+        print_report(report, out)
+    if report.failed:
+        raise typer.Exit(1)
+
+
+def _choice(enum: type, value: str | None, option: str):
+    if value is None:
+        return None
+    try:
+        return enum(value)
+    except ValueError:
+        raise UserError(option, f"'{value}' is not one of {', '.join(e.value for e in enum)}.", "use one of those") from None
