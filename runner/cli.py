@@ -95,3 +95,31 @@ def _choice(enum: type, value: str | None, option: str):
         return enum(value)
     except ValueError:
         raise UserError(option, f"'{value}' is not one of {', '.join(e.value for e in enum)}.", "use one of those") from None
+
+
+@dataset_app.command("prepare")
+def dataset_prepare(
+    src: Path = typer.Argument(..., help="folder of source videos and images (only read)"),
+    dst: Path = typer.Option(..., "--out", help="folder for the clips"),
+    fps: float = typer.Option(16, "--fps", help="target frame rate (Wan2.1 trains at 16)"),
+    frames: int = typer.Option(81, "--frames", help="frames per clip, 4k+1"),
+    min_frames: int = typer.Option(None, "--min-frames", help="keep a last, shorter clip (4k+1) of at least this many frames"),
+    max_side: int = typer.Option(None, "--max-side", help="scale down so the longest side is at most this"),
+    workers: int = typer.Option(None, "--workers", help="parallel processes (default: one per core)"),
+    caption_extension: str = typer.Option(".txt", "--caption-extension"),
+) -> None:
+    """Re-encode videos to --fps and cut them into --frames clips, each with a copy of its caption; copy images.
+    Resumes where it stopped; SRC is never written."""
+    from runner.prepare import Options, prepare
+    from runner.progress import counting
+
+    given = {"min_frames": min_frames, "max_side": max_side, "workers": workers}
+    opts = Options(fps=fps, frames=frames, caption_extension=caption_extension, **{k: v for k, v in given.items() if v is not None})
+    with counting("preparing", err) as start:
+        report = prepare(src, dst, opts, start)
+    for r in report.results:
+        if r.error:
+            err.print(f"[red]failed[/red] {r.source}: {r.error}", highlight=False)
+    out.print(report.summary(), highlight=False)
+    if any(r.error for r in report.results):
+        raise typer.Exit(1)
