@@ -123,3 +123,30 @@ def dataset_prepare(
     out.print(report.summary(), highlight=False)
     if any(r.error for r in report.results):
         raise typer.Exit(1)
+
+
+@app.command()
+def download(
+    preset: str = typer.Argument(..., help="t2v-1.3B, t2v-14B, i2v-14B-480P or i2v-14B-720P"),
+    fmt: str = typer.Option("comfy", "--format", help="official (DiT and T5 from the official repo) or comfy (ComfyUI single files)"),
+    to: Path = typer.Option(Path("models"), "--to", help="models root (the job's models.root)"),
+    trainer: str = typer.Option(None, "--trainer", help="diffpipe or musubi (default: what both need)"),
+    hf_home: Path = typer.Option(None, "--hf-home", help="Hugging Face home for the tokenizers musubi reads (the job's hf_cache); default $HF_HOME"),
+    dry_run: bool = typer.Option(False, "--dry-run", help="show what would be fetched and stop"),
+) -> None:
+    """Fetch the model files a preset needs, verified against the hub's sizes and hashes; resumable, and a second
+    run fetches nothing. Honors HF_ENDPOINT; reads the token from HF_TOKEN only."""
+    from runner.download import default_hf_home, fetch, plan, summarize
+    from runner.download_view import print_plan
+    from runner.models import Format
+    from runner.progress import transfer
+    from runner.spec import Trainer
+
+    chosen = _choice(Trainer, trainer, "--trainer")
+    items = plan(preset, _choice(Format, fmt, "--format"), [chosen] if chosen else list(Trainer), to, (hf_home or default_hf_home()) / "hub")
+    print_plan(summarize(items, to), out)
+    if dry_run:
+        return
+    with transfer(err) as progress:
+        counts = fetch(items, to, progress)
+    out.print(f"fetched {counts['fetched']}, verified {counts['verified']}, already verified {counts['skipped']}: every file matches the hub")
