@@ -30,8 +30,8 @@ STATE_DIR = ".runner-prepare"
 
 class Options(BaseModel):
     fps: float = Field(16, gt=0)
-    frames: int = Field(81, ge=5, description="frames per clip, 4k+1")
-    min_frames: int | None = Field(None, ge=5, description="keep a shorter last clip of at least this many frames")
+    frames: int = Field(81, description="frames per clip, 4k+1")
+    min_frames: int | None = Field(None, description="keep a shorter last clip of at least this many frames")
     max_side: int | None = Field(None, ge=16)
     caption_extension: str = ".txt"
     crf: int = 18
@@ -234,8 +234,10 @@ def _stems(sources: list[Path]) -> dict[Path, str]:
 def prepare(src: Path, dst: Path, opts: Options, on_start: Progress | None = None) -> PrepareReport:
     if not src.is_dir():
         raise UserError(str(src), "is not a folder.", "pass the folder that holds the source videos and images")
-    if opts.frames != round_4k1(opts.frames):
-        raise UserError("--frames", f"{opts.frames} is not 4k+1; the Wan VAE encodes 1 + 4k frames.", f"use {round_4k1(opts.frames)} or {round_4k1(opts.frames) + 4}")
+    if opts.frames < 5 or opts.frames != round_4k1(opts.frames):
+        raise UserError("--frames", f"{opts.frames} is not 4k+1; the Wan VAE encodes 1 + 4k frames.", f"use {max(5, round_4k1(opts.frames))} or {max(5, round_4k1(opts.frames)) + 4}")
+    if opts.min_frames is not None and not 5 <= opts.min_frames <= opts.frames:
+        raise UserError("--min-frames", f"{opts.min_frames} is outside 5..{opts.frames}.", "pick a value between 5 and --frames")
     src_r, dst_r = src.resolve(), dst.resolve()
     if dst_r == src_r or src_r in dst_r.parents:
         raise UserError(str(dst), "lies inside SRC; prepare never writes into its source.", "choose an --out folder outside SRC")
