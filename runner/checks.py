@@ -110,8 +110,7 @@ def dataset_folders(job: Job) -> Iterator[UserError]:
         elif media.dataset_kind(d.kind, d.path) == "empty":
             yield UserError(
                 f"datasets[{i}].path",
-                f"{d.path} holds no images or videos the trainers read "
-                f"({', '.join(sorted(media.VIDEO_EXTENSIONS | media.IMAGE_EXTENSIONS))}).",
+                f"{d.path} holds no images or videos the trainers read (e.g. .mp4, .webm, .mov, .png, .jpg).",
                 "put the media and their caption files in that folder.",
             )
 
@@ -127,7 +126,7 @@ def i2v_needs_video(job: Job) -> Iterator[UserError]:
                 "trainers need videos for I2V (diffusion-pipe: 'i2v must train on videos').",
                 "give video frame counts such as [33] and a folder of videos.",
             )
-        elif d.path.is_dir() and not media.media_files(d.path, media.VIDEO_EXTENSIONS):
+        elif d.path.is_dir() and not media.media_files(d.path, "video"):
             yield UserError(
                 f"datasets[{i}].path",
                 f"{d.path} holds no videos, but {job.task.value} needs videos (I2V cannot train from images only).",
