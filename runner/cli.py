@@ -45,12 +45,14 @@ def validate(job: Path = JobArg) -> None:
 def render(
     job: Path = JobArg,
     out_dir: Path = typer.Option(..., "--out", file_okay=False, help="folder for the rendered files (replaced whole)"),
+    vram: float = typer.Option(None, help="GPU memory in GiB for `memory: auto` (default: this machine's GPU)"),
+    ram: float = typer.Option(None, help="host RAM in GiB for `memory: auto` (default: this machine's)"),
 ) -> None:
     """Write the trainer's files, the commands (command.sh) and plan.json for a job, without running it."""
     from runner import render as r
     from runner.views import plan_summary
 
-    plan = r.render(job, out_dir)
+    plan = r.render(job, out_dir, vram, ram)
     out.print(plan_summary(plan, out_dir))
 
 

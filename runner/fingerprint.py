@@ -86,8 +86,18 @@ def cache_state(cache_dir: Path, fp: Fingerprint) -> CacheState:
     """fresh: the cache was recorded for exactly this data and settings; stale: it was made for something else
     (re-cache: diffpipe --regenerate_cache, musubi re-running both caching scripts); missing: no cache or no record."""
     try:
-        recorded = Fingerprint.model_validate_json((cache_dir / FILE_NAME).read_text())
-    except (OSError, ValueError):
+        return state_of((cache_dir / FILE_NAME).read_text(), fp)
+    except OSError:
+        return CacheState.missing
+
+
+def state_of(recorded_text: str | None, fp: Fingerprint) -> CacheState:
+    """cache_state for a record read by other means (e.g. from a remote host); None = no record."""
+    try:
+        recorded = Fingerprint.model_validate_json(recorded_text) if recorded_text is not None else None
+    except ValueError:
+        recorded = None
+    if recorded is None:
         return CacheState.missing
     return CacheState.fresh if recorded.digest == fp.digest else CacheState.stale
 

@@ -175,3 +175,23 @@ def test_mount_path_missing(built, tmp_path):
                          env={}, user="0:0", workdir="/")
     with pytest.raises(UserError, match="gone does not exist on this machine"):
         LocalDocker().prepare_mounts(spec)
+
+
+def test_a_valid_cache_is_reused_and_a_stale_one_rebuilt(workspace, env):
+    def train(example: str) -> str:
+        r = runner(["train", f"examples/{example}.yaml"], env, cwd=workspace)
+        assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-2000:]
+        return r.stdout
+
+    first = train("t2v-1.3B-musubi")
+    assert "cache-latents start" in first
+    second = train("t2v-1.3B-musubi")
+    assert "cache-latents skipped: the cache matches the dataset fingerprint" in second
+    (workspace / "examples" / "data" / "clips" / "clip1.txt").write_text("a blue ball rolls across a stone floor\n")
+    third = train("t2v-1.3B-musubi")
+    assert "cache-latents start" in third and "re-caching" in third
+
+    train("t2v-1.3B-diffpipe")
+    clip = workspace / "examples" / "data" / "clips" / "clip3.mp4"
+    clip.write_bytes(clip.read_bytes() + b"\0")  # same paths and captions: only runner's fingerprint sees it
+    assert "--regenerate_cache" in train("t2v-1.3B-diffpipe")

@@ -8,6 +8,7 @@ from typing import Iterator
 
 from runner.container import ContainerSpec
 from runner.errors import UserError
+from runner.shell import LocalShell
 
 TOOLKIT_FIX = (
     "install the NVIDIA Container Toolkit (https://docs.nvidia.com/datacenter/cloud-native/container-toolkit/"
@@ -47,6 +48,19 @@ class LocalDocker:
 
     def __init__(self, docker_client=None):
         self.client = docker_client or client()
+        self.shell = LocalShell()
+
+    def read_text(self, path: Path) -> str | None:
+        try:
+            return path.read_text()
+        except OSError:
+            return None
+
+    def write_text(self, path: Path, text: str) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_text(text)
+        tmp.replace(path)
 
     def check_gpus(self) -> None:
         if not has_gpu_runtime(self.client.info()):
