@@ -123,6 +123,7 @@ class Problem(BaseModel):
     level: Level
     trainer: str | None
     text: str
+    fix: str = "run `runner dataset check` on the folder for the whole picture"
 
 
 class CheckReport(BaseModel):
@@ -277,7 +278,8 @@ def _dataset_problems(files: list[FileReport], ignored: list[Path], s: Settings)
     if not files:
         problems.append(Problem(level="error", trainer=None, text="no images or videos in this folder"))
     if s.task.is_i2v and files and not any(f.kind == "video" and not f.error for f in files):
-        problems.append(Problem(level="error", trainer=None, text=f"task {s.task.value} trains on videos, and this folder has none"))
+        problems.append(Problem(level="error", trainer=None, text=f"task {s.task.value} trains on videos, and this folder has none",
+                                fix="point the dataset at a folder of video clips (I2V cannot learn from images only), or use a t2v task"))
     by_stem: dict[str, list[FileReport]] = defaultdict(list)
     for f in files:
         by_stem[Path(f.name).stem].append(f)
@@ -290,7 +292,8 @@ def _dataset_problems(files: list[FileReport], ignored: list[Path], s: Settings)
                 same = [f.name for f in group if f.kind == kind]
                 if len(same) > 1:
                     problems.append(
-                        Problem(level="error", trainer="musubi", text=f"{', '.join(same)} share the stem '{stem}': musubi's caches are named by stem and overwrite each other")
+                        Problem(level="error", trainer="musubi", text=f"{', '.join(same)} share the stem '{stem}': musubi's caches are named by stem and overwrite each other",
+                                fix="rename the files so every stem is unique in the folder")
                     )
         if Trainer.diffpipe in s.trainers:
             problems.append(Problem(level="warn", trainer="diffpipe", text=f"{names} share one caption file {stem}.txt"))
@@ -341,7 +344,7 @@ def dataset_problems(dataset: Dataset, trainer: Trainer, task: Task) -> list[Use
             errors.append(UserError(f"{dataset.path / f.name}", f"{trainer.value}: {v.text}.", _fix_for(v, trainer)))
     for p in report.problems:
         if _RANK[p.level] >= _RANK["drop"] and p.trainer in (None, trainer.value):
-            errors.append(UserError(str(dataset.path), f"{p.text}.", "run `runner dataset check` on it for the whole picture"))
+            errors.append(UserError(str(dataset.path), f"{p.text}.", p.fix))
     return errors
 
 
