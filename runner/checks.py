@@ -142,7 +142,7 @@ def model_files_present(job: Job) -> Iterator[UserError]:
     """Every model file the trainer will open exists here. Only for jobs that run on this machine."""
     files = modelfiles.resolve(job)
     if job.trainer is Trainer.diffpipe:
-        used = {"models.ckpt_dir": files.ckpt_dir, "models.dit": files.dit, "models.t5": files.t5 if job.models.t5 else None}
+        used = {"models.ckpt_dir": files.ckpt_dir, "models.dit": files.dit, "models.t5": files.t5 if files.t5_outside_ckpt else None}
     else:
         used = {"models.dit": files.dit, "models.vae": files.vae, "models.t5": files.t5, "models.clip": files.clip}
     for field, path in used.items():
@@ -174,18 +174,18 @@ def model_files(job: Job) -> Iterator[UserError]:
         if files.ckpt_dir is None:
             yield from _missing("models.ckpt_dir", None, "diffusion-pipe's ckpt_path must be the official Wan2.1 folder", DIFFPIPE_CKPT_FIX)
         elif files.ckpt_dir.is_dir():
-            yield from _diffpipe_ckpt_dir(job, files.ckpt_dir)
+            yield from _diffpipe_ckpt_dir(job, files, files.ckpt_dir)
     else:
         yield from _musubi_file_names(job, files)
     if files.dit is not None and files.dit.is_file():
         yield from _dit_file(job, files.dit)
 
 
-def _diffpipe_ckpt_dir(job: Job, ckpt_dir: Path) -> Iterator[UserError]:
+def _diffpipe_ckpt_dir(job: Job, files: modelfiles.ModelFiles, ckpt_dir: Path) -> Iterator[UserError]:
     needed = ["config.json", modelfiles.VAE, modelfiles.T5_TOKENIZER]
     if job.task.is_i2v:
         needed += [modelfiles.CLIP, modelfiles.CLIP_TOKENIZER]
-    if job.models.t5 is None:
+    if not files.t5_outside_ckpt:
         needed.append(modelfiles.T5)
     for name in needed:
         if not (ckpt_dir / name).exists():

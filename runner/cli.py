@@ -158,7 +158,10 @@ def logs(
     from runner import jobs, launch
     from runner.executors import executor_for
 
-    record = jobs.find(job)
+    record = launch.refresh([jobs.find(job)])[0]
+    if record.status != "running":  # finished: the container is gone, its log was kept
+        out.print(record.log_file.read_text() if record.log_file.exists() else "(no log was kept)", markup=False, highlight=False, end="")
+        raise typer.Exit(record.exit_code or 0)
     executor = executor_for(record.host)
     if follow:
         raise typer.Exit(launch.follow(record, executor, out))
@@ -182,14 +185,12 @@ def ps(host: str = typer.Option(None, help="only jobs on this host (\"local\" fo
 @app.command()
 def stop(job: str = typer.Argument(..., help="job name (its newest run) or run id")) -> None:
     """Stop a running job: the trainer gets SIGTERM, then SIGKILL after 30 s. Outputs stay."""
-    from runner import jobs
+    from runner import jobs, launch
     from runner.executors import executor_for
 
     record = jobs.find(job)
-    executor_for(record.host).stop(record.container)
-    record.status, record.finished = "stopped", jobs.now()
-    record.save()
-    out.print(f"stopped {record.id}")
+    launch.stop(record, executor_for(record.host))
+    out.print(f"stopped {record.id}; its log: `runner logs {record.id}`")
 
 
 # --- GPU: env, plan, doctor (issue 5). --host comes with runner.hosts; these take the local shell for now.

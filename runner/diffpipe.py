@@ -80,7 +80,7 @@ def main_toml(job: Job, files: ModelFiles) -> str:
     model: dict = {"type": "wan", "ckpt_path": _model(files, files.ckpt_dir), "dtype": mem.dtype}
     if files.dit is not None:
         model["transformer_path"] = _model(files, files.dit)
-    if job.models.t5 is not None and files.t5 is not None:
+    if files.t5_outside_ckpt:
         model["llm_path"] = _model(files, files.t5)
     if mem.transformer_dtype == "float8":
         model["transformer_dtype"] = "float8"

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import re
+import secrets
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -67,13 +68,8 @@ def now() -> str:
 
 
 def new_id(name: str) -> str:
-    stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
-    base = f"{name}-{stamp}"
-    n, candidate = 1, base
-    while (jobs_dir() / candidate).exists():
-        n += 1
-        candidate = f"{base}-{n}"
-    return candidate
+    """name-UTC time-random: sortable, and unique across machines that share an engine or a host."""
+    return f"{name}-{datetime.now(timezone.utc).strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(2)}"
 
 
 def all_records() -> list[JobRecord]:

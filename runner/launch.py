@@ -104,8 +104,23 @@ def start(job_file: Path, executor, settings: config.Settings, console: Console,
     return record
 
 
+def archive(record: JobRecord, executor) -> None:
+    """Keep the container's whole log beside the record, then remove the container."""
+    record.log_file.parent.mkdir(parents=True, exist_ok=True)
+    record.log_file.write_text("".join(line + "\n" for line in executor.logs(record.container, follow=False)))
+    executor.remove(record.container)
+
+
+def stop(record: JobRecord, executor) -> None:
+    executor.stop(record.container)
+    archive(record, executor)
+    record.status, record.finished = "stopped", jobs.now()
+    record.save()
+
+
 def finish(record: JobRecord, executor, code: int) -> None:
-    """Close a record; a successful run's caches are recorded fresh for the next run."""
+    """Close a record: keep the log, record a successful run's caches as fresh, remove the container."""
+    archive(record, executor)
     record.exit_code = code
     record.status = "exited" if code == 0 else "failed"
     record.finished = jobs.now()
@@ -117,7 +132,8 @@ def finish(record: JobRecord, executor, code: int) -> None:
 
 def follow(record: JobRecord, executor, console: Console) -> int:
     """Stream the container's log with a progress display, keep a full copy, and return the exit code."""
-    log_copies = [record.log_file, Path(record.output_dir) / f"runner-{record.id}.log"] if executor.host == "local" else [record.log_file]
+    # the record's copy is rewritten whole by finish(); this one lives beside the outputs
+    log_copies = [Path(record.output_dir) / f"runner-{record.id}.log"] if executor.host == "local" else []
     files = []
     for p in log_copies:
         p.parent.mkdir(parents=True, exist_ok=True)

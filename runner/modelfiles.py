@@ -27,10 +27,21 @@ class ModelFiles:
     vae: Path | None
     clip: Path | None
 
+    @property
+    def t5_outside_ckpt(self) -> bool:
+        """A T5 other than the official one in ckpt_dir (diffusion-pipe then needs llm_path)."""
+        return self.t5 is not None and (self.ckpt_dir is None or self.t5 != self.ckpt_dir / T5)
+
 
 def resolve(job: Job) -> ModelFiles:
+    """Host paths of the job's model files: its own fields, else its preset's files, else official names."""
     m = job.models
     root = m.root
+    if m.preset:
+        from runner.models import preset_files
+
+        given = {k: getattr(m, k) for k in ("ckpt_dir", "dit", "t5", "vae", "clip") if getattr(m, k) is not None}
+        m = m.model_copy(update={**preset_files(m.preset, m.format, job.trainer, job.task, root), **given})
 
     def under_root(p: Path | None) -> Path | None:
         if p is None:

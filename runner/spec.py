@@ -49,7 +49,8 @@ class Models(Strict):
     """Model files. Relative paths are under `root`, which is mounted read-only at /models."""
 
     root: Path = Field(Path("models"), description="host directory holding every model file")
-    preset: str | None = Field(None, description="a `runner download` preset; fills the paths below")
+    preset: str | None = Field(None, description="a `runner download` preset (t2v-1.3B, t2v-14B, i2v-14B-480P, i2v-14B-720P); fills the paths below")
+    format: Literal["comfy", "official"] = Field("comfy", description="with preset: ComfyUI repackaged DiT (comfy) or the official sharded one")
     ckpt_dir: Path | None = Field(None, description="official Wan2.1 directory (config.json, VAE, tokenizers)")
     dit: Path | None = Field(None, description="single-file DiT (.safetensors), e.g. ComfyUI repackaged")
     t5: Path | None = Field(None, description="T5 encoder: official models_t5_umt5-xxl-enc-bf16.pth")

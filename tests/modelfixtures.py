@@ -58,12 +58,23 @@ def official_dir(root: Path, name: str, i2v: bool) -> Path:
     return d
 
 
+COMFY = Path("Wan_2.1_ComfyUI_repackaged/split_files")
+DITS = {
+    "wan2.1_t2v_1.3B_bf16.safetensors": ("1.3B", False),
+    "wan2.1_t2v_14B_bf16.safetensors": ("14B", False),
+    "wan2.1_i2v_480p_14B_bf16.safetensors": ("14B", True),
+    "wan2.1_i2v_720p_14B_bf16.safetensors": ("14B", True),
+}
+
+
 def models_root(root: Path) -> Path:
-    """Every official folder plus the ComfyUI repackaged DiTs the example jobs name."""
+    """The layout `runner download` leaves (official folders, ComfyUI repackaged files), plus the DiTs
+    at the root that hand-written test jobs name."""
     for name, i2v in OFFICIAL_DIRS.items():
         official_dir(root, name, i2v)
-    dit(root / "wan2.1_t2v_1.3B_bf16.safetensors", "1.3B")
-    dit(root / "wan2.1_t2v_14B_bf16.safetensors", "14B")
-    dit(root / "wan2.1_i2v_480p_14B_bf16.safetensors", "14B", i2v=True)
-    dit(root / "wan2.1_i2v_720p_14B_bf16.safetensors", "14B", i2v=True)
+    for name, (size, i2v) in DITS.items():
+        dit(root / name, size, i2v=i2v)
+        dit(root / COMFY / "diffusion_models" / name, size, i2v=i2v)
+    write_safetensors_header(root / COMFY / "text_encoders" / "umt5_xxl_fp16.safetensors",
+                             {"encoder.block.0.layer.0.SelfAttention.q.weight": {"dtype": "F16", "shape": [4096, 4096], "data_offsets": [0, 0]}})
     return root

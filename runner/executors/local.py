@@ -118,6 +118,14 @@ class LocalDocker:
         except docker.errors.NotFound:
             pass
 
+    def remove(self, container: str) -> None:
+        import docker
+
+        try:
+            self.client.containers.get(container).remove(force=True)
+        except docker.errors.NotFound:
+            pass
+
     def state(self, container: str) -> dict:
         import docker
 
