@@ -69,7 +69,7 @@ def load_pins(trainer: str, variant: str = "default", pins_file: Path | None = N
     try:
         tables = tomllib.loads(pins_file.read_text())
     except (OSError, tomllib.TOMLDecodeError) as e:
-        raise UserError(str(pins_file), f"cannot be read as TOML ({e}).", "restore images/pins.toml from the repository.") from e
+        raise UserError(str(pins_file), f"cannot be read as a pins file ({e}).", "check the path given by --pins or RUNNER_PINS, or restore images/pins.toml from the repository.") from e
     key = trainer if variant == "default" else f"{trainer}-{variant}"
     if key not in tables:
         variants = sorted(k.split("-", 1)[1] for k in tables if k.startswith(f"{trainer}-"))
