@@ -282,9 +282,9 @@ def test_diffpipe_sigterm_through_deepspeed_stops_the_trainer(workspace: Path):
     assert p.returncode == 1 and "TRAINING COMPLETE!" not in stdout
 
 
-def test_standin_kits_are_identical_and_say_what_they_are():
-    a = (MUSUBI / "src" / "musubi_tuner" / "_standin.py").read_text()
-    assert a == (DIFFPIPE / "utils" / "standin_kit.py").read_text()
+def test_standin_files_say_what_they_are():
+    # one kit for both stand-ins: diffusion-pipe's is a link, which image builds copy as a file
+    assert (DIFFPIPE / "utils" / "standin_kit.py").resolve() == (MUSUBI / "src" / "musubi_tuner" / "_standin.py").resolve()
     for f in [*MUSUBI.rglob("*.py"), *DIFFPIPE.rglob("*.py"), MUSUBI / "bin" / "accelerate", DIFFPIPE / "bin" / "deepspeed"]:
         head = f.read_text()[:400]
         assert "STAND-IN" in head or "stand-in" in head, f
