@@ -6,6 +6,7 @@ Records hold no secrets: environment values are not stored, only their names.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 from datetime import datetime, timezone
@@ -18,6 +19,7 @@ from runner.errors import UserError
 
 LABEL_RECORD = "io.runner.record"
 LABEL_JOB = "io.runner.job"
+LABEL_PORT = "io.runner.master_port"
 
 
 class JobRecord(BaseModel):

@@ -5,14 +5,12 @@ Shared by the local engine and remote hosts; only the executor differs.
 
 from __future__ import annotations
 
-import os
-import socket
 from pathlib import Path
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from runner import config, images, jobs, render
+from runner import checks, config, images, jobs, render
 from runner.container import RUN_PLAN, ContainerSpec
 from runner.errors import UserError
 from runner.jobs import JobRecord
@@ -21,33 +19,26 @@ from runner.spec import Job
 MARK = "[runner] step "
 
 
-def local_port_free(port: int) -> bool:
-    with socket.socket() as s:
-        try:
-            s.bind(("127.0.0.1", port))
-            return True
-        except OSError:
-            return False
-
-
 def container_env(job_env: dict[str, str], settings: config.Settings) -> dict[str, str]:
     env = config.network_env(settings)
     env.update(job_env)  # the job's own `env:` wins
     return env
 
 
-def start(job_file: Path, executor, settings: config.Settings, console: Console, port_free=local_port_free) -> JobRecord:
+def start(job_file: Path, executor, settings: config.Settings, console: Console) -> JobRecord:
     """Validate, render and start a job; returns its record (status running)."""
     local = executor.host == "local"
     job: Job = render.load_checked(job_file, files_here=local)
     pins = images.load_pins(job.trainer.value, pins_file=settings.pins)
     ref = images.image_ref(pins, settings.ca_bundle)
-    executor.check_image(ref, job.trainer.value)
     gpus = jobs.gpus_wanted()
     if gpus:
         executor.check_gpus()
+    if not local:
+        executor.check_models(job.models.root, checks.used_model_files(job))
+    executor.check_image(ref, job.trainer.value)  # a remote host receives the image here: after the cheap checks
     rid = jobs.new_id(job.name)
-    port = jobs.free_master_port(executor.host, port_free)
+    port = jobs.free_master_port(executor.host, executor.port_free)
     record = JobRecord(
         id=rid, name=job.name, trainer=job.trainer.value, host=executor.host, image=ref, container=f"runner-{rid}",
         job_file=str(job_file.resolve()), output_dir=str(job.output / job.name), master_port=port,
@@ -56,9 +47,9 @@ def start(job_file: Path, executor, settings: config.Settings, console: Console,
     render.write(plan, record.job_dir)
     env = container_env(plan.env, settings)
     spec = ContainerSpec(
-        image=ref, name=record.container, command=RUN_PLAN, mounts=plan.mounts, env=env, user=f"{os.getuid()}:{os.getgid()}",
+        image=ref, name=record.container, command=RUN_PLAN, mounts=plan.mounts, env=env, user=executor.user,
         workdir=plan.workdir, gpus=gpus, shm_size=settings.shm_size, ulimits=settings.ulimits,
-        labels={jobs.LABEL_RECORD: rid, jobs.LABEL_JOB: job.name},
+        labels={jobs.LABEL_RECORD: rid, jobs.LABEL_JOB: job.name, jobs.LABEL_PORT: str(port)},
     )
     executor.prepare_mounts(spec)
     record.env_names = sorted(env)
