@@ -5,6 +5,8 @@ set -eu
 dest=$1
 if [ -n "$(ls -A /tmp/trainer-src)" ] && [ ! -f /tmp/trainer-src/.keep ]; then
     cp -a /tmp/trainer-src "$dest"
+    # a local trainer folder may bring an install hook (the CI stand-ins link their launchers onto PATH)
+    if [ -f "$dest/.runner-install.sh" ]; then sh "$dest/.runner-install.sh"; fi
 else
     git init -q "$dest"
     git -C "$dest" remote add origin "$TRAINER_GIT_URL"

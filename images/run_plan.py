@@ -1,7 +1,7 @@
 """Run a rendered plan inside the container: each step in order, in the trainer's folder.
 
 Prints a marker line before and after each step (runner's progress display reads them) and exits
-with the first failing step's code. SIGTERM/SIGINT go to the running step, so `runner stop` is clean.
+with the first failing step's code. SIGTERM/SIGINT go to the running step's process group, so `runner stop` is clean.
 Steps that only build caches are skipped when RUNNER_CACHE_FRESH=1 (the dataset fingerprint matched).
 """
 
@@ -22,8 +22,9 @@ def main(plan_file: str) -> int:
     child = None
 
     def forward(signum, _frame):
+        # to the step's whole process group: launchers (accelerate) do not pass signals on to the trainer
         if child and child.poll() is None:
-            child.send_signal(signum)
+            os.killpg(child.pid, signum)
 
     signal.signal(signal.SIGTERM, forward)
     signal.signal(signal.SIGINT, forward)
@@ -33,7 +34,7 @@ def main(plan_file: str) -> int:
             print(f"{head} skipped: the cache matches the dataset fingerprint", flush=True)
             continue
         print(f"{head} start: {shlex.join(step['argv'])}", flush=True)
-        child = subprocess.Popen(step["argv"], cwd=plan["workdir"])
+        child = subprocess.Popen(step["argv"], cwd=plan["workdir"], start_new_session=True)
         code = child.wait()
         print(f"{head} exit {code}", flush=True)
         if code != 0:

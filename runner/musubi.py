@@ -23,6 +23,8 @@ DEFAULT_LR = 2e-4
 TIMESTEP_SAMPLING = ["--timestep_sampling", "shift", "--discrete_flow_shift", "3.0"]
 TEXT_ENCODER_BATCH = 16
 MIXED_PRECISION = {"bfloat16": "bf16", "float16": "fp16"}
+# musubi's --task names one I2V config for both resolutions (wan/configs/__init__.py)
+TASKS = {"t2v-1.3B": "t2v-1.3B", "t2v-14B": "t2v-14B", "i2v-14B-480P": "i2v-14B", "i2v-14B-720P": "i2v-14B"}
 
 
 def _wh(res: int | tuple[int, int]) -> tuple[int, int]:
@@ -81,7 +83,7 @@ def train_args(job: Job, files: ModelFiles, config: str) -> list[str]:
     mem, sch, opt = job.memory, job.schedule, job.optimizer
     mp = MIXED_PRECISION[mem.dtype]
     out = str(mounts.job_output_dir(job.name))
-    args = ["--task", job.task.value, "--dit", _model(files, files.dit), "--dataset_config", config]
+    args = ["--task", TASKS[job.task.value], "--dit", _model(files, files.dit), "--dataset_config", config]
     args += ["--sdpa", "--mixed_precision", mp]
     if mem.transformer_dtype == "float8":
         # an fp8 file is already quantized; a bf16/fp16 file is quantized at load with per-tensor scales

@@ -31,9 +31,13 @@ def dit(path: Path, size: str = "1.3B", i2v: bool = False, dtype: str = "BF16", 
     tensors = {
         f"{prefix}patch_embedding.weight": {"dtype": dtype, "shape": shape, "data_offsets": [0, 0]},
         f"{prefix}blocks.0.self_attn.q.weight": {"dtype": dtype, "shape": [shape[0], shape[0]], "data_offsets": [0, 0]},
+        # musubi reads the DiT dtype from this key (wan/modules/model.py detect_wan_sd_dtype)
+        f"{prefix}blocks.0.cross_attn.k.weight": {"dtype": dtype, "shape": [shape[0], shape[0]], "data_offsets": [0, 0]},
     }
     if i2v:
         tensors[f"{prefix}img_emb.proj.1.weight"] = {"dtype": dtype, "shape": [1280, 1280], "data_offsets": [0, 0]}
+        # Wan2.1 I2V's image cross-attention (diffusion-pipe tells Wan2.1 I2V from Wan2.2 I2V by it)
+        tensors[f"{prefix}blocks.0.cross_attn.k_img.weight"] = {"dtype": dtype, "shape": [shape[0], shape[0]], "data_offsets": [0, 0]}
     if fp8_scaled:
         tensors["scaled_fp8"] = {"dtype": "F8_E4M3", "shape": [2], "data_offsets": [0, 0]}
         tensors[f"{prefix}blocks.0.self_attn.q.scale_weight"] = {"dtype": "F32", "shape": [1], "data_offsets": [0, 0]}
@@ -43,7 +47,9 @@ def dit(path: Path, size: str = "1.3B", i2v: bool = False, dtype: str = "BF16", 
 def official_dir(root: Path, name: str, i2v: bool) -> Path:
     d = root / name
     (d / "google" / "umt5-xxl").mkdir(parents=True, exist_ok=True)
-    (d / "config.json").write_text(json.dumps({"model_type": "i2v" if i2v else "t2v"}))
+    dim, layers = (1536, 30) if "1.3B" in name else (5120, 40)
+    config = {"_class_name": "WanModel", "model_type": "i2v" if i2v else "t2v", "dim": dim, "num_layers": layers, "in_dim": 36 if i2v else 16}
+    (d / "config.json").write_text(json.dumps(config))
     for f in ["Wan2.1_VAE.pth", "models_t5_umt5-xxl-enc-bf16.pth"]:
         (d / f).write_bytes(b"")
     if i2v:

@@ -1,0 +1,1 @@
+"""STAND-IN networks package (runner's CI test double)."""
