@@ -261,5 +261,5 @@ def main() -> None:
         app()
     except UserError as e:
         err.print("[bold red]error:[/bold red]", end=" ")
-        err.print(str(e), markup=False, highlight=False)
+        err.print(str(e), markup=False, highlight=False, soft_wrap=True)  # commands in the fix stay copy-pasteable
         sys.exit(e.exit_code)

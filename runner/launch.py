@@ -5,6 +5,7 @@ Shared by the local engine and remote hosts; only the executor differs.
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 from rich.console import Console
@@ -43,20 +44,24 @@ def start(job_file: Path, executor, settings: config.Settings, console: Console)
         id=rid, name=job.name, trainer=job.trainer.value, host=executor.host, image=ref, container=f"runner-{rid}",
         job_file=str(job_file.resolve()), output_dir=str(job.output / job.name), master_port=port,
     )
-    plan = render.plan(job, record.job_dir, master_port=port)
-    render.write(plan, record.job_dir)
-    env = container_env(plan.env, settings)
-    spec = ContainerSpec(
-        image=ref, name=record.container, command=RUN_PLAN, mounts=plan.mounts, env=env, user=executor.user,
-        workdir=plan.workdir, gpus=gpus, shm_size=settings.shm_size, ulimits=settings.ulimits,
-        labels={jobs.LABEL_RECORD: rid, jobs.LABEL_JOB: job.name, jobs.LABEL_PORT: str(port)},
-    )
-    executor.prepare_mounts(spec)
-    record.env_names = sorted(env)
-    record.started = jobs.now()
-    record.status = "running"
-    record.save()
-    executor.start(spec)
+    try:
+        plan = render.plan(job, record.job_dir, master_port=port)
+        render.write(plan, record.job_dir)
+        env = container_env(plan.env, settings)
+        spec = ContainerSpec(
+            image=ref, name=record.container, command=RUN_PLAN, mounts=plan.mounts, env=env, user=executor.user,
+            workdir=plan.workdir, gpus=gpus, shm_size=settings.shm_size, ulimits=settings.ulimits,
+            labels={jobs.LABEL_RECORD: rid, jobs.LABEL_JOB: job.name, jobs.LABEL_PORT: str(port)},
+        )
+        executor.prepare_mounts(spec)
+        record.env_names = sorted(env)
+        record.started = jobs.now()
+        record.status = "running"
+        record.save()
+        executor.start(spec)
+    except BaseException:
+        shutil.rmtree(record.folder, ignore_errors=True)  # nothing half-started: no record of a job that never ran
+        raise
     console.print(f"started {record.id} on {executor.host} ({ref}); outputs → {record.output_dir}")
     return record
 

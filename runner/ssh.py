@@ -185,7 +185,7 @@ class RemoteShell:
             if buf:
                 yield buf.decode(errors="replace")
             # EOF without an exit status: the connection or the session was killed, not the command ending
-            if not ch.exit_status_ready() or ch.recv_exit_status() == -1:
+            if not ch.status_event.wait(30) or ch.recv_exit_status() == -1:
                 raise lost(self.name, "the session ended before the command did")
         finally:
             ch.close()
