@@ -144,6 +144,8 @@ def test_nvidia_toolkit_missing_is_found_before_starting(workspace, env):
 def test_image_absent(workspace, env, tmp_path):
     pins = tmp_path / "pins.toml"
     pins.write_text(STANDIN_PINS.read_text().replace("30c658c4f4b0bf05038b3346eff9670259b10fc7", "0" * 40))
+    for rel in ("requirements.lock", "musubi-tuner", "diffusion-pipe"):  # the pins' relative paths
+        (tmp_path / rel).symlink_to(STANDIN_PINS.parent / rel)
     before = _containers()
     r = runner(["train", "examples/t2v-1.3B-musubi.yaml"], {**env, "RUNNER_PINS": str(pins)}, cwd=workspace)
     assert r.returncode == 2 and "is not built on this machine" in r.stderr and "runner build musubi" in r.stderr
