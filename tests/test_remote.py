@@ -46,7 +46,13 @@ def remote_models(tmp_path_factory) -> str:
 
 @pytest.fixture
 def env(remote_models, tmp_path) -> dict[str, str]:
-    return runner_env(tmp_path, XDG_CONFIG_HOME=str(tmp_path / "config"))
+    env = runner_env(tmp_path, XDG_CONFIG_HOME=str(tmp_path / "config"))
+    yield env
+    names = {r["container"] for r in _records(env)}
+    for host in ADDRESS:
+        for c in engine(host).containers.list(all=True):
+            if c.name in names:
+                c.remove(force=True)
 
 
 @pytest.fixture
