@@ -7,7 +7,6 @@ machine for local jobs; a remote host's preflight checks its own copies.
 
 from __future__ import annotations
 
-from collections import defaultdict
 from pathlib import Path
 from typing import Callable, Iterator
 
@@ -110,8 +109,7 @@ def dataset_folders(job: Job) -> Iterator[UserError]:
         elif media.dataset_kind(d.kind, d.path) == "empty":
             yield UserError(
                 f"datasets[{i}].path",
-                f"{d.path} holds no images or videos the trainers read "
-                f"({', '.join(sorted(media.VIDEO_EXTENSIONS | media.IMAGE_EXTENSIONS))}).",
+                f"{d.path} holds no images or videos the trainers read (e.g. .mp4, .webm, .mov, .png, .jpg).",
                 "put the media and their caption files in that folder.",
             )
 
@@ -127,32 +125,17 @@ def i2v_needs_video(job: Job) -> Iterator[UserError]:
                 "trainers need videos for I2V (diffusion-pipe: 'i2v must train on videos').",
                 "give video frame counts such as [33] and a folder of videos.",
             )
-        elif d.path.is_dir() and not media.media_files(d.path, media.VIDEO_EXTENSIONS):
-            yield UserError(
-                f"datasets[{i}].path",
-                f"{d.path} holds no videos, but {job.task.value} needs videos (I2V cannot train from images only).",
-                "point it at a folder of video clips, or use a t2v task for image data.",
-            )
 
 
-def musubi_stem_collisions(job: Job) -> Iterator[UserError]:
-    if job.trainer is not Trainer.musubi:
-        return
+def dataset_contents(job: Job) -> Iterator[UserError]:
+    """Files the trainer would drop or fail on: videos outside every frame bucket (fps × frames), missing
+    captions, colliding stems, I2V folders without videos (runner.dataset reads container metadata only)."""
+    from runner.dataset import dataset_problems
+
     for i, d in enumerate(job.datasets):
-        if not d.path.is_dir():
-            continue
-        by_stem: dict[str, list[str]] = defaultdict(list)
-        for f in media.media_files(d.path):
-            by_stem[f.stem].append(f.name)
-        clashes = sorted(names for names in by_stem.values() if len(names) > 1)
-        if clashes:
-            shown = "; ".join(" / ".join(sorted(n)) for n in clashes[:3])
-            yield UserError(
-                f"datasets[{i}].path",
-                f"{len(clashes)} file name stems are shared by several files ({shown}); musubi names its cache "
-                "files by stem, so one overwrites the other and a clip is silently lost.",
-                "rename the files so every stem is unique in the folder.",
-            )
+        if d.path.is_dir() and media.dataset_kind(d.kind, d.path) != "empty":
+            for e in dataset_problems(d, job.trainer, job.task):
+                yield UserError(f"datasets[{i}].path", f"{e.where}: {e.problem}", e.fix)
 
 
 def used_model_files(job: Job) -> dict[str, Path]:
@@ -293,7 +276,7 @@ RULES: list[Rule] = [
     blocks_to_swap_limit,
     diffpipe_resolutions,
     i2v_needs_video,
-    musubi_stem_collisions,
+    dataset_contents,
     model_files,
 ]
 

@@ -45,12 +45,14 @@ def validate(job: Path = JobArg) -> None:
 def render(
     job: Path = JobArg,
     out_dir: Path = typer.Option(..., "--out", file_okay=False, help="folder for the rendered files (replaced whole)"),
+    vram: float = typer.Option(None, help="GPU memory in GiB for `memory: auto` (default: this machine's GPU)"),
+    ram: float = typer.Option(None, help="host RAM in GiB for `memory: auto` (default: this machine's)"),
 ) -> None:
     """Write the trainer's files, the commands (command.sh) and plan.json for a job, without running it."""
     from runner import render as r
     from runner.views import plan_summary
 
-    plan = r.render(job, out_dir)
+    plan = r.render(job, out_dir, vram, ram)
     out.print(plan_summary(plan, out_dir))
 
 
@@ -254,6 +256,169 @@ def hosts_rm(name: str = typer.Argument(..., help="a host name from `runner host
 
     hosts.remove(name)
     out.print(f"removed {name}")
+
+
+# --- GPU: env, plan, doctor (issue 5). --host comes with runner.hosts; these take the local shell for now.
+
+
+@app.command("env")
+def env_cmd(job: Path = typer.Argument(None, dir_okay=False, help="the job file (YAML); without it, the GPU rules alone")) -> None:
+    """Print the environment runner would inject into the training container, and why."""
+    from rich.table import Table
+
+    from runner.gpu.envrules import env_for_job
+    from runner.shell import LocalShell
+    from runner.spec import load_job
+
+    table = Table("variable", "value", "why", "source")
+    for var in env_for_job(load_job(job) if job else None, LocalShell()):
+        table.add_row(var.name, var.value, var.reason, var.source)
+    out.print(table)
+
+
+@app.command("plan")
+def plan_cmd(
+    job: Path = JobArg,
+    vram: float = typer.Option(None, help="GPU memory in GiB (default: the smallest local GPU)"),
+    ram: float = typer.Option(None, help="host RAM in GiB (default: this machine's)"),
+) -> None:
+    """Pick precision, checkpointing, block swap and optimizer so the job fits the GPU, from measured memory."""
+    from runner.gpu.planner import plan_job_on
+    from runner.shell import LocalShell
+    from runner.spec import load_job
+
+    p = plan_job_on(load_job(job), LocalShell(), vram, ram)
+    head = "[green]fits[/green]" if p.fits else "[red]does not fit[/red]"
+    out.print(f"{head} {p.task} on {p.trainer}: {p.tokens} latent tokens per step, {p.vram_gib:.1f} GiB GPU"
+              + (f", {p.ram_gib:.0f} GiB RAM" if p.ram_gib else ""))
+    out.print(f"  transformer_dtype: {p.transformer_dtype}\n  activation_checkpointing: {p.activation_checkpointing}\n"
+              f"  blocks_to_swap: {p.blocks_to_swap}\n  optimizer: {p.optimizer_type or 'job / trainer default'}")
+    out.print(f"  estimated peak: {p.gpu_gib:.1f} GiB GPU (+{p.margin_gib:.1f} margin), {p.host_gib:.0f} GiB host RAM")
+    for s in p.suggestions:
+        out.print(f"  would fit with: {s}")
+    if not p.fits:
+        raise typer.Exit(1)
+
+
+@app.command("doctor")
+def doctor_cmd(job: Path = typer.Argument(None, dir_okay=False, help="a job file: also check its volume dirs and plan's RAM")) -> None:
+    """Check that this host can run training: Docker, NVIDIA Container Toolkit, GPUs, driver, disk, RAM, /dev/shm."""
+    from runner.doctor import doctor_for_job, ready
+
+    checks = doctor_for_job(job)
+    for c in checks:
+        mark = "[green]ok[/green]  " if c.ok else ("[red]FAIL[/red]" if c.required else "[yellow]warn[/yellow]")
+        out.print(f"{mark} {c.name}: {c.detail}", highlight=False)
+        if not c.ok and c.fix:
+            out.print(f"       fix: {c.fix}", highlight=False)
+    if not ready(checks):
+        err.print("environment not ready: fix the FAIL lines above")
+        raise typer.Exit(1)
+
+
+# --- models and datasets (issue 6) -------------------------------------------------------------------------
+
+dataset_app = typer.Typer(help="Check and prepare training data.", no_args_is_help=True)
+app.add_typer(dataset_app, name="dataset")
+
+
+@dataset_app.command("check")
+def dataset_check(
+    directory: Path = typer.Argument(..., help="folder of images/videos with captions"),
+    job: Path = typer.Option(None, "--job", help="take frames, source_fps, captions, task and trainer from this job"),
+    as_json: bool = typer.Option(False, "--json", help="print JSON instead of a table"),
+    frames: list[int] = typer.Option(None, "--frames", help="frame buckets / target frames (repeat the option)"),
+    source_fps: float = typer.Option(None, "--source-fps", help="musubi source_fps"),
+    task: str = typer.Option(None, "--task", help="t2v-1.3B, t2v-14B, i2v-14B-480P or i2v-14B-720P"),
+    trainer: str = typer.Option(None, "--trainer", help="diffpipe or musubi (default: both)"),
+) -> None:
+    """What each trainer will do with every file: read, captioned, bucketed, resampled, or dropped, and why.
+    Exits 1 when anything would fail or silently drop out of training."""
+    from runner.dataset import check
+    from runner.dataset_view import print_report, report_json
+    from runner.progress import counting
+    from runner.spec import Task, Trainer
+
+    with counting("reading", err) as start:
+        report = check(
+            directory,
+            start,
+            job_file=job,
+            frames=frames or None,
+            source_fps=source_fps,
+            task=_choice(Task, task, "--task"),
+            trainer=_choice(Trainer, trainer, "--trainer"),
+        )
+    if as_json:
+        print(report_json(report))
+    else:
+        print_report(report, out)
+    if report.failed:
+        raise typer.Exit(1)
+
+
+def _choice(enum: type, value: str | None, option: str):
+    if value is None:
+        return None
+    try:
+        return enum(value)
+    except ValueError:
+        raise UserError(option, f"'{value}' is not one of {', '.join(e.value for e in enum)}.", "use one of those") from None
+
+
+@dataset_app.command("prepare")
+def dataset_prepare(
+    src: Path = typer.Argument(..., help="folder of source videos and images (only read)"),
+    dst: Path = typer.Option(..., "--out", help="folder for the clips"),
+    fps: float = typer.Option(16, "--fps", help="target frame rate (Wan2.1 trains at 16)"),
+    frames: int = typer.Option(81, "--frames", help="frames per clip, 4k+1"),
+    min_frames: int = typer.Option(None, "--min-frames", help="keep a last, shorter clip (4k+1) of at least this many frames"),
+    max_side: int = typer.Option(None, "--max-side", help="scale down so the longest side is at most this"),
+    workers: int = typer.Option(None, "--workers", help="parallel processes (default: one per core)"),
+    caption_extension: str = typer.Option(".txt", "--caption-extension"),
+) -> None:
+    """Re-encode videos to --fps and cut them into --frames clips, each with a copy of its caption; copy images.
+    Resumes where it stopped; SRC is never written."""
+    from runner.prepare import Options, prepare
+    from runner.progress import counting
+
+    given = {"min_frames": min_frames, "max_side": max_side, "workers": workers}
+    opts = Options(fps=fps, frames=frames, caption_extension=caption_extension, **{k: v for k, v in given.items() if v is not None})
+    with counting("preparing", err) as start:
+        report = prepare(src, dst, opts, start)
+    for r in report.results:
+        if r.error:
+            err.print(f"[red]failed[/red] {r.source}: {r.error}", highlight=False)
+    out.print(report.summary(), highlight=False)
+    if any(r.error for r in report.results):
+        raise typer.Exit(1)
+
+
+@app.command()
+def download(
+    preset: str = typer.Argument(..., help="t2v-1.3B, t2v-14B, i2v-14B-480P or i2v-14B-720P"),
+    fmt: str = typer.Option("comfy", "--format", help="official (DiT and T5 from the official repo) or comfy (ComfyUI single files)"),
+    to: Path = typer.Option(Path("models"), "--to", help="models root (the job's models.root)"),
+    trainer: str = typer.Option(None, "--trainer", help="diffpipe or musubi (default: what both need)"),
+    hf_home: Path = typer.Option(None, "--hf-home", help="Hugging Face home for the tokenizers musubi reads (the job's hf_cache); default $HF_HOME"),
+    dry_run: bool = typer.Option(False, "--dry-run", help="show what would be fetched and stop"),
+) -> None:
+    """Fetch the model files a preset needs, verified against the hub's sizes and hashes; resumable, and a second
+    run fetches nothing. Honors HF_ENDPOINT; reads the token from HF_TOKEN only."""
+    from runner.download import default_hf_home, fetch, plan, summarize
+    from runner.download_view import print_plan
+    from runner.models import Format
+    from runner.progress import transfer
+    from runner.spec import Trainer
+
+    chosen = _choice(Trainer, trainer, "--trainer")
+    items = plan(preset, _choice(Format, fmt, "--format"), [chosen] if chosen else list(Trainer), to, (hf_home or default_hf_home()) / "hub")
+    print_plan(summarize(items, to), out)
+    if dry_run:
+        return
+    with transfer(err) as progress:
+        counts = fetch(items, to, progress)
+    out.print(f"fetched {counts['fetched']}, verified {counts['verified']}, already verified {counts['skipped']}: every file matches the hub")
 
 
 def main() -> None:

@@ -5,7 +5,7 @@ Pinned at tdrussell/diffusion-pipe 8f83dbf. Only this module knows diffusion-pip
 
 from __future__ import annotations
 
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 import tomli_w
 
@@ -97,11 +97,19 @@ def main_toml(job: Job, files: ModelFiles) -> str:
     return tomli_w.dumps(doc)
 
 
-def render(job: Job, files: ModelFiles, master_port: int) -> Plan:
+def dataset_cache_dir(job: Job, index: int) -> PurePosixPath:
+    """diffusion-pipe caches inside the dataset folder, under the model's name."""
+    return mounts.dataset_dir(index, job.datasets[index].path) / "cache" / ("wan_i2v" if job.task.is_i2v else "wan")
+
+
+def render(job: Job, files: ModelFiles, master_port: int, regenerate_cache: bool = False) -> Plan:
+    """regenerate_cache: the data changed in ways diffusion-pipe's own cache check misses (media bytes)."""
     config = str(mounts.JOB / MAIN_TOML)
     # --master_port after train.py wins over the launcher's, so two jobs on one host do not clash
     train = ["deepspeed", f"--num_gpus={job.gpus}", "train.py", "--deepspeed", "--config", config]
     train += ["--master_port", str(master_port)]
+    if regenerate_cache:
+        train += ["--regenerate_cache"]
     return Plan(
         job=job.name,
         trainer=job.trainer.value,

@@ -88,9 +88,9 @@ def _context_entries(pins: Pins, ca_bundle: Path | None) -> Iterator[tuple[str, 
     yield "Dockerfile", dockerfile(pins.trainer)
     for name in CONTEXT_FILES:
         yield f"images/{name}", images / name
-    for key in ("torch_lock", "requirements_lock"):
+    for key, name in (("torch_lock", "torch_lock"), ("requirements", "requirements_lock")):
         p = pins.path(key)
-        yield f"images/{key}.txt", p if p else b""
+        yield f"images/{name}.txt", p if p else b""
     yield "images/ca/runner-extra.crt", ca_bundle.read_bytes() if ca_bundle else b""
     src = pins.path("trainer_src")
     if src:
@@ -123,9 +123,10 @@ def build_args(pins: Pins, pip_index_url: str | None) -> dict[str, str]:
         "TRAINER_GIT_URL": v.get("git_url", ""),
         "TRAINER_COMMIT": v.get("commit", ""),
         "TRAINER_SUBMODULES": " ".join(f"{path}={sha}" for path, sha in v.get("submodules", {}).items()),
-        "IMPORT_CHECK": v.get("import_check", ""),
-        "TOKENIZERS": " ".join(f"{t['repo']}:{t['subfolder']}" for t in v.get("tokenizers", [])),
+        "TOKENIZERS": " ".join(f"{t['repo']}:{t['subfolder']}@{t.get('revision', 'main')}" for t in v.get("tokenizers", [])),
     }
+    if "import_check" in v:  # else the Dockerfile's own list
+        args["IMPORT_CHECK"] = v["import_check"]
     wheel = v.get("flash_attn_wheel")
     if wheel:
         args["FLASH_ATTN_WHEEL"] = wheel["url"]

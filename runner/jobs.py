@@ -19,7 +19,7 @@ from runner.errors import UserError
 
 LABEL_RECORD = "io.runner.record"
 LABEL_JOB = "io.runner.job"
-LABEL_PORT = "io.runner.master_port"
+LABEL_PORT = "io.runner.master-port"
 
 
 class JobRecord(BaseModel):
@@ -37,6 +37,8 @@ class JobRecord(BaseModel):
     finished: str = ""
     master_port: int = 29500
     env_names: list[str] = []
+    # cache folder on the job's host → fingerprint JSON, recorded there once the job succeeds
+    fingerprints: dict[str, str] = {}
 
     @property
     def folder(self) -> Path:

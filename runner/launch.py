@@ -11,7 +11,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from runner import checks, config, images, jobs, render
+from runner import checks, config, fingerprint, images, jobs, render
 from runner.container import RUN_PLAN, ContainerSpec
 from runner.errors import UserError
 from runner.jobs import JobRecord
@@ -20,21 +20,49 @@ from runner.spec import Job
 MARK = "[runner] step "
 
 
-def container_env(job_env: dict[str, str], settings: config.Settings) -> dict[str, str]:
-    env = config.network_env(settings)
-    env.update(job_env)  # the job's own `env:` wins
-    return env
+def gpu_environment(inventory, job: Job) -> tuple[dict[str, str], str]:
+    """Variables the GPUs need (runner.gpu.envrules) and the image variant for them (runner.gpu.variant)."""
+    from runner.gpu import envrules, variant
+    from runner.gpu.planner import plan_for_job
+
+    if inventory is None:  # RUNNER_GPUS=none: containers without GPUs (CI's stand-in trainers)
+        ctx = envrules.Context(None, job.trainer.value, job.gpus, False)
+        return {v.name: v.value for v in envrules.environment(ctx)}, "default"
+    chosen = variant.choose(job.trainer.value, inventory)
+    low_vram = plan_for_job(job, min(g.memory_gib for g in inventory.gpus)).low_vram
+    ctx = envrules.Context(inventory, job.trainer.value, job.gpus, low_vram)
+    name = "blackwell" if job.trainer.value == "musubi" and chosen.cuda == "12.8" else "default"
+    return {v.name: v.value for v in envrules.environment(ctx)}, name
+
+
+def cache_freshness(job: Job, plan, executor) -> tuple[dict[str, str], list[fingerprint.CacheState]]:
+    """Fingerprint each dataset and compare with the record beside its cache on the job's host."""
+    fps, states = {}, []
+    for d, folder in zip(job.datasets, render.cache_dirs(job, plan.mounts)):
+        fp = fingerprint.fingerprint(d, job.trainer, job.task)
+        states.append(fingerprint.state_of(executor.read_text(folder / fingerprint.FILE_NAME), fp))
+        fps[str(folder)] = fp.model_dump_json(indent=2)
+    return fps, states
 
 
 def start(job_file: Path, executor, settings: config.Settings, console: Console) -> JobRecord:
     """Validate, render and start a job; returns its record (status running)."""
     local = executor.host == "local"
     job: Job = render.load_checked(job_file, files_here=local)
-    pins = images.load_pins(job.trainer.value, pins_file=settings.pins)
-    ref = images.image_ref(pins, settings.ca_bundle)
     gpus = jobs.gpus_wanted()
+    inventory = None
     if gpus:
+        from runner.gpu.inventory import gather, host_ram_gib
+
         executor.check_gpus()
+        inventory = gather(executor.shell)
+        if job.memory.auto and inventory.gpus:
+            job = render.with_memory_plan(job, min(g.memory_gib for g in inventory.gpus), host_ram_gib(executor.shell))
+    if job.memory.auto and inventory is None:
+        raise UserError("memory: auto", "needs a GPU to plan for, and RUNNER_GPUS=none starts containers without one.", "set memory settings explicitly")
+    gpu_env, variant_name = gpu_environment(inventory, job)
+    pins = images.load_pins(job.trainer.value, variant_name, pins_file=settings.pins)
+    ref = images.image_ref(pins, settings.ca_bundle)
     if not local:
         executor.check_models(job.models.root, checks.used_model_files(job))
     executor.check_image(ref, job.trainer.value)  # a remote host receives the image here: after the cheap checks
@@ -46,8 +74,14 @@ def start(job_file: Path, executor, settings: config.Settings, console: Console)
     )
     try:
         plan = render.plan(job, record.job_dir, master_port=port)
+        record.fingerprints, states = cache_freshness(job, plan, executor)
+        if fingerprint.CacheState.stale in states:
+            console.print("the data changed since the cache was made: re-caching")
+            plan = render.plan(job, record.job_dir, master_port=port, regenerate_cache=True)
         render.write(plan, record.job_dir)
-        env = container_env(plan.env, settings)
+        env = {**config.network_env(settings), **gpu_env, **plan.env}  # the job's own `env:` (in plan.env) wins
+        if all(s is fingerprint.CacheState.fresh for s in states):
+            env["RUNNER_CACHE_FRESH"] = "1"
         spec = ContainerSpec(
             image=ref, name=record.container, command=RUN_PLAN, mounts=plan.mounts, env=env, user=executor.user,
             workdir=plan.workdir, gpus=gpus, shm_size=settings.shm_size, ulimits=settings.ulimits,
@@ -64,6 +98,17 @@ def start(job_file: Path, executor, settings: config.Settings, console: Console)
         raise
     console.print(f"started {record.id} on {executor.host} ({ref}); outputs → {record.output_dir}")
     return record
+
+
+def finish(record: JobRecord, executor, code: int) -> None:
+    """Close a record; a successful run's caches are recorded fresh for the next run."""
+    record.exit_code = code
+    record.status = "exited" if code == 0 else "failed"
+    record.finished = jobs.now()
+    if code == 0:
+        for folder, fp in record.fingerprints.items():
+            executor.write_text(Path(folder) / fingerprint.FILE_NAME, fp)
+    record.save()
 
 
 def follow(record: JobRecord, executor, console: Console) -> int:
@@ -90,10 +135,7 @@ def follow(record: JobRecord, executor, console: Console) -> int:
         for f in files:
             f.close()
     code = executor.wait(record.container)
-    record.exit_code = code
-    record.status = "exited" if code == 0 else "failed"
-    record.finished = jobs.now()
-    record.save()
+    finish(record, executor, code)
     return code
 
 
@@ -111,8 +153,5 @@ def refresh(records: list[JobRecord]) -> list[JobRecord]:
         except UserError:
             continue  # host unreachable: keep what we knew
         if state and not state.get("Running"):
-            r.exit_code = int(state.get("ExitCode", 0))
-            r.status = "exited" if r.exit_code == 0 else "failed"
-            r.finished = jobs.now()
-            r.save()
+            finish(r, ex, int(state.get("ExitCode", 0)))
     return records

@@ -43,3 +43,11 @@ def job_cache_dir(job_name: str) -> PurePosixPath:
 def model_path(models_root: Path, host_file: Path) -> PurePosixPath:
     """Container path of a model file or folder, which must lie under the models root."""
     return MODELS / host_file.relative_to(models_root).as_posix()
+
+
+def to_host(container_path: PurePosixPath, table: list[Mount]) -> Path:
+    """The host path behind a container path, through the mount that holds it (the deepest one)."""
+    best = max((m for m in table if container_path.is_relative_to(m.container)), key=lambda m: len(m.container), default=None)
+    if best is None:
+        raise ValueError(f"{container_path} is not under any mount")
+    return Path(best.host) / container_path.relative_to(best.container)

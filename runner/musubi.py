@@ -31,10 +31,14 @@ def _wh(res: int | tuple[int, int]) -> tuple[int, int]:
     return (res, res) if isinstance(res, int) else res
 
 
-def _cache_dir(job: Job, index: int, d: Dataset, res: tuple[int, int], kind: str) -> str:
-    # one cache folder per dataset entry: musubi keys caches by file stem, so entries must not share one
-    name = mounts.dataset_dir(index, d.path).name
-    return str(mounts.job_cache_dir(job.name) / "musubi" / f"{name}-{res[0]}x{res[1]}-{kind}")
+def dataset_cache_dir(job: Job, index: int) -> PurePosixPath:
+    """Where the caches of the index-th dataset live (and runner's fingerprint of them)."""
+    return mounts.job_cache_dir(job.name) / "musubi" / mounts.dataset_dir(index, job.datasets[index].path).name
+
+
+def _cache_dir(job: Job, index: int, res: tuple[int, int], kind: str) -> str:
+    # one cache folder per [[datasets]] entry: musubi keys caches by file stem, so entries must not share one
+    return str(dataset_cache_dir(job, index) / f"{res[0]}x{res[1]}-{kind}")
 
 
 def dataset_entries(job: Job) -> list[dict]:
@@ -55,7 +59,7 @@ def dataset_entries(job: Job) -> list[dict]:
                         entry["source_fps"] = float(d.source_fps)
                 else:
                     entry["image_directory"] = folder
-                entry["cache_directory"] = _cache_dir(job, i, d, res, k)
+                entry["cache_directory"] = _cache_dir(job, i, res, k)
                 entry["num_repeats"] = d.repeats
                 entry["caption_extension"] = d.caption_extension
                 entries.append(entry)
@@ -126,7 +130,9 @@ def _optimizer_arg(key: str, value: object) -> str:
     return f"{key}={value:g}"
 
 
-def render(job: Job, files: ModelFiles, master_port: int) -> Plan:
+def render(job: Job, files: ModelFiles, master_port: int, regenerate_cache: bool = False) -> Plan:
+    """The three steps. musubi re-caches whenever its cache steps run (they delete stale files); the
+    executor skips them when the fingerprint says the cache is fresh, so `regenerate_cache` changes nothing."""
     config = str(mounts.JOB / DATASET_TOML)
     mp = MIXED_PRECISION[job.memory.dtype]
     python = ["python"]

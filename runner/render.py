@@ -10,13 +10,28 @@ import tempfile
 from pathlib import Path
 
 from runner import checks, diffpipe, modelfiles, mounts, musubi
-from runner.errors import JobInvalid
+from runner.errors import JobInvalid, UserError
 from runner.plan import Plan
 from runner.spec import Job, Trainer, locate, read_job
 
 TRAINERS = {Trainer.diffpipe: diffpipe, Trainer.musubi: musubi}
 DEFAULT_MASTER_PORT = 29500
 PLAN_JSON = "plan.json"
+
+
+def gpu_memory_here(vram_gib: float | None, ram_gib: float | None) -> tuple[float, float | None]:
+    """GPU and host memory for `memory: auto`: as given, else what this machine has."""
+    from runner.gpu.inventory import gather, host_ram_gib
+    from runner.shell import LocalShell
+
+    shell = LocalShell()
+    if vram_gib is None:
+        inv = gather(shell)
+        if not inv.gpus:
+            raise UserError("memory: auto", f"needs the GPU's memory, and {inv.problem or 'no GPU is visible here'}.",
+                            "pass --vram (GiB) and --ram (GiB) for the card the job will run on")
+        vram_gib = min(g.memory_gib for g in inv.gpus)
+    return vram_gib, ram_gib if ram_gib is not None else host_ram_gib(shell)
 
 
 def load_checked(file: Path, files_here: bool = False) -> Job:
@@ -53,10 +68,36 @@ def job_env(job: Job) -> dict[str, str]:
     return env
 
 
-def plan(job: Job, job_dir: Path, master_port: int = DEFAULT_MASTER_PORT) -> Plan:
+def plan(job: Job, job_dir: Path, master_port: int = DEFAULT_MASTER_PORT, regenerate_cache: bool = False) -> Plan:
     files = modelfiles.resolve(job)
-    p = TRAINERS[job.trainer].render(job, files, master_port)
+    p = TRAINERS[job.trainer].render(job, files, master_port, regenerate_cache)
     return dataclasses.replace(p, env=job_env(job), mounts=job_mounts(job, job_dir.resolve()))
+
+
+def cache_dirs(job: Job, table: list[mounts.Mount]) -> list[Path]:
+    """Host folder of each dataset's cache (where its fingerprint is kept), through the mount table."""
+    trainer = TRAINERS[job.trainer]
+    return [mounts.to_host(trainer.dataset_cache_dir(job, i), table) for i in range(len(job.datasets))]
+
+
+def with_memory_plan(job: Job, vram_gib: float, ram_gib: float | None) -> Job:
+    """Apply the memory planner to a `memory: auto` job (others are returned as they are)."""
+    if not job.memory.auto:
+        return job
+    from runner.gpu.planner import plan_for_job
+
+    p = plan_for_job(job, vram_gib, ram_gib)
+    if not p.fits:
+        raise UserError(
+            "memory: auto",
+            f"no setting fits {job.task.value} on {job.trainer.value} in {vram_gib:g} GiB of GPU memory "
+            f"(best estimate {p.gpu_gib:.1f} GiB).",
+            "; ".join(p.suggestions) or "use a larger GPU",
+        )
+    update = {"memory": job.memory.model_copy(update=p.memory_update())}
+    if p.optimizer_type and job.optimizer.type is None:
+        update["optimizer"] = job.optimizer.model_copy(update={"type": p.optimizer_type})
+    return job.model_copy(update=update)
 
 
 def write(p: Plan, out: Path) -> None:
@@ -84,8 +125,10 @@ def shell_script(p: Plan) -> str:
     return "\n".join(lines) + "\n"
 
 
-def render(file: Path, out: Path) -> Plan:
+def render(file: Path, out: Path, vram_gib: float | None = None, ram_gib: float | None = None) -> Plan:
     job = load_checked(file)
+    if job.memory.auto:
+        job = with_memory_plan(job, *gpu_memory_here(vram_gib, ram_gib))
     p = plan(job, out)
     write(p, out)
     return p

@@ -141,11 +141,18 @@ def test_nvidia_toolkit_missing_is_found_before_starting(workspace, env):
     _no_new_containers(before)
 
 
-def test_image_absent(workspace, env, tmp_path):
+def edited_pins(tmp_path: Path, old: str, new: str) -> Path:
+    """A copy of the stand-in pins with one edit; its relative paths made absolute so they still resolve."""
+    text = STANDIN_PINS.read_text().replace(old, new, 1)
+    for rel in ("diffusion-pipe", "musubi-tuner", "requirements.lock"):
+        text = text.replace(f'"{rel}"', f'"{STANDIN_PINS.parent / rel}"')
     pins = tmp_path / "pins.toml"
-    pins.write_text(STANDIN_PINS.read_text().replace("30c658c4f4b0bf05038b3346eff9670259b10fc7", "0" * 40))
-    for rel in ("requirements.lock", "musubi-tuner", "diffusion-pipe"):  # the pins' relative paths
-        (tmp_path / rel).symlink_to(STANDIN_PINS.parent / rel)
+    pins.write_text(text)
+    return pins
+
+
+def test_image_absent(workspace, env, tmp_path):
+    pins = edited_pins(tmp_path, "30c658c4f4b0bf05038b3346eff9670259b10fc7", "0" * 40)
     before = _containers()
     r = runner(["train", "examples/t2v-1.3B-musubi.yaml"], {**env, "RUNNER_PINS": str(pins)}, cwd=workspace)
     assert r.returncode == 2 and "is not built on this machine" in r.stderr and "runner build musubi" in r.stderr
@@ -153,8 +160,7 @@ def test_image_absent(workspace, env, tmp_path):
 
 
 def test_too_little_disk_for_a_build(env, tmp_path):
-    pins = tmp_path / "pins.toml"
-    pins.write_text(STANDIN_PINS.read_text().replace("[musubi]", "[musubi]\nbuild_disk_gb = 1000000", 1))
+    pins = edited_pins(tmp_path, "[musubi]", "[musubi]\nbuild_disk_gb = 1000000")
     r = runner(["build", "musubi", "--pins", pins], env)
     assert r.returncode == 2 and "needs about 1000000 GiB" in r.stderr and "docker system prune" in r.stderr
 
@@ -169,3 +175,23 @@ def test_mount_path_missing(built, tmp_path):
                          env={}, user="0:0", workdir="/")
     with pytest.raises(UserError, match="gone does not exist on this machine"):
         LocalDocker().prepare_mounts(spec)
+
+
+def test_a_valid_cache_is_reused_and_a_stale_one_rebuilt(workspace, env):
+    def train(example: str) -> str:
+        r = runner(["train", f"examples/{example}.yaml"], env, cwd=workspace)
+        assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-2000:]
+        return r.stdout
+
+    first = train("t2v-1.3B-musubi")
+    assert "cache-latents start" in first
+    second = train("t2v-1.3B-musubi")
+    assert "cache-latents skipped: the cache matches the dataset fingerprint" in second
+    (workspace / "examples" / "data" / "clips" / "clip1.txt").write_text("a blue ball rolls across a stone floor\n")
+    third = train("t2v-1.3B-musubi")
+    assert "cache-latents start" in third and "re-caching" in third
+
+    train("t2v-1.3B-diffpipe")
+    clip = workspace / "examples" / "data" / "clips" / "clip3.mp4"
+    clip.write_bytes(clip.read_bytes() + b"\0")  # same paths and captions: only runner's fingerprint sees it
+    assert "--regenerate_cache" in train("t2v-1.3B-diffpipe")

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 
+from runner.jobs import LABEL_PORT
 from tests.dockerfixtures import runner, runner_env
 from tests.remotefixtures import ADDRESS, CLIENT_KEY, KNOWN_HOSTS, SRV, add_host, engine, host_dirs, netns, require_remote
 
@@ -302,7 +303,7 @@ def test_two_jobs_at_once_on_one_host(workspace, env, on_host):
     assert {a["container"], b["container"]} <= set(running), "both run at the same time"
     for rec in (a, b):
         assert f"--master_port {rec['master_port']}" in (Path(env["RUNNER_STATE"]) / "jobs" / rec["id"] / "job" / "command.sh").read_text()
-        assert running[rec["container"]].labels["io.runner.master_port"] == str(rec["master_port"])
+        assert running[rec["container"]].labels[LABEL_PORT] == str(rec["master_port"])
         logs = runner(["logs", rec["id"], "-f"], env, timeout=300)
         assert logs.returncode == 0, logs.stdout[-2000:] + logs.stderr[-2000:]
 

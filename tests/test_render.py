@@ -52,7 +52,7 @@ def test_musubi_mixed_precision_is_given_to_the_script_too(workspace, tmp_path):
 
 
 def test_musubi_source_fps_is_written_as_a_float(workspace, tmp_path):
-    plan = rendered(workspace, job_text().replace("  - path: data/clips\n", "  - path: data/clips\n    source_fps: 30\n"), tmp_path)
+    plan = rendered(workspace, job_text().replace("  - path: data/clips\n", "  - path: data/clips\n    source_fps: 30\n    frames: [17]\n"), tmp_path)
     entry = tomllib.loads(plan.files["musubi_dataset.toml"])["datasets"][0]
     assert entry["source_fps"] == 30.0 and isinstance(entry["source_fps"], float)
 
@@ -66,11 +66,11 @@ def test_musubi_cache_directories_are_unique(workspace, tmp_path):
 
 
 def test_diffpipe_second_dataset_overrides_only_what_differs(workspace, tmp_path):
-    text = job_text("diffpipe") + "  - path: data/mixed\n    frames: [1, 49]\n    repeats: 3\n"
+    text = job_text("diffpipe") + "  - path: data/mixed\n    frames: [1, 29]\n    repeats: 3\n"
     doc = tomllib.loads(rendered(workspace, text, tmp_path).files["dataset.toml"])
     assert doc["frame_buckets"] == [33]
     first, second = doc["directory"]
-    assert "frame_buckets" not in first and second["frame_buckets"] == [49] and second["num_repeats"] == 3
+    assert "frame_buckets" not in first and second["frame_buckets"] == [29] and second["num_repeats"] == 3
 
 
 def test_diffpipe_max_steps_and_master_port(workspace, tmp_path):

@@ -123,7 +123,7 @@ def test_i2v_with_a_folder_of_images(cli, workspace):
     images.mkdir()
     (images / "a.png").write_bytes((workspace / "examples/data/mixed/still1.png").read_bytes())
     text = job_text(**I2V).replace("data/clips", "data/stills")
-    assert_refused(cli, workspace, text, "datasets[0].path", "holds no videos", line=9)
+    assert_refused(cli, workspace, text, "datasets[0].path", "trains on videos, and this folder has none", "folder of video clips", line=9)
 
 
 def test_musubi_i2v_without_official_clip(cli, workspace):
@@ -173,8 +173,24 @@ def test_more_than_three_diffpipe_resolutions(cli, workspace):
 
 def test_colliding_stems_in_one_musubi_dataset(cli, workspace):
     clips = workspace / "examples" / "data" / "clips"
+    (clips / "clip1.mov").write_bytes((clips / "clip1.mp4").read_bytes())
+    assert_refused(cli, workspace, job_text(), "datasets[0].path", "clip1.mov, clip1.mp4 share the stem 'clip1'", "rename", line=9)
+
+
+def test_a_video_and_an_image_may_share_a_stem_for_musubi(cli, workspace):
+    # runner gives a mixed folder's images and videos separate musubi cache folders, so they cannot collide
+    clips = workspace / "examples" / "data" / "clips"
     (clips / "clip1.png").write_bytes((workspace / "examples/data/mixed/still1.png").read_bytes())
-    assert_refused(cli, workspace, job_text(), "datasets[0].path", "clip1.mp4 / clip1.png", "rename", line=9)
+    assert cli("validate", write_job(workspace / "examples", job_text()))[0] == 0
+
+
+def test_fps_and_frames_that_drop_a_video_out_of_every_bucket(cli, workspace, tmp_path):
+    # the seed's case: 57 frames at 30 fps are 30 frames at 16 fps, shorter than the 33-frame bucket
+    from runner.synth import write_caption, write_video
+
+    write_caption(write_video(workspace / "examples" / "data" / "clips" / "seed.mp4", frames=57, fps=30))
+    text = job_text("diffpipe").replace("  - path: data/clips\n", "  - path: data/clips\n    frames: [33]\n")
+    assert_refused(cli, workspace, text, "datasets[0].path", "seed.mp4", "57 frames at 30 fps = 30 frames at 16 fps", "smaller 4k+1", line=9)
 
 
 @pytest.mark.parametrize("missing", ["config.json", "Wan2.1_VAE.pth", "google/umt5-xxl"])

@@ -41,6 +41,19 @@ class LocalDocker:
 
     def __init__(self, docker_client=None):
         self.client = docker_client or client()
+        self.shell = LocalShell()
+
+    def read_text(self, path: Path) -> str | None:
+        try:
+            return path.read_text()
+        except OSError:
+            return None
+
+    def write_text(self, path: Path, text: str) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_text(text)
+        tmp.replace(path)
 
     def check_gpus(self) -> None:
         preflight.check_gpu_runtime(self.client.info(), LocalShell())

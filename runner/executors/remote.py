@@ -144,6 +144,14 @@ class RemoteDocker:
             return self.job_folder(container)
         return self.folder(m.volume)  # cache, outputs
 
+    # Cache fingerprints (runner.fingerprint) are kept beside caches on this machine only: a remote job always
+    # re-checks its caches, which is slower but never trains on stale latents.
+    def read_text(self, path: Path) -> str | None:
+        return None
+
+    def write_text(self, path: Path, text: str) -> None:
+        pass
+
     # --- container lifecycle --------------------------------------------------------------------
 
     def start(self, spec: ContainerSpec) -> str:

@@ -14,7 +14,7 @@ source "$HERE/lib.sh"
 
 TAG=${1:-runner-test-base:bookworm}
 SUITE=bookworm
-PACKAGES=python3,python3-pip,python3-venv,ca-certificates,git
+PACKAGES=python3,python3-pip,python3-venv,python3-dev,build-essential,ca-certificates,git,libgl1,libglib2.0-0
 BOOTSTRAP=${RUNNER_TEST_BOOTSTRAP:-mmdebstrap}
 CACHE_DIR=/var/cache/runner-test
 

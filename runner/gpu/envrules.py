@@ -1,0 +1,98 @@
+"""Environment variables runner injects into the training container: one table of rules, each with its source.
+
+User overrides (the job's `env:`) win over every rule.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+from runner.gpu.inventory import Inventory
+
+
+@dataclass(frozen=True)
+class Context:
+    inventory: Inventory | None  # None: GPUs unknown (no host to ask)
+    trainer: str
+    gpus_used: int = 1
+    low_vram: bool = False  # from the memory plan
+
+
+@dataclass(frozen=True)
+class Rule:
+    name: str
+    applies: Callable[[Context], bool]
+    variables: dict[str, str]
+    reason: str
+    source: str
+
+
+@dataclass(frozen=True)
+class EnvVar:
+    name: str
+    value: str
+    reason: str
+    source: str
+
+
+NO_P2P = {"NCCL_P2P_DISABLE": "1", "NCCL_IB_DISABLE": "1"}
+
+RULES: tuple[Rule, ...] = (
+    Rule(
+        "cuda-home",
+        lambda c: True,
+        {"CUDA_HOME": "/usr/local/cuda"},
+        "DeepSpeed runs $CUDA_HOME/bin/nvcc -V; CUDA_HOME is one path, not a list (':/usr/local/cuda' breaks it)",
+        "diffusion-pipe requirements.txt (deepspeed==0.18.4) and DeepSpeed's op builder; ../shared/UPSTREAM.md",
+    ),
+    Rule(
+        "geforce-rtx-40-no-p2p",
+        # Upstream's wording is unconditional ("RTX 4000 series needs"); with one GPU NCCL has no peer to
+        # reach, so the variables cost nothing there, and a job moved to two GPUs needs no new rule.
+        lambda c: c.inventory is not None and any(g.is_geforce_rtx_40 for g in c.inventory.gpus),
+        NO_P2P,
+        "GeForce RTX 40xx (consumer Ada) cards have no working P2P; NCCL hangs or fails without these",
+        "diffusion-pipe README (8f83dbf): 'RTX 4000 series needs NCCL_P2P_DISABLE=1 NCCL_IB_DISABLE=1'",
+    ),
+    Rule(
+        "no-p2p-between-gpus",
+        lambda c: c.gpus_used > 1 and c.inventory is not None and bool(c.inventory.p2p_broken()),
+        NO_P2P,
+        "nvidia-smi reports no P2P between these GPUs; NCCL must not try it",
+        "`nvidia-smi topo -p2p r` on the host",
+    ),
+    Rule(
+        "low-vram-allocator",
+        lambda c: c.low_vram,
+        {"PYTORCH_CUDA_ALLOC_CONF": "expandable_segments:True"},
+        "the plan runs close to the card's memory; expandable segments cut allocator fragmentation",
+        "diffusion-pipe README low-VRAM recipe; PyTorch CUDA semantics docs (expandable_segments)",
+    ),
+)
+
+
+def environment(ctx: Context, overrides: dict[str, str] | None = None) -> list[EnvVar]:
+    """Variables to inject, each with the reason of the first rule that set it; overrides win."""
+    out: dict[str, EnvVar] = {}
+    for rule in RULES:
+        if rule.applies(ctx):
+            for name, value in rule.variables.items():
+                out.setdefault(name, EnvVar(name, value, rule.reason, rule.source))
+    for name, value in (overrides or {}).items():
+        out[name] = EnvVar(name, value, "set in the job's env: (user overrides win)", "job file")
+    return list(out.values())
+
+
+def env_for_job(job, shell) -> list[EnvVar]:
+    """What `runner env` prints: the rules applied to the GPUs `shell` sees and the job's memory plan."""
+    from runner.gpu.inventory import gather
+    from runner.gpu.planner import plan_for_job
+
+    inv = gather(shell)
+    low_vram = False
+    if job is not None and inv.gpus:
+        low_vram = plan_for_job(job, min(g.memory_gib for g in inv.gpus)).low_vram
+    trainer = job.trainer.value if job is not None else "diffpipe"
+    ctx = Context(inv if inv.gpus else None, trainer, job.gpus if job is not None else inv.count or 1, low_vram)
+    return environment(ctx, job.env if job is not None else None)
