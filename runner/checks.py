@@ -138,15 +138,20 @@ def dataset_contents(job: Job) -> Iterator[UserError]:
                 yield UserError(f"datasets[{i}].path", f"{e.where}: {e.problem}", e.fix)
 
 
-def model_files_present(job: Job) -> Iterator[UserError]:
-    """Every model file the trainer will open exists here. Only for jobs that run on this machine."""
+def used_model_files(job: Job) -> dict[str, Path]:
+    """Job field → host path of every model file or folder the trainer opens."""
     files = modelfiles.resolve(job)
     if job.trainer is Trainer.diffpipe:
         used = {"models.ckpt_dir": files.ckpt_dir, "models.dit": files.dit, "models.t5": files.t5 if files.t5_outside_ckpt else None}
     else:
         used = {"models.dit": files.dit, "models.vae": files.vae, "models.t5": files.t5, "models.clip": files.clip}
-    for field, path in used.items():
-        if path is not None and not path.exists():
+    return {f: p for f, p in used.items() if p is not None}
+
+
+def model_files_present(job: Job) -> Iterator[UserError]:
+    """Every model file the trainer will open exists here. Only for jobs that run on this machine."""
+    for field, path in used_model_files(job).items():
+        if not path.exists():
             yield UserError(
                 field,
                 f"{path} does not exist on this machine; the trainer would stop when it opens it.",

@@ -133,17 +133,21 @@ def shell(ctx: typer.Context, trainer: str = TrainerArg) -> None:
 def train(
     job: Path = JobArg,
     detach: bool = typer.Option(False, "--detach", "-d", help="start and return; follow later with `runner logs -f`"),
+    host: str = typer.Option("local", "--host", "-H", help="a host from `runner hosts list` (default: this machine)"),
 ) -> None:
     """Train: render the job, run each step in the trainer's container, show live logs, exit with its code.
 
     The full log is saved beside the outputs (<output>/<name>/runner-<id>.log). The job keeps running if
     this command is interrupted; `runner logs -f`, `runner stop` and `runner ps` find it later.
+    With --host the image, the rendered job and the datasets are sent to the host (only what changed), model
+    files must already be in the host's models folder, and `runner pull` brings the outputs back.
     """
     from runner import config, launch
-    from runner.executors.local import LocalDocker
+    from runner.executors import executor_for
 
-    executor = LocalDocker()
-    record = launch.start(job, executor, config.load(), out)
+    settings = config.load()
+    executor = executor_for(host)
+    record = launch.start(job, executor, settings, out)
     if detach:
         return
     raise typer.Exit(launch.follow(record, executor, out))
@@ -191,6 +195,68 @@ def stop(job: str = typer.Argument(..., help="job name (its newest run) or run i
     record = jobs.find(job)
     launch.stop(record, executor_for(record.host))
     out.print(f"stopped {record.id}; its log: `runner logs {record.id}`")
+
+
+@app.command()
+def pull(job: str = typer.Argument(..., help="job name (its newest run) or run id")) -> None:
+    """Bring a remote job's outputs into its local output folder; only new or changed files move."""
+    from pathlib import Path
+
+    from runner import jobs, sync
+    from runner.executors import executor_for
+
+    record = jobs.find(job)
+    if record.host == "local":
+        raise UserError(f"job {record.id}", f"ran on this machine; its outputs are already in {record.output_dir}.", "nothing to pull.")
+    executor = executor_for(record.host)
+    stats = sync.download(executor.shell, executor.outputs_of(record.name), Path(record.output_dir))
+    out.print(f"pulled {stats.files} of {stats.total_files} files ({stats.bytes / 2**20:.1f} MiB) from {record.host} into {record.output_dir}")
+
+
+hosts_app = typer.Typer(help="Remote GPU hosts: `runner train JOB --host NAME` runs jobs there over SSH.", no_args_is_help=True)
+app.add_typer(hosts_app, name="hosts")
+
+
+@hosts_app.command("add")
+def hosts_add(
+    name: str = typer.Argument(..., help="a short name, e.g. gpu01"),
+    ssh: str = typer.Option(..., "--ssh", help="user@address[:port], or a Host alias of ~/.ssh/config"),
+    key: Path = typer.Option(None, "--key", help="private key file (default: ssh config, agent, ~/.ssh/id_*)"),
+    known_hosts: Path = typer.Option(None, "--known-hosts", help="known_hosts file (default: the alias's UserKnownHostsFile or ~/.ssh/known_hosts)"),
+    models: str = typer.Option("~/runner/models", help="models folder on the host (read-only in containers)"),
+    data: str = typer.Option("~/runner/data", help="datasets are synced to DATA/<job>/<i>-<folder> on the host"),
+    cache: str = typer.Option("~/runner/cache", help="caches on the host"),
+    outputs: str = typer.Option("~/runner/outputs", help="outputs on the host; `runner pull` brings them back"),
+) -> None:
+    """Add or replace a host in the inventory. Nothing is contacted: `runner train --host` checks the host."""
+    from runner import hosts
+
+    h = hosts.add(hosts.Host(name=name, ssh=ssh, key=str(key.expanduser().resolve()) if key else None,
+                             known_hosts=str(known_hosts.expanduser().resolve()) if known_hosts else None,
+                             models=models, data=data, cache=cache, outputs=outputs))
+    out.print(f"added {h.name} ({h.ssh}) to {hosts.inventory_file()}")
+
+
+@hosts_app.command("list")
+def hosts_list() -> None:
+    """List the hosts of the inventory with their SSH targets and folders."""
+    from rich.table import Table
+
+    from runner import hosts
+
+    t = Table("name", "ssh", "key", "models", "data", "cache", "outputs")
+    for h in hosts.load_all().values():
+        t.add_row(h.name, h.ssh, h.key or "", h.models, h.data, h.cache, h.outputs)
+    out.print(t)
+
+
+@hosts_app.command("rm")
+def hosts_rm(name: str = typer.Argument(..., help="a host name from `runner hosts list`")) -> None:
+    """Remove a host from the inventory (nothing on the host is touched)."""
+    from runner import hosts
+
+    hosts.remove(name)
+    out.print(f"removed {name}")
 
 
 # --- GPU: env, plan, doctor (issue 5). --host comes with runner.hosts; these take the local shell for now.
@@ -361,5 +427,5 @@ def main() -> None:
         app()
     except UserError as e:
         err.print("[bold red]error:[/bold red]", end=" ")
-        err.print(str(e), markup=False, highlight=False)
+        err.print(str(e), markup=False, highlight=False, soft_wrap=True)  # commands in the fix stay copy-pasteable
         sys.exit(e.exit_code)

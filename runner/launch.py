@@ -5,29 +5,19 @@ Shared by the local engine and remote hosts; only the executor differs.
 
 from __future__ import annotations
 
-import os
-import socket
+import shutil
 from pathlib import Path
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from runner import config, fingerprint, images, jobs, render
+from runner import checks, config, fingerprint, images, jobs, render
 from runner.container import RUN_PLAN, ContainerSpec
 from runner.errors import UserError
 from runner.jobs import JobRecord
 from runner.spec import Job
 
 MARK = "[runner] step "
-
-
-def local_port_free(port: int) -> bool:
-    with socket.socket() as s:
-        try:
-            s.bind(("127.0.0.1", port))
-            return True
-        except OSError:
-            return False
 
 
 def gpu_environment(inventory, job: Job) -> tuple[dict[str, str], str]:
@@ -55,7 +45,7 @@ def cache_freshness(job: Job, plan, executor) -> tuple[dict[str, str], list[fing
     return fps, states
 
 
-def start(job_file: Path, executor, settings: config.Settings, console: Console, port_free=local_port_free) -> JobRecord:
+def start(job_file: Path, executor, settings: config.Settings, console: Console) -> JobRecord:
     """Validate, render and start a job; returns its record (status running)."""
     local = executor.host == "local"
     job: Job = render.load_checked(job_file, files_here=local)
@@ -73,33 +63,39 @@ def start(job_file: Path, executor, settings: config.Settings, console: Console,
     gpu_env, variant_name = gpu_environment(inventory, job)
     pins = images.load_pins(job.trainer.value, variant_name, pins_file=settings.pins)
     ref = images.image_ref(pins, settings.ca_bundle)
-    executor.check_image(ref, job.trainer.value)
+    if not local:
+        executor.check_models(job.models.root, checks.used_model_files(job))
+    executor.check_image(ref, job.trainer.value)  # a remote host receives the image here: after the cheap checks
     rid = jobs.new_id(job.name)
-    port = jobs.free_master_port(executor.host, port_free)
+    port = jobs.free_master_port(executor.host, executor.port_free)
     record = JobRecord(
         id=rid, name=job.name, trainer=job.trainer.value, host=executor.host, image=ref, container=f"runner-{rid}",
         job_file=str(job_file.resolve()), output_dir=str(job.output / job.name), master_port=port,
     )
-    plan = render.plan(job, record.job_dir, master_port=port)
-    record.fingerprints, states = cache_freshness(job, plan, executor)
-    if fingerprint.CacheState.stale in states:
-        console.print("the data changed since the cache was made: re-caching")
-        plan = render.plan(job, record.job_dir, master_port=port, regenerate_cache=True)
-    render.write(plan, record.job_dir)
-    env = {**config.network_env(settings), **gpu_env, **plan.env}  # the job's own `env:` (in plan.env) wins
-    if all(s is fingerprint.CacheState.fresh for s in states):
-        env["RUNNER_CACHE_FRESH"] = "1"
-    spec = ContainerSpec(
-        image=ref, name=record.container, command=RUN_PLAN, mounts=plan.mounts, env=env, user=f"{os.getuid()}:{os.getgid()}",
-        workdir=plan.workdir, gpus=gpus, shm_size=settings.shm_size, ulimits=settings.ulimits,
-        labels={jobs.LABEL_RECORD: rid, jobs.LABEL_JOB: job.name, jobs.LABEL_PORT: str(port)},
-    )
-    executor.prepare_mounts(spec)
-    record.env_names = sorted(env)
-    record.started = jobs.now()
-    record.status = "running"
-    record.save()
-    executor.start(spec)
+    try:
+        plan = render.plan(job, record.job_dir, master_port=port)
+        record.fingerprints, states = cache_freshness(job, plan, executor)
+        if fingerprint.CacheState.stale in states:
+            console.print("the data changed since the cache was made: re-caching")
+            plan = render.plan(job, record.job_dir, master_port=port, regenerate_cache=True)
+        render.write(plan, record.job_dir)
+        env = {**config.network_env(settings), **gpu_env, **plan.env}  # the job's own `env:` (in plan.env) wins
+        if all(s is fingerprint.CacheState.fresh for s in states):
+            env["RUNNER_CACHE_FRESH"] = "1"
+        spec = ContainerSpec(
+            image=ref, name=record.container, command=RUN_PLAN, mounts=plan.mounts, env=env, user=executor.user,
+            workdir=plan.workdir, gpus=gpus, shm_size=settings.shm_size, ulimits=settings.ulimits,
+            labels={jobs.LABEL_RECORD: rid, jobs.LABEL_JOB: job.name, jobs.LABEL_PORT: str(port)},
+        )
+        executor.prepare_mounts(spec)
+        record.env_names = sorted(env)
+        record.started = jobs.now()
+        record.status = "running"
+        record.save()
+        executor.start(spec)
+    except BaseException:
+        shutil.rmtree(record.folder, ignore_errors=True)  # nothing half-started: no record of a job that never ran
+        raise
     console.print(f"started {record.id} on {executor.host} ({ref}); outputs → {record.output_dir}")
     return record
 

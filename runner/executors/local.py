@@ -2,18 +2,16 @@
 
 from __future__ import annotations
 
-import shutil
+import os
+import socket
 from pathlib import Path
 from typing import Iterator
 
+from runner import preflight
 from runner.container import ContainerSpec
 from runner.errors import UserError
+from runner.preflight import TOOLKIT_FIX
 from runner.shell import LocalShell
-
-TOOLKIT_FIX = (
-    "install the NVIDIA Container Toolkit (https://docs.nvidia.com/datacenter/cloud-native/container-toolkit/"
-    "latest/install-guide.html), run `sudo nvidia-ctk runtime configure --runtime=docker` and restart Docker."
-)
 
 
 ULIMIT_FIX = (
@@ -38,11 +36,6 @@ def client():
         ) from e
 
 
-def has_gpu_runtime(info: dict) -> bool:
-    """Whether `--gpus` can work: the nvidia runtime is registered, or the toolkit's CLI is installed."""
-    return "nvidia" in (info.get("Runtimes") or {}) or bool(shutil.which("nvidia-container-cli") or shutil.which("nvidia-ctk"))
-
-
 class LocalDocker:
     host = "local"
 
@@ -63,9 +56,20 @@ class LocalDocker:
         tmp.replace(path)
 
     def check_gpus(self) -> None:
-        if not has_gpu_runtime(self.client.info()):
-            raise UserError("NVIDIA Container Toolkit", "is not installed here, so Docker cannot give containers a GPU "
-                            "(the daemon would fail with 'could not select device driver \"\" with capabilities: [[gpu]]').", TOOLKIT_FIX)
+        preflight.check_gpu_runtime(self.client.info(), LocalShell())
+
+    @property
+    def user(self) -> str:
+        return f"{os.getuid()}:{os.getgid()}"
+
+    @staticmethod
+    def port_free(port: int) -> bool:
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+                return True
+            except OSError:
+                return False
 
     def check_image(self, ref: str, trainer: str) -> None:
         from runner.images import find_image

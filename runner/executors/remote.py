@@ -1,0 +1,188 @@
+"""A remote host's Docker engine, through the `docker` CLI over SSH (Fabric): same interface as LocalDocker.
+
+The container is started detached on the host, so it outlives the SSH session; logs, wait, stop and state
+are `docker` commands run later from any terminal. Host sides of the mounts are the host's own folders:
+models must already be there (they are large), datasets and the rendered job are synced incrementally.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import posixpath
+from pathlib import Path, PurePosixPath
+from typing import Iterator
+
+from rich.console import Console
+from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TransferSpeedColumn
+
+from runner import hosts, image_transfer, jobs, mounts, preflight, ssh, sync
+from runner.container import ContainerSpec
+from runner.errors import UserError
+from runner.hosts import Host
+from runner.mounts import Mount
+
+class RemoteDocker:
+    def __init__(self, host: Host, console: Console | None = None):
+        self.spec_host = host
+        self.host = host.name
+        self.console = console or Console(stderr=True)
+        self.shell = ssh.RemoteShell(host.name, ssh.connect(host))
+        r = self.shell.run(["sh", "-c", 'printf "%s\\n" "$HOME"; id -u; id -g'], timeout=30)
+        home, uid, gid = (r.stdout.split("\n") + ["", "", ""])[:3]
+        self.home, self.user = home, f"{uid}:{gid}"
+        self._info: dict | None = None
+        self._spec: ContainerSpec | None = None
+        self._ports: set[int] | None = None
+
+    @classmethod
+    def for_host(cls, name: str) -> "RemoteDocker":
+        return cls(hosts.get(name))
+
+    def close(self) -> None:
+        self.shell.conn.close()
+
+    # --- host folders ---------------------------------------------------------------------------
+
+    def folder(self, volume: str) -> str:
+        """models, data, cache or outputs on the host, with ~ expanded (docker needs absolute paths)."""
+        p = getattr(self.spec_host, volume)
+        return posixpath.join(self.home, p[2:]) if p.startswith("~/") else p
+
+    def job_folder(self, container: str) -> str:
+        return posixpath.join(self.folder("cache"), "jobs", container)
+
+    def outputs_of(self, job_name: str) -> str:
+        return posixpath.join(self.folder("outputs"), job_name)
+
+    # --- preflight ------------------------------------------------------------------------------
+
+    def info(self) -> dict:
+        if self._info is None:
+            self._info = preflight.docker_info(self.shell)
+        return self._info
+
+    def check_gpus(self) -> None:
+        preflight.check_gpu_runtime(self.info(), self.shell)
+        preflight.gpus(self.shell)
+
+    def check_folders(self) -> None:
+        paths = {v: self.folder(v) for v in ("models", "data", "cache", "outputs")}
+        missing = preflight.missing_files(self.shell, "/", [paths["models"].lstrip("/")])
+        if missing:
+            raise UserError(f"host {self.host}", f"has no models folder {paths['models']}.",
+                            f"put the model files there (e.g. `runner download … --to {paths['models']}` on the host, or scp), "
+                            f"or point the host at them: `runner hosts add {self.host} --ssh {self.spec_host.ssh} --models DIR`.")
+        preflight.make_dirs(self.shell, [paths["data"], paths["cache"], paths["outputs"]])
+        free = preflight.free_bytes(self.shell, [paths["cache"], paths["outputs"]])
+        for path, n in free.items():
+            if n < preflight.MIN_FREE_GB * 2**30:
+                raise UserError(f"host {self.host}: {path}", f"has {n / 2**30:.2f} GiB free; caches and LoRA saves need at least {preflight.MIN_FREE_GB:g} GiB.",
+                                "free space there, or choose a larger disk with `runner hosts add NAME … --cache/--outputs DIR`.")
+
+    def check_image(self, ref: str, trainer: str) -> None:
+        from runner.executors.local import client
+
+        self.check_folders()
+        image_transfer.ensure(self.shell, client(), ref, trainer, self.info().get("DockerRootDir", "/var/lib/docker"), self.console)
+
+    def check_models(self, root: Path, used: dict[str, Path]) -> None:
+        """Model files are not synced (tens of GB): they must be on the host, in the layout of models.root."""
+        rel = {field: mounts.model_path(root, p).relative_to(mounts.MODELS).as_posix() for field, p in used.items()}
+        host_models = self.folder("models")
+        missing = preflight.missing_files(self.shell, host_models, list(rel.values()))
+        if missing:
+            listing = ", ".join(f"{field} {r}" for field, r in rel.items() if r in missing)
+            raise UserError(f"host {self.host}: {host_models}", f"lacks model files the job uses: {listing}. Nothing was started.",
+                            f"put them there in the layout of models.root: `runner download … --to {host_models}` on the host, or "
+                            f"`scp -r {root}/. {self.spec_host.ssh}:{host_models}/` from here.")
+
+    def port_free(self, port: int) -> bool:
+        """Not used by a runner container on the host (from any machine) nor by anything listening there."""
+        if self._ports is None:
+            r = self.shell.run(["docker", "ps", "--filter", f"label={jobs.LABEL_RECORD}", "--format", f'{{{{.Label "{jobs.LABEL_PORT}"}}}}'])
+            taken = {int(x) for x in r.stdout.split() if x.isdigit()}
+            ss = self.shell.run(["sh", "-c", "ss -Htln 2>/dev/null || netstat -tln 2>/dev/null"])
+            for line in ss.stdout.splitlines():
+                for field in line.split():
+                    if ":" in field and field.rsplit(":", 1)[1].isdigit():
+                        taken.add(int(field.rsplit(":", 1)[1]))
+            self._ports = taken
+        return port not in self._ports
+
+    # --- mounts: sync and swap the host side ----------------------------------------------------
+
+    def prepare_mounts(self, spec: ContainerSpec) -> None:
+        job_name = spec.labels.get(jobs.LABEL_JOB, spec.name)
+        remote: list[Mount] = []
+        for m in spec.mounts:
+            remote.append(dataclasses.replace(m, host=self._host_side(m, job_name, spec.name)))
+        columns = [TextColumn("{task.description}"), BarColumn(), DownloadColumn(), TransferSpeedColumn()]
+        with Progress(*columns, console=self.console, transient=True) as progress:
+            for local, there in zip(spec.mounts, remote):
+                if local.volume.startswith("data/") or local.volume == "job":
+                    what = f"{local.volume} ({local.host})"
+                    task = progress.add_task(f"sync {local.volume} → {self.host}", total=None)
+                    skip = sync.DATASET_KEEP if local.volume.startswith("data/") else ()
+                    stats = sync.upload(self.shell, Path(local.host), there.host, what, skip=skip,
+                                        progress=lambda n, t=task: progress.advance(t, n))
+                    progress.remove_task(task)
+                    self.console.print(f"synced {what}: {stats.files} of {stats.total_files} files sent ({stats.bytes / 2**20:.1f} MiB), "
+                                       f"{stats.deleted} removed")
+        preflight.make_dirs(self.shell, [m.host for m in remote if m.volume in ("cache", "outputs", "hf-cache")])
+        self._spec = dataclasses.replace(spec, mounts=remote)
+
+    def _host_side(self, m: Mount, job_name: str, container: str) -> str:
+        if m.volume == "models":
+            return self.folder("models")
+        if m.volume.startswith("data/"):
+            # same folder name as in the container: /data/<i>-<safe name>
+            return posixpath.join(self.folder("data"), job_name, PurePosixPath(m.container).name)
+        if m.volume == "hf-cache":
+            return posixpath.join(self.folder("cache"), "hf")
+        if m.volume == "job":
+            return self.job_folder(container)
+        return self.folder(m.volume)  # cache, outputs
+
+    # Cache fingerprints (runner.fingerprint) are kept beside caches on this machine only: a remote job always
+    # re-checks its caches, which is slower but never trains on stale latents.
+    def read_text(self, path: Path) -> str | None:
+        return None
+
+    def write_text(self, path: Path, text: str) -> None:
+        pass
+
+    # --- container lifecycle --------------------------------------------------------------------
+
+    def start(self, spec: ContainerSpec) -> str:
+        if self._spec is None or self._spec.name != spec.name:
+            raise RuntimeError("prepare_mounts(spec) must run before start(spec)")
+        r = self.shell.run(self._spec.cli_argv(), timeout=120)
+        if not r.ok:
+            from runner.executors.local import ULIMIT_FIX
+
+            self.shell.run(["docker", "rm", "--force", spec.name], timeout=60)  # `docker run` leaves a created container behind
+
+            msg = r.stderr.strip()[:500]
+            if "could not select device driver" in msg:
+                raise UserError("NVIDIA Container Toolkit", f"Docker on {self.host} could not give the container a GPU ({msg}).", preflight.TOOLKIT_FIX)
+            if "rlimit" in msg:
+                raise UserError(f"container {spec.name}", f"Docker on {self.host} could not set its ulimits {spec.ulimits} ({msg}).", ULIMIT_FIX)
+            raise UserError(f"container {spec.name}", f"Docker on {self.host} refused to start it ({msg}).", "read the message; check the host with `ssh HOST docker info`.")
+        return spec.name
+
+    def logs(self, container: str, follow: bool = True) -> Iterator[str]:
+        yield from self.shell.lines(["docker", "logs", *(["--follow"] if follow else []), container])
+
+    def wait(self, container: str) -> int:
+        r = self.shell.run(["docker", "wait", container], timeout=7 * 24 * 3600)
+        if not r.ok or not r.stdout.strip().lstrip("-").isdigit():
+            raise UserError(f"container {container}", f"is not on {self.host} ({r.stderr.strip()[:200]}).", "`runner ps` lists the jobs there.")
+        return int(r.stdout.strip())
+
+    def stop(self, container: str, timeout: int = 30) -> None:
+        self.shell.run(["docker", "stop", "--time", str(timeout), container], timeout=timeout + 60)
+
+    def state(self, container: str) -> dict:
+        r = self.shell.run(["docker", "inspect", "--format", "{{json .State}}", container], timeout=30)
+        return json.loads(r.stdout) if r.ok else {}

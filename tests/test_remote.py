@@ -1,0 +1,321 @@
+"""Remote GPU hosts over SSH with real parts: OpenSSH servers in network namespaces (gpu01, gpu02), each with its
+own dockerd, the stand-in trainer images sent from the local engine, and the `runner` command as users run it.
+
+Stood in: the GPU (RUNNER_GPUS=none) and the trainers (tests/standin/). Faults are real: sshd sessions killed,
+the host's link taken down, a 4 MiB tmpfs filling up, a known_hosts file with the wrong key.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import subprocess
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+
+from runner.jobs import LABEL_PORT
+from tests.dockerfixtures import runner, runner_env
+from tests.remotefixtures import ADDRESS, CLIENT_KEY, KNOWN_HOSTS, SRV, add_host, engine, host_dirs, netns, require_remote
+
+MUSUBI = "examples/t2v-1.3B-musubi.yaml"
+
+
+@pytest.fixture(scope="session")
+def remote_models(tmp_path_factory) -> str:
+    """Stand-in images built here, and the fixture models on both hosts (copied with scp, as a user would)."""
+    require_remote()
+    from tests import modelfixtures
+
+    tmp = tmp_path_factory.mktemp("remote")
+    for trainer in ("musubi", "diffpipe"):
+        r = runner(["build", trainer], runner_env(tmp))
+        assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
+    local = modelfixtures.models_root(tmp / "models")
+    tag = uuid.uuid4().hex[:8]
+    for host, addr in ADDRESS.items():
+        dest = f"{SRV}/{host}/models/t-{tag}"
+        subprocess.run(["ssh", "-i", CLIENT_KEY, "-o", f"UserKnownHostsFile={KNOWN_HOSTS}", f"runnertest@{addr}", "mkdir", "-p", dest], check=True)
+        subprocess.run(["scp", "-q", "-r", "-i", CLIENT_KEY, "-o", f"UserKnownHostsFile={KNOWN_HOSTS}", f"{local}/.", f"runnertest@{addr}:{dest}/"], check=True)
+    yield f"{SRV}/{{host}}/models/t-{tag}"
+    for host in ADDRESS:
+        shutil.rmtree(f"{SRV}/{host}/models/t-{tag}", ignore_errors=True)
+
+
+@pytest.fixture
+def env(remote_models, tmp_path) -> dict[str, str]:
+    env = runner_env(tmp_path, XDG_CONFIG_HOME=str(tmp_path / "config"))
+    yield env
+    names = {r["container"] for r in _records(env)}
+    for host in ADDRESS:
+        for c in engine(host).containers.list(all=True):
+            if c.name in names:
+                c.remove(force=True)
+
+
+@pytest.fixture
+def on_host(env, remote_models):
+    """add(name, host, **dirs): an inventory entry with per-test folders on the host; removed afterwards."""
+    made: list[dict[str, str]] = []
+
+    def add(name: str = "gpu01", host: str = "gpu01", **over: str) -> dict[str, str]:
+        dirs = {**host_dirs(host), **over}
+        add_host(env, name, host, remote_models.format(host=host), dirs)
+        made.append(dirs)
+        return dirs
+
+    yield add
+    for dirs in made:
+        for d in dirs.values():
+            if "/t-" in d:
+                shutil.rmtree(d, ignore_errors=True)
+
+
+def _containers(host: str) -> set[str]:
+    return {c.name for c in engine(host).containers.list(all=True)}
+
+
+def _records(env) -> list[dict]:
+    return [json.loads(p.read_text()) for p in (Path(env["RUNNER_STATE"]) / "jobs").glob("*/record.json")]
+
+
+def _tree(root: Path) -> dict[str, str]:
+    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest() + f"@{p.stat().st_mtime_ns}"
+            for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+# --- inventory ----------------------------------------------------------------------------------
+
+
+def test_hosts_add_list_rm_and_errors(tmp_path):
+    env = runner_env(tmp_path, XDG_CONFIG_HOME=str(tmp_path / "config"))
+    assert runner(["hosts", "add", "box", "--ssh", "me@10.231.7.11:2222", "--models", "/srv/m"], env).returncode == 0
+    listing = runner(["hosts", "list"], env)
+    assert "box" in listing.stdout and "me@10.231.7.11:2222" in listing.stdout
+    saved = (tmp_path / "config" / "runner" / "hosts.yaml").read_text()
+    assert "me@10.231.7.11:2222" in saved and "/srv/m" in saved and "~/runner/data" in saved
+    bad = runner(["hosts", "add", "x", "--ssh", "me@h", "--data", "/srv/a:b"], env)
+    assert bad.returncode == 2 and "without ':'" in bad.stderr
+    assert runner(["hosts", "add", "local", "--ssh", "me@h"], env).returncode == 2
+    assert runner(["hosts", "rm", "box"], env).returncode == 0
+    gone = runner(["train", MUSUBI, "--host", "box"], env)
+    assert gone.returncode == 2 and "runner hosts add box" in gone.stderr
+
+
+# --- end to end ---------------------------------------------------------------------------------
+
+
+def test_train_on_a_host_then_pull(workspace, env, on_host):
+    """The whole path, with a dataset folder and caption built to inject shell if anything were unquoted."""
+    dirs = on_host()
+    nasty = "it's a \"clip\" $(touch PWNED-dir) `touch PWNED-tick`"
+    data = workspace / "examples" / "data" / nasty
+    shutil.copytree(workspace / "examples" / "data" / "clips", data)
+    caption = next(data.glob("*.txt"))
+    caption.write_text("a ball; $(touch /tmp/PWNED-caption) `id` ' \" \\")
+    job = workspace / "examples" / "nasty.yaml"
+    job.write_text((workspace / MUSUBI).read_text().replace("path: data/clips", f"path: {json.dumps('data/' + nasty)}"))
+    before = _tree(data)
+    secret = f"hf_{uuid.uuid4().hex}"
+
+    r = runner(["train", job, "--host", "gpu01"], {**env, "HF_TOKEN": secret}, cwd=workspace)
+    assert r.returncode == 0, r.stdout[-4000:] + r.stderr[-3000:]
+    assert "STAND-IN" in r.stdout and "[runner] done" in r.stdout
+    assert _tree(data) == before, "local data is only read"
+    remote_caption = Path(dirs["data"]) / "ball-1p3b" / "0-it_s_a_clip_touch_PWNED-dir_touch_PWNED-tick" / caption.name
+    assert remote_caption.read_text() == caption.read_text()
+    assert int(remote_caption.stat().st_mtime) == int(caption.stat().st_mtime), "mtimes are preserved (SFTP: whole seconds)"
+    for root in (workspace, Path("/home/runnertest"), Path(dirs["data"]), Path("/tmp")):
+        assert not list(root.glob("PWNED*")) and not (root / "ball-1p3b" / "PWNED-dir").exists()
+
+    (record,) = _records(env)
+    assert record["host"] == "gpu01" and record["status"] == "exited" and record["exit_code"] == 0
+    assert secret not in json.dumps(record) and "HF_TOKEN" not in record["env_names"]
+    container = engine("gpu01").containers.get(record["container"])
+    assert not any(e.startswith("HF_TOKEN") for e in container.attrs["Config"]["Env"]), "containers never get secrets"
+    assert container.attrs["Config"]["User"] == "{}:{}".format(*_ids("runnertest"))
+    for f in Path(env["RUNNER_STATE"]).rglob("*"):
+        assert not f.is_file() or secret not in f.read_text(errors="replace"), f"{f} holds the secret"
+
+    out = workspace / "examples" / "outputs" / "ball-1p3b"
+    assert not out.exists(), "outputs stay on the host until pulled"
+    pulled = runner(["pull", "ball-1p3b"], env)
+    assert pulled.returncode == 0, pulled.stderr
+    assert (out / "ball-1p3b.safetensors").is_file()
+    again = runner(["pull", "ball-1p3b"], env)
+    assert "pulled 0 of" in again.stdout, again.stdout
+
+    resync = runner(["train", job, "--host", "gpu01", "--detach"], env, cwd=workspace)
+    assert resync.returncode == 0 and "0 of 6 files sent" in resync.stderr.replace("\n", " "), resync.stderr
+    assert runner(["logs", "ball-1p3b", "-f"], env).returncode == 0
+
+
+def _ids(user: str) -> tuple[int, int]:
+    import pwd
+
+    p = pwd.getpwnam(user)
+    return p.pw_uid, p.pw_gid
+
+
+def test_ssh_config_alias(env, tmp_path, remote_models):
+    """`--ssh gpu01` resolves through ~/.ssh/config: HostName, User, IdentityFile and UserKnownHostsFile."""
+    from runner.executors.remote import RemoteDocker
+    from runner.hosts import Host
+
+    home = tmp_path / "home"
+    (home / ".ssh").mkdir(parents=True)
+    shutil.copy("/var/lib/runner-test/ssh_config", home / ".ssh" / "config")
+    mp = pytest.MonkeyPatch()
+    mp.setenv("HOME", str(home))
+    try:
+        ex = RemoteDocker(Host(name="a", ssh="gpu01"))
+        assert ex.shell.run(["hostname"]).stdout.strip() == "gpu01" and ex.home == "/home/runnertest"
+    finally:
+        mp.undo()
+
+
+# --- faults -------------------------------------------------------------------------------------
+
+
+def test_dropped_connection_job_keeps_running_and_logs_reattach(workspace, env, on_host):
+    on_host()
+    job = workspace / "examples" / "slow.yaml"
+    job.write_text((workspace / MUSUBI).read_text() + "schedule:\n  epochs: 2\nenv:\n  STANDIN_STEP_SECONDS: '0.5'\n")
+    train = subprocess.Popen(["runner", "train", job, "--host", "gpu01"], env=env, cwd=workspace, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 180
+        seen = ""
+        while "step 3/3 train start" not in seen:
+            line = train.stdout.readline()
+            assert line and time.monotonic() < deadline, seen[-3000:] + train.stderr.read()
+            seen += line
+        netns("kill-sessions", "gpu01")
+        _, err = train.communicate(timeout=60)
+    finally:
+        train.kill()
+    assert train.returncode == 2 and "SSH connection was lost" in err and "runner logs -f" in err, err
+    (record,) = _records(env)
+    assert record["status"] == "running"
+    assert engine("gpu01").containers.get(record["container"]).status == "running", "the job outlives the SSH session"
+
+    logs = runner(["logs", "ball-1p3b", "-f"], env, timeout=300)
+    assert logs.returncode == 0, logs.stderr
+    assert "[runner] done" in logs.stdout and "[runner] step 1/3" in logs.stdout, "reattached from the start of the log"
+    (record,) = _records(env)
+    assert record["status"] == "exited" and record["exit_code"] == 0
+
+
+def test_failing_job_exit_code_reaches_the_laptop(workspace, env, on_host):
+    on_host()
+    job = workspace / "examples" / "failing.yaml"
+    job.write_text((workspace / MUSUBI).read_text() + "env:\n  STANDIN_FAIL_AT_STEP: '2'\n")
+    r = runner(["train", job, "--host", "gpu01"], env, cwd=workspace)
+    assert r.returncode not in (0, 2), r.stdout[-2000:] + r.stderr[-2000:]
+    assert "failed" in runner(["ps", "--host", "gpu01"], env).stdout
+
+
+def test_host_unreachable(workspace, env, on_host):
+    on_host("gpu02", "gpu02")
+    before = _containers("gpu02")
+    netns("link-down", "gpu02")
+    try:
+        started = time.monotonic()
+        r = runner(["train", MUSUBI, "--host", "gpu02"], env, cwd=workspace)
+        took = time.monotonic() - started
+    finally:
+        netns("link-up", "gpu02")
+    assert r.returncode == 2 and "did not answer" in r.stderr and "Nothing was started" in r.stderr, r.stderr
+    assert took < 30
+    assert _records(env) == [] and _containers("gpu02") == before
+
+
+def test_refused_port_is_a_clear_error(workspace, env, on_host):
+    add_host(env, "closed", "gpu01", "/srv", host_dirs("gpu01"), ssh=f"runnertest@{ADDRESS['gpu01']}:2222")
+    r = runner(["train", MUSUBI, "--host", "closed"], env, cwd=workspace)
+    assert r.returncode == 2 and "cannot be reached" in r.stderr and "Fix:" in r.stderr
+
+
+def test_disk_full_during_sync(workspace, env, on_host):
+    """gpu02's data folder is a 4 MiB tmpfs. Tiny files pass the byte count but take a page each: it fills mid-sync."""
+    small = SRV / "gpu02" / "small" / f"t-{uuid.uuid4().hex[:8]}"
+    on_host("gpu02", "gpu02", data=str(small))
+    data = workspace / "examples" / "data" / "clips"
+    for i in range(1500):
+        (data / "extra" / f"{i:04d}").parent.mkdir(exist_ok=True)
+        (data / "extra" / f"{i:04d}").write_text("x")
+    before, containers = _tree(data), _containers("gpu02")
+    try:
+        r = runner(["train", MUSUBI, "--host", "gpu02"], env, cwd=workspace)
+        assert r.returncode == 2 and "disk filled up while syncing" in r.stderr and "local files are untouched" in r.stderr, r.stderr
+        assert not list(small.rglob("*.runner-part")), "no partial file is left"
+
+        (data / "big.bin").write_bytes(b"\0" * (6 << 20))
+        big = runner(["train", MUSUBI, "--host", "gpu02"], env, cwd=workspace)
+        assert big.returncode == 2 and "MiB free; syncing data/0" in big.stderr, big.stderr
+    finally:
+        shutil.rmtree(small, ignore_errors=True)
+    (data / "big.bin").unlink()
+    assert _tree(data) == before
+    assert _records(env) == [] and _containers("gpu02") == containers
+
+
+def test_wrong_or_unknown_host_key_is_refused(workspace, env, on_host, tmp_path):
+    wrong = tmp_path / "known_hosts"
+    gpu02_key = next(line for line in KNOWN_HOSTS.read_text().splitlines() if line.startswith("gpu02")).split(" ", 1)[1]
+    wrong.write_text(f"{ADDRESS['gpu01']} {gpu02_key}\n")
+    add_host(env, "spoofed", "gpu01", "/srv", host_dirs("gpu01"), known_hosts=wrong)
+    r = runner(["train", MUSUBI, "--host", "spoofed"], env, cwd=workspace)
+    assert r.returncode == 2 and "refuses to connect" in r.stderr and f"-R {ADDRESS['gpu01']}" in r.stderr, r.stderr
+
+    empty = tmp_path / "empty_known_hosts"
+    empty.write_text("")
+    add_host(env, "stranger", "gpu01", "/srv", host_dirs("gpu01"), known_hosts=empty)
+    r = runner(["train", MUSUBI, "--host", "stranger"], env, cwd=workspace)
+    assert r.returncode == 2 and "is unknown" in r.stderr and f"ssh-keyscan {ADDRESS['gpu01']} >> {empty}" in r.stderr, r.stderr
+    assert empty.read_text() == "", "known_hosts is never written"
+    assert _records(env) == []
+
+
+def test_models_missing_on_the_host(workspace, env, on_host, tmp_path):
+    empty = SRV / "gpu01" / "models" / f"t-empty-{uuid.uuid4().hex[:8]}"
+    empty.mkdir()
+    add_host(env, "bare", "gpu01", str(empty), host_dirs("gpu01"))
+    try:
+        r = runner(["train", MUSUBI, "--host", "bare"], env, cwd=workspace)
+    finally:
+        empty.rmdir()
+    assert r.returncode == 2 and "lacks model files" in r.stderr and "wan2.1_t2v_1.3B_bf16.safetensors" in r.stderr and "scp -r" in r.stderr
+
+
+def test_two_jobs_at_once_on_one_host(workspace, env, on_host):
+    on_host()
+    job = workspace / "examples" / "dp.yaml"
+    job.write_text((workspace / "examples" / "t2v-1.3B-diffpipe.yaml").read_text() + "env:\n  STANDIN_STEP_SECONDS: '0.2'\n")
+    for _ in range(2):
+        r = runner(["train", job, "--host", "gpu01", "--detach"], env, cwd=workspace)
+        assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
+    a, b = sorted(_records(env), key=lambda r: r["id"])
+    assert a["container"] != b["container"] and a["master_port"] != b["master_port"]
+    running = {c.name: c for c in engine("gpu01").containers.list()}
+    assert {a["container"], b["container"]} <= set(running), "both run at the same time"
+    for rec in (a, b):
+        assert f"--master_port {rec['master_port']}" in (Path(env["RUNNER_STATE"]) / "jobs" / rec["id"] / "job" / "command.sh").read_text()
+        assert running[rec["container"]].labels[LABEL_PORT] == str(rec["master_port"])
+        logs = runner(["logs", rec["id"], "-f"], env, timeout=300)
+        assert logs.returncode == 0, logs.stdout[-2000:] + logs.stderr[-2000:]
+
+
+def test_secrets_reach_only_the_remote_process(remote_models):
+    """HF_TOKEN travels on the channel's stdin into the remote process's environment: not argv, not disk, not logs."""
+    from runner.executors.remote import RemoteDocker
+    from runner.hosts import Host
+
+    secret = f"hf_{uuid.uuid4().hex}"
+    ex = RemoteDocker(Host(name="gpu01", ssh=f"runnertest@{ADDRESS['gpu01']}", key=str(CLIENT_KEY), known_hosts=str(KNOWN_HOSTS)))
+    r = ex.shell.run(["sh", "-c", 'printf "%s" "$HF_TOKEN" | sha256sum; tr "\\0" " " </proc/$$/cmdline'], secrets={"HF_TOKEN": secret})
+    assert r.ok and r.stdout.split()[0] == hashlib.sha256(secret.encode()).hexdigest()
+    assert secret not in r.stdout
+    assert secret not in Path("/var/log/runner-test-gpu01-sshd.log").read_text(errors="replace")
