@@ -263,16 +263,19 @@ def hosts_rm(name: str = typer.Argument(..., help="a host name from `runner host
 
 
 @app.command("env")
-def env_cmd(job: Path = typer.Argument(None, dir_okay=False, help="the job file (YAML); without it, the GPU rules alone")) -> None:
+def env_cmd(
+    job: Path = typer.Argument(None, dir_okay=False, help="the job file (YAML); without it, the GPU rules alone"),
+    host: str = typer.Option(None, "--host", help="a host from `runner hosts list` instead of this machine"),
+) -> None:
     """Print the environment runner would inject into the training container, and why."""
     from rich.table import Table
 
     from runner.gpu.envrules import env_for_job
-    from runner.shell import LocalShell
     from runner.spec import load_job
+    from runner.ssh import shell_for
 
     table = Table("variable", "value", "why", "source")
-    for var in env_for_job(load_job(job) if job else None, LocalShell()):
+    for var in env_for_job(load_job(job) if job else None, shell_for(host)):
         table.add_row(var.name, var.value, var.reason, var.source)
     out.print(table)
 
@@ -282,13 +285,14 @@ def plan_cmd(
     job: Path = JobArg,
     vram: float = typer.Option(None, help="GPU memory in GiB (default: the smallest local GPU)"),
     ram: float = typer.Option(None, help="host RAM in GiB (default: this machine's)"),
+    host: str = typer.Option(None, "--host", help="a host from `runner hosts list` instead of this machine"),
 ) -> None:
     """Pick precision, checkpointing, block swap and optimizer so the job fits the GPU, from measured memory."""
     from runner.gpu.planner import plan_job_on
-    from runner.shell import LocalShell
     from runner.spec import load_job
+    from runner.ssh import shell_for
 
-    p = plan_job_on(load_job(job), LocalShell(), vram, ram)
+    p = plan_job_on(load_job(job), shell_for(host), vram, ram)
     head = "[green]fits[/green]" if p.fits else "[red]does not fit[/red]"
     out.print(f"{head} {p.task} on {p.trainer}: {p.tokens} latent tokens per step, {p.vram_gib:.1f} GiB GPU"
               + (f", {p.ram_gib:.0f} GiB RAM" if p.ram_gib else ""))
@@ -302,11 +306,15 @@ def plan_cmd(
 
 
 @app.command("doctor")
-def doctor_cmd(job: Path = typer.Argument(None, dir_okay=False, help="a job file: also check its volume dirs and plan's RAM")) -> None:
+def doctor_cmd(
+    job: Path = typer.Argument(None, dir_okay=False, help="a job file: also check its volume dirs and plan's RAM"),
+    host: str = typer.Option(None, "--host", help="a host from `runner hosts list` instead of this machine"),
+) -> None:
     """Check that this host can run training: Docker, NVIDIA Container Toolkit, GPUs, driver, disk, RAM, /dev/shm."""
     from runner.doctor import doctor_for_job, ready
+    from runner.ssh import shell_for
 
-    checks = doctor_for_job(job)
+    checks = doctor_for_job(job, shell_for(host))
     for c in checks:
         mark = "[green]ok[/green]  " if c.ok else ("[red]FAIL[/red]" if c.required else "[yellow]warn[/yellow]")
         out.print(f"{mark} {c.name}: {c.detail}", highlight=False)

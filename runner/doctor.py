@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from runner import preflight
 from runner.errors import UserError
 from runner.gpu import variant
 from runner.gpu.inventory import Inventory, gather, host_ram_gib
@@ -16,7 +17,7 @@ from runner.shell import Shell
 
 GIB = 2**30
 MIN_FREE_DISK_GIB = 20  # one 14B DiT (28 GB bf16) does not fit under this; caches and LoRAs do
-MIN_SHM_GIB = 1  # Docker's default 64 MiB kills DeepSpeed's workers (exit -7); runner passes --ipc=host
+MIN_SHM_GIB = 1  # Docker's default 64 MiB kills DeepSpeed's workers (exit -7)
 
 
 @dataclass(frozen=True)
@@ -28,27 +29,21 @@ class Check:
     required: bool = True
 
 
-def check_docker(shell: Shell) -> Check:
-    r = shell.run(["docker", "version", "--format", "{{.Server.Version}}"], timeout=30)
-    if r.ok:
-        return Check("docker", True, f"Docker Engine {r.stdout.strip()}")
-    why = "not installed" if r.returncode == 127 else (r.stderr.strip().splitlines() or ["daemon not reachable"])[-1]
-    return Check("docker", False, f"Docker is not usable on {shell.name}: {why}",
-                 "install Docker Engine and add your user to the docker group (or start the daemon)")
+def check_docker(shell: Shell) -> tuple[Check, dict]:
+    """The Docker check, and the daemon's info for the checks that need it ({} when it is unreachable)."""
+    try:
+        info = preflight.docker_info(shell)
+    except UserError as e:
+        return Check("docker", False, f"{e.where} {e.problem}", e.fix), {}
+    return Check("docker", True, f"Docker Engine {info.get('ServerVersion', '?')}"), info
 
 
-def check_container_toolkit(shell: Shell) -> Check:
-    for argv in (["nvidia-ctk", "--version"], ["nvidia-container-cli", "--version"]):
-        r = shell.run(argv, timeout=30)
-        if r.ok:
-            return Check("nvidia-container-toolkit", True, r.stdout.strip().splitlines()[0])
-    r = shell.run(["docker", "info", "--format", "{{json .Runtimes}}"], timeout=30)
-    if r.ok and "nvidia" in r.stdout:
-        return Check("nvidia-container-toolkit", True, "Docker lists the nvidia runtime")
-    return Check("nvidia-container-toolkit", False,
-                 f"NVIDIA Container Toolkit not found on {shell.name}; containers would fail with "
-                 "'could not select device driver \"nvidia\"'",
-                 "install nvidia-container-toolkit, run `sudo nvidia-ctk runtime configure --runtime=docker`, restart Docker")
+def check_container_toolkit(shell: Shell, info: dict) -> Check:
+    try:
+        preflight.check_gpu_runtime(info, shell)
+    except UserError as e:
+        return Check("nvidia-container-toolkit", False, f"{e.where} {e.problem}", e.fix)
+    return Check("nvidia-container-toolkit", True, "Docker can give containers GPUs (nvidia runtime or toolkit CLI present)")
 
 
 def check_gpus(inv: Inventory) -> Check:
@@ -69,18 +64,16 @@ def check_driver(inv: Inventory, trainer: str) -> Check:
     return Check(f"driver-{trainer}", True, f"{trainer} image {v.tag}: {v.reason}; driver {inv.driver_version} is new enough")
 
 
-def _df_free_gib(shell: Shell, path: str) -> float | None:
-    r = shell.run(["df", "-Pk", path], timeout=30)
-    lines = r.stdout.strip().splitlines()
-    return int(lines[-1].split()[3]) * 1024 / GIB if r.ok and len(lines) >= 2 else None
+def _free_gib(shell: Shell, path: str) -> float | None:
+    """Free space of the disk `path` is (or will be) on; None when it cannot be read."""
+    try:
+        return preflight.free_bytes(shell, [path])[path] / GIB
+    except UserError:
+        return None
 
 
 def check_disk(shell: Shell, label: str, path: Path) -> Check:
-    free = None
-    for probe in (path, *path.parents):  # a volume dir runner will create: measure the disk it will be on
-        free = _df_free_gib(shell, str(probe))
-        if free is not None:
-            break
+    free = _free_gib(shell, str(path))
     if free is None:
         return Check(f"disk {label}", False, f"cannot read free space of {path}", "check that the path exists", required=False)
     ok = free >= MIN_FREE_DISK_GIB
@@ -100,18 +93,20 @@ def check_ram(shell: Shell, need_gib: float | None) -> Check:
 
 
 def check_shm(shell: Shell) -> Check:
-    free = _df_free_gib(shell, "/dev/shm")
+    free = _free_gib(shell, "/dev/shm")
     if free is None:
         return Check("/dev/shm", False, "no /dev/shm", "mount a tmpfs at /dev/shm", required=False)
     ok = free >= MIN_SHM_GIB
-    return Check("/dev/shm", ok, f"{free:.1f} GiB free in /dev/shm (containers share it through --ipc=host)",
+    return Check("/dev/shm", ok, f"{free:.1f} GiB free in the host's /dev/shm (for trainers run outside runner's containers, "
+                 "which get their own of `shm_size`)",
                  "" if ok else "enlarge it: `sudo mount -o remount,size=8G /dev/shm`", required=False)
 
 
 def run_checks(shell: Shell, trainers: tuple[str, ...] = ("musubi", "diffpipe"), volumes: dict[str, Path] | None = None,
                ram_need_gib: float | None = None) -> list[Check]:
     inv = gather(shell)
-    checks = [check_docker(shell), check_container_toolkit(shell), check_gpus(inv)]
+    docker_check, info = check_docker(shell)
+    checks = [docker_check, check_container_toolkit(shell, info), check_gpus(inv)]
     checks += [check_driver(inv, t) for t in trainers]
     checks += [check_disk(shell, label, path) for label, path in (volumes or {"current directory": Path.cwd()}).items()]
     checks += [check_ram(shell, ram_need_gib), check_shm(shell)]

@@ -3,13 +3,16 @@ from pathlib import Path
 from tests.fakeshell import FakeShell
 
 from runner.doctor import ready, run_checks
+from runner.preflight import _DF
 from runner.shell import Result
 
+DATA_DF = Result(0, "/dev/nvme0n1 976762584 1 524288000 1% /data\n", "")
 DOCKER_OK = {
-    ("docker", "version", "--format", "{{.Server.Version}}"): Result(0, "28.2.2\n", ""),
-    ("nvidia-ctk", "--version"): Result(0, "NVIDIA Container Toolkit CLI version 1.17.8\n", ""),
-    ("df", "-Pk", "/data"): Result(0, "Filesystem 1024-blocks Used Available Capacity Mounted on\n/dev/nvme0n1 976762584 1 524288000 1% /data\n", ""),
-    ("df", "-Pk", "/dev/shm"): Result(0, "Filesystem 1024-blocks Used Available Capacity Mounted on\ntmpfs 65536 0 65536 0% /dev/shm\n", ""),
+    ("docker", "info", "--format", "{{json .}}"): Result(0, '{"ServerVersion": "28.2.2", "Runtimes": {"nvidia": {}, "runc": {}}}\n', ""),
+    ("sh", "-c", _DF, "sh", "/data"): DATA_DF,
+    # the host walks up to the nearest existing folder (/data) before measuring
+    ("sh", "-c", _DF, "sh", "/data/new/cache"): DATA_DF,
+    ("sh", "-c", _DF, "sh", "/dev/shm"): Result(0, "tmpfs 65536 0 65536 0% /dev/shm\n", ""),
     ("cat", "/proc/meminfo"): Result(0, "MemTotal:       65843212 kB\nMemFree:  1 kB\n", ""),
 }
 
@@ -23,7 +26,7 @@ def test_no_gpu_host_says_so_and_is_not_ready():
     c = by_name(checks)
     assert not ready(checks)
     assert c["gpus"].detail == "no NVIDIA GPU/driver visible on laptop: nvidia-smi is not installed"
-    assert "not installed" in c["docker"].detail and c["docker"].fix
+    assert "has no `docker` command" in c["docker"].detail and c["docker"].fix
     assert "could not select device driver" in c["nvidia-container-toolkit"].detail
 
 

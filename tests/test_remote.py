@@ -134,9 +134,7 @@ def test_train_on_a_host_then_pull(workspace, env, on_host):
     (record,) = _records(env)
     assert record["host"] == "gpu01" and record["status"] == "exited" and record["exit_code"] == 0
     assert secret not in json.dumps(record) and "HF_TOKEN" not in record["env_names"]
-    container = engine("gpu01").containers.get(record["container"])
-    assert not any(e.startswith("HF_TOKEN") for e in container.attrs["Config"]["Env"]), "containers never get secrets"
-    assert container.attrs["Config"]["User"] == "{}:{}".format(*_ids("runnertest"))
+    assert record["container"] not in {c.name for c in engine("gpu01").containers.list(all=True)}, "a finished job frees its container"
     for f in Path(env["RUNNER_STATE"]).rglob("*"):
         assert not f.is_file() or secret not in f.read_text(errors="replace"), f"{f} holds the secret"
 
@@ -148,8 +146,12 @@ def test_train_on_a_host_then_pull(workspace, env, on_host):
     again = runner(["pull", "ball-1p3b"], env)
     assert "pulled 0 of" in again.stdout, again.stdout
 
-    resync = runner(["train", job, "--host", "gpu01", "--detach"], env, cwd=workspace)
+    resync = runner(["train", job, "--host", "gpu01", "--detach"], {**env, "HF_TOKEN": secret}, cwd=workspace)
     assert resync.returncode == 0 and "0 of 6 files sent" in resync.stderr.replace("\n", " "), resync.stderr
+    detached = max(_records(env), key=lambda r: r["started"])
+    container = engine("gpu01").containers.get(detached["container"])  # kept until someone collects the job
+    assert not any(e.startswith("HF_TOKEN") for e in container.attrs["Config"]["Env"]), "containers never get secrets"
+    assert container.attrs["Config"]["User"] == "{}:{}".format(*_ids("runnertest"))
     assert runner(["logs", "ball-1p3b", "-f"], env).returncode == 0
 
 
@@ -319,3 +321,14 @@ def test_secrets_reach_only_the_remote_process(remote_models):
     assert r.ok and r.stdout.split()[0] == hashlib.sha256(secret.encode()).hexdigest()
     assert secret not in r.stdout
     assert secret not in Path("/var/log/runner-test-gpu01-sshd.log").read_text(errors="replace")
+
+
+def test_doctor_env_and_plan_on_a_host(workspace, env, on_host):
+    on_host()
+    doctor = runner(["doctor", "--host", "gpu01"], env)
+    assert doctor.returncode == 1, doctor.stdout + doctor.stderr  # the host has Docker but no GPU: not ready, no crash
+    assert "ok   docker" in doctor.stdout and "no NVIDIA GPU/driver visible on gpu01" in doctor.stdout
+    assert "FAIL nvidia-container-toolkit" in doctor.stdout
+    assert "CUDA_HOME" in runner(["env", "--host", "gpu01"], env).stdout
+    plan = runner(["plan", "examples/t2v-1.3B-musubi.yaml", "--host", "gpu01"], env, cwd=workspace)
+    assert plan.returncode == 2 and "--vram" in plan.stderr  # no GPU there to size the plan for

@@ -43,6 +43,10 @@ class LocalDocker:
         self.client = docker_client or client()
         self.shell = LocalShell()
 
+    @staticmethod
+    def host_mounts(mounts: list, job_name: str, container: str) -> list:
+        return mounts  # the plan's host paths are this machine's
+
     def read_text(self, path: Path) -> str | None:
         try:
             return path.read_text()

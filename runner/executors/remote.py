@@ -112,11 +112,12 @@ class RemoteDocker:
 
     # --- mounts: sync and swap the host side ----------------------------------------------------
 
+    def host_mounts(self, mounts: list[Mount], job_name: str, container: str) -> list[Mount]:
+        """The job's mounts with the host side on this host."""
+        return [dataclasses.replace(m, host=self._host_side(m, job_name, container)) for m in mounts]
+
     def prepare_mounts(self, spec: ContainerSpec) -> None:
-        job_name = spec.labels.get(jobs.LABEL_JOB, spec.name)
-        remote: list[Mount] = []
-        for m in spec.mounts:
-            remote.append(dataclasses.replace(m, host=self._host_side(m, job_name, spec.name)))
+        remote = self.host_mounts(spec.mounts, spec.labels.get(jobs.LABEL_JOB, spec.name), spec.name)
         columns = [TextColumn("{task.description}"), BarColumn(), DownloadColumn(), TransferSpeedColumn()]
         with Progress(*columns, console=self.console, transient=True) as progress:
             for local, there in zip(spec.mounts, remote):
@@ -144,13 +145,14 @@ class RemoteDocker:
             return self.job_folder(container)
         return self.folder(m.volume)  # cache, outputs
 
-    # Cache fingerprints (runner.fingerprint) are kept beside caches on this machine only: a remote job always
-    # re-checks its caches, which is slower but never trains on stale latents.
+    # small files on the host: the dataset fingerprints kept beside the caches there
     def read_text(self, path: Path) -> str | None:
-        return None
+        r = self.shell.run(["cat", "--", str(path)], timeout=30)
+        return r.stdout if r.ok else None
 
     def write_text(self, path: Path, text: str) -> None:
-        pass
+        self.shell.run(["sh", "-c", 'mkdir -p -- "$(dirname -- "$1")" && cat > "$1.tmp" && mv -- "$1.tmp" "$1"', "sh", str(path)],
+                       timeout=30, stdin=text.encode())
 
     # --- container lifecycle --------------------------------------------------------------------
 
@@ -182,6 +184,9 @@ class RemoteDocker:
 
     def stop(self, container: str, timeout: int = 30) -> None:
         self.shell.run(["docker", "stop", "--time", str(timeout), container], timeout=timeout + 60)
+
+    def remove(self, container: str) -> None:
+        self.shell.run(["docker", "rm", "--force", container], timeout=60)
 
     def state(self, container: str) -> dict:
         r = self.shell.run(["docker", "inspect", "--format", "{{json .State}}", container], timeout=30)
