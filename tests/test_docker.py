@@ -87,12 +87,13 @@ def test_detach_logs_ps_and_stop(workspace, env):
 
 
 def test_up_shell_down(built, env):
+    env = {**env, "HF_ENDPOINT": "https://hf-mirror.example"}  # a mirror set once reaches the containers
     up = runner(["up", "musubi"], env)
     assert up.returncode == 0, up.stderr
     try:
-        sh = runner(["shell", "musubi", "--", "sh", "-c", "pwd; id -u; test -d /models && test -w /outputs && echo mounts-ok"], env)
+        sh = runner(["shell", "musubi", "--", "sh", "-c", "pwd; id -u; test -d /models && test -w /outputs && echo mounts-ok; echo $HF_ENDPOINT"], env)
         assert sh.returncode == 0, sh.stderr
-        assert sh.stdout.split() == ["/opt/musubi-tuner", str(os.getuid()), "mounts-ok"]
+        assert sh.stdout.split() == ["/opt/musubi-tuner", str(os.getuid()), "mounts-ok", "https://hf-mirror.example"]
     finally:
         down = runner(["down", "musubi"], env)
     assert down.returncode == 0 and "runner-musubi" in down.stdout

@@ -87,3 +87,26 @@ def test_render_replaces_an_old_output_folder_whole(workspace, tmp_path):
     (out / "stale.toml").write_text("old")
     rendered(workspace, job_text(), tmp_path)
     assert not (out / "stale.toml").exists() and (out / "plan.json").is_file()
+
+
+def test_memory_auto_fits_the_seeds_case_on_a_24gb_card_for_each_trainer(workspace, tmp_path):
+    # the seed's bar: Wan2.1-T2V-1.3B at 832x480 with 81 frames on a 24 GB RTX 4090
+    from runner.gpu.planner import plan_for_job
+    from runner.synth import write_caption, write_video
+
+    (workspace / "examples" / "data" / "long").mkdir()
+    write_caption(write_video(workspace / "examples" / "data" / "long" / "walk81.mp4", frames=81, fps=16))
+    for trainer in ("musubi", "diffpipe"):
+        text = job_text(trainer).replace("  - path: data/clips\n", "  - path: data/long\n    frames: [81]\n") + "memory: auto\n"
+        job_file = write_job(workspace / "examples", text)
+        plan = render.render(job_file, tmp_path / trainer, vram_gib=24, ram_gib=64)
+        chosen = plan_for_job(render.load_checked(job_file), 24, 64)
+        assert chosen.fits and chosen.gpu_gib + chosen.margin_gib <= 24
+        rendered = " ".join(train_argv(plan)) if trainer == "musubi" else plan.files["diffpipe.toml"]
+        assert "--gradient_checkpointing" in rendered or "activation_checkpointing = true" in rendered
+
+
+def test_memory_auto_without_a_gpu_asks_for_its_size(cli, workspace):
+    job = write_job(workspace / "examples", job_text() + "memory: auto\n")
+    code, _, stderr = cli("render", job, "--out", workspace / "r")
+    assert code == 2 and "--vram" in stderr and not (workspace / "r").exists()
