@@ -149,8 +149,14 @@ def train(
     executor = executor_for(host)
     record = launch.start(job, executor, settings, out)
     if detach:
+        out.print(f"follow it with `runner logs -f {record.id}`")
         return
-    raise typer.Exit(launch.follow(record, executor, out))
+    try:
+        code = launch.follow(record, executor, out)
+    except KeyboardInterrupt:
+        err.print(f"the job keeps running: `runner logs -f {record.id}` follows it again, `runner stop {record.id}` stops it")
+        raise typer.Exit(130) from None
+    raise typer.Exit(code)
 
 
 @app.command()

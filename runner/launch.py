@@ -5,6 +5,8 @@ Shared by the local engine and remote hosts; only the executor differs.
 
 from __future__ import annotations
 
+import contextlib
+import re
 import shutil
 from pathlib import Path
 
@@ -126,30 +128,36 @@ def finish(record: JobRecord, executor, code: int) -> None:
     record.save()
 
 
+NAN_LOSS = re.compile(r"loss\W{0,3}nan\b", re.IGNORECASE)
+NAN_HINT = (
+    "the loss is NaN, so the run learns nothing from here on. Usual causes: mixed precision that does not match "
+    "the DiT file (memory.dtype), fp16 overflow, or a learning rate too high for the optimizer. Stop it with "
+    "`runner stop {id}` and check the job with `runner validate`."
+)
+
+
 def follow(record: JobRecord, executor, console: Console) -> int:
-    """Stream the container's log with a progress display, keep a full copy, and return the exit code."""
-    # the record's copy is rewritten whole by finish(); this one lives beside the outputs
-    log_copies = [Path(record.output_dir) / f"runner-{record.id}.log"] if executor.host == "local" else []
-    files = []
-    for p in log_copies:
-        p.parent.mkdir(parents=True, exist_ok=True)
-        files.append(p.open("w"))
+    """Stream the container's log with a progress display, keep a copy beside the outputs, return the exit code."""
+    local = executor.host == "local"  # a remote job's outputs (and this copy) come back with `runner pull`
+    copy = Path(record.output_dir) / f"runner-{record.id}.log"
+    if local:
+        copy.parent.mkdir(parents=True, exist_ok=True)
     columns = [TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn()]
-    try:
-        with Progress(*columns, console=console, transient=True) as progress:
-            task = progress.add_task("starting", total=None)
-            for line in executor.logs(record.container, follow=True):
-                for f in files:
-                    f.write(line + "\n")
-                    f.flush()
-                progress.console.print(line, markup=False, highlight=False)
-                if line.startswith(MARK):
-                    progress.update(task, description=line[len(MARK):].split(":")[0], completed=0, total=None)
-                elif (done := jobs.progress_of(line)) is not None:
-                    progress.update(task, completed=done[0], total=done[1])
-    finally:
-        for f in files:
-            f.close()
+    warned = False
+    with (copy.open("w") if local else contextlib.nullcontext()) as log, Progress(*columns, console=console, transient=True) as progress:
+        task = progress.add_task("starting", total=None)
+        for line in executor.logs(record.container, follow=True):
+            if log:
+                log.write(line + "\n")
+                log.flush()
+            progress.console.print(line, markup=False, highlight=False)
+            if line.startswith(MARK):
+                progress.update(task, description=line[len(MARK):].split(":")[0], completed=0, total=None)
+            elif (done := jobs.progress_of(line)) is not None:
+                progress.update(task, completed=done[0], total=done[1])
+            if not warned and NAN_LOSS.search(line):
+                progress.console.print(f"runner: {NAN_HINT.format(id=record.id)}", style="bold yellow", highlight=False)
+                warned = True
     code = executor.wait(record.container)
     finish(record, executor, code)
     return code

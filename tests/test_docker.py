@@ -196,3 +196,10 @@ def test_a_valid_cache_is_reused_and_a_stale_one_rebuilt(workspace, env):
     clip = workspace / "examples" / "data" / "clips" / "clip3.mp4"
     clip.write_bytes(clip.read_bytes() + b"\0")  # same paths and captions: only runner's fingerprint sees it
     assert "--regenerate_cache" in train("t2v-1.3B-diffpipe")
+
+
+def test_a_nan_loss_is_called_out_while_the_job_runs(workspace, env):
+    job = workspace / "examples" / "nan.yaml"
+    job.write_text((workspace / "examples" / "t2v-1.3B-musubi.yaml").read_text() + "env:\n  STANDIN_NAN_AT_STEP: '3'\n")
+    r = runner(["train", job], env, cwd=workspace)
+    assert "the loss is NaN" in r.stdout and "runner stop ball-1p3b-" in r.stdout
