@@ -21,14 +21,14 @@ def remote_image_id(shell: RemoteShell, ref: str) -> str | None:
     return r.stdout.strip() if r.ok else None
 
 
-def ensure(shell: RemoteShell, local_client, ref: str, trainer: str, docker_root: str, console: Console | None = None) -> float | None:
+def ensure(shell: RemoteShell, local_client, ref: str, build: str, docker_root: str, console: Console | None = None) -> float | None:
     """Make the host hold image `ref` with the local image's ID; returns seconds spent sending, None if it was there."""
     from runner.images import find_image
 
     image = find_image(local_client, ref)
     if image is None:
         raise UserError(f"image {ref}", f"is not built on this machine, so it cannot be sent to {shell.name}.",
-                        f"run `runner build {trainer}` here first.")
+                        f"run `runner build {build}` here first.")
     if remote_image_id(shell, ref) == image.id:
         return None
     size = int(image.attrs.get("Size", 0))

@@ -67,7 +67,8 @@ def start(job_file: Path, executor, settings: config.Settings, console: Console)
     ref = images.image_ref(pins, settings.ca_bundle)
     if not local:
         executor.check_models(job.models.root, checks.used_model_files(job))
-    executor.check_image(ref, job.trainer.value)  # a remote host receives the image here: after the cheap checks
+    build = job.trainer.value if variant_name == "default" else f"{job.trainer.value} --variant {variant_name}"
+    executor.check_image(ref, build)  # a remote host receives the image here: after the cheap checks
     rid = jobs.new_id(job.name)
     port = jobs.free_master_port(executor.host, executor.port_free)
     record = JobRecord(

@@ -75,11 +75,12 @@ class LocalDocker:
             except OSError:
                 return False
 
-    def check_image(self, ref: str, trainer: str) -> None:
+    def check_image(self, ref: str, build: str) -> None:
+        """build: the arguments of the `runner build` that makes `ref`, for the fix."""
         from runner.images import find_image
 
         if find_image(self.client, ref) is None:
-            raise UserError(f"image {ref}", "is not built on this machine.", f"run `runner build {trainer}` (or `runner up {trainer}`).")
+            raise UserError(f"image {ref}", "is not built on this machine.", f"run `runner build {build}`.")
 
     def prepare_mounts(self, spec: ContainerSpec) -> None:
         """Inputs must exist; runner-owned folders (outputs, cache, HF cache) are created for the user."""

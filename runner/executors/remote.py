@@ -80,11 +80,11 @@ class RemoteDocker:
                 raise UserError(f"host {self.host}: {path}", f"has {n / 2**30:.2f} GiB free; caches and LoRA saves need at least {preflight.MIN_FREE_GB:g} GiB.",
                                 "free space there, or choose a larger disk with `runner hosts add NAME … --cache/--outputs DIR`.")
 
-    def check_image(self, ref: str, trainer: str) -> None:
+    def check_image(self, ref: str, build: str) -> None:
         from runner.executors.local import client
 
         self.check_folders()
-        image_transfer.ensure(self.shell, client(), ref, trainer, self.info().get("DockerRootDir", "/var/lib/docker"), self.console)
+        image_transfer.ensure(self.shell, client(), ref, build, self.info().get("DockerRootDir", "/var/lib/docker"), self.console)
 
     def check_models(self, root: Path, used: dict[str, Path]) -> None:
         """Model files are not synced (tens of GB): they must be on the host, in the layout of models.root."""
