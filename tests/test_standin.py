@@ -60,7 +60,7 @@ def test_musubi_t2v_example_runs_with_upstream_layout(workspace: Path):
     assert len(BANNER.findall(r.stdout)) == 4  # two cache scripts, accelerate, the trainer
     cache = workspace / "examples" / "cache" / "ball-1p3b" / "musubi" / "0-clips" / "832x480-video"
     # clip2 is 49 frames: `head` cuts one 33-frame clip from the start
-    assert names(cache) == [f"clip{i}_{s}" for i in (1, 2, 3) for s in ("00000-033_0160x0096_wan.safetensors", "wan_te.safetensors")]
+    assert names(cache) == [f"clip{i}_{s}" for i in (1, 2, 3) for s in ("00000-033_0800x0496_wan.safetensors", "wan_te.safetensors")]  # the bucket, as the real musubi names them
     out = Path(plan["output_dir"])
     assert names(out) == sorted([f"ball-1p3b-{e:06d}.safetensors" for e in range(1, 16)] + ["ball-1p3b.safetensors"])
     tensors, meta = st(out / "ball-1p3b.safetensors")
@@ -77,7 +77,7 @@ def test_musubi_mixed_example_caches_images_and_videos_per_resolution(workspace:
     assert names(cache / "0-mixed" / "480x480-image") == sorted(
         ["still1_0160x0096_wan.safetensors", "still1_wan_te.safetensors", "still2_0160x0096_wan.safetensors", "still2_wan_te.safetensors"]
     )
-    assert names(cache / "0-mixed" / "832x480-video") == ["walk_00000-033_0160x0096_wan.safetensors", "walk_wan_te.safetensors"]
+    assert names(cache / "0-mixed" / "832x480-video") == ["walk_00000-033_0800x0496_wan.safetensors", "walk_wan_te.safetensors"]
     # (2 images + 1 video) x 2 resolutions x 2 repeats = 12 items, 16 epochs
     assert "total optimization steps / 学習ステップ数: 192" in r.stdout
     assert (Path(plan["output_dir"]) / "beach-mixed.safetensors").is_file()
@@ -89,7 +89,7 @@ def test_musubi_i2v_example_runs_and_writes_states(workspace: Path):
     assert argv[argv.index("--task") + 1] == "i2v-14B", "musubi's --task has one I2V config for 480P and 720P"
     r = harness.run_plan(host)
     assert r.returncode == 0, r.stdout + r.stderr
-    latent = workspace / "examples" / "cache" / "shore-i2v" / "musubi" / "0-clips" / "832x480-video" / "clip1_00000-033_0160x0096_wan.safetensors"
+    latent = workspace / "examples" / "cache" / "shore-i2v" / "musubi" / "0-clips" / "832x480-video" / "clip1_00000-033_0800x0496_wan.safetensors"
     # 160x96 in an 832x480 area: bucket 800x496 -> latent 9x62x100
     assert sorted(st(latent)[0]) == ["clip_fp16", "latents_9x62x100_bf16", "latents_image_9x62x100_bf16"]
     out = Path(plan["output_dir"])
@@ -156,7 +156,7 @@ def test_musubi_dataset_config_is_strict(workspace: Path):
     assert r.returncode == 0, r.stderr
     assert "target_frames are rounded to [29]" in r.stderr
     cache = Path(re.search(r'cache_directory = "([^"]+)"', toml.read_text()).group(1))
-    assert sorted(p.name for p in cache.glob("*_wan.safetensors")) == ["clip3_00000-029_0160x0096_wan.safetensors"]
+    assert sorted(p.name for p in cache.glob("*_wan.safetensors")) == ["clip3_00000-029_0800x0496_wan.safetensors"]
 
 
 def test_musubi_training_checks(workspace: Path):

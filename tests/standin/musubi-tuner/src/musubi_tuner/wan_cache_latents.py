@@ -3,7 +3,7 @@
 Same flags as upstream at 30c658c (cache_latents common parser + Wan additions). Reads the dataset config with
 upstream's rules, counts frames with PyAV and writes one zero-filled latent file per image
 (`{stem}_{W:04d}x{H:04d}_wan.safetensors`) or per video clip (`{stem}_{pos:05d}-{frames:03d}_{W:04d}x{H:04d}_wan.safetensors`,
-W x H = original size) into each cache_directory, then deletes stale `*_wan.safetensors` unless --keep_cache.
+W x H = the bucket for videos, the original size for images) into each cache_directory, then deletes stale `*_wan.safetensors` unless --keep_cache.
 --vae is required and must exist; --clip implies --i2v and must exist.
 """
 
@@ -93,7 +93,8 @@ def main() -> None:
             if p.is_video:
                 count, size = items.video_frames(p, m.path)
                 bucket = items.bucket_resolution(p, size, bucketing=True)  # video caching always buckets
-                todo = [(items.video_cache_name(m.path, pos, n, size), n) for pos, n in items.clips(p, count)]
+                # named by the bucket the frames are resized to (seen with the real musubi on a GPU: bench/README.md)
+                todo = [(items.video_cache_name(m.path, pos, n, bucket), n) for pos, n in items.clips(p, count)]
                 if not todo:
                     logger.info(f"{os.path.basename(m.path)}: {count} frames, shorter than every target frame count, no clip")
             else:
