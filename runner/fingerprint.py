@@ -82,17 +82,10 @@ def fingerprint(dataset: Dataset, trainer: Trainer, task: Task) -> Fingerprint:
     return Fingerprint(settings=settings, media=media_hash.hexdigest(), captions=caption_hash.hexdigest(), files=len(media))
 
 
-def cache_state(cache_dir: Path, fp: Fingerprint) -> CacheState:
-    """fresh: the cache was recorded for exactly this data and settings; stale: it was made for something else
-    (re-cache: diffpipe --regenerate_cache, musubi re-running both caching scripts); missing: no cache or no record."""
-    try:
-        return state_of((cache_dir / FILE_NAME).read_text(), fp)
-    except OSError:
-        return CacheState.missing
-
-
 def state_of(recorded_text: str | None, fp: Fingerprint) -> CacheState:
-    """cache_state for a record read by other means (e.g. from a remote host); None = no record."""
+    """fresh: the cache was recorded for exactly this data and settings; stale: it was made for something else
+    (re-cache: diffpipe --regenerate_cache, musubi re-running both caching scripts); missing: no cache or no record.
+    `recorded_text` is the FILE_NAME beside the cache (None: none), read from whichever host holds the cache."""
     try:
         recorded = Fingerprint.model_validate_json(recorded_text) if recorded_text is not None else None
     except ValueError:
@@ -102,12 +95,9 @@ def state_of(recorded_text: str | None, fp: Fingerprint) -> CacheState:
     return CacheState.fresh if recorded.digest == fp.digest else CacheState.stale
 
 
-def why_stale(cache_dir: Path, fp: Fingerprint) -> list[str]:
-    """What differs from the recorded fingerprint, in words (empty when fresh or missing)."""
-    try:
-        old = json.loads((cache_dir / FILE_NAME).read_text())
-    except (OSError, ValueError):
-        return []
+def why_stale(recorded_text: str, fp: Fingerprint) -> list[str]:
+    """What differs from the recorded fingerprint, in words."""
+    old = json.loads(recorded_text)
     new = fp.model_dump()
     out = [f"{k}: {old['settings'].get(k)!r} → {v!r}" for k, v in new["settings"].items() if old.get("settings", {}).get(k) != v]
     if old.get("files") != new["files"]:
@@ -117,13 +107,3 @@ def why_stale(cache_dir: Path, fp: Fingerprint) -> list[str]:
     if old.get("captions") != new["captions"]:
         out.append("captions changed")
     return out
-
-
-def record(cache_dir: Path, fp: Fingerprint) -> Path:
-    """Record that the cache in `cache_dir` was built from `fp`. Call only after caching finished."""
-    cache_dir.mkdir(parents=True, exist_ok=True)
-    target = cache_dir / FILE_NAME
-    tmp = target.with_suffix(".tmp")
-    tmp.write_text(fp.model_dump_json(indent=2))
-    os.replace(tmp, target)
-    return target

@@ -103,9 +103,6 @@ def progress_of(line: str) -> tuple[int, int] | None:
     return (int(m.group(1)), int(m.group(2))) if m else None
 
 
-def write_json(path: Path, data: dict) -> None:
-    path.write_text(json.dumps(data, indent=2) + "\n")
-
 
 # --- lifecycle ---------------------------------------------------------------------------------------
 

@@ -37,12 +37,16 @@ def gpu_environment(inventory, job: Job) -> tuple[dict[str, str], str]:
     return {v.name: v.value for v in envrules.environment(ctx)}, name
 
 
-def cache_freshness(job: Job, plan, executor, container: str) -> tuple[dict[str, str], list[fingerprint.CacheState]]:
+def cache_freshness(job: Job, plan, executor, container: str, console: Console) -> tuple[dict[str, str], list[fingerprint.CacheState]]:
     """Fingerprint each dataset and compare with the record beside its cache on the job's host."""
     fps, states = {}, []
     for d, folder in zip(job.datasets, render.cache_dirs(job, executor.host_mounts(plan.mounts, job.name, container))):
         fp = fingerprint.fingerprint(d, job.trainer, job.task)
-        states.append(fingerprint.state_of(executor.read_text(folder / fingerprint.FILE_NAME), fp))
+        recorded = executor.read_text(folder / fingerprint.FILE_NAME)
+        state = fingerprint.state_of(recorded, fp)
+        if state is fingerprint.CacheState.stale:
+            console.print(f"{d.path} changed since its cache was made ({'; '.join(fingerprint.why_stale(recorded, fp))}): re-caching")
+        states.append(state)
         fps[str(folder)] = fp.model_dump_json(indent=2)
     return fps, states
 
@@ -77,9 +81,8 @@ def start(job_file: Path, executor, settings: config.Settings, console: Console)
     )
     try:
         plan = render.plan(job, record.job_dir, master_port=port)
-        record.fingerprints, states = cache_freshness(job, plan, executor, record.container)
+        record.fingerprints, states = cache_freshness(job, plan, executor, record.container, console)
         if fingerprint.CacheState.stale in states:
-            console.print("the data changed since the cache was made: re-caching")
             plan = render.plan(job, record.job_dir, master_port=port, regenerate_cache=True)
         render.write(plan, record.job_dir)
         env = {**config.network_env(settings), **gpu_env, **plan.env}  # the job's own `env:` (in plan.env) wins

@@ -34,11 +34,3 @@ class Plan:
         d = asdict(self)
         d["files"] = sorted(self.files)  # contents live beside plan.json
         return json.dumps(d, indent=2) + "\n"
-
-    @classmethod
-    def from_json(cls, text: str, files: dict[str, str]) -> "Plan":
-        d = json.loads(text)
-        d["files"] = files
-        d["steps"] = [Step(**s) for s in d["steps"]]
-        d["mounts"] = [Mount(**m) for m in d["mounts"]]
-        return cls(**d)

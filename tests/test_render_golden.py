@@ -33,7 +33,7 @@ def test_example_renders_as_golden(workspace: Path, tmp_path: Path, name: str):
 
 
 @pytest.mark.parametrize("name", JOBS)
-def test_rendered_tomls_parse_and_plan_json_round_trips(workspace: Path, tmp_path: Path, name: str):
+def test_rendered_tomls_parse_and_plan_json_holds_the_plan(workspace: Path, tmp_path: Path, name: str):
     out = tmp_path / "rendered"
     plan = render.render(workspace / "examples" / f"{name}.yaml", out)
     for file in plan.files:
@@ -41,8 +41,8 @@ def test_rendered_tomls_parse_and_plan_json_round_trips(workspace: Path, tmp_pat
     data = json.loads((out / "plan.json").read_text())
     assert [s["name"] for s in data["steps"]] == [s.name for s in plan.steps]
     assert {m["container"] for m in data["mounts"]} >= {"/models", "/cache", "/outputs", "/hf-cache", "/job"}
-    restored = render.Plan.from_json((out / "plan.json").read_text(), plan.files)
-    assert restored == plan
+    assert [s["argv"] for s in data["steps"]] == [s.argv for s in plan.steps]
+    assert data["env"] == plan.env and data["workdir"] == plan.workdir and data["files"] == sorted(plan.files)
 
 
 def test_one_job_renders_for_either_trainer(workspace: Path, tmp_path: Path):

@@ -15,7 +15,6 @@ from runner.gpu.inventory import Inventory
 # NVIDIA CUDA Toolkit release notes, "CUDA Toolkit and Corresponding Driver Versions" (Linux x86_64). The
 # images are built on nvidia/cuda 12.4.1 and 12.8.1 (Update 1 of each), whose minimums are these.
 MIN_DRIVER = {"12.4": "550.54.15", "12.8": "570.124.06"}
-VARIANTS = {"musubi": ("12.4", "12.8"), "diffpipe": ("12.8",)}
 
 
 @dataclass(frozen=True)
