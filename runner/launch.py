@@ -33,8 +33,7 @@ def gpu_environment(inventory, job: Job) -> tuple[dict[str, str], str]:
     chosen = variant.choose(job.trainer.value, inventory)
     low_vram = plan_for_job(job, min(g.memory_gib for g in inventory.gpus)).low_vram
     ctx = envrules.Context(inventory, job.trainer.value, job.gpus, low_vram)
-    name = "blackwell" if job.trainer.value == "musubi" and chosen.cuda == "12.8" else "default"
-    return {v.name: v.value for v in envrules.environment(ctx)}, name
+    return {v.name: v.value for v in envrules.environment(ctx)}, chosen.pins_table
 
 
 def cache_freshness(job: Job, plan, executor, container: str, console: Console) -> tuple[dict[str, str], list[fingerprint.CacheState]]:

@@ -47,18 +47,23 @@ def service_spec(trainer: str, ref: str, settings: config.Settings, gpus: bool) 
 
 
 def up(executor, trainer: str, settings: config.Settings, gpus: bool, log) -> str:
-    """Build the image if needed and start the trainer's container; returns its name."""
-    pins = images.load_pins(trainer, pins_file=settings.pins)
-    ref = images.build(executor.client, pins, settings.ca_bundle, settings.pip_index_url, log)
+    """Build the image for these GPUs if needed and start the trainer's container; returns its name."""
     name = service_name(trainer)
     state = executor.state(name)
     if state.get("Running"):
         log(f"{name} is already running")
         return name
+    table = "default"
+    if gpus:
+        from runner.gpu import variant
+        from runner.gpu.inventory import gather
+
+        executor.check_gpus()
+        table = variant.choose(trainer, gather(executor.shell)).pins_table
+    pins = images.load_pins(trainer, table, pins_file=settings.pins)
+    ref = images.build(executor.client, pins, settings.ca_bundle, settings.pip_index_url, log)
     if state:
         executor.client.containers.get(name).remove(force=True)
-    if gpus:
-        executor.check_gpus()
     spec = service_spec(trainer, ref, settings, gpus)
     for m in spec.mounts:  # the configured folders are runner's to create; an empty models folder mounts fine
         os.makedirs(m.host, exist_ok=True)

@@ -52,3 +52,11 @@ def test_driver_not_loaded():
 def test_topo_matrix_with_color_codes_and_nvlink():
     text = "\t\x1b[4mGPU0\tGPU1\tGPU2\tCPU Affinity\x1b[0m\nGPU0\t X \tNV18\tSYS\t0-7\nGPU1\tNV18\t X \tSYS\t0-7\nGPU2\tSYS\tSYS\t X \t8-15\n"
     assert parse_matrix(text) == {"0-1": "NV18", "0-2": "SYS", "1-2": "SYS"}
+
+
+def test_blackwell_cards_get_musubis_cuda_12_8_pins():
+    from runner.gpu import variant
+
+    assert variant.choose("musubi", gather(FakeShell(card="rtx5090"))).pins_table == "blackwell"
+    assert variant.choose("musubi", gather(FakeShell(card="h100"))).pins_table == "default"
+    assert variant.choose("diffpipe", gather(FakeShell(card="rtx5090"))).pins_table == "default"

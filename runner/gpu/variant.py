@@ -27,6 +27,11 @@ class Variant:
     def tag(self) -> str:
         return f"cu{self.cuda.replace('.', '')}"
 
+    @property
+    def pins_table(self) -> str:
+        """The variant's name in images/pins.toml: musubi on CUDA 12.8 is [musubi-blackwell]."""
+        return "blackwell" if self.trainer == "musubi" and self.cuda == "12.8" else "default"
+
 
 def version_tuple(v: str) -> tuple[int, ...]:
     return tuple(int(p) for p in v.split("."))
