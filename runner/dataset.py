@@ -27,12 +27,11 @@ from pydantic import BaseModel
 
 from runner.errors import UserError
 from runner.media import (
-    DIFFPIPE_SKIPPED_SUFFIXES,
     DIFFPIPE_VIDEO_EXTENSIONS,
     MUSUBI_IMAGE_EXTENSIONS,
     MUSUBI_VIDEO_EXTENSIONS,
     Probe,
-    kind_of,
+    media_files,
     probe,
 )
 from runner.spec import Dataset, Task, Trainer
@@ -239,20 +238,6 @@ _RULES: dict[Trainer, Callable[[Path, Probe, CaptionState, Settings], Verdict]] 
 
 def _caption_path(media: Path, trainer: Trainer, s: Settings) -> Path:
     return media.with_name(media.stem + (".txt" if trainer is Trainer.diffpipe else s.caption_extension))
-
-
-def media_files(directory: Path, caption_extension: str = ".txt") -> tuple[list[Path], list[Path]]:
-    """(media, ignored) in one folder, sorted; sub-folders are never read by either trainer."""
-    media, ignored = [], []
-    with os.scandir(directory) as entries:
-        for entry in entries:
-            if not entry.is_file() or entry.name.startswith("."):
-                continue
-            path = Path(entry.path)
-            if path.suffix in DIFFPIPE_SKIPPED_SUFFIXES or path.suffix == caption_extension:
-                continue
-            (ignored if kind_of(path) == "other" else media).append(path)
-    return sorted(media), sorted(ignored)
 
 
 def _file_report(path: Path, s: Settings) -> FileReport:

@@ -6,7 +6,6 @@ Records hold no secrets: environment values are not stored, only their names.
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import secrets

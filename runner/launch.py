@@ -23,17 +23,12 @@ MARK = "[runner] step "
 
 
 def gpu_environment(inventory, job: Job) -> tuple[dict[str, str], str]:
-    """Variables the GPUs need (runner.gpu.envrules) and the image variant for them (runner.gpu.variant)."""
+    """Variables the GPUs need (runner.gpu.envrules) and the pins table of the image for them (runner.gpu.variant).
+    inventory None: RUNNER_GPUS=none, containers without GPUs (CI's stand-in trainers)."""
     from runner.gpu import envrules, variant
-    from runner.gpu.planner import plan_for_job
 
-    if inventory is None:  # RUNNER_GPUS=none: containers without GPUs (CI's stand-in trainers)
-        ctx = envrules.Context(None, job.trainer.value, job.gpus, False)
-        return {v.name: v.value for v in envrules.environment(ctx)}, "default"
-    chosen = variant.choose(job.trainer.value, inventory)
-    low_vram = plan_for_job(job, min(g.memory_gib for g in inventory.gpus)).low_vram
-    ctx = envrules.Context(inventory, job.trainer.value, job.gpus, low_vram)
-    return {v.name: v.value for v in envrules.environment(ctx)}, chosen.pins_table
+    table = variant.choose(job.trainer.value, inventory).pins_table if inventory is not None else "default"
+    return {v.name: v.value for v in envrules.job_environment(job, inventory)}, table
 
 
 def cache_freshness(job: Job, plan, executor, container: str, console: Console) -> tuple[dict[str, str], list[fingerprint.CacheState]]:

@@ -9,6 +9,7 @@ Extension lists are the trainers' own, read at the pins in UPSTREAM.md:
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -111,13 +112,22 @@ FolderKind = Literal["video", "image", "mixed", "empty"]
 DEFAULT_VIDEO_FRAMES = [33]
 
 
-def media_files(folder: Path, kind: Kind | None = None) -> list[Path]:
-    """Images and videos directly in `folder` (the trainers do not recurse), optionally of one kind."""
-    return sorted(p for p in folder.iterdir() if p.is_file() and kind_of(p) != "other" and kind in (None, kind_of(p)))
+def media_files(directory: Path, caption_extension: str = ".txt") -> tuple[list[Path], list[Path]]:
+    """(media, ignored) in one folder, sorted; sub-folders are never read by either trainer."""
+    media, ignored = [], []
+    with os.scandir(directory) as entries:
+        for entry in entries:
+            if not entry.is_file() or entry.name.startswith("."):
+                continue
+            path = Path(entry.path)
+            if path.suffix in DIFFPIPE_SKIPPED_SUFFIXES or path.suffix == caption_extension:
+                continue
+            (ignored if kind_of(path) == "other" else media).append(path)
+    return sorted(media), sorted(ignored)
 
 
 def folder_kind(folder: Path) -> FolderKind:
-    kinds = {kind_of(p) for p in media_files(folder)}
+    kinds = {kind_of(p) for p in media_files(folder)[0]}
     if kinds == {"video", "image"}:
         return "mixed"
     return next(iter(kinds)) if kinds else "empty"  # type: ignore[return-value]

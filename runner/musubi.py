@@ -12,7 +12,7 @@ import tomli_w
 from runner import media, mounts, weights
 from runner.modelfiles import ModelFiles
 from runner.plan import Plan, Step
-from runner.spec import Dataset, Job
+from runner.spec import Job
 
 WORKDIR = "/opt/musubi-tuner"
 DATASET_TOML = "musubi_dataset.toml"

@@ -21,9 +21,9 @@ from pathlib import Path
 import av
 from pydantic import BaseModel, Field
 
-from runner.dataset import Progress, media_files, round_4k1
+from runner.dataset import Progress, round_4k1
 from runner.errors import UserError
-from runner.media import kind_of
+from runner.media import kind_of, media_files
 
 STATE_DIR = ".runner-prepare"
 

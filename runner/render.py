@@ -19,21 +19,6 @@ DEFAULT_MASTER_PORT = 29500
 PLAN_JSON = "plan.json"
 
 
-def gpu_memory_here(vram_gib: float | None, ram_gib: float | None) -> tuple[float, float | None]:
-    """GPU and host memory for `memory: auto`: as given, else what this machine has."""
-    from runner.gpu.inventory import gather, host_ram_gib
-    from runner.shell import LocalShell
-
-    shell = LocalShell()
-    if vram_gib is None:
-        inv = gather(shell)
-        if not inv.gpus:
-            raise UserError("memory: auto", f"needs the GPU's memory, and {inv.problem or 'no GPU is visible here'}.",
-                            "pass --vram (GiB) and --ram (GiB) for the card the job will run on")
-        vram_gib = min(g.memory_gib for g in inv.gpus)
-    return vram_gib, ram_gib if ram_gib is not None else host_ram_gib(shell)
-
-
 def load_checked(file: Path, files_here: bool = False) -> Job:
     """Read and validate a job file; every problem is reported at its file:line."""
     job, lines = read_job(file)
@@ -128,7 +113,10 @@ def shell_script(p: Plan) -> str:
 def render(file: Path, out: Path, vram_gib: float | None = None, ram_gib: float | None = None) -> Plan:
     job = load_checked(file)
     if job.memory.auto:
-        job = with_memory_plan(job, *gpu_memory_here(vram_gib, ram_gib))
+        from runner.gpu.planner import gpu_memory
+        from runner.shell import LocalShell
+
+        job = with_memory_plan(job, *gpu_memory(LocalShell(), vram_gib, ram_gib))
     p = plan(job, out)
     write(p, out)
     return p

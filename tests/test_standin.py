@@ -19,7 +19,6 @@ import pytest
 from runner import render
 from tests import modelfixtures
 from tests import standin_harness as harness
-from tests.conftest import EXAMPLES
 
 pytest.importorskip("av")
 

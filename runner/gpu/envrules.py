@@ -84,15 +84,19 @@ def environment(ctx: Context, overrides: dict[str, str] | None = None) -> list[E
     return list(out.values())
 
 
+def job_environment(job, inventory) -> list[EnvVar]:
+    """The rules for `job` (None: the GPU rules alone) on the GPUs of `inventory` (None or empty: unknown GPUs)."""
+    from runner.gpu.planner import plan_for_job
+
+    gpus = inventory if inventory is not None and inventory.gpus else None
+    low_vram = bool(job is not None and gpus and plan_for_job(job, min(g.memory_gib for g in gpus.gpus)).low_vram)
+    trainer = job.trainer.value if job is not None else "diffpipe"
+    used = job.gpus if job is not None else (gpus.count if gpus else 1)
+    return environment(Context(gpus, trainer, used, low_vram), job.env if job is not None else None)
+
+
 def env_for_job(job, shell) -> list[EnvVar]:
     """What `runner env` prints: the rules applied to the GPUs `shell` sees and the job's memory plan."""
     from runner.gpu.inventory import gather
-    from runner.gpu.planner import plan_for_job
 
-    inv = gather(shell)
-    low_vram = False
-    if job is not None and inv.gpus:
-        low_vram = plan_for_job(job, min(g.memory_gib for g in inv.gpus)).low_vram
-    trainer = job.trainer.value if job is not None else "diffpipe"
-    ctx = Context(inv if inv.gpus else None, trainer, job.gpus if job is not None else inv.count or 1, low_vram)
-    return environment(ctx, job.env if job is not None else None)
+    return job_environment(job, gather(shell))
