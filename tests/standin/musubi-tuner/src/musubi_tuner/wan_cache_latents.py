@@ -10,7 +10,6 @@ W x H = the bucket for videos, the original size for images) into each cache_dir
 from __future__ import annotations
 
 import argparse
-import glob
 import logging
 import os
 
@@ -112,10 +111,7 @@ def main() -> None:
                 write_safetensors(path, _latent_tensors(bucket, frames, args.i2v, args.clip is not None), meta)
                 logger.info(f"saved {path}")
         if not args.keep_cache:
-            for old in glob.glob(os.path.join(glob.escape(cache), "*_wan.safetensors")):
-                if os.path.normpath(old) not in produced:
-                    logger.info(f"Remove cache file not in dataset: {old}")
-                    os.remove(old)
+            items.remove_stale(cache, "*_wan.safetensors", produced, logger)
 
 
 if __name__ == "__main__":

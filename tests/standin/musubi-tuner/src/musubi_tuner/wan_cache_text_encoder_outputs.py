@@ -8,7 +8,6 @@ Same flags as upstream at 30c658c (--t5 required). Writes `{stem}_wan_te.safeten
 from __future__ import annotations
 
 import argparse
-import glob
 import logging
 import os
 
@@ -62,10 +61,7 @@ def main() -> None:
             write_safetensors(path, {"varlen_t5_bf16": ("BF16", [tokens, 4096])}, meta)
             logger.info(f"saved {path}")
         if not args.keep_cache:
-            for old in glob.glob(os.path.join(glob.escape(cache), "*_wan_te.safetensors")):
-                if os.path.normpath(old) not in produced:
-                    logger.info(f"Remove cache file not in dataset: {old}")
-                    os.remove(old)
+            items.remove_stale(cache, "*_wan_te.safetensors", produced, logger)
 
 
 if __name__ == "__main__":

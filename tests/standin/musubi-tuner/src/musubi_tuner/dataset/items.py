@@ -181,3 +181,11 @@ def num_batches(p: DatasetParams, items: list) -> int:
     for _latent, _te, key in items:
         groups[key] = groups.get(key, 0) + 1
     return sum(math.ceil(n / p.batch_size) for n in groups.values())
+
+
+def remove_stale(cache: str, pattern: str, produced: set[str], logger) -> None:
+    """Upstream's end of both caching scripts: cache files of `pattern` this run did not produce are deleted."""
+    for old in glob.glob(os.path.join(glob.escape(cache), pattern)):
+        if os.path.normpath(old) not in produced:
+            logger.info(f"Remove cache file not in dataset: {old}")
+            os.remove(old)
