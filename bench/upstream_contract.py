@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import ast
+import importlib
 import itertools
 import json
 import os
@@ -35,6 +36,8 @@ from collections import Counter
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
+MUSUBI_PIN = "30c658c4f4b0bf05038b3346eff9670259b10fc7"
+DIFFPIPE_PIN = "8f83dbf25d03219df705570ec03e62be04bc402f"
 DEFAULT_PYTHON = "/work/venvs/contract/bin/python"
 TASKS = {"T2V": "t2v-1.3B", "I2V": "i2v-14B-480P"}
 KINDS = ("image", "video", "mixed")
@@ -163,6 +166,39 @@ def _reason(e) -> str:
     problem = re.sub(r"(?<!\w)/\S+", "<file>", e.problem).split("; ")[0].split(". ")[0]
     problem = re.sub(r"(?<![\w.-])\d+(\.\d+)?(?![\w.-])", "N", problem)
     return f"{field}: {problem}"
+
+
+# Controls: a render with one planted fault each, to show that the check named last catches it.
+# (render, fault, file, text, replacement, check that must report it)
+CONTROLS = [
+    ("example:t2v-1.3B-diffpipe", "unknown top-level key", "diffpipe.toml", "\nepochs = ", "\nepochz = 1\nepochs = ", "diffpipe keys read"),
+    ("example:t2v-1.3B-diffpipe", "required key left out", "diffpipe.toml", "\nepochs = ", "\n# epochs = ", "diffpipe required keys"),
+    ("example:t2v-1.3B-diffpipe", "dtype not in DTYPE_MAP", "diffpipe.toml", 'dtype = "bfloat16"', 'dtype = "bf16"', "diffpipe values"),
+    ("example:t2v-1.3B-diffpipe", "int and array in one array", "dataset.toml", "resolutions = [", "resolutions = [ 512,", "diffpipe toml dataset.toml"),
+    ("example:t2v-1.3B-diffpipe", "unknown optimizer", "diffpipe.toml", '"adamw_optimi"', '"adamw_optimj"', "diffpipe optimizer"),
+    ("example:t2v-1.3B-musubi", "unknown script flag", "plan.json", '"--sdpa"', '"--sdpa_x"', "musubi argparse train"),
+    ("example:t2v-1.3B-musubi", "unknown dataset key", "musubi_dataset.toml", "[[datasets]]\n", "[[datasets]]\nfoo = 1\n",
+     "musubi dataset schema (cache-latents)"),
+    ("example:t2v-1.3B-musubi", "unknown accelerate flag", "plan.json", '"--num_machines"', '"--num_machinez"', "accelerate launch argv"),
+    ("example:t2v-1.3B-musubi", "unknown optimizer", "plan.json", '"adamw8bit"', '"adamw8bitt"', "musubi optimizer"),
+    ("example:t2v-1.3B-musubi", "LoRA saved in another dtype", "plan.json", '"--seed"', '"--save_precision", "fp16", "--seed"',
+     "musubi LoRA save dtype"),
+]
+
+
+def plant_controls(work: Path, rendered: list[dict]) -> list[dict]:
+    by_id = {e["id"]: e for e in rendered}
+    out = []
+    for n, (base, fault, name, text, new, check) in enumerate(CONTROLS):
+        if base not in by_id:
+            continue
+        d = work / "controls" / f"{n}"
+        shutil.copytree(by_id[base]["dir"], d, dirs_exist_ok=True)
+        content = (d / name).read_text()
+        assert text in content, f"control {fault!r}: {text!r} not in {base}/{name}"
+        (d / name).write_text(content.replace(text, new, 1))
+        out.append({**by_id[base], "id": f"control {n}: {fault}", "dir": str(d), "expect": check})
+    return out
 
 
 # ---------------------------------------------------------------- phase 2: check (upstream venv)
@@ -320,6 +356,14 @@ class Musubi:
                 yield "musubi lr scheduler", f"{args.lr_scheduler}: {type(e).__name__}: {e}"
             else:
                 yield "musubi lr scheduler", None
+        # _build_network: the musubi_tuner folder goes on sys.path, then import_module(args.network_module)
+        sys.path.append(str(Path(self.train_module.__file__).parent))
+        try:
+            module = importlib.import_module(parsed.network_module)
+            problem = None if hasattr(module, "create_arch_network") else f"{parsed.network_module} has no create_arch_network"
+        except Exception as e:
+            problem = f"import_module({parsed.network_module!r}): {type(e).__name__}: {e}"
+        yield "musubi network module", problem
         saved = self.train_utils.resolve_save_dtype(
             parsed.save_precision, getattr(parsed, "full_fp16", False), getattr(parsed, "full_bf16", False)
         )
@@ -368,13 +412,14 @@ def _const_str(node) -> str | None:
 
 
 class KeyReads(ast.NodeVisitor):
-    """Every key of a TOML table that a file reads: t[k] (required when unconditional), t.get/setdefault/pop(k),
-    'k' in t, and whole-table iteration (t.items(): every key is passed on). Also the literals a read value is
-    compared with and whether it indexes DTYPE_MAP, through names assigned from the read."""
+    """Every key of a TOML table that a file reads: t[k], t.get/setdefault/pop(k), 'k' in t, and whole-table
+    iteration (t.items(): every key is passed on). A key read with [] and never with a default or a presence
+    test is required. Also the literals a read value is compared with, whether it indexes DTYPE_MAP (through
+    names assigned from the read), and the unconditional asserts that only test which keys are present."""
 
     def __init__(self, aliases: dict[str, str], reads: dict):
         self.aliases, self.r = aliases, reads
-        self.depth = 0  # if/elif/ternary/boolean nesting inside the current function
+        self.depth = 0  # if/elif/ternary/boolean nesting inside the current function (for asserts)
         self.names: dict[str, tuple[str, str, bool]] = {}  # local name -> (table, key, lowered)
 
     def table(self, node) -> str | None:
@@ -451,8 +496,7 @@ class KeyReads(ast.NodeVisitor):
         if key and isinstance(node.ctx, ast.Load):
             r = self._table_reads(key[0])
             r["read"].add(key[1])
-            if self.depth == 0:
-                r["required"].add(key[1])
+            r["required"].add(key[1])
         if isinstance(node.value, ast.Name) and node.value.id == "DTYPE_MAP" and (t := self.tracked(node.slice)):
             self._table_reads(t[0])["dtype_map"].add(t[1])
         self.generic_visit(node)
@@ -620,12 +664,12 @@ class DiffPipe:
         dataset_name = Path(main["dataset"]).name
         if not main["dataset"].startswith("/job/") or dataset_name not in plan["files"]:
             yield "diffpipe dataset path", f"dataset = {main['dataset']!r} is not the rendered dataset TOML"
-        tables = {MAIN: main}
-        tables.update({f"main.{k}": v for k, v in main.items() if isinstance(v, dict)})
+        # table -> its rendered instances (one per [[directory]])
+        tables = {MAIN: [main]}
+        tables.update({f"main.{k}": [v] for k, v in main.items() if isinstance(v, dict)})
         if dataset_name in docs:
-            tables[DATASET] = docs[dataset_name]
-            for d in docs[dataset_name].get("directory", []):
-                tables.setdefault(DIRECTORY, {}).update(d)
+            tables[DATASET] = [docs[dataset_name]]
+            tables[DIRECTORY] = docs[dataset_name].get("directory", [])
         yield "diffpipe keys read", self.unread(tables)
         yield "diffpipe required keys", self.missing(tables)
         yield "diffpipe values", self.values(tables)
@@ -633,7 +677,7 @@ class DiffPipe:
 
     def unread(self, tables: dict) -> str | None:
         out = []
-        for t, doc in tables.items():
+        for t, doc in _instances(tables):
             r = self.reads.get(t)
             if r is None:
                 out.append(f"[{t}] is read nowhere")
@@ -642,21 +686,21 @@ class DiffPipe:
                 continue
             for k, v in doc.items():
                 nested = isinstance(v, dict) or (t == DATASET and k == "directory")
-                if not nested and k not in r["read"]:
+                if not nested and k not in r["read"] and f"{t}.{k}" not in out:
                     out.append(f"{t}.{k}")
         return f"keys upstream never reads (silently ignored): {', '.join(out)}" if out else None
 
     def missing(self, tables: dict) -> str | None:
         out = []
-        for t, doc in tables.items():
+        for t, doc in _instances(tables):
             r = self.reads.get(t, {})
-            out += [f"{t}.{k} (read as [{k!r}] unconditionally)" for k in sorted(r.get("required", ())) if k not in doc]
+            out += [f"{t}.{k} (read as [{k!r}], no default)" for k in sorted(r.get("required", ())) if k not in doc]
             out += [f"{t}: assert {a}" for a in r.get("asserts", ()) if not _eval_presence(a, doc)]
         return f"missing: {'; '.join(out)}" if out else None
 
     def values(self, tables: dict) -> str | None:
         out = []
-        for t, doc in tables.items():
+        for t, doc in _instances(tables):
             r = self.reads.get(t, {})
             for k in r.get("dtype_map", ()):
                 if k in doc and doc[k] not in self.dtypes:
@@ -687,13 +731,17 @@ class DiffPipe:
         return None
 
 
+def _instances(tables: dict[str, list[dict]]):
+    return ((t, doc) for t, docs in tables.items() for doc in docs)
+
+
 def _touches_runtime(stmt: ast.stmt) -> bool:
     """Statements of a dispatch branch that need the live DeepSpeed model (only genericoptim has them)."""
     text = ast.unparse(stmt)
     return "pipeline_model" in text or "model.get_param_groups" in text or "config[" in text
 
 
-def run_checks(manifest: Path, musubi_src: Path, diffpipe_src: Path) -> list[dict]:
+def run_checks(manifest: Path, musubi_src: Path, diffpipe_src: Path) -> dict:
     entries = json.loads(manifest.read_text())
     os.environ["HF_HOME"] = "/hf-cache"  # the container's, so accelerate names the file it would read there
     checkers = {"musubi": Musubi(musubi_src), "diffpipe": DiffPipe(diffpipe_src)}
@@ -706,7 +754,10 @@ def run_checks(manifest: Path, musubi_src: Path, diffpipe_src: Path) -> list[dic
                 results.append({"id": entry["id"], "check": check, "problem": problem})
         except Exception:
             results.append({"id": entry["id"], "check": "bench", "problem": traceback.format_exc(limit=3)})
-    return results
+    extracted = {t: {"read": sorted(r["read"]) if not r["passthrough"] else ["(every key: passed on as a whole)"],
+                     "required": sorted(r["required"]), "asserts": r["asserts"]}
+                 for t, r in sorted(checkers["diffpipe"].reads.items())}
+    return {"results": results, "extracted": extracted}
 
 
 # ---------------------------------------------------------------- report
@@ -729,10 +780,31 @@ def report(rendered: list[dict], skipped: list[tuple[str, list[str]]], results: 
     return "\n".join(lines) + "\n"
 
 
-def _pin(src: Path) -> str:
-    git = ["git", "-C", str(src), "rev-parse", "HEAD"]
-    r = subprocess.run(git, capture_output=True, text=True)
-    return r.stdout.strip() if r.returncode == 0 else "(not a git checkout: exported tree)"
+def control_report(controls: list[dict], results: list[dict]) -> str:
+    lines, caught = ["", "controls (one planted fault each; not counted above):"], 0
+    for c in controls:
+        hit = [r["problem"] for r in results if r["id"] == c["id"] and r["check"] == c["expect"] and r["problem"]]
+        caught += bool(hit)
+        lines.append(f"  {c['id']:<42} {c['expect']:<40} " + (f"caught: {hit[0][:160]}" if hit else "NOT CAUGHT"))
+    lines.append(f"  {caught}/{len(controls)} caught (of {len(CONTROLS)} planted)")
+    return "\n".join(lines) + "\n"
+
+
+def extraction(extracted: dict) -> str:
+    """What the AST read out of diffusion-pipe, so that a reader can judge the key checks."""
+    lines = ["", "diffusion-pipe keys by table, as extracted from its source (train.py, models/base.py for Wan's bases, "
+             "models/wan/wan.py, utils/dataset.py, utils/saver.py, utils/common.py):"]
+    for t, r in extracted.items():
+        lines.append(f"  [{t}] read: {', '.join(r['read'])}")
+        lines.append(f"  [{t}] required: {', '.join(r['required']) or '-'}" + "".join(f"; assert {a}" for a in r["asserts"]))
+    return "\n".join(lines) + "\n"
+
+
+def _pin(src: Path, pin: str) -> str:
+    r = subprocess.run(["git", "-C", str(src), "rev-parse", "HEAD"], capture_output=True, text=True)
+    if r.returncode != 0:
+        return f"(an exported tree; bench/README.md exports it at {pin[:7]})"
+    return r.stdout.strip() + ("" if r.stdout.strip() == pin else f" (NOT the pin {pin[:7]})")
 
 
 def main() -> None:
@@ -745,16 +817,16 @@ def main() -> None:
     ap.add_argument("--check", type=Path, help=argparse.SUPPRESS)  # internal: phase 2, in the upstream venv
     a = ap.parse_args()
     if a.check:
-        results = run_checks(a.check, a.musubi.resolve(), a.diffpipe.resolve())
-        a.check.with_suffix(".results.json").write_text(json.dumps(results))
+        a.check.with_suffix(".results.json").write_text(json.dumps(run_checks(a.check, a.musubi.resolve(), a.diffpipe.resolve())))
         return
     work = a.work or Path(tempfile.mkdtemp(prefix="upstream-contract-"))
     rendered, skipped = render_all(work.resolve())
+    controls = plant_controls(work.resolve(), rendered)
     manifest = work / "manifest.json"
-    manifest.write_text(json.dumps(rendered))
+    manifest.write_text(json.dumps(rendered + controls))
     cmd = [a.python, str(Path(__file__).resolve()), "--musubi", str(a.musubi), "--diffpipe", str(a.diffpipe), "--check", str(manifest)]
     subprocess.run(cmd, check=True)
-    results = json.loads(manifest.with_suffix(".results.json").read_text())
+    checked = json.loads(manifest.with_suffix(".results.json").read_text())
     versions = subprocess.run([a.python, "-c", "import torch, accelerate, toml, voluptuous, bitsandbytes; "
                                "print(f'torch {torch.__version__}, accelerate {accelerate.__version__}, toml {toml.__version__}, "
                                "voluptuous {voluptuous.__version__}, bitsandbytes {bitsandbytes.__version__}')"],
@@ -762,12 +834,14 @@ def main() -> None:
     header = [
         "upstream contract: runner's renders through the trainers' own code (bench/upstream_contract.py)",
         f"runner: {subprocess.run(['git', '-C', str(REPO), 'rev-parse', '--short', 'HEAD'], capture_output=True, text=True).stdout.strip()}"
-        f"; musubi-tuner: {a.musubi} {_pin(a.musubi)}; diffusion-pipe: {a.diffpipe} {_pin(a.diffpipe)}",
+        f"; musubi-tuner: {a.musubi} {_pin(a.musubi, MUSUBI_PIN)}; diffusion-pipe: {a.diffpipe} {_pin(a.diffpipe, DIFFPIPE_PIN)}",
         f"upstream venv: {versions} (real packages, no stand-ins); patched: torch.cuda.current_device -> 0 only "
         "(musubi's Wan modules call it at import; no GPU here)",
         f"matrix: memory: auto rendered with --vram {'/'.join(map(str, VRAMS))} --ram {RAM_GIB}; examples with --vram 24",
     ]
-    text = report(rendered, skipped, results, header)
+    ids = {c["id"] for c in controls}
+    results = [r for r in checked["results"] if r["id"] not in ids]
+    text = report(rendered, skipped, results, header) + control_report(controls, checked["results"]) + extraction(checked["extracted"])
     a.out.parent.mkdir(parents=True, exist_ok=True)
     a.out.write_text(text)
     print(text)
