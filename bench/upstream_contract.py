@@ -3,9 +3,10 @@
 
     python bench/upstream_contract.py --musubi SRC --diffpipe SRC [--python VENV/bin/python]
 
-Renders every examples/*.yaml (as written and switched to the other trainer) and a matrix of jobs (both trainers x T2V/I2V x image/video/mixed data x one/two
-datasets x gpus 1/2 x memory as written and `memory: auto` at 8/12/16/24/48 GiB) with runner's own `render`
-(this interpreter, runner's venv); jobs that runner's validate refuses are counted by reason. Then, in the
+Renders every examples/*.yaml (as written and switched to the other trainer), a matrix of jobs (both trainers
+x T2V/I2V x image/video/mixed data x one/two datasets x gpus 1/2 x memory as written and `memory: auto` at
+8/12/16/24/48 GiB) and one job per optimizer name runner uses, with runner's own `render` (this interpreter,
+runner's venv); jobs that runner's validate or planner refuses are counted by reason. Then, in the
 upstream venv (--python: torch, accelerate 1.6.0, toml 0.10.2, voluptuous... see bench/README.md), each render
 goes through upstream's code:
 - musubi-tuner: each step's argparse parser built by the script's own setup functions (as its main() does),
@@ -420,7 +421,7 @@ class KeyReads(ast.NodeVisitor):
     def __init__(self, aliases: dict[str, str], reads: dict):
         self.aliases, self.r = aliases, reads
         self.depth = 0  # if/elif/ternary/boolean nesting inside the current function (for asserts)
-        self.names: dict[str, tuple[str, str, bool]] = {}  # local name -> (table, key, lowered)
+        self.names: dict[str, tuple[str, str]] = {}  # local name -> (table, key) it was assigned from
 
     def table(self, node) -> str | None:
         d = _dotted(node)
@@ -438,14 +439,13 @@ class KeyReads(ast.NodeVisitor):
             return t, k
         return None
 
-    def tracked(self, node) -> tuple[str, str, bool] | None:
+    def tracked(self, node) -> tuple[str, str] | None:
+        """(table, key) whose value node holds: the read itself, a name assigned from it, or its .lower()."""
         if isinstance(node, ast.Name) and node.id in self.names:
             return self.names[node.id]
-        if (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr == "lower"
-                and (t := self.tracked(node.func.value))):
-            return t[0], t[1], True
-        key = self.read_key(node)
-        return (key[0], key[1], False) if key else None
+        if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr == "lower":
+            return self.tracked(node.func.value)
+        return self.read_key(node)
 
     def _table_reads(self, t: str) -> dict:
         return self.r.setdefault(t, {"read": set(), "required": set(), "optional": set(), "passthrough": False,
@@ -459,30 +459,23 @@ class KeyReads(ast.NodeVisitor):
 
     visit_AsyncFunctionDef = visit_FunctionDef
 
-    def _conditional(self, node, fields):
-        for f in fields:
-            value = getattr(node, f)
-            for child in value if isinstance(value, list) else [value]:
-                if child is not None and f in ("test",):
-                    self.visit(child)
+    def _conditional(self, node):
+        """if / ternary: the test is as conditional as the statement; the branches one level more."""
+        self.visit(node.test)
         self.depth += 1
-        for f in fields:
-            if f == "test":
-                continue
-            value = getattr(node, f)
-            for child in value if isinstance(value, list) else [value]:
-                if child is not None:
-                    self.visit(child)
+        for child in (node.body if isinstance(node.body, list) else [node.body]) + (
+                node.orelse if isinstance(node.orelse, list) else [node.orelse]):
+            self.visit(child)
         self.depth -= 1
 
     def visit_If(self, node):
         if ast.unparse(node.test) in ("__name__ == '__main__'", '__name__ == "__main__"'):
             self.generic_visit(node)  # train.py's whole run: as unconditional as a script gets
         else:
-            self._conditional(node, ("test", "body", "orelse"))
+            self._conditional(node)
 
     def visit_IfExp(self, node):
-        self._conditional(node, ("test", "body", "orelse"))
+        self._conditional(node)
 
     def visit_BoolOp(self, node):
         self.visit(node.values[0])
@@ -822,29 +815,38 @@ def main() -> None:
     work = a.work or Path(tempfile.mkdtemp(prefix="upstream-contract-"))
     rendered, skipped = render_all(work.resolve())
     controls = plant_controls(work.resolve(), rendered)
-    manifest = work / "manifest.json"
-    manifest.write_text(json.dumps(rendered + controls))
-    cmd = [a.python, str(Path(__file__).resolve()), "--musubi", str(a.musubi), "--diffpipe", str(a.diffpipe), "--check", str(manifest)]
-    subprocess.run(cmd, check=True)
-    checked = json.loads(manifest.with_suffix(".results.json").read_text())
-    versions = subprocess.run([a.python, "-c", "import torch, accelerate, toml, voluptuous, bitsandbytes; "
-                               "print(f'torch {torch.__version__}, accelerate {accelerate.__version__}, toml {toml.__version__}, "
-                               "voluptuous {voluptuous.__version__}, bitsandbytes {bitsandbytes.__version__}')"],
-                              capture_output=True, text=True).stdout.strip()
-    header = [
+    checked = check_in_upstream_venv(a, work / "manifest.json", rendered + controls)
+    ids = {c["id"] for c in controls}
+    results = [r for r in checked["results"] if r["id"] not in ids]
+    text = report(rendered, skipped, results, header(a))
+    text += control_report(controls, checked["results"]) + extraction(checked["extracted"])
+    a.out.parent.mkdir(parents=True, exist_ok=True)
+    a.out.write_text(text)
+    print(text)
+
+
+def check_in_upstream_venv(a: argparse.Namespace, manifest: Path, entries: list[dict]) -> dict:
+    manifest.write_text(json.dumps(entries))
+    me = str(Path(__file__).resolve())
+    subprocess.run([a.python, me, "--musubi", str(a.musubi), "--diffpipe", str(a.diffpipe), "--check", str(manifest)], check=True)
+    return json.loads(manifest.with_suffix(".results.json").read_text())
+
+
+def header(a: argparse.Namespace) -> list[str]:
+    def out(cmd: list[str]) -> str:
+        return subprocess.run(cmd, capture_output=True, text=True).stdout.strip()
+
+    versions = out([a.python, "-c", "import torch, accelerate, toml, voluptuous, bitsandbytes as b; print(f'torch {torch.__version__}, "
+                    "accelerate {accelerate.__version__}, toml {toml.__version__}, voluptuous {voluptuous.__version__}, "
+                    "bitsandbytes {b.__version__}')"])
+    return [
         "upstream contract: runner's renders through the trainers' own code (bench/upstream_contract.py)",
-        f"runner: {subprocess.run(['git', '-C', str(REPO), 'rev-parse', '--short', 'HEAD'], capture_output=True, text=True).stdout.strip()}"
-        f"; musubi-tuner: {a.musubi} {_pin(a.musubi, MUSUBI_PIN)}; diffusion-pipe: {a.diffpipe} {_pin(a.diffpipe, DIFFPIPE_PIN)}",
+        f"runner: {out(['git', '-C', str(REPO), 'rev-parse', '--short', 'HEAD'])}; musubi-tuner: {a.musubi} "
+        f"{_pin(a.musubi, MUSUBI_PIN)}; diffusion-pipe: {a.diffpipe} {_pin(a.diffpipe, DIFFPIPE_PIN)}",
         f"upstream venv: {versions} (real packages, no stand-ins); patched: torch.cuda.current_device -> 0 only "
         "(musubi's Wan modules call it at import; no GPU here)",
         f"matrix: memory: auto rendered with --vram {'/'.join(map(str, VRAMS))} --ram {RAM_GIB}; examples with --vram 24",
     ]
-    ids = {c["id"] for c in controls}
-    results = [r for r in checked["results"] if r["id"] not in ids]
-    text = report(rendered, skipped, results, header) + control_report(controls, checked["results"]) + extraction(checked["extracted"])
-    a.out.parent.mkdir(parents=True, exist_ok=True)
-    a.out.write_text(text)
-    print(text)
 
 
 if __name__ == "__main__":
