@@ -841,7 +841,8 @@ def header(a: argparse.Namespace) -> list[str]:
                     "bitsandbytes {b.__version__}')"])
     return [
         "upstream contract: runner's renders through the trainers' own code (bench/upstream_contract.py)",
-        f"runner: {out(['git', '-C', str(REPO), 'rev-parse', '--short', 'HEAD'])}; musubi-tuner: {a.musubi} "
+        f"runner: {out(['git', '-C', str(REPO), 'log', '-1', '--format=%h', '--', 'runner', 'examples'])} (last change to runner/ "
+        f"or examples/); musubi-tuner: {a.musubi} "
         f"{_pin(a.musubi, MUSUBI_PIN)}; diffusion-pipe: {a.diffpipe} {_pin(a.diffpipe, DIFFPIPE_PIN)}",
         f"upstream venv: {versions} (real packages, no stand-ins); patched: torch.cuda.current_device -> 0 only "
         "(musubi's Wan modules call it at import; no GPU here)",
