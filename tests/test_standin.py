@@ -213,6 +213,35 @@ def test_accelerate_passes_failure_as_exit_1(workspace: Path, tmp_path: Path):
     assert r.returncode == 1 and "bf16 2" in r.stdout and "CalledProcessError" in r.stderr
 
 
+def test_accelerate_takes_the_rendered_config_and_ignores_the_one_in_hf_home(workspace: Path, tmp_path: Path):
+    _, host = rendered(workspace, "t2v-1.3B-musubi", lambda t: t + "gpus: 2\n")
+    script = tmp_path / "show.py"
+    script.write_text("import os\nprint('launched', os.environ['ACCELERATE_MIXED_PRECISION'], os.environ['WORLD_SIZE'], os.environ.get('MASTER_PORT'))\n")
+    hf_home = tmp_path / "hf"
+    (hf_home / "accelerate").mkdir(parents=True)
+    # what `accelerate config` leaves in the user's cache, which runner mounts as HF_HOME
+    (hf_home / "accelerate" / "default_config.yaml").write_text("distributed_type: 'NO'\nmixed_precision: fp16\nnum_processes: 1\n")
+    launch = ["accelerate", "launch", "--num_cpu_threads_per_process", "1", str(script)]
+    r = harness.run(launch[:2] + ["--config_file", str(host / "accelerate.yaml")] + launch[2:], tmp_path, {"HF_HOME": str(hf_home)})
+    assert r.returncode == 0 and "launched bf16 2 29500" in r.stdout, r.stdout + r.stderr
+    r = harness.run(launch, tmp_path, {"HF_HOME": str(hf_home)})
+    assert r.returncode == 0 and "launched fp16 1" in r.stdout, "without --config_file the stray default config changes the launch"
+    bad = tmp_path / "bad.yaml"
+    bad.write_text((host / "accelerate.yaml").read_text() + "num_cpu_threads_per_process: 1\n")
+    r = harness.run(launch[:2] + ["--config_file", str(bad)] + launch[2:], tmp_path)
+    assert r.returncode == 1 and "had unknown keys (['num_cpu_threads_per_process'])" in r.stderr
+
+
+def test_musubi_caching_steps_get_their_own_environment(workspace: Path):
+    plan, host = rendered(workspace, "t2v-1.3B-musubi")
+    plan["steps"][0]["argv"] = [sys.executable, "-c", "import os; print('offline', os.environ.get('HF_HUB_OFFLINE'))"]
+    plan["steps"][1:] = [{**plan["steps"][0], "name": "after", "env": {}}]
+    (host / "plan.json").write_text(json.dumps(plan))
+    r = harness.run_plan(host)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "start: HF_HUB_OFFLINE=1 " in r.stdout and "\noffline 1\n" in r.stdout and "\noffline None\n" in r.stdout
+
+
 def _diffpipe(workspace: Path, edit_toml=None, edit_dataset=None):
     plan, host = rendered(workspace, "t2v-1.3B-diffpipe")
     if edit_toml:
