@@ -252,7 +252,10 @@ def _diffpipe(workspace: Path, edit_toml=None, edit_dataset=None):
 
 
 def test_diffpipe_config_rules(workspace: Path):
-    plan, host, argv = _diffpipe(workspace, edit_dataset=lambda t: t.replace("resolutions = [", "resolutions = [256, 320, 384,"))
+    mixed = re.compile(r"^resolutions = \[.*?^\]", re.S | re.M)
+    plan, host, argv = _diffpipe(workspace, edit_dataset=lambda t: mixed.sub("resolutions = [512, [624, 624]]", t))
+    assert "Not a homogeneous array" in harness.run(argv, DIFFPIPE).stderr  # toml 0.10.2, as upstream parses it
+    plan, host, argv = _diffpipe(workspace, edit_dataset=lambda t: t.replace("resolutions = [", "resolutions = [[256, 256], [320, 320], [384, 384],"))
     r = harness.run(argv, DIFFPIPE)
     assert r.returncode == 0 and "set a lot of resolutions" in r.stdout and "TRAINING COMPLETE!" not in r.stdout
     assert not Path(plan["output_dir"]).exists()
