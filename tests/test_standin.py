@@ -193,6 +193,13 @@ def test_musubi_train_rules_after_caching(workspace: Path):
     assert "has no attribute ''" in run(["--optimizer_type", ""]).stderr
     no_attn = [a for a in base if a != "--sdpa"]
     assert "either --sdpa" in harness.run(no_attn, MUSUBI).stderr
+    # the official DiT: float32 shards, named by the first; musubi loads them all and keeps float32 without fp8
+    shards = workspace / "models" / "official"
+    first = modelfixtures.dit(shards / "diffusion_pytorch_model-00001-of-00002.safetensors", "1.3B", dtype="F32")
+    assert "diffusion_pytorch_model-00002-of-00002.safetensors not found" in run(["--dit", str(first)]).stderr
+    modelfixtures.write_safetensors_header(shards / "diffusion_pytorch_model-00002-of-00002.safetensors", {})
+    r = run(["--dit", str(first), "--output_dir", str(shards / "out")])
+    assert r.returncode == 0 and "00002-of-00002.safetensors']" in r.stderr, r.stderr
     out = Path(plan["output_dir"])
     r = run(["--max_train_epochs", "2", "--save_every_n_steps", "2", "--gradient_accumulation_steps", "2", "--save_state"])
     assert r.returncode == 0, r.stderr
