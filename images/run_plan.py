@@ -3,6 +3,7 @@
 Prints a marker line before and after each step (runner's progress display reads them) and exits
 with the first failing step's code. SIGTERM/SIGINT go to the running step's process group, so `runner stop` is clean.
 Steps that only build caches are skipped when RUNNER_CACHE_FRESH=1 (the dataset fingerprint matched).
+A step's own `env` is set for that step over the container's environment.
 """
 
 import json
@@ -33,8 +34,10 @@ def main(plan_file: str) -> int:
         if step.get("caches") and os.environ.get("RUNNER_CACHE_FRESH") == "1":
             print(f"{head} skipped: the cache matches the dataset fingerprint", flush=True)
             continue
-        print(f"{head} start: {shlex.join(step['argv'])}", flush=True)
-        child = subprocess.Popen(step["argv"], cwd=plan["workdir"], start_new_session=True)
+        step_env = step.get("env") or {}
+        shown = [f"{k}={v}" for k, v in step_env.items()] + step["argv"]
+        print(f"{head} start: {shlex.join(shown)}", flush=True)
+        child = subprocess.Popen(step["argv"], cwd=plan["workdir"], env={**os.environ, **step_env}, start_new_session=True)
         code = child.wait()
         print(f"{head} exit {code}", flush=True)
         if code != 0:

@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Callable, Iterator
 
-from runner import media, modelfiles, weights
+from runner import diffpipe, media, modelfiles, musubi, weights
 from runner.errors import JobInvalid, UserError
 from runner.spec import Job, Trainer
 
@@ -62,12 +62,42 @@ def save_cadence(job: Job) -> Iterator[UserError]:
 
 def trainer_only_options(job: Job) -> Iterator[UserError]:
     s = job.schedule
-    if job.trainer is Trainer.musubi and s.checkpoint_every_minutes is not None:
+    if job.trainer is not Trainer.musubi:
+        return
+    if s.checkpoint_every_minutes is not None:
         yield UserError(
             "schedule.checkpoint_every_minutes",
             f"{s.checkpoint_every_minutes} is set, but musubi-tuner saves state only by epochs or steps.",
             "use schedule.checkpoint_every_epochs for trainer: musubi.",
         )
+    if s.max_steps and "epochs" in s.model_fields_set:
+        yield UserError(
+            "schedule.max_steps",
+            f"{s.max_steps} with epochs: {s.epochs}; musubi-tuner cannot stop at whichever comes first (as diffusion-pipe "
+            "does): --max_train_epochs replaces --max_train_steps.",
+            "for trainer: musubi set only one of schedule.epochs and schedule.max_steps.",
+        )
+    ckpt = s.checkpoint_every_epochs
+    if ckpt is not None and (ckpt != s.save_every_epochs or s.save_every_steps is not None):
+        saves = [f"every {s.save_every_epochs} epochs (save_every_epochs)"] if s.save_every_epochs else []
+        saves += [f"every {s.save_every_steps} steps (save_every_steps)"] if s.save_every_steps else []
+        yield UserError(
+            "schedule.checkpoint_every_epochs",
+            f"{ckpt}, but musubi-tuner saves its training state only together with each LoRA it saves (--save_state): "
+            f"here {' and '.join(saves) or 'at the end'}, not every {ckpt} epochs.",
+            "for trainer: musubi set checkpoint_every_epochs equal to save_every_epochs, without save_every_steps, or remove it.",
+        )
+
+
+OPTIMIZER_PROBLEMS = {Trainer.diffpipe: diffpipe.optimizer_problem, Trainer.musubi: musubi.optimizer_problem}
+
+
+def optimizer_name(job: Job) -> Iterator[UserError]:
+    """Each trainer has its own optimizer names; an unknown one fails only after caching and loading the model."""
+    name = job.optimizer.type
+    problem = OPTIMIZER_PROBLEMS[job.trainer](name) if name else None
+    if problem:
+        yield UserError("optimizer.type", *problem)
 
 
 def blocks_to_swap_limit(job: Job) -> Iterator[UserError]:
@@ -79,13 +109,6 @@ def blocks_to_swap_limit(job: Job) -> Iterator[UserError]:
             f"{n} is over the limit for Wan2.1-{job.task.size} ({job.task.num_blocks} blocks) with "
             f"{job.trainer.value}; the trainer asserts blocks_to_swap <= {limit} and stops after loading the model.",
             f"use at most {limit}.",
-        )
-    if n and job.trainer is Trainer.diffpipe and job.gpus > 1:
-        yield UserError(
-            "memory.blocks_to_swap",
-            f"{n} with gpus: {job.gpus}; diffusion-pipe swaps blocks only with pipeline_stages = 1, and runner "
-            "uses one pipeline stage per GPU only when blocks are not swapped.",
-            "set blocks_to_swap: 0 or gpus: 1.",
         )
 
 
@@ -273,6 +296,7 @@ RULES: list[Rule] = [
     alpha_for_diffpipe,
     save_cadence,
     trainer_only_options,
+    optimizer_name,
     blocks_to_swap_limit,
     diffpipe_resolutions,
     i2v_needs_video,

@@ -21,10 +21,35 @@ MAIN_TOML = "diffpipe.toml"
 DEFAULT_OPTIMIZER = "adamw_optimi"
 DEFAULT_LR = 2e-5
 AR_BUCKETS = {"enable_ar_bucket": True, "min_ar": 0.5, "max_ar": 2.0, "num_ar_buckets": 7}
+# train.py get_optimizer: these names in any case; any other name is a class of pytorch_optimizer (exact case)
+NAMED_OPTIMIZERS = {"adamw", "adamw8bit", "adamw_optimi", "stableadamw", "sgd", "adamw8bitkahan", "offload", "automagic", "genericoptim"}
+# musubi's names for optimizers diffusion-pipe knows under another name
+MUSUBI_EQUIVALENT = {"adafactor": "AdaFactor (pytorch-optimizer's Adafactor)"}
 
 
-def _resolution(res: int | tuple[int, int]) -> int | list[int]:
-    return res if isinstance(res, int) else list(res)
+def optimizer_problem(name: str) -> tuple[str, str] | None:
+    """(problem, fix) when diffusion-pipe cannot load optimizer `name`, else None. Other names are looked up
+    in pytorch-optimizer, whose classes runner does not list."""
+    low = name.lower()
+    if "." in name:
+        return (
+            f"'{name}' is a class path, which only musubi-tuner takes; diffusion-pipe looks any name it does not know "
+            "up in pytorch_optimizer and stops with AttributeError after loading the model.",
+            f"use one of {', '.join(sorted(NAMED_OPTIMIZERS))} or a pytorch-optimizer class name (e.g. Prodigy).",
+        )
+    if low in MUSUBI_EQUIVALENT and name != MUSUBI_EQUIVALENT[low].split()[0]:
+        return (
+            f"'{name}' is musubi-tuner's name; diffusion-pipe looks it up in pytorch_optimizer, which spells it differently.",
+            f"for trainer: diffpipe use optimizer.type: {MUSUBI_EQUIVALENT[low]}.",
+        )
+    return None
+
+
+def _resolution(res: int | tuple[int, int]) -> list[int]:
+    # A side n is rendered as [n, n]: toml 0.10.2, which diffusion-pipe parses with, rejects an array mixing
+    # integers and arrays ("Not a homogeneous array"). utils/dataset.py reads [w, h] as the area sqrt(w * h),
+    # so [n, n] is exactly the side n (_process_user_provided_resolutions).
+    return [res, res] if isinstance(res, int) else list(res)
 
 
 def _frame_buckets(kind: str, frames: list[int] | None) -> list[int]:
@@ -51,13 +76,22 @@ def _model(files: ModelFiles, p: Path) -> str:
     return str(mounts.model_path(files.root, p))
 
 
+def epochs(job: Job) -> int:
+    """diffusion-pipe stops at `epochs` or `max_steps`, whichever comes first. A job that sets only max_steps
+    means "max_steps steps" (as on musubi): every epoch is at least one step, so max_steps epochs never stop it first."""
+    sch = job.schedule
+    if sch.max_steps and "epochs" not in sch.model_fields_set:
+        return sch.max_steps
+    return sch.epochs
+
+
 def main_toml(job: Job, files: ModelFiles) -> str:
     mem, sch, opt = job.memory, job.schedule, job.optimizer
     assert files.ckpt_dir is not None, "checks guarantee ckpt_dir for diffusion-pipe"
     doc: dict = {
         "output_dir": str(mounts.job_output_dir(job.name)),
         "dataset": str(mounts.JOB / DATASET_TOML),
-        "epochs": sch.epochs,
+        "epochs": epochs(job),
         **({"max_steps": sch.max_steps} if sch.max_steps else {}),
         "micro_batch_size_per_gpu": sch.batch_size,
         "pipeline_stages": 1,
@@ -95,6 +129,12 @@ def main_toml(job: Job, files: ModelFiles) -> str:
         "eps": opt.eps,
     }
     return tomli_w.dumps(doc)
+
+
+def dit_bytes_per_param(job: Job, files: ModelFiles | None) -> int:
+    """Bytes per DiT parameter as diffusion-pipe holds the weights: it casts any file to [model] transformer_dtype,
+    which is float8 or else the job's dtype (models/wan/wan.py; a few norm/embedding weights stay in dtype)."""
+    return 1 if job.memory.transformer_dtype == "float8" else 2
 
 
 def dataset_cache_dir(job: Job, index: int) -> PurePosixPath:

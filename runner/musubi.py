@@ -8,6 +8,7 @@ from __future__ import annotations
 from pathlib import Path, PurePosixPath
 
 import tomli_w
+import yaml
 
 from runner import media, mounts, weights
 from runner.modelfiles import ModelFiles
@@ -16,6 +17,7 @@ from runner.spec import Job
 
 WORKDIR = "/opt/musubi-tuner"
 DATASET_TOML = "musubi_dataset.toml"
+ACCELERATE_YAML = "accelerate.yaml"
 SCRIPTS = PurePosixPath("src/musubi_tuner")
 # musubi's recipe values for Wan2.1 (docs/wan.md)
 DEFAULT_OPTIMIZER = "adamw8bit"
@@ -23,8 +25,51 @@ DEFAULT_LR = 2e-4
 TIMESTEP_SAMPLING = ["--timestep_sampling", "shift", "--discrete_flow_shift", "3.0"]
 TEXT_ENCODER_BATCH = 16
 MIXED_PRECISION = {"bfloat16": "bf16", "float16": "fp16"}
+# lora.dtype → --save_precision (choices float, fp32, fp16, bf16; musubi saves fp32 when it is not given)
+SAVE_PRECISION = {"bfloat16": "bf16", "float32": "fp32"}
+# the caching scripts load their tokenizers from the hub without a revision (wan/modules/t5.py, clip.py); the
+# image seeds them into HF_HOME, so offline they load exactly the pinned snapshot and never a moved `main`
+CACHE_STEP_ENV = {"HF_HUB_OFFLINE": "1"}
 # musubi's --task names one I2V config for both resolutions (wan/configs/__init__.py)
 TASKS = {"t2v-1.3B": "t2v-1.3B", "t2v-14B": "t2v-14B", "i2v-14B-480P": "i2v-14B", "i2v-14B-720P": "i2v-14B"}
+
+
+# --optimizer_type (training/trainer_base.py get_optimizer): "adamw8bit", "adafactor" and "adamw" in any case;
+# any other name is a class of torch.optim (exact case) or a dotted path `module.Class`.
+NAMED_OPTIMIZERS = {"adamw8bit", "adafactor", "adamw"}
+TORCH_OPTIMIZERS = ["Adadelta", "Adafactor", "Adagrad", "Adam", "AdamW", "Adamax", "ASGD", "LBFGS", "NAdam", "RAdam", "RMSprop", "Rprop", "SGD", "SparseAdam"]
+# diffusion-pipe's own names (train.py get_optimizer) → what means the same to musubi. musubi trains the LoRA in
+# float32, where optimi's and AdamW8bitKahan's Kahan summation (for bf16 weights) changes nothing.
+DIFFPIPE_EQUIVALENT = {
+    "adamw_optimi": "adamw (torch.optim.AdamW: optimi's AdamW without the Kahan summation that fp32 LoRA weights do not need)",
+    "adamw8bitkahan": "adamw8bit (bitsandbytes' AdamW8bit: the same optimizer without the Kahan summation that fp32 LoRA weights do not need)",
+    "stableadamw": "adamw (musubi has no StableAdamW)",
+    "offload": "adamw8bit (musubi has no CPU-offloaded optimizer; the 8-bit states save most of that memory)",
+    "automagic": "adamw8bit (musubi has no Automagic)",
+    "genericoptim": "adamw8bit (musubi has no GenericOptim)",
+}
+
+
+def optimizer_type(name: str | None) -> str:
+    """The --optimizer_type for a job's optimizer.type (checks refuse the names musubi cannot load)."""
+    name = name or DEFAULT_OPTIMIZER
+    if "." in name or name.lower() in NAMED_OPTIMIZERS:
+        return name
+    return next((t for t in TORCH_OPTIMIZERS if t.lower() == name.lower()), name)
+
+
+def optimizer_problem(name: str) -> tuple[str, str] | None:
+    """(problem, fix) when musubi cannot load optimizer `name`, else None."""
+    low = name.lower()
+    if "." in name or low in NAMED_OPTIMIZERS or any(t.lower() == low for t in TORCH_OPTIMIZERS):
+        return None
+    problem = (
+        f"'{name}' is not an optimizer musubi-tuner knows: it takes adamw8bit, adamw or adafactor, else looks the name "
+        "up in torch.optim and stops with AttributeError, after caching and loading the DiT."
+    )
+    if low in DIFFPIPE_EQUIVALENT:
+        return problem.replace("knows:", "knows (it is diffusion-pipe's):"), f"for trainer: musubi use optimizer.type: {DIFFPIPE_EQUIVALENT[low]}."
+    return problem, "use adamw8bit, adamw, adafactor, a torch.optim class (e.g. SGD) or a class path such as bitsandbytes.optim.PagedAdamW8bit."
 
 
 def _wh(res: int | tuple[int, int]) -> tuple[int, int]:
@@ -76,11 +121,30 @@ def _model(files: ModelFiles, p: Path | None) -> str:
     return str(mounts.model_path(files.root, p))
 
 
-def _dit_is_fp8(path: Path | None) -> bool:
+def _dit_file_dtype(path: Path | None) -> str | None:
+    """The DiT file's dtype from its header (the first shard of a sharded DiT), None when it cannot be read here."""
     try:
-        return path is not None and weights.inspect(path).dtype == "float8"
+        return weights.inspect(path).dtype if path is not None else None
     except (OSError, weights.NotSafetensors):
-        return False
+        return None
+
+
+def _dit_is_fp8(path: Path | None) -> bool:
+    return _dit_file_dtype(path) == "float8"
+
+
+def dit_bytes_per_param(job: Job, files: ModelFiles | None) -> int:
+    """Bytes per DiT parameter as musubi holds the weights. Without fp8, musubi keeps the file's dtype
+    (wan_train_network.py detect_wan_sd_dtype → --dit_dtype, which the script resets to None, i.e. always
+    detected): the official Wan2.1 DiT (one file for 1.3B, shards for 14B, loaded together from the first
+    shard's name) is float32, 4 bytes. An fp8 file without fp8 is cast to the mixed-precision dtype.
+    files None (the files are not on this machine): the format of the job's preset decides."""
+    if job.memory.transformer_dtype == "float8":
+        return 1
+    dtype = _dit_file_dtype(files.dit if files else None)
+    if dtype is None:
+        dtype = "float32" if job.models.preset and job.models.format == "official" else job.memory.dtype
+    return 4 if dtype == "float32" else 2
 
 
 def train_args(job: Job, files: ModelFiles, config: str) -> list[str]:
@@ -96,13 +160,15 @@ def train_args(job: Job, files: ModelFiles, config: str) -> list[str]:
         args += ["--blocks_to_swap", str(mem.blocks_to_swap)]
     if mem.activation_checkpointing:
         args += ["--gradient_checkpointing"]
-    args += ["--optimizer_type", opt.type or DEFAULT_OPTIMIZER, "--learning_rate", f"{opt.lr or DEFAULT_LR:g}"]
+    args += ["--optimizer_type", optimizer_type(opt.type), "--learning_rate", f"{opt.lr or DEFAULT_LR:g}"]
     explicit = {"weight_decay", "betas", "eps"} & opt.model_fields_set
     if explicit:
         args += ["--optimizer_args"] + [_optimizer_arg(k, getattr(opt, k)) for k in sorted(explicit)]
     if sch.warmup_steps:
-        # musubi's default scheduler "constant" refuses warmup steps
-        args += ["--lr_scheduler", "constant_with_warmup", "--lr_warmup_steps", str(sch.warmup_steps)]
+        # musubi's default scheduler "constant" refuses warmup steps. accelerate steps the scheduler once per
+        # process at each optimizer step (AcceleratedScheduler.step), so warmup_steps optimizer steps are
+        # warmup_steps × processes scheduler steps, as musubi's own num_training_steps = max_train_steps × processes.
+        args += ["--lr_scheduler", "constant_with_warmup", "--lr_warmup_steps", str(sch.warmup_steps * job.gpus)]
     if sch.gradient_accumulation_steps > 1:
         args += ["--gradient_accumulation_steps", str(sch.gradient_accumulation_steps)]
     args += ["--max_data_loader_n_workers", "2", "--persistent_data_loader_workers"]
@@ -110,16 +176,17 @@ def train_args(job: Job, files: ModelFiles, config: str) -> list[str]:
     alpha = job.lora.alpha if job.lora.alpha is not None else rank
     args += ["--network_module", "networks.lora_wan", "--network_dim", str(rank), "--network_alpha", f"{alpha:g}"]
     args += TIMESTEP_SAMPLING
-    # --max_train_epochs overrides --max_train_steps, so pass only the one that limits the run
+    # --max_train_epochs overrides --max_train_steps, so pass only the one that limits the run (checks refuse
+    # a job that sets both: musubi cannot stop at whichever comes first)
     args += ["--max_train_steps", str(sch.max_steps)] if sch.max_steps else ["--max_train_epochs", str(sch.epochs)]
     if sch.save_every_epochs:
         args += ["--save_every_n_epochs", str(sch.save_every_epochs)]
     if sch.save_every_steps:
         args += ["--save_every_n_steps", str(sch.save_every_steps)]
     if sch.checkpoint_every_epochs:
+        # musubi saves the state with every LoRA it saves; checks allow only checkpoint_every_epochs = save_every_epochs
         args += ["--save_state"]
-    if job.lora.dtype == "float32":
-        args += ["--save_precision", "float"]
+    args += ["--save_precision", SAVE_PRECISION[job.lora.dtype]]
     args += ["--seed", str(job.seed), "--output_dir", out, "--output_name", job.name]
     return args
 
@@ -130,11 +197,35 @@ def _optimizer_arg(key: str, value: object) -> str:
     return f"{key}={value:g}"
 
 
+def accelerate_yaml(job: Job, master_port: int) -> str:
+    """`accelerate launch --config_file` for this job: keys of accelerate 1.6.0's ClusterConfig
+    (commands/config/config_args.py), which refuses unknown keys; what the command line does not set comes from here."""
+    config: dict = {
+        "compute_environment": "LOCAL_MACHINE",
+        "distributed_type": "MULTI_GPU" if job.gpus > 1 else "NO",
+        "mixed_precision": MIXED_PRECISION[job.memory.dtype],
+        "use_cpu": False,
+        "debug": False,
+        "num_processes": job.gpus,
+        "num_machines": 1,
+        "machine_rank": 0,
+        "gpu_ids": "all",
+        "rdzv_backend": "static",
+        "same_network": True,
+        "main_training_function": "main",
+        "enable_cpu_affinity": False,
+        "downcast_bf16": False,
+        "dynamo_config": {"dynamo_backend": "NO"},
+    }
+    if job.gpus > 1:
+        config["main_process_port"] = master_port
+    return yaml.safe_dump(config, sort_keys=False)
+
+
 def render(job: Job, files: ModelFiles, master_port: int, regenerate_cache: bool = False) -> Plan:
     """The three steps. musubi re-caches whenever its cache steps run (they delete stale files); the
     executor skips them when the fingerprint says the cache is fresh, so `regenerate_cache` changes nothing."""
     config = str(mounts.JOB / DATASET_TOML)
-    mp = MIXED_PRECISION[job.memory.dtype]
     python = ["python"]
     cache_latents = python + [str(SCRIPTS / "wan_cache_latents.py"), "--dataset_config", config]
     cache_latents += ["--vae", _model(files, files.vae)]
@@ -142,19 +233,19 @@ def render(job: Job, files: ModelFiles, master_port: int, regenerate_cache: bool
         cache_latents += ["--i2v", "--clip", _model(files, files.clip)]
     cache_text = python + [str(SCRIPTS / "wan_cache_text_encoder_outputs.py"), "--dataset_config", config]
     cache_text += ["--t5", _model(files, files.t5), "--batch_size", str(TEXT_ENCODER_BATCH)]
-    launch = ["accelerate", "launch", "--num_cpu_threads_per_process", "1", "--mixed_precision", mp]
-    launch += ["--num_processes", str(job.gpus), "--num_machines", "1", "--dynamo_backend", "no"]
-    if job.gpus > 1:
-        launch += ["--multi_gpu", "--main_process_port", str(master_port)]
+    # every launch setting comes from the rendered file: without --config_file accelerate would read
+    # $HF_HOME/accelerate/default_config.yaml, which is in the user's mounted cache. The thread count has no config key.
+    launch = ["accelerate", "launch", "--config_file", str(mounts.JOB / ACCELERATE_YAML), "--num_cpu_threads_per_process", "1"]
     train = launch + [str(SCRIPTS / "wan_train_network.py")] + train_args(job, files, config)
+    offline = {k: v for k, v in CACHE_STEP_ENV.items() if k not in job.env}  # the job's env wins over runner's
     return Plan(
         job=job.name,
         trainer=job.trainer.value,
         workdir=WORKDIR,
-        files={DATASET_TOML: dataset_toml(job)},
+        files={DATASET_TOML: dataset_toml(job), ACCELERATE_YAML: accelerate_yaml(job, master_port)},
         steps=[
-            Step("cache-latents", cache_latents, caches=True),
-            Step("cache-text-encoder", cache_text, caches=True),
+            Step("cache-latents", cache_latents, caches=True, env=offline),
+            Step("cache-text-encoder", cache_text, caches=True, env=offline),
             Step("train", train),
         ],
         output_dir=str(mounts.job_output_dir(job.name)),

@@ -17,6 +17,8 @@ class Step:
     argv: list[str]
     # Cache steps are skipped when the dataset fingerprint says the cache is fresh.
     caches: bool = False
+    # set for this step only, over the container's environment (images/run_plan.py)
+    env: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

@@ -59,6 +59,16 @@ def plan(job: Job, job_dir: Path, master_port: int = DEFAULT_MASTER_PORT, regene
     return dataclasses.replace(p, env=job_env(job), mounts=job_mounts(job, job_dir.resolve()))
 
 
+def dit_bytes_per_param(job: Job) -> int:
+    """Bytes per DiT parameter as the job's trainer will hold the weights in GPU memory (before block swap):
+    1 for float8, 2 for bf16/fp16, 4 where musubi keeps an official float32 DiT. For the memory planner."""
+    try:
+        files = modelfiles.resolve(job)
+    except UserError:  # e.g. an official 14B preset whose shards are not on this machine
+        files = None
+    return TRAINERS[job.trainer].dit_bytes_per_param(job, files)
+
+
 def cache_dirs(job: Job, table: list[mounts.Mount]) -> list[Path]:
     """Host folder of each dataset's cache (where its fingerprint is kept), through the mount table."""
     trainer = TRAINERS[job.trainer]
@@ -106,7 +116,7 @@ def write(p: Plan, out: Path) -> None:
 def shell_script(p: Plan) -> str:
     """The plan's steps as a script to read (or run by hand inside the image)."""
     lines = ["#!/bin/sh", f"# {p.trainer} job {p.job}: run inside the image, from {p.workdir}", "set -e", f"cd {shlex.quote(p.workdir)}"]
-    lines += [f"# step: {s.name}\n{shlex.join(s.argv)}" for s in p.steps]
+    lines += [f"# step: {s.name}\n{shlex.join([f'{k}={v}' for k, v in s.env.items()] + s.argv)}" for s in p.steps]
     return "\n".join(lines) + "\n"
 
 

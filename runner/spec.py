@@ -91,11 +91,13 @@ class Dataset(Strict):
 class Lora(Strict):
     rank: int = Field(32, ge=1)
     alpha: float | None = Field(None, gt=0, description="musubi only; diffusion-pipe trains with alpha = rank")
-    dtype: Literal["bfloat16", "float32"] = "bfloat16"
+    dtype: Literal["bfloat16", "float32"] = Field("bfloat16", description="dtype of the saved LoRA (both trainers)")
 
 
 class Optimizer(Strict):
-    type: str | None = Field(None, description="default: adamw_optimi (diffpipe), adamw8bit (musubi)")
+    type: str | None = Field(
+        None, description="default: adamw_optimi (diffpipe), adamw8bit (musubi); adamw, adamw8bit and sgd mean the same on both, other names are one trainer's"
+    )
     lr: float | None = Field(None, gt=0, description="default: 2e-5 (diffpipe), 2e-4 (musubi)")
     weight_decay: float = Field(0.01, ge=0)
     betas: tuple[float, float] = (0.9, 0.99)
@@ -104,13 +106,17 @@ class Optimizer(Strict):
 
 class Schedule(Strict):
     epochs: int = Field(16, ge=1)
-    max_steps: int | None = Field(None, ge=1, description="stop after this many steps (before the last epoch)")
+    max_steps: int | None = Field(
+        None, ge=1, description="stop after this many optimizer steps; with epochs set too, diffpipe stops at whichever comes first (musubi refuses both)"
+    )
     batch_size: int = Field(1, ge=1)
     gradient_accumulation_steps: int = Field(1, ge=1)
-    warmup_steps: int = Field(0, ge=0)
+    warmup_steps: int = Field(0, ge=0, description="optimizer steps of linear warmup, on any number of GPUs")
     save_every_epochs: int | None = Field(1, ge=1)
     save_every_steps: int | None = Field(None, ge=1)
-    checkpoint_every_epochs: int | None = Field(None, ge=1, description="resumable state (DeepSpeed / accelerate)")
+    checkpoint_every_epochs: int | None = Field(
+        None, ge=1, description="resumable state (DeepSpeed / accelerate); musubi saves it with each LoRA, so only = save_every_epochs"
+    )
     checkpoint_every_minutes: int | None = Field(None, ge=1, description="diffpipe only")
 
 

@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import tomllib
 from pathlib import Path
+
+import pytest
+import toml
+import yaml
 
 from runner import render
 from tests import modelfixtures
@@ -35,9 +40,30 @@ def test_musubi_warmup_switches_scheduler(workspace, tmp_path):
     assert argv[argv.index("--lr_warmup_steps") + 1] == "50"
 
 
-def test_musubi_max_steps_replaces_epochs(workspace, tmp_path):
-    argv = train_argv(rendered(workspace, job_text(extra="schedule:\n  max_steps: 300\n"), tmp_path))
+def test_max_steps_alone_means_that_many_steps_on_both_trainers(workspace, tmp_path):
+    argv = train_argv(rendered(workspace, job_text(extra="schedule:\n  max_steps: 300\n"), tmp_path / "m"))
     assert argv[argv.index("--max_train_steps") + 1] == "300" and "--max_train_epochs" not in argv
+    # diffusion-pipe stops at epochs or max_steps, whichever comes first; an epoch is at least one step
+    doc = tomllib.loads(rendered(workspace, job_text("diffpipe", extra="schedule:\n  max_steps: 300\n"), tmp_path / "d").files["diffpipe.toml"])
+    assert (doc["epochs"], doc["max_steps"]) == (300, 300)
+    both = rendered(workspace, job_text("diffpipe", extra="schedule:\n  max_steps: 300\n  epochs: 4\n"), tmp_path / "b")
+    doc = tomllib.loads(both.files["diffpipe.toml"])
+    assert (doc["epochs"], doc["max_steps"]) == (4, 300)
+
+
+def test_diffpipe_square_sides_render_as_pairs_toml_0_10_2_reads(workspace, tmp_path):
+    # diffusion-pipe reads its TOMLs with toml 0.10.2, which rejects [512, [624, 624]] ("Not a homogeneous array")
+    text = job_text("diffpipe").replace("  - path: data/clips\n", "  - path: data/clips\n    resolutions: [512, [624, 624]]\n")
+    doc = toml.loads(rendered(workspace, text, tmp_path).files["dataset.toml"])
+    assert doc["resolutions"] == [[512, 512], [624, 624]]
+
+
+def test_diffpipe_swaps_blocks_on_several_gpus(workspace, tmp_path):
+    # train.py asserts only pipeline_stages == 1 for block swap, which runner always renders
+    text = job_text("diffpipe", extra="gpus: 2\nmemory:\n  blocks_to_swap: 10\n")
+    doc = tomllib.loads(rendered(workspace, text, tmp_path).files["diffpipe.toml"])
+    assert (doc["blocks_to_swap"], doc["pipeline_stages"]) == (10, 1)
+    assert train_argv(rendered(workspace, text, tmp_path))[1] == "--num_gpus=2"
 
 
 def test_musubi_alpha_defaults_to_rank_not_musubis_1(workspace, tmp_path):
@@ -46,9 +72,75 @@ def test_musubi_alpha_defaults_to_rank_not_musubis_1(workspace, tmp_path):
 
 
 def test_musubi_mixed_precision_is_given_to_the_script_too(workspace, tmp_path):
-    argv = train_argv(rendered(workspace, job_text(), tmp_path))
+    plan = rendered(workspace, job_text(), tmp_path)
+    argv = train_argv(plan)
     script = argv.index("src/musubi_tuner/wan_train_network.py")
-    assert "--mixed_precision" in argv[:script] and "--mixed_precision" in argv[script:]
+    assert yaml.safe_load(plan.files["accelerate.yaml"])["mixed_precision"] == "bf16"
+    assert argv[argv.index("--mixed_precision", script) + 1] == "bf16"
+
+
+def test_accelerate_takes_every_launch_setting_from_the_rendered_file(workspace, tmp_path):
+    # without --config_file accelerate would read $HF_HOME/accelerate/default_config.yaml from the user's cache
+    one = rendered(workspace, job_text(), tmp_path / "one")
+    argv = train_argv(one)
+    assert argv[: argv.index("src/musubi_tuner/wan_train_network.py")] == [
+        "accelerate", "launch", "--config_file", "/job/accelerate.yaml", "--num_cpu_threads_per_process", "1"]
+    config = yaml.safe_load(one.files["accelerate.yaml"])
+    assert config["distributed_type"] == "NO" and config["num_processes"] == 1 and "main_process_port" not in config
+    job = write_job(workspace / "examples", job_text(extra="gpus: 2\n"))
+    two = yaml.safe_load(render.plan(render.load_checked(job), tmp_path, master_port=29612).files["accelerate.yaml"])
+    assert (two["distributed_type"], two["num_processes"], two["main_process_port"]) == ("MULTI_GPU", 2, 29612)
+
+
+def test_musubi_warmup_counts_optimizer_steps_on_every_gpu_count(workspace, tmp_path):
+    # accelerate steps musubi's scheduler once per process at each optimizer step
+    text = job_text(extra="schedule:\n  warmup_steps: 8\ngpus: 2\n")
+    argv = train_argv(rendered(workspace, text, tmp_path))
+    assert argv[argv.index("--lr_warmup_steps") + 1] == "16"
+
+
+@pytest.mark.parametrize("dtype,flag", [("bfloat16", "bf16"), ("float32", "fp32")])
+def test_musubi_saves_the_lora_in_the_jobs_dtype(workspace, tmp_path, dtype, flag):
+    argv = train_argv(rendered(workspace, job_text(extra=f"lora:\n  dtype: {dtype}\n"), tmp_path))
+    assert argv[argv.index("--save_precision") + 1] == flag
+
+
+def test_musubi_caching_steps_run_offline_unless_the_job_says_otherwise(workspace, tmp_path):
+    plan = rendered(workspace, job_text(), tmp_path / "a")
+    assert [s.env for s in plan.steps] == [{"HF_HUB_OFFLINE": "1"}, {"HF_HUB_OFFLINE": "1"}, {}]
+    recorded = json.loads((tmp_path / "a" / "out" / "plan.json").read_text())["steps"]
+    assert recorded[0]["env"] == {"HF_HUB_OFFLINE": "1"}
+    assert "HF_HUB_OFFLINE=1 python src/musubi_tuner/wan_cache_latents.py" in (tmp_path / "a" / "out" / "command.sh").read_text()
+    own = rendered(workspace, job_text(extra="env:\n  HF_HUB_OFFLINE: '0'\n"), tmp_path / "b")
+    assert all(s.env == {} for s in own.steps) and own.env["HF_HUB_OFFLINE"] == "0"
+
+
+@pytest.mark.parametrize("given,passed", [("adamw8bit", "adamw8bit"), ("ADAMW", "ADAMW"), ("sgd", "SGD"), ("radam", "RAdam"), ("bitsandbytes.optim.PagedAdamW8bit", "bitsandbytes.optim.PagedAdamW8bit")])
+def test_musubi_optimizer_names_are_spelled_as_musubi_looks_them_up(workspace, tmp_path, given, passed):
+    argv = train_argv(rendered(workspace, job_text(extra=f"optimizer:\n  type: {given}\n"), tmp_path))
+    assert argv[argv.index("--optimizer_type") + 1] == passed
+
+
+def test_musubi_dit_bytes_per_param_follow_the_file(workspace):
+    # musubi keeps the DiT file's dtype unless fp8 is on: the official Wan2.1 DiT is float32
+    modelfixtures.dit(workspace / "models" / "dit_fp32.safetensors", dtype="F32")
+    modelfixtures.dit(workspace / "models" / "dit_fp8.safetensors", dtype="F8_E4M3")
+
+    def bytes_for(trainer, dit, extra=""):
+        return render.dit_bytes_per_param(render.load_checked(write_job(workspace / "examples", job_text(trainer, extra=extra, dit=dit))))
+
+    assert bytes_for("musubi", "dit_fp32.safetensors") == 4
+    assert bytes_for("musubi", "dit_fp32.safetensors", "memory:\n  transformer_dtype: float8\n") == 1
+    assert bytes_for("musubi", "dit_fp8.safetensors") == 2
+    assert bytes_for("musubi", "wan2.1_t2v_1.3B_bf16.safetensors") == 2
+    assert bytes_for("diffpipe", "dit_fp32.safetensors") == 2
+    assert bytes_for("diffpipe", "dit_fp32.safetensors", "memory:\n  transformer_dtype: float8\n") == 1
+
+
+def test_musubi_official_14b_without_its_shards_here_counts_float32(workspace):
+    text = "name: t\ntrainer: musubi\ntask: t2v-14B\nmodels:\n  root: ../nowhere\n  preset: t2v-14B\n  format: official\ndatasets:\n  - path: data/clips\n"
+    job = render.read_job(write_job(workspace / "examples", text))[0]
+    assert render.dit_bytes_per_param(job) == 4
 
 
 def test_musubi_source_fps_is_written_as_a_float(workspace, tmp_path):

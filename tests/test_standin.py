@@ -193,6 +193,13 @@ def test_musubi_train_rules_after_caching(workspace: Path):
     assert "has no attribute ''" in run(["--optimizer_type", ""]).stderr
     no_attn = [a for a in base if a != "--sdpa"]
     assert "either --sdpa" in harness.run(no_attn, MUSUBI).stderr
+    # the official DiT: float32 shards, named by the first; musubi loads them all and keeps float32 without fp8
+    shards = workspace / "models" / "official"
+    first = modelfixtures.dit(shards / "diffusion_pytorch_model-00001-of-00002.safetensors", "1.3B", dtype="F32")
+    assert "diffusion_pytorch_model-00002-of-00002.safetensors not found" in run(["--dit", str(first)]).stderr
+    modelfixtures.write_safetensors_header(shards / "diffusion_pytorch_model-00002-of-00002.safetensors", {})
+    r = run(["--dit", str(first), "--output_dir", str(shards / "out")])
+    assert r.returncode == 0 and "00002-of-00002.safetensors']" in r.stderr, r.stderr
     out = Path(plan["output_dir"])
     r = run(["--max_train_epochs", "2", "--save_every_n_steps", "2", "--gradient_accumulation_steps", "2", "--save_state"])
     assert r.returncode == 0, r.stderr
@@ -213,6 +220,35 @@ def test_accelerate_passes_failure_as_exit_1(workspace: Path, tmp_path: Path):
     assert r.returncode == 1 and "bf16 2" in r.stdout and "CalledProcessError" in r.stderr
 
 
+def test_accelerate_takes_the_rendered_config_and_ignores_the_one_in_hf_home(workspace: Path, tmp_path: Path):
+    _, host = rendered(workspace, "t2v-1.3B-musubi", lambda t: t + "gpus: 2\n")
+    script = tmp_path / "show.py"
+    script.write_text("import os\nprint('launched', os.environ['ACCELERATE_MIXED_PRECISION'], os.environ['WORLD_SIZE'], os.environ.get('MASTER_PORT'))\n")
+    hf_home = tmp_path / "hf"
+    (hf_home / "accelerate").mkdir(parents=True)
+    # what `accelerate config` leaves in the user's cache, which runner mounts as HF_HOME
+    (hf_home / "accelerate" / "default_config.yaml").write_text("distributed_type: 'NO'\nmixed_precision: fp16\nnum_processes: 1\n")
+    launch = ["accelerate", "launch", "--num_cpu_threads_per_process", "1", str(script)]
+    r = harness.run(launch[:2] + ["--config_file", str(host / "accelerate.yaml")] + launch[2:], tmp_path, {"HF_HOME": str(hf_home)})
+    assert r.returncode == 0 and "launched bf16 2 29500" in r.stdout, r.stdout + r.stderr
+    r = harness.run(launch, tmp_path, {"HF_HOME": str(hf_home)})
+    assert r.returncode == 0 and "launched fp16 1" in r.stdout, "without --config_file the stray default config changes the launch"
+    bad = tmp_path / "bad.yaml"
+    bad.write_text((host / "accelerate.yaml").read_text() + "num_cpu_threads_per_process: 1\n")
+    r = harness.run(launch[:2] + ["--config_file", str(bad)] + launch[2:], tmp_path)
+    assert r.returncode == 1 and "had unknown keys (['num_cpu_threads_per_process'])" in r.stderr
+
+
+def test_musubi_caching_steps_get_their_own_environment(workspace: Path):
+    plan, host = rendered(workspace, "t2v-1.3B-musubi")
+    plan["steps"][0]["argv"] = [sys.executable, "-c", "import os; print('offline', os.environ.get('HF_HUB_OFFLINE'))"]
+    plan["steps"][1:] = [{**plan["steps"][0], "name": "after", "env": {}}]
+    (host / "plan.json").write_text(json.dumps(plan))
+    r = harness.run_plan(host)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "start: HF_HUB_OFFLINE=1 " in r.stdout and "\noffline 1\n" in r.stdout and "\noffline None\n" in r.stdout
+
+
 def _diffpipe(workspace: Path, edit_toml=None, edit_dataset=None):
     plan, host = rendered(workspace, "t2v-1.3B-diffpipe")
     if edit_toml:
@@ -223,7 +259,10 @@ def _diffpipe(workspace: Path, edit_toml=None, edit_dataset=None):
 
 
 def test_diffpipe_config_rules(workspace: Path):
-    plan, host, argv = _diffpipe(workspace, edit_dataset=lambda t: t.replace("resolutions = [", "resolutions = [256, 320, 384,"))
+    mixed = re.compile(r"^resolutions = \[.*?^\]", re.S | re.M)
+    plan, host, argv = _diffpipe(workspace, edit_dataset=lambda t: mixed.sub("resolutions = [512, [624, 624]]", t))
+    assert "Not a homogeneous array" in harness.run(argv, DIFFPIPE).stderr  # toml 0.10.2, as upstream parses it
+    plan, host, argv = _diffpipe(workspace, edit_dataset=lambda t: t.replace("resolutions = [", "resolutions = [[256, 256], [320, 320], [384, 384],"))
     r = harness.run(argv, DIFFPIPE)
     assert r.returncode == 0 and "set a lot of resolutions" in r.stdout and "TRAINING COMPLETE!" not in r.stdout
     assert not Path(plan["output_dir"]).exists()

@@ -207,6 +207,55 @@ def test_musubi_with_checkpoint_minutes(cli, workspace):
     assert_refused(cli, workspace, text, "schedule.checkpoint_every_minutes", "checkpoint_every_epochs", line=11)
 
 
+@pytest.mark.parametrize(
+    "trainer,name,expected",
+    [
+        ("musubi", "AdamW8bitKahan", "optimizer.type: adamw8bit"),  # the 24 GB diffusion-pipe example switched to musubi
+        ("musubi", "adamw_optimi", "optimizer.type: adamw ("),
+        ("musubi", "automagic", "musubi has no Automagic"),
+        ("musubi", "Lion", "a torch.optim class"),
+        ("diffpipe", "torch.optim.AdamW", "adamw8bitkahan"),
+        ("diffpipe", "adafactor", "optimizer.type: AdaFactor"),
+    ],
+)
+def test_optimizer_the_trainer_cannot_load(cli, workspace, trainer, name, expected):
+    text = job_text(trainer, extra=f"optimizer:\n  type: {name}\n")
+    assert_refused(cli, workspace, text, "optimizer.type", f"'{name}'", expected, line=11)
+
+
+@pytest.mark.parametrize("trainer,name", [("musubi", "adamw8bit"), ("musubi", "sgd"), ("musubi", "bitsandbytes.optim.Lion8bit"),
+                                          ("diffpipe", "AdamW8bitKahan"), ("diffpipe", "adamw8bit"), ("diffpipe", "Prodigy")])
+def test_optimizer_names_each_trainer_loads(cli, workspace, trainer, name):
+    assert cli("validate", write_job(workspace / "examples", job_text(trainer, extra=f"optimizer:\n  type: {name}\n")))[0] == 0
+
+
+def test_musubi_with_both_epochs_and_max_steps(cli, workspace):
+    text = job_text(extra="schedule:\n  epochs: 4\n  max_steps: 300\n")
+    assert_refused(cli, workspace, text, "schedule.max_steps", "whichever comes first", "only one of", line=12)
+
+
+def test_diffpipe_with_both_epochs_and_max_steps_stops_at_the_first(cli, workspace):
+    assert cli("validate", write_job(workspace / "examples", job_text("diffpipe", extra="schedule:\n  epochs: 4\n  max_steps: 300\n")))[0] == 0
+
+
+@pytest.mark.parametrize("schedule,saves", [("  checkpoint_every_epochs: 4\n", "every 1 epochs"),
+                                            ("  checkpoint_every_epochs: 1\n  save_every_steps: 50\n", "every 50 steps")])
+def test_musubi_checkpoints_only_with_each_save(cli, workspace, schedule, saves):
+    text = job_text(extra="schedule:\n" + schedule)
+    assert_refused(cli, workspace, text, "schedule.checkpoint_every_epochs", saves, "equal to save_every_epochs", line=11)
+
+
+def test_musubi_checkpoint_at_each_epoch_save_is_fine(cli, workspace):
+    text = job_text(extra="schedule:\n  save_every_epochs: 2\n  checkpoint_every_epochs: 2\n")
+    assert cli("validate", write_job(workspace / "examples", text))[0] == 0
+
+
+def test_diffpipe_swaps_blocks_with_several_gpus(cli, workspace):
+    # runner renders pipeline_stages = 1, all that diffusion-pipe's block swap asks for
+    text = job_text("diffpipe", extra="gpus: 2\nmemory:\n  blocks_to_swap: 20\n")
+    assert cli("validate", write_job(workspace / "examples", text))[0] == 0
+
+
 def test_dataset_folder_missing(cli, workspace):
     assert_refused(cli, workspace, job_text().replace("data/clips", "data/nothing"), "datasets[0].path", "is not a folder", line=9)
 

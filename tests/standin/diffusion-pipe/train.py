@@ -1,6 +1,6 @@
 """STAND-IN for diffusion-pipe's train.py at 8f83dbf (runner's CI test double, no GPU, no model math).
 
-Honours, for `[model] type = "wan"`: upstream's flags (plus deepspeed's --deepspeed/--deepspeed_config/
+Honours, for `[model] type = "wan"`: both TOMLs read with toml 0.10.2 as upstream does, upstream's flags (plus deepspeed's --deepspeed/--deepspeed_config/
 --deepscale/--deepscale_config and the launcher's --local_rank), the main TOML rules (output_dir, dataset, epochs,
 one save cadence asserted; [adapter] alpha -> NotImplementedError; activation_checkpointing, video_clip_mode,
 lr_scheduler, save_dtype values; blocks_to_swap <= blocks-2 with pipeline_stages 1), the Wan model folder checks
@@ -21,10 +21,11 @@ import pickle
 import shutil
 import sys
 import time
-import tomllib
 import zipfile
 from datetime import datetime, timezone
 from pathlib import Path
+
+import toml
 
 from utils import dataset as dataset_util
 from utils.standin_kit import banner, on_sigterm, read_safetensors_header, step_knobs, write_safetensors
@@ -263,8 +264,9 @@ def _load_client_state(path: Path) -> dict:
 def main() -> None:
     args = parser.parse_args()
     banner("diffusion-pipe")
-    with open(args.config, "rb") as f:
-        config = tomllib.load(f)
+    with open(args.config) as f:
+        # upstream parses with toml 0.10.2 (which rejects arrays mixing integers and arrays) and round-trips through JSON
+        config = json.loads(json.dumps(toml.load(f)))
     set_config_defaults(config)
 
     resume_from_checkpoint = args.resume_from_checkpoint if args.resume_from_checkpoint is not None else config.get("resume_from_checkpoint", False)
@@ -290,8 +292,8 @@ def main() -> None:
     if clip_mode not in ("single_beginning", "single_middle"):
         raise NotImplementedError(f"video_clip_mode={clip_mode} is not implemented")
 
-    with open(config["dataset"], "rb") as f:
-        dataset_config = tomllib.load(f)
+    with open(config["dataset"]) as f:
+        dataset_config = toml.load(f)
     dp = world_size // config["pipeline_stages"]
     global_batch = config["micro_batch_size_per_gpu"] * config["gradient_accumulation_steps"] * dp
     items = dataset_util.build(dataset_config, model["name"], model["framerate"], model["round_to"], global_batch, args, model["image_attn"])

@@ -24,6 +24,7 @@ import os
 import pathlib
 import pickle
 import random
+import re
 import shutil
 import sys
 import time
@@ -222,6 +223,20 @@ def handle_model_specific_args(args) -> None:
     args.dit_dtype = {"F16": "float16", "BF16": "bfloat16", "F32": "float32"}.get(dtype, dtype)
 
 
+def split_weight_filenames(path: str) -> list[str] | None:
+    """utils/safetensors_utils.py get_split_weight_filenames: `...-00001-of-00006.safetensors` names every shard,
+    all of which must exist."""
+    match = re.match(r"^(.*?)(\d+)-of-(\d+)\.safetensors$", os.path.basename(path))
+    if not match:
+        return None
+    prefix, count = os.path.basename(path)[: match.start(2)], int(match.group(3))
+    files = [os.path.join(os.path.dirname(path), f"{prefix}{i + 1:05d}-of-{count:05d}.safetensors") for i in range(count)]
+    for f in files:
+        if not os.path.exists(f):
+            raise FileNotFoundError(f"File {f} not found")
+    return files
+
+
 def load_transformer_checks(args) -> None:
     if args.sdpa:
         attn = "torch"
@@ -236,6 +251,7 @@ def load_transformer_checks(args) -> None:
     else:
         raise ValueError("either --sdpa, --flash-attn, --flash3, --sage-attn or --xformers must be specified")
     logger.info(f"Loading DiT model from {args.dit}, attention mode {attn}")
+    logger.info(f"Loading model files: {split_weight_filenames(args.dit) or [args.dit]}")
     dim, _ffn, layers, _img = lora_wan.TASKS[args.task]
     tensors, _ = read_safetensors_header(args.dit)
     key = next((k for k in DIT_KEYS if k in tensors), None)
