@@ -47,7 +47,7 @@ RAM_GIB = 64
 # what each matrix job writes under memory when it is not `auto` (the I2V 14B one as in examples/)
 MEMORY_AS_WRITTEN = {"T2V": {}, "I2V": {"transformer_dtype": "float8", "blocks_to_swap": 20}}
 FRAMES = {"image": None, "video": [33], "mixed": [1, 33]}
-SCHEDULE = {"epochs": 8, "save_every_epochs": 2, "checkpoint_every_epochs": 4, "warmup_steps": 10}
+SCHEDULE = {"epochs": 8, "save_every_epochs": 2, "checkpoint_every_epochs": 2, "warmup_steps": 10}  # state with each LoRA: musubi can do no other
 OTHER_TRAINER = {"diffpipe": "musubi", "musubi": "diffpipe"}
 SECOND_RESOLUTIONS = [512, [624, 624]]  # an area and a [w, h] pair in one list, as a user may write it
 
@@ -180,7 +180,10 @@ CONTROLS = [
     ("example:t2v-1.3B-musubi", "unknown script flag", "plan.json", '"--sdpa"', '"--sdpa_x"', "musubi argparse train"),
     ("example:t2v-1.3B-musubi", "unknown dataset key", "musubi_dataset.toml", "[[datasets]]\n", "[[datasets]]\nfoo = 1\n",
      "musubi dataset schema (cache-latents)"),
-    ("example:t2v-1.3B-musubi", "unknown accelerate flag", "plan.json", '"--num_machines"', '"--num_machinez"', "accelerate launch argv"),
+    ("example:t2v-1.3B-musubi", "unknown accelerate flag", "plan.json", '"--num_cpu_threads_per_process"',
+     '"--num_cpu_threads_per_procesz"', "accelerate launch argv"),
+    ("example:t2v-1.3B-musubi", "unknown accelerate config key", "accelerate.yaml", "num_machines:", "num_machinez:",
+     "accelerate config file"),
     ("example:t2v-1.3B-musubi", "unknown optimizer", "plan.json", '"adamw8bit"', '"adamw8bitt"', "musubi optimizer"),
     ("example:t2v-1.3B-musubi", "LoRA saved in another dtype", "plan.json", '"--seed"', '"--save_precision", "fp16", "--seed"',
      "musubi LoRA save dtype"),
