@@ -7,6 +7,8 @@
 # debootstrap (RUNNER_TEST_BOOTSTRAP=debootstrap; main suite only).
 # Mirror: the host apt's, or RUNNER_TEST_MIRROR.
 # The image does NOT contain the host's TLS-intercepting CA: builds must pass it in.
+# Nor libGL/libglib (opencv's system libraries): the trainer Dockerfiles must install them, and the
+# stand-in images' cv2 import check fails the CI build if one does not.
 set -euo pipefail
 LOG_TAG=base-image
 HERE=$(dirname "${BASH_SOURCE[0]}")
@@ -14,7 +16,7 @@ source "$HERE/lib.sh"
 
 TAG=${1:-runner-test-base:bookworm}
 SUITE=bookworm
-PACKAGES=python3,python3-pip,python3-venv,python3-dev,build-essential,ca-certificates,git,libgl1,libglib2.0-0
+PACKAGES=python3,python3-pip,python3-venv,python3-dev,build-essential,ca-certificates,git
 BOOTSTRAP=${RUNNER_TEST_BOOTSTRAP:-mmdebstrap}
 CACHE_DIR=/var/cache/runner-test
 
