@@ -131,10 +131,10 @@ def build_args(pins: Pins, pip_index_url: str | None) -> dict[str, str]:
         args["BNB_CONFIG_KEYS"] = ",".join(_names(pins, "bnb_config_keys"))
     wheel = v.get("flash_attn_wheel")
     if wheel:
-        sdist = v.get("flash_attn_sdist")
-        if not sdist:
-            raise UserError(f"pins [{pins.name}]", "has flash_attn_wheel but no flash_attn_sdist: the source fallback would not be hash-checked.",
-                            "add flash_attn_sdist = { name, version, sha256 } as in images/pins.toml.")
+        sdist = v.get("flash_attn_sdist") or {}
+        if not (wheel.get("sha256") and {"name", "version", "sha256"} <= sdist.keys()):
+            raise UserError(f"pins [{pins.name}]", "has a flash_attn_wheel without its sha256, or no complete flash_attn_sdist: the wheel or its source fallback would not be hash-checked.",
+                            "give flash_attn_wheel = { url, sha256 } and flash_attn_sdist = { name, version, sha256 } as in images/pins.toml.")
         args["FLASH_ATTN_WHEEL"] = wheel["url"]
         args["FLASH_ATTN_SHA256"] = wheel["sha256"]
         args["FLASH_ATTN_SDIST"] = f"{sdist['name']}=={sdist['version']} --hash=sha256:{sdist['sha256']}"

@@ -104,5 +104,7 @@ def test_malformed_check_pins_are_user_errors(tmp_path):
     with pytest.raises(UserError, match=r"import_check.*not a list of names.*import_check = \["):
         images.build_args(as_string, None)
     no_sdist = images.Pins("diffpipe", "default", {k: v for k, v in pins.values.items() if k != "flash_attn_sdist"}, pins.base)
-    with pytest.raises(UserError, match="no flash_attn_sdist: the source fallback would not be hash-checked"):
-        images.build_args(no_sdist, None)
+    no_wheel_hash = images.Pins("diffpipe", "default", pins.values | {"flash_attn_wheel": {"url": pins.values["flash_attn_wheel"]["url"]}}, pins.base)
+    for bad in (no_sdist, no_wheel_hash):
+        with pytest.raises(UserError, match="would not be hash-checked"):
+            images.build_args(bad, None)
