@@ -1,13 +1,15 @@
 """Build-time check that a trainer image can import what a run imports (run by both Dockerfiles).
 
-    python check_imports.py [--trainer-dir DIR] [--bnb-config-keys K1,K2,...] MODULE...
+    python check_imports.py [--trainer-dir DIR] [--comfyui DIR] [--bnb-config-keys K1,K2,...] MODULE...
 
 --trainer-dir: import as a script in DIR does (diffusion-pipe's train.py is run as `train.py` from its checkout,
 so DIR is sys.path[0] and the working directory; its modules add their submodules to sys.path themselves).
 --bnb-config-keys: bitsandbytes' 8-bit AdamW must return these keys from get_config (diffusion-pipe's
 optimizers/adamw_8bit.py reads them at every step; bitsandbytes 0.50 dropped two of them).
-With torch installed and no GPU visible (a plain `docker build`), torch.cuda.current_device() is stubbed to
-return 0: musubi's wan/modules/t5.py calls it in a default argument at import time, which raises without a GPU.
+With no GPU visible (a plain `docker build`): torch.cuda.current_device() is stubbed to return 0 (musubi's
+wan/modules/t5.py calls it in a default argument at import time, which raises without a GPU), and with --comfyui
+ComfyUI is put in its --cpu mode (diffusion-pipe's modules import comfy.model_management, which reads the GPU's
+total memory at import). Both are said in the output.
 Every module is tried; all failures are reported with their tracebacks; exit status 1 if any failed.
 """
 
@@ -15,20 +17,38 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import importlib.util
 import os
 import sys
 import traceback
 
 
+def has_torch() -> bool:
+    return importlib.util.find_spec("torch") is not None
+
+
+def gpu_visible() -> bool:
+    if not has_torch():
+        return False
+    import torch
+
+    return torch.cuda.is_available()
+
+
 def stub_cuda_device_query() -> None:
-    try:
-        import torch
-    except ImportError:
-        return
-    if torch.cuda.is_available():
-        return
+    import torch
+
     torch.cuda.current_device = lambda: 0
     print("check_imports: no GPU visible: torch.cuda.current_device() stubbed to return 0 for these imports", flush=True)
+
+
+def comfyui_cpu_mode(comfyui: str) -> None:
+    """ComfyUI's own no-GPU mode (its --cpu flag): comfy.model_management reads the GPU's memory at import."""
+    sys.path.insert(0, os.path.abspath(comfyui))
+    import comfy.cli_args
+
+    comfy.cli_args.args.cpu = True
+    print(f"check_imports: no GPU visible: ComfyUI ({comfyui}) set to its --cpu mode for these imports", flush=True)
 
 
 def bnb_config_missing(keys: list[str]) -> list[str]:
@@ -47,13 +67,22 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--trainer-dir", help="import from this folder as a script in it would")
     ap.add_argument("--bnb-config-keys", default="", help="comma-separated keys AdamW8bit.get_config must return")
+    ap.add_argument("--comfyui", help="ComfyUI checkout (relative to --trainer-dir) to put in --cpu mode when no GPU is visible")
     ap.add_argument("modules", nargs="+")
     args = ap.parse_args(argv)
     if args.trainer_dir:
         os.chdir(args.trainer_dir)
         sys.path.insert(0, os.path.abspath(args.trainer_dir))
-    stub_cuda_device_query()
     failed = []
+    if not gpu_visible():
+        if has_torch():
+            stub_cuda_device_query()
+        if args.comfyui and os.path.isdir(args.comfyui):  # the stand-in diffusion-pipe has no ComfyUI
+            try:
+                comfyui_cpu_mode(args.comfyui)
+            except Exception:
+                failed.append("ComfyUI --cpu mode")
+                print(f"check_imports: FAIL ComfyUI --cpu mode\n{traceback.format_exc()}", file=sys.stderr, flush=True)
     for name in args.modules:
         try:
             importlib.import_module(name)

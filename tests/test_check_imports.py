@@ -79,3 +79,21 @@ def test_bitsandbytes_8bit_config_keys():
     r = check("--bnb-config-keys", "lr,betas,percentile_clipping,block_wise", "bitsandbytes")
     has_keys = tuple(int(p) for p in version("bitsandbytes").split(".")[:2]) < (0, 50)
     assert (r.returncode == 0) == has_keys, r.stdout + r.stderr
+
+
+def test_without_a_gpu_comfyui_is_put_in_its_cpu_mode(trainer):
+    """ComfyUI's contract as diffusion-pipe meets it: comfy.cli_args.args.cpu, and comfy.model_management asking
+    the GPU for its memory at import unless it is set (ComfyUI itself cannot be fetched here: a stand-in of it)."""
+    comfy = trainer / "submodules" / "ComfyUI" / "comfy"
+    comfy.mkdir(parents=True)
+    (comfy / "__init__.py").write_text("")
+    (comfy / "cli_args.py").write_text("import argparse\nargs = argparse.Namespace(cpu=False)\n")
+    (comfy / "model_management.py").write_text(
+        "from comfy.cli_args import args\nif not args.cpu:\n    raise RuntimeError('Found no NVIDIA driver on your system.')\n")
+    (trainer / "utils" / "patches.py").write_text(
+        "import os, sys\nsys.path.insert(0, os.path.join(os.path.dirname(__file__), '../submodules/ComfyUI'))\nimport comfy.model_management\n")
+    r = check("--trainer-dir", str(trainer), "--comfyui", "submodules/ComfyUI", "utils.patches")
+    assert r.returncode == 0, r.stderr
+    assert "ComfyUI (submodules/ComfyUI) set to its --cpu mode" in r.stdout and "check_imports: ok   utils.patches" in r.stdout
+    without = check("--trainer-dir", str(trainer), "utils.patches")
+    assert without.returncode == 1 and "Found no NVIDIA driver" in without.stderr
