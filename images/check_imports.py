@@ -63,6 +63,11 @@ def bnb_config_missing(keys: list[str]) -> list[str]:
     return [k for k in keys if k not in config]
 
 
+def fail(failed: list[str], what: str, detail: str) -> None:
+    failed.append(what)
+    print(f"check_imports: FAIL {what}\n{detail}", file=sys.stderr, flush=True)
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--trainer-dir", help="import from this folder as a script in it would")
@@ -81,15 +86,13 @@ def main(argv: list[str] | None = None) -> int:
             try:
                 comfyui_cpu_mode(args.comfyui)
             except Exception:
-                failed.append("ComfyUI --cpu mode")
-                print(f"check_imports: FAIL ComfyUI --cpu mode\n{traceback.format_exc()}", file=sys.stderr, flush=True)
+                fail(failed, "ComfyUI --cpu mode", traceback.format_exc())
     for name in args.modules:
         try:
             importlib.import_module(name)
             print(f"check_imports: ok   {name}", flush=True)
         except (Exception, SystemExit):  # a module that exits at import fails the check too
-            failed.append(name)
-            print(f"check_imports: FAIL {name}\n{traceback.format_exc()}", file=sys.stderr, flush=True)
+            fail(failed, name, traceback.format_exc())
     keys = [k for k in args.bnb_config_keys.split(",") if k]
     if keys:
         try:
@@ -97,8 +100,7 @@ def main(argv: list[str] | None = None) -> int:
         except Exception:
             missing = [f"(get_config failed)\n{traceback.format_exc()}"]
         if missing:
-            failed.append("bitsandbytes AdamW8bit config")
-            print(f"check_imports: FAIL bitsandbytes AdamW8bit.get_config lacks {', '.join(missing)}", file=sys.stderr, flush=True)
+            fail(failed, "bitsandbytes AdamW8bit config", f"AdamW8bit.get_config lacks {', '.join(missing)}")
         else:
             print(f"check_imports: ok   bitsandbytes AdamW8bit.get_config has {', '.join(keys)}", flush=True)
     if failed:
