@@ -25,7 +25,7 @@ from runner.errors import UserError
 
 TRAINERS = ("diffpipe", "musubi")
 LABEL = "io.runner"
-CONTEXT_FILES = ("entrypoint.sh", "run_plan.py", "install-system.sh", "fetch-trainer.sh", "add-user.sh", "fetch_tokenizers.py")
+CONTEXT_FILES = ("entrypoint.sh", "run_plan.py", "install-system.sh", "fetch-trainer.sh", "add-user.sh", "fetch_tokenizers.py", "check_imports.py")
 
 
 def source_root() -> Path:
@@ -125,16 +125,29 @@ def build_args(pins: Pins, pip_index_url: str | None) -> dict[str, str]:
         "TRAINER_SUBMODULES": " ".join(f"{path}={sha}" for path, sha in v.get("submodules", {}).items()),
         "TOKENIZERS": " ".join(f"{t['repo']}:{t['subfolder']}@{t.get('revision', 'main')}" for t in v.get("tokenizers", [])),
     }
-    if "import_check" in v:  # else the Dockerfile's own list
-        args["IMPORT_CHECK"] = v["import_check"]
+    if "import_check" in v:  # else the Dockerfile's own lists
+        args["IMPORT_CHECK"] = " ".join(_names(pins, "import_check"))
+    if "bnb_config_keys" in v:
+        args["BNB_CONFIG_KEYS"] = ",".join(_names(pins, "bnb_config_keys"))
     wheel = v.get("flash_attn_wheel")
     if wheel:
+        sdist = v.get("flash_attn_sdist") or {}
+        if not (wheel.get("sha256") and {"name", "version", "sha256"} <= sdist.keys()):
+            raise UserError(f"pins [{pins.name}]", "has a flash_attn_wheel without its sha256, or no complete flash_attn_sdist: the wheel or its source fallback would not be hash-checked.",
+                            "give flash_attn_wheel = { url, sha256 } and flash_attn_sdist = { name, version, sha256 } as in images/pins.toml.")
         args["FLASH_ATTN_WHEEL"] = wheel["url"]
-        args["FLASH_ATTN_SHA256"] = wheel.get("sha256", "")
-        args["FLASH_ATTN_VERSION"] = v.get("flash_attn_version", "")
+        args["FLASH_ATTN_SHA256"] = wheel["sha256"]
+        args["FLASH_ATTN_SDIST"] = f"{sdist['name']}=={sdist['version']} --hash=sha256:{sdist['sha256']}"
     if pip_index_url:
         args["PIP_INDEX_URL"] = pip_index_url
     return args
+
+
+def _names(pins: Pins, key: str) -> list[str]:
+    names = pins.values[key]
+    if not isinstance(names, list) or not all(isinstance(n, str) and n and " " not in n for n in names):
+        raise UserError(f"pins [{pins.name}] {key}", f"is {names!r}, not a list of names.", f'write it as a TOML list, e.g. {key} = ["torch", "cv2"].')
+    return names
 
 
 def labels(pins: Pins, tag: str) -> dict[str, str]:

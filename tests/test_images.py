@@ -3,10 +3,15 @@
 from __future__ import annotations
 
 import io
+import re
 import tarfile
 from pathlib import Path
 
+import pytest
+
 from runner import images
+from runner.errors import UserError
+from tests.dockerfixtures import STANDIN_PINS
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -49,3 +54,57 @@ def test_build_context_holds_the_locks_and_the_ca_bundle(tmp_path):
         assert tar.extractfile("images/ca/runner-extra.crt").read() == b"my proxy CA\n"
         assert tar.extractfile("images/torch_lock.txt").read() == (REPO / "images/musubi/torch-blackwell.lock").read_bytes()
     assert "Dockerfile" in names and "trainer-src/.keep" in names
+
+
+def _dockerfile_default(trainer: str, arg: str) -> str:
+    return re.search(rf'^ARG {arg}="([^"]*)"', (REPO / f"Dockerfile.{trainer}").read_text(), re.M).group(1)
+
+
+def test_import_checks_come_from_the_pins_and_the_dockerfiles_defaults_are_those_pins():
+    for trainer in images.TRAINERS:
+        args = images.build_args(images.load_pins(trainer), None)
+        assert args["IMPORT_CHECK"] == _dockerfile_default(trainer, "IMPORT_CHECK"), "a `docker build` by hand checks the same"
+    diffpipe = images.build_args(images.load_pins("diffpipe"), None)
+    assert {"utils.patches", "utils.dataset", "optimizers.adamw_8bit", "models.wan.wan"} <= set(diffpipe["IMPORT_CHECK"].split())
+    assert {"percentile_clipping", "block_wise"} <= set(diffpipe["BNB_CONFIG_KEYS"].split(","))
+    assert diffpipe["BNB_CONFIG_KEYS"] == _dockerfile_default("diffpipe", "BNB_CONFIG_KEYS")
+    assert diffpipe["FLASH_ATTN_SDIST"] == "flash-attn==2.8.3 --hash=sha256:1e71dd64a9e0280e0447b8a0c2541bad4bf6ac65bdeaa2f90e51a9e57de0370d"
+    musubi = images.build_args(images.load_pins("musubi"), None)["IMPORT_CHECK"].split()
+    assert "cv2" in musubi and "musubi_tuner.wan_cache_text_encoder_outputs" in musubi
+
+
+def test_standin_images_check_the_real_images_trainer_modules():
+    """The stand-ins provide the modules the real musubi check imports (not torch and its dependants), and the real cv2."""
+    real = images.load_pins("musubi").values["import_check"]
+    standin = images.load_pins("musubi", pins_file=STANDIN_PINS).values["import_check"]
+    assert [m for m in real if m not in ("torch", "accelerate", "bitsandbytes")] == [m for m in standin if m not in ("av", "numpy")]
+    lock = (REPO / "tests/standin/requirements.lock").read_text()
+    opencv = re.search(r"^opencv-python==.*?(?=^\S)", lock, re.S | re.M).group(0)
+    assert opencv.split("#")[0] in (REPO / "images/musubi/requirements.lock").read_text(), "same version, same hashes as the real lock"
+    diffpipe = images.load_pins("diffpipe", pins_file=STANDIN_PINS)
+    assert images.build_args(diffpipe, None)["BNB_CONFIG_KEYS"] == "", "no bitsandbytes in the stand-in: no 8-bit config check"
+
+
+def test_diffpipe_locks_the_bitsandbytes_its_8bit_optimizer_reads():
+    for name in ("diffpipe", "musubi"):
+        pinned = images.load_pins(name).values["bitsandbytes"]
+        assert f"\nbitsandbytes=={pinned} \\" in (REPO / f"images/{name}/requirements.lock").read_text()
+    assert images.load_pins("diffpipe").values["bitsandbytes"] == "0.49.2"
+
+
+def test_no_build_step_hides_its_errors_or_falls_back_to_an_unlocked_install():
+    for trainer in images.TRAINERS:
+        text = (REPO / f"Dockerfile.{trainer}").read_text()
+        assert "2>/dev/null" not in text and "|| pip install --no-deps -e" not in text
+
+
+def test_malformed_check_pins_are_user_errors(tmp_path):
+    pins = images.load_pins("diffpipe")
+    as_string = images.Pins("diffpipe", "default", pins.values | {"import_check": "torch cv2"}, pins.base)
+    with pytest.raises(UserError, match=r"import_check.*not a list of names.*import_check = \["):
+        images.build_args(as_string, None)
+    no_sdist = images.Pins("diffpipe", "default", {k: v for k, v in pins.values.items() if k != "flash_attn_sdist"}, pins.base)
+    no_wheel_hash = images.Pins("diffpipe", "default", pins.values | {"flash_attn_wheel": {"url": pins.values["flash_attn_wheel"]["url"]}}, pins.base)
+    for bad in (no_sdist, no_wheel_hash):
+        with pytest.raises(UserError, match="would not be hash-checked"):
+            images.build_args(bad, None)

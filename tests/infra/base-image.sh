@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
 # Build a minimal Debian bookworm image (python3, pip, venv, git, CA certs) from
 # the host's Debian mirror and `docker import` it as TAG (default
-# runner-test-base:bookworm). Skips if TAG exists. The rootfs tarball is cached
+# runner-test-base:bookworm). Skips if TAG exists with the same packages. The rootfs tarball is cached
 # under /var/cache/runner-test/ so a rebuild on the same machine is a few seconds.
 # Bootstrapper: mmdebstrap (default, faster; adds -updates and -security) or
 # debootstrap (RUNNER_TEST_BOOTSTRAP=debootstrap; main suite only).
 # Mirror: the host apt's, or RUNNER_TEST_MIRROR.
 # The image does NOT contain the host's TLS-intercepting CA: builds must pass it in.
+# Nor libGL/libglib (opencv's system libraries): the trainer Dockerfiles must install them, and the
+# stand-in images' cv2 import check fails the CI build if one does not.
 set -euo pipefail
 LOG_TAG=base-image
 HERE=$(dirname "${BASH_SOURCE[0]}")
@@ -14,13 +16,15 @@ source "$HERE/lib.sh"
 
 TAG=${1:-runner-test-base:bookworm}
 SUITE=bookworm
-PACKAGES=python3,python3-pip,python3-venv,python3-dev,build-essential,ca-certificates,git,libgl1,libglib2.0-0
+PACKAGES=python3,python3-pip,python3-venv,python3-dev,build-essential,ca-certificates,git
 BOOTSTRAP=${RUNNER_TEST_BOOTSTRAP:-mmdebstrap}
 CACHE_DIR=/var/cache/runner-test
 
 "$HERE/docker-engine.sh"
 if docker image inspect "$TAG" >/dev/null 2>&1; then
-  log "$TAG already present, nothing to do"; exit 0
+  built_with=$(docker image inspect -f '{{ index .Config.Labels "org.runner.test-base-packages" }}' "$TAG")
+  [[ $built_with != "$PACKAGES" ]] || { log "$TAG already present, nothing to do"; exit 0; }
+  log "$TAG was built with other packages (${built_with:-unrecorded}): rebuilding it"
 fi
 
 # The host's Debian mirror (deb822 .sources or one-line .list), first match wins.
@@ -93,6 +97,7 @@ docker import \
   --change 'ENV LANG=C.UTF-8' \
   --change 'ENV PIP_BREAK_SYSTEM_PACKAGES=1' \
   --change 'LABEL org.runner.test-base=1' \
+  --change "LABEL org.runner.test-base-packages=$PACKAGES" \
   --change 'CMD ["/bin/bash"]' \
   "$TARBALL" "$TAG" >/dev/null
 docker run --rm --network host "$TAG" sh -c \
