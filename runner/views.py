@@ -39,7 +39,7 @@ def selftest_table(results: list) -> Group:
     lines = []
     for r in results:
         lo = r.lora
-        b = "n/a" if lo is None else ("yes" if lo.b_nonzero else "no")
+        b = "n/a" if lo is None else ("yes" if lo.b_nonzero else ("n/a (stand-in)" if r.standin else "no"))
         t.add_row(r.trainer, "[green]pass[/green]" if r.passed else "[red]FAIL[/red]", _num(r.steps, "d"), _num(r.s_per_step, ".2f"),
                   _num(r.peak_gib, ".1f"), _num(r.plan_gib, ".1f"), "n/a" if lo is None else f"{lo.tensors}/{lo.expected}",
                   _num(lo and lo.rank, "d"), b, lo.dtype if lo else "n/a")

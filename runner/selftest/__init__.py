@@ -36,6 +36,7 @@ class Result:
     peak_gib: float | None = None  # nvidia-smi on the host, beyond what was in use before
     plan_gib: float | None = None  # the memory planner's estimate for this job on this GPU
     lora: lora.LoraCheck | None = None
+    standin: bool = False  # the image holds CI's stand-in trainer (tests/standin/): no model math
     problems: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     log: str | None = None
@@ -80,14 +81,26 @@ def write_job(folder: Path, trainer: Trainer, fmt: Format, model_set: modelfiles
     return path
 
 
-def image_for(executor, trainer: Trainer, settings: config.Settings, inventory) -> str:
-    """The trainer image `runner train` would use on this host, there (sent to a remote host if it lacks it)."""
+def image_for(executor, trainer: Trainer, settings: config.Settings, inventory) -> tuple[str, images.Pins]:
+    """The trainer image `runner train` would use on this host and its pins; the image is checked there (and
+    sent to a remote host that lacks it)."""
     from runner.gpu import variant
 
     table = variant.choose(trainer.value, inventory).pins_table if inventory is not None else "default"
-    ref = images.image_ref(images.load_pins(trainer.value, table, pins_file=settings.pins), settings.ca_bundle)
+    pins = images.load_pins(trainer.value, table, pins_file=settings.pins)
+    ref = images.image_ref(pins, settings.ca_bundle)
     executor.check_image(ref, trainer.value if table == "default" else f"{trainer.value} --variant {table}")
-    return ref
+    return ref, pins
+
+
+def tokenizer_note(trainer: Trainer, pins: images.Pins, model_set: modelfiles.ModelSet) -> str:
+    """Where the trainer's umT5 tokenizer comes from: diffusion-pipe reads the models folder's, musubi the HF
+    cache, which the image seeds from the hub at build (pins: tokenizers)."""
+    if trainer is Trainer.diffpipe:
+        return f"tokenizer: {next(iter(model_set.labels.values()), 'none written')}"
+    seeded = [f"{t['repo']}/{t['subfolder']}@{t.get('revision', 'main')[:12]}" for t in pins.values.get("tokenizers", [])]
+    return f"tokenizer: the image's, seeded into the HF cache ({', '.join(seeded)})" if seeded else \
+        "tokenizer: the image seeds none (pins: tokenizers = []); a real musubi would need it in the HF cache"
 
 
 def run(trainers: list[Trainer], host: str, steps: int, fmt: Format, console: Console) -> list[Result]:
@@ -103,16 +116,20 @@ def run(trainers: list[Trainer], host: str, steps: int, fmt: Format, console: Co
         inventory = gather(executor.shell)
     folder = work_dir()
     write_clips(folder / "data")
-    refs = {t: image_for(executor, t, settings, inventory) for t in trainers}
-    model_set = modelfiles.ensure(executor, refs[trainers[0]], settings, fmt, trainers, console)
-    return [train_one(executor, t, write_job(folder, t, fmt, model_set, settings, steps, inventory is not None), settings,
-                      model_set, inventory is not None, console) for t in trainers]
+    images_ = {t: image_for(executor, t, settings, inventory) for t in trainers}
+    model_set = modelfiles.ensure(executor, images_[trainers[0]][0], settings, fmt, trainers, console)
+    results = []
+    for t in trainers:
+        job_file = write_job(folder, t, fmt, model_set, settings, steps, inventory is not None)
+        result = Result(t.value, passed=False, notes=[tokenizer_note(t, images_[t][1], model_set)])
+        results.append(train_one(executor, t, job_file, settings, model_set, result, console))
+    return results
 
 
 def train_one(executor, trainer: Trainer, job_file: Path, settings: config.Settings, model_set: modelfiles.ModelSet,
-              gpu: bool, console: Console) -> Result:
+              result: Result, console: Console) -> Result:
     console.rule(f"selftest: {trainer.value}")
-    result = Result(trainer.value, passed=False, notes=list(model_set.labels.values()))
+    gpu = jobs.gpus_wanted()
     if model_set.fill == "holes":
         result.notes.append("model values are zeros: the image has no torch, so its trainer does no math")
     if gpu:
@@ -126,7 +143,7 @@ def train_one(executor, trainer: Trainer, job_file: Path, settings: config.Setti
     result.peak_gib = peak.peak_gib if gpu else None
     result.log = str(record.log_file)
     result.s_per_step, result.steps = watch.seconds_per_step(watched.lines)
-    standin = any(line.startswith(STANDIN) for line in watched.lines)
+    result.standin = standin = any(line.startswith(STANDIN) for line in watched.lines)
     if standin:
         result.notes.append("stand-in trainer: no model math, so the LoRA is zeros and s/step says nothing of the real one")
     if code != 0:
