@@ -45,6 +45,9 @@ def selftest_table(results: list) -> Group:
                   _num(lo and lo.rank, "d"), b, lo.dtype if lo else "n/a")
         lines += [Text(f"{r.trainer}: FAIL: {p}", style="red") for p in r.problems]
         lines += [Text(f"{r.trainer}: {n}") for n in r.notes]
+        if r.step_peaks_gib:
+            steps = ", ".join(f"{step} {gib:.1f}" for step, gib in r.step_peaks_gib.items())
+            lines.append(Text(f"{r.trainer}: peak GiB per step of the plan: {steps}"))
     if any(r.peak_gib is None for r in results):
         lines.append(Text("peak GiB / plan GiB: n/a without a GPU (RUNNER_GPUS=none)"))
     return Group(t, *lines)

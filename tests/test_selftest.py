@@ -119,6 +119,15 @@ def test_files_follow_runner_download_layout():
     assert dtypes["Wan_2.1_ComfyUI_repackaged/split_files/text_encoders/umt5_xxl_fp16.safetensors"] == "F16"
 
 
+def test_standin_tokenizer_loads_as_a_t5_tokenizer(tmp_path):
+    tokenizers = pytest.importorskip("tokenizers", reason="the tokenizers library (in both trainer images) is not installed here")
+    label = make_files.write_tokenizer(str(tmp_path / "google" / "umt5-xxl"), "Wan-AI/Wan2.1-T2V-14B")
+    assert label.startswith("STAND-IN") and (tmp_path / "google" / "umt5-xxl" / "STAND-IN.txt").is_file()
+    tok = tokenizers.Tokenizer.from_file(str(tmp_path / "google" / "umt5-xxl" / "tokenizer.json"))
+    ids = tok.encode("a moving test pattern, clip 1").ids
+    assert ids[-1] == 1 and 2 not in ids[:-1] and max(ids) < 256384, "ends with </s>, no <unk>, fits umT5's embedding"
+
+
 def _lora_file(path: Path, trainer: Trainer, rank: int, b_init: list) -> Path:
     tensors = []
     for i in range(lora.BLOCKS):
@@ -154,6 +163,40 @@ def test_seconds_per_step_from_each_trainers_progress():
                 "steps: 2 loss: 0.12 iter time (s): 1.000 samples/sec: 1.0", "steps: 3 loss: 0.11 iter time (s): 3.000 samples/sec: 0.3"]
     assert watch.seconds_per_step(diffpipe) == (2.0, 3), "the first step (compilation, allocation) is left out"
     assert watch.seconds_per_step(["[runner] done"]) == (None, None)
+
+
+class _SmiReadings:
+    """Stands in for nvidia-smi on a GPU host (none here): memory.used of two GPUs, one reading per call."""
+
+    name = "gpuhost"
+
+    def __init__(self, readings: list[str]):
+        self.readings = iter(readings)
+
+    def run(self, argv, timeout=60):
+        from runner.shell import Result
+
+        assert argv == watch.SMI
+        return Result(0, next(self.readings), "")
+
+
+def test_gpu_peak_per_plan_step():
+    peak = watch.GpuPeak(_SmiReadings(["1024\n0\n", "7168\n0\n", "15360\n0\n", "3072\n0\n", "14336\n0\n"]))
+    lines = iter(["[runner] step 1/3 cache-latents start: python …", "x", "[runner] step 3/3 train start: accelerate …", "y"])
+
+    class Logs:
+        def logs(self, container, follow=True):
+            yield from lines
+
+    watched = watch.Watched(Logs(), peak.set_step)
+    stream = watched.logs("c")
+    next(stream)
+    peak.sample()  # 6 GiB above the 1 GiB in use before
+    peak.sample()
+    next(stream), next(stream)
+    peak.sample(), peak.sample()
+    assert peak.peaks_gib() == {"cache-latents": 14.0, "train": 13.0}
+    assert watch.GpuPeak(_SmiReadings(["No devices were found\n"])).baseline is None
 
 
 # --- the command, with a real Docker engine and the stand-in images ------------------------------------------

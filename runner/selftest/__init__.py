@@ -33,7 +33,8 @@ class Result:
     passed: bool
     steps: int | None = None
     s_per_step: float | None = None
-    peak_gib: float | None = None  # nvidia-smi on the host, beyond what was in use before
+    peak_gib: float | None = None  # nvidia-smi on the host during the training step, beyond what was in use before
+    step_peaks_gib: dict[str, float] = field(default_factory=dict)  # the same for each step of the plan (caching too)
     plan_gib: float | None = None  # the memory planner's estimate for this job on this GPU
     lora: lora.LoraCheck | None = None
     standin: bool = False  # the image holds CI's stand-in trainer (tests/standin/): no model math
@@ -137,10 +138,15 @@ def train_one(executor, trainer: Trainer, job_file: Path, settings: config.Setti
 
         result.plan_gib = plan_job_on(load_job(job_file), executor.shell).gpu_gib
     record = launch.start(job_file, executor, settings, console)
-    watched = watch.Watched(executor)
-    with watch.GpuPeak(executor.shell) if gpu else _no_gpu() as peak:
+    if gpu:
+        with watch.GpuPeak(executor.shell) as peak:
+            watched = watch.Watched(executor, peak.set_step)
+            code = launch.follow(record, watched, console)
+        result.step_peaks_gib = peak.peaks_gib()
+        result.peak_gib = result.step_peaks_gib.get("train")
+    else:
+        watched = watch.Watched(executor)
         code = launch.follow(record, watched, console)
-    result.peak_gib = peak.peak_gib if gpu else None
     result.log = str(record.log_file)
     result.s_per_step, result.steps = watch.seconds_per_step(watched.lines)
     result.standin = standin = any(line.startswith(STANDIN) for line in watched.lines)
@@ -163,13 +169,3 @@ def train_one(executor, trainer: Trainer, job_file: Path, settings: config.Setti
         result.problems.append("LoRA B matrices are still zero: training did not update the LoRA")
     result.passed = not result.problems
     return result
-
-
-class _no_gpu:
-    peak_gib = None
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc) -> None:
-        pass

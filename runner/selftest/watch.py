@@ -15,11 +15,16 @@ PROGRESS = re.compile(r"(\d+)/(\d+) \[")
 ITER = re.compile(r"steps: (\d+) .*iter time \(s\): (\d+(?:\.\d+)?)")  # DeepSpeed's line in diffusion-pipe
 
 
-class Watched:
-    """An executor whose followed log is also kept here (launch.follow streams it as usual)."""
+STEP = re.compile(re.escape(MARK) + r"\d+/\d+ (\S+) start: ")  # MARK = "[runner] step "
 
-    def __init__(self, executor):
+
+class Watched:
+    """An executor whose followed log is also kept here (launch.follow streams it as usual); the plan step that
+    runs (cache-latents, cache-text-encoder, train) is passed on to `on_step`."""
+
+    def __init__(self, executor, on_step=lambda name: None):
         self._executor = executor
+        self.on_step = on_step
         self.lines: list[str] = []
 
     def __getattr__(self, name):
@@ -29,6 +34,8 @@ class Watched:
         for line in self._executor.logs(container, follow=follow):
             if follow:
                 self.lines.extend(line.split("\r"))  # tqdm redraws with carriage returns
+                if m := STEP.match(line):
+                    self.on_step(m.group(1))
             yield line
 
 
@@ -43,12 +50,13 @@ def gpu_used_mib(shell) -> list[int] | None:
 
 
 class GpuPeak:
-    """Peak GPU memory used beyond what was in use when it started, sampled every `every` seconds."""
+    """Peak GPU memory in use beyond what was in use when it started, per plan step, sampled every `every` seconds."""
 
     def __init__(self, shell, every: float = 1.0):
         self.shell, self.every = shell, every
         self.baseline = gpu_used_mib(shell)
-        self.peak_mib = 0
+        self.step = "start"
+        self.peak_mib: dict[str, int] = {}
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
@@ -64,13 +72,19 @@ class GpuPeak:
 
     def _run(self) -> None:
         while not self._stop.wait(self.every):
-            used = gpu_used_mib(self.shell)
-            if used and len(used) == len(self.baseline):
-                self.peak_mib = max(self.peak_mib, *(u - b for u, b in zip(used, self.baseline)))
+            self.sample()
 
-    @property
-    def peak_gib(self) -> float | None:
-        return None if self.baseline is None else self.peak_mib / 1024
+    def sample(self) -> None:
+        used = gpu_used_mib(self.shell)
+        if used and self.baseline and len(used) == len(self.baseline):
+            step = self.step
+            self.peak_mib[step] = max(self.peak_mib.get(step, 0), *(u - b for u, b in zip(used, self.baseline)))
+
+    def set_step(self, name: str) -> None:
+        self.step = name
+
+    def peaks_gib(self) -> dict[str, float]:
+        return {step: mib / 1024 for step, mib in self.peak_mib.items()}
 
 
 def training_lines(lines: list[str]) -> list[str]:
