@@ -19,7 +19,8 @@ import pytest
 
 from runner.selftest import arch, lora, make_files, watch
 from runner.spec import Trainer
-from tests.dockerfixtures import require_docker, runner, runner_env
+from tests.dockerfixtures import runner, runner_env
+from tests.test_docker import built  # noqa: F401  (the stand-in images, built once per session)
 
 TENSORS = [["a.weight", "BF16", [3, 4], ["normal", 0.5]], ["b", "F32", [5], ["const", 1.0]], ["c", "F16", [2, 2, 2], ["normal", 1.0]]]
 
@@ -202,16 +203,6 @@ def test_gpu_peak_per_plan_step():
 # --- the command, with a real Docker engine and the stand-in images ------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def built(tmp_path_factory) -> Path:
-    require_docker()
-    tmp = tmp_path_factory.mktemp("selftest-images")
-    for trainer in ("musubi", "diffpipe"):
-        r = runner(["build", trainer], runner_env(tmp))
-        assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
-    return tmp
-
-
 def _selftest(env: dict, *args: str) -> tuple[subprocess.CompletedProcess, list[dict]]:
     r = runner(["selftest", "--json", *args], env)
     try:
@@ -274,13 +265,11 @@ def test_selftest_bad_options_start_nothing(tmp_path, args, message):
     assert not (tmp_path / "svc" / "models").exists() and not (tmp_path / "state" / "selftest").exists()
 
 
-def test_selftest_on_a_remote_host(tmp_path):
+def test_selftest_on_a_remote_host(built, tmp_path):
     from tests.remotefixtures import ADDRESS, CLIENT_KEY, KNOWN_HOSTS, SRV, add_host, engine, host_dirs, require_remote
 
     require_remote()
     env = runner_env(tmp_path, XDG_CONFIG_HOME=str(tmp_path / "config"))
-    for trainer in ("musubi", "diffpipe"):
-        assert runner(["build", trainer], env).returncode == 0
     tag = uuid.uuid4().hex[:8]
     models = f"{SRV}/gpu01/models/t-{tag}"
     subprocess.run(["ssh", "-i", CLIENT_KEY, "-o", f"UserKnownHostsFile={KNOWN_HOSTS}", f"runnertest@{ADDRESS['gpu01']}", "mkdir", "-p", models], check=True)

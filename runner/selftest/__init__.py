@@ -115,9 +115,9 @@ def run(trainers: list[Trainer], host: str, steps: int, fmt: Format, console: Co
 
         executor.check_gpus()
         inventory = gather(executor.shell)
+    images_ = {t: image_for(executor, t, settings, inventory) for t in trainers}
     folder = work_dir()
     write_clips(folder / "data")
-    images_ = {t: image_for(executor, t, settings, inventory) for t in trainers}
     model_set = modelfiles.ensure(executor, images_[trainers[0]][0], settings, fmt, trainers, console)
     results = []
     for t in trainers:
