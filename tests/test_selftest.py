@@ -149,7 +149,9 @@ def test_lora_check(tmp_path, trainer):
     trained = lora.check(_lora_file(tmp_path / "t.safetensors", trainer, 8, ["normal", 1e-3]), trainer, 8)
     assert trained.problems == () and trained.b_nonzero and trained.rank == 8 and trained.tensors == trained.expected
     untrained = lora.check(_lora_file(tmp_path / "u.safetensors", trainer, 8, ["const", -0.0]), trainer, 8)
-    assert not untrained.b_nonzero, "-0.0 is zero too"
+    assert not untrained.b_nonzero and untrained.b_finite, "-0.0 is zero too"
+    diverged = lora.check(_lora_file(tmp_path / "n.safetensors", trainer, 8, ["const", float("nan")]), trainer, 8)
+    assert diverged.b_nonzero and not diverged.b_finite and any("NaN" in p for p in diverged.problems)
     other = Trainer.musubi if trainer is Trainer.diffpipe else Trainer.diffpipe
     wrong = lora.check(tmp_path / "t.safetensors", other, 16)
     assert any("outside" in p for p in wrong.problems) and any("rank" in p for p in wrong.problems)

@@ -21,6 +21,7 @@ KEY = {
 }
 PER_MODULE = {Trainer.diffpipe: 2, Trainer.musubi: 3}
 ZERO_MASK = {"F32": 0x7FFFFFFF, "F16": 0x7FFF, "BF16": 0x7FFF}  # a value is zero when these bits are
+EXPONENT = {"F32": 0x7F800000, "F16": 0x7C00, "BF16": 0x7F80}  # all set: inf or NaN
 
 
 @dataclass(frozen=True)
@@ -31,6 +32,7 @@ class LoraCheck:
     rank: int | None
     dtype: str
     b_nonzero: bool
+    b_finite: bool
     problems: tuple[str, ...]
 
 
@@ -40,13 +42,13 @@ def read_header(path: Path) -> tuple[dict, int]:
         return json.loads(f.read(n)), 8 + n
 
 
-def _nonzero(f, start: int, info: dict) -> bool:
+def _scan(f, start: int, info: dict) -> tuple[bool, bool]:
+    """(any value non-zero, every value finite) of one tensor, from its raw bits."""
     a, b = info["data_offsets"]
     f.seek(start + a)
-    raw = f.read(b - a)
-    words = array("I" if info["dtype"] == "F32" else "H", raw)
-    mask = ZERO_MASK[info["dtype"]]
-    return any(w & mask for w in words)
+    words = array("I" if info["dtype"] == "F32" else "H", f.read(b - a))
+    zero, exp = ZERO_MASK[info["dtype"]], EXPONENT[info["dtype"]]
+    return any(w & zero for w in words), not any(w & exp == exp for w in words)
 
 
 def check(path: Path, trainer: Trainer, rank: int) -> LoraCheck:
@@ -62,14 +64,17 @@ def check(path: Path, trainer: Trainer, rank: int) -> LoraCheck:
         problems.append(f"{len(header)} tensors, {expected} expected for {BLOCKS} blocks x {len(MODULES)} modules")
     down = [v for k, v in header.items() if k.endswith(("lora_A.weight", "lora_down.weight"))]
     up = {k: v for k, v in header.items() if k.endswith(("lora_B.weight", "lora_up.weight"))}
-    ranks = {v["shape"][0] for v in down} | {v["shape"][1] for v in up.values()}
-    found = ranks.pop() if len(ranks) == 1 else None
+    ranks = sorted({v["shape"][0] for v in down} | {v["shape"][1] for v in up.values()})
+    found = ranks[0] if len(ranks) == 1 else None
     if found != rank:
-        problems.append(f"rank {sorted(ranks | {found} - {None}) or 'missing'}, the job asks {rank}")
+        problems.append(f"rank {', '.join(map(str, ranks)) or 'missing'}, the job asks {rank}")
     with path.open("rb") as f:
-        b_nonzero = bool(up) and all(_nonzero(f, start, v) for v in up.values())
+        scans = [_scan(f, start, v) for v in up.values()]
+    b_nonzero, b_finite = bool(scans) and all(s[0] for s in scans), all(s[1] for s in scans)
+    if not b_finite:
+        problems.append("B matrices hold inf or NaN: the training diverged")
     dtypes = sorted({v["dtype"] for v in header.values()})
-    return LoraCheck(str(path), len(header), expected, found, "/".join(dtypes), b_nonzero, tuple(problems))
+    return LoraCheck(str(path), len(header), expected, found, "/".join(dtypes), b_nonzero, b_finite, tuple(problems))
 
 
 def newest(folder: Path, trainer: Trainer) -> Path | None:
