@@ -167,7 +167,7 @@ def files(fmt: Format, trainers: list[Trainer]) -> list[dict]:
     """What `runner download t2v-1.3B --format FMT` puts under the models root for these trainers, as entries
     for the writer (runner/selftest/make_files.py). The tokenizers musubi reads from the HF cache are the image's."""
     official = PRESET.official_dir.as_posix()
-    comfy = f"{models.COMFY_REPO.split('/')[1]}"
+    comfy = models.COMFY_REPO.split('/')[1]
     table = {
         f"{official}/config.json": {"kind": "json", "content": CONFIG},
         f"{official}/{models.OFFICIAL_VAE}": {"kind": "pth", "tensors": vae()},
@@ -177,11 +177,16 @@ def files(fmt: Format, trainers: list[Trainer]) -> list[dict]:
         f"{comfy}/{PRESET.comfy_dit}": {"kind": "safetensors", "tensors": dit("BF16")},
         f"{comfy}/{models.COMFY_T5}": {"kind": "safetensors", "tensors": umt5_comfy("F16")},
     }
-    wanted = [(w.folder.as_posix(), w) for w in models.wanted(PRESET, fmt, trainers) if w.folder is not None]
-    return [{"path": path, **entry} for path, entry in table.items()
-            if any(path.startswith(folder + "/") and w.matches(path[len(folder) + 1:]) or
-                   entry["kind"] == "tokenizer" and path.startswith(folder + "/") and w.matches(path[len(folder) + 1:] + "/x")
-                   for folder, w in wanted)]
+    wants = [w for w in models.wanted(PRESET, fmt, trainers) if w.folder is not None]
+    return [{"path": path, **entry} for path, entry in table.items() if any(_wanted(w, path, entry["kind"]) for w in wants)]
+
+
+def _wanted(want: models.Want, path: str, kind: str) -> bool:
+    folder = want.folder.as_posix() + "/"
+    if not path.startswith(folder):
+        return False
+    name = path[len(folder):]
+    return want.matches(f"{name}/tokenizer.json" if kind == "tokenizer" else name)  # a tokenizer is a folder's files
 
 
 def all_files() -> list[dict]:
