@@ -202,6 +202,24 @@ def test_gpu_peak_per_plan_step():
     assert watch.GpuPeak(_SmiReadings(["No devices were found\n"])).baseline is None
 
 
+def test_table_shows_failures_and_figures():
+    from rich.console import Console
+
+    from runner.selftest import Result
+    from runner.views import selftest_json, selftest_table
+
+    ok = Result("musubi", True, steps=4, s_per_step=2.93, peak_gib=12.6, plan_gib=13.1, step_peaks_gib={"cache-text-encoder": 14.0, "train": 12.6},
+                lora=lora.LoraCheck("x.safetensors", 900, 900, 32, "BF16/F32", True, True, ()))
+    bad = Result("diffpipe", False, problems=["the job exited with 1; its log: /x.log"], notes=["tokenizer: STAND-IN tokenizer (the image has none)"])
+    console = Console(width=220, record=True)
+    console.print(selftest_table([ok, bad]))
+    text = console.export_text()
+    assert "pass" in text and "FAIL" in text and "2.93" in text and "12.6" in text and "13.1" in text
+    assert "diffpipe: FAIL: the job exited with 1" in text and "cache-text-encoder 14.0, train 12.6" in text
+    assert "n/a without a GPU" in text, "diffpipe has no figures: said so, not zero"
+    assert json.loads(selftest_json([ok, bad]))[0]["lora"]["rank"] == 32
+
+
 # --- the command, with a real Docker engine and the stand-in images ------------------------------------------
 
 

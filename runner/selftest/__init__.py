@@ -17,6 +17,7 @@ import yaml
 from rich.console import Console
 
 from runner import config, images, jobs, launch, models, sync
+from runner.errors import UserError
 from runner.models import Format
 from runner.selftest import lora, modelfiles, watch
 from runner.spec import Task, Trainer, load_job
@@ -123,7 +124,11 @@ def run(trainers: list[Trainer], host: str, steps: int, fmt: Format, console: Co
     for t in trainers:
         job_file = write_job(folder, t, fmt, model_set, settings, steps, inventory is not None)
         result = Result(t.value, passed=False, notes=[tokenizer_note(t, images_[t][1], model_set)])
-        results.append(train_one(executor, t, job_file, settings, model_set, result, console))
+        try:
+            results.append(train_one(executor, t, job_file, settings, model_set, result, console))
+        except UserError as e:  # this trainer's job could not start (e.g. it does not fit the GPU): the next one still runs
+            result.problems.append(str(e))
+            results.append(result)
     return results
 
 
@@ -144,6 +149,8 @@ def train_one(executor, trainer: Trainer, job_file: Path, settings: config.Setti
             code = launch.follow(record, watched, console)
         result.step_peaks_gib = peak.peaks_gib()
         result.peak_gib = result.step_peaks_gib.get("train")
+        if trainer is Trainer.diffpipe:
+            result.notes.append("diffusion-pipe caches inside its train step, so its peak includes the text encoder on the GPU")
     else:
         watched = watch.Watched(executor)
         code = launch.follow(record, watched, console)
