@@ -142,9 +142,10 @@ def train_one(executor, trainer: Trainer, job_file: Path, settings: config.Setti
         from runner.gpu.planner import plan_job_on
 
         result.plan_gib = plan_job_on(load_job(job_file), executor.shell).gpu_gib
+    peak = watch.GpuPeak(executor.shell) if gpu else None  # the memory in use before the job starts
     record = launch.start(job_file, executor, settings, console)
-    if gpu:
-        with watch.GpuPeak(executor.shell) as peak:
+    if peak:
+        with peak:
             watched = watch.Watched(executor, peak.set_step)
             code = launch.follow(record, watched, console)
         result.step_peaks_gib = peak.peaks_gib()
