@@ -436,6 +436,33 @@ def download(
     out.print(f"fetched {counts['fetched']}, verified {counts['verified']}, already verified {counts['skipped']}: every file matches the hub")
 
 
+@app.command()
+def selftest(
+    trainer: str = typer.Option(None, "--trainer", help="diffpipe or musubi (default: both)"),
+    host: str = typer.Option("local", "--host", "-H", help="a host from `runner hosts list` (default: this machine)"),
+    steps: int = typer.Option(4, "--steps", min=1, help="training steps per trainer (whole epochs over the 2 clips)"),
+    fmt: str = typer.Option("comfy", "--format", help="model files as `runner download --format` lays them out: comfy or official"),
+    as_json: bool = typer.Option(False, "--json", help="print JSON instead of a table"),
+) -> None:
+    """Smoke-test the trainers on a GPU host: random-weight Wan2.1 T2V-1.3B files of the real architecture (made once,
+    on the host, in the trainer image, under <models>/runner-selftest/), two synthetic clips, then `runner train` for
+    each trainer: cache latents, cache text, train, save. Checks the LoRA (key names, rank, tensor count, B matrices
+    trained) and reports s/step and peak GPU memory against the planner's estimate. Exits 1 when a trainer fails."""
+    from runner import selftest
+    from runner.models import Format
+    from runner.spec import Trainer
+    from runner.views import selftest_json, selftest_table
+
+    chosen = _choice(Trainer, trainer, "--trainer")
+    results = selftest.run([chosen] if chosen else list(Trainer), host, steps, _choice(Format, fmt, "--format"), err if as_json else out)
+    if as_json:
+        print(selftest_json(results))
+    else:
+        out.print(selftest_table(results))
+    if not all(r.passed for r in results):
+        raise typer.Exit(1)
+
+
 def main() -> None:
     try:
         app()

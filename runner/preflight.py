@@ -68,6 +68,8 @@ def check_free(shell: Shell, path: str, need: int, what: str) -> None:
 
 
 def make_dirs(shell: Shell, paths: list[str]) -> None:
+    if not paths:
+        return
     r = shell.run(["mkdir", "-p", "--", *paths], timeout=30)
     if r.ok:
         r = shell.run(["sh", "-c", 'for p do [ -w "$p" ] || { echo "$p"; exit 1; }; done', "sh", *paths], timeout=30)

@@ -25,3 +25,35 @@ def plan_summary(plan: Plan, out_dir: Path) -> Group:
     files = ", ".join(sorted(plan.files) + ["plan.json", "command.sh"])
     steps = [Text(f"{i}. {s.name}: ", style="bold") + Text(shlex.join(s.argv)) for i, s in enumerate(plan.steps, 1)]
     return Group(Text(f"{plan.trainer} job {plan.job} → {out_dir}: {files}"), mounts_table(plan), *steps)
+
+
+def _num(value: float | None, fmt: str) -> str:
+    return "n/a" if value is None else format(value, fmt)
+
+
+def selftest_table(results: list) -> Group:
+    """`runner selftest`: one row per trainer, then each trainer's problems and notes."""
+    t = Table(title="runner selftest (Wan2.1 T2V-1.3B, random weights)", title_justify="left")
+    for col in ("trainer", "result", "steps", "s/step", "peak GiB", "plan GiB", "LoRA tensors", "rank", "B trained", "dtype"):
+        t.add_column(col)
+    lines = []
+    for r in results:
+        lo = r.lora
+        b = "n/a" if lo is None else ("yes" if lo.b_nonzero else ("n/a (stand-in)" if r.standin else "no"))
+        t.add_row(r.trainer, "[green]pass[/green]" if r.passed else "[red]FAIL[/red]", _num(r.steps, "d"), _num(r.s_per_step, ".2f"),
+                  _num(r.peak_gib, ".1f"), _num(r.plan_gib, ".1f"), "n/a" if lo is None else f"{lo.tensors}/{lo.expected}",
+                  _num(lo and lo.rank, "d"), b, lo.dtype if lo else "n/a")
+        lines += [Text(f"{r.trainer}: FAIL: {p}", style="red") for p in r.problems]
+        lines += [Text(f"{r.trainer}: {n}") for n in r.notes]
+        if r.step_peaks_gib:
+            steps = ", ".join(f"{step} {gib:.1f}" for step, gib in r.step_peaks_gib.items())
+            lines.append(Text(f"{r.trainer}: peak GiB per step of the plan: {steps}"))
+    if any(r.peak_gib is None for r in results):
+        lines.append(Text("peak GiB / plan GiB: n/a without a GPU (RUNNER_GPUS=none)"))
+    return Group(t, *lines)
+
+
+def selftest_json(results: list) -> str:
+    import json
+
+    return json.dumps([r.as_dict() for r in results], indent=2)
