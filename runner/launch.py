@@ -113,9 +113,9 @@ def stop(record: JobRecord, executor) -> None:
     record.save()
 
 
-def finish(record: JobRecord, executor, code: int, failure: str = "") -> None:
+def finish(record: JobRecord, executor, code: int) -> logwatch.OutOfMemory | None:
     """Close a record: keep the log, record a successful run's caches as fresh, remove the container.
-    A failed run's record says why (`failure`, else what its log shows, e.g. CUDA out of memory)."""
+    A failed run's record says why when its whole log shows it; returns the CUDA out-of-memory found there."""
     lines = archive(record, executor)
     record.exit_code = code
     record.status = "exited" if code == 0 else "failed"
@@ -123,32 +123,50 @@ def finish(record: JobRecord, executor, code: int, failure: str = "") -> None:
     if code == 0:
         for folder, fp in record.fingerprints.items():
             executor.write_text(Path(folder) / fingerprint.FILE_NAME, fp)
-    elif not failure and (oom := logwatch.scan(lines, record.trainer).oom):
-        failure = oom.summary()
-    record.failure = failure
+    oom = logwatch.scan(lines, record.trainer).oom if code != 0 else None
+    record.failure = oom.summary() if oom else ""
     record.save()
+    return oom
 
 
 OOM_GRACE_S = 15  # musubi exits at once after an out-of-memory; diffusion-pipe may hang on, holding the GPU
 
 
+class StopUnlessExited:
+    """Stops a container that has not exited `seconds` after start() (a trainer hung after CUDA out of memory)."""
+
+    def __init__(self, executor, container: str, seconds: float = OOM_GRACE_S):
+        self.fired = threading.Event()
+        self.timer = threading.Timer(seconds, self._stop, args=(executor, container))
+        self.timer.daemon = True  # an interrupted `runner train` leaves the job to `runner logs -f` / `runner stop`
+
+    def _stop(self, executor, container: str) -> None:
+        self.fired.set()
+        executor.stop(container)
+
+    def start(self) -> None:
+        if self.timer.ident is None:  # not started yet
+            self.timer.start()
+
+    def end(self) -> bool:
+        """Cancel if pending, wait for a stop under way; whether the container was stopped."""
+        self.timer.cancel()
+        if self.timer.is_alive():
+            self.timer.join()
+        return self.fired.is_set()
+
+
 def follow(record: JobRecord, executor, console: Console) -> int:
     """Stream the container's log with a progress display, keep a copy beside the outputs, return the exit code.
-    After CUDA out of memory the trainer gets OOM_GRACE_S to exit, then its container is stopped; returns 1 then."""
+    After CUDA out of memory the trainer gets OOM_GRACE_S to exit before its container is stopped; returns 1 then."""
     local = executor.host == "local"  # a remote job's outputs (and this copy) come back with `runner pull`
     copy = Path(record.output_dir) / f"runner-{record.id}.log"
     if local:
         copy.parent.mkdir(parents=True, exist_ok=True)
     columns = [TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn()]
     watch = logwatch.Watch(record.trainer)
+    watchdog = StopUnlessExited(executor, record.container)
     warned = False
-    stopped = threading.Event()
-    stopper: threading.Timer | None = None
-
-    def stop_hung() -> None:
-        stopped.set()
-        executor.stop(record.container)
-
     with (copy.open("w") if local else contextlib.nullcontext()) as log, Progress(*columns, console=console, transient=True) as progress:
         task = progress.add_task("starting", total=None)
         for text in executor.logs(record.container, follow=True):
@@ -164,21 +182,18 @@ def follow(record: JobRecord, executor, console: Console) -> int:
             if line.nan and not warned:
                 progress.console.print(f"runner: {logwatch.NAN_HINT.format(id=record.id)}", style="bold yellow", highlight=False)
                 warned = True
-            if watch.oom and stopper is None:
-                stopper = threading.Timer(OOM_GRACE_S, stop_hung)
-                stopper.daemon = True
-                stopper.start()
-    if stopper:
-        stopper.cancel()
-        stopper.join()
-    code = executor.wait(record.container)
-    if watch.oom and code != 0:
-        report = logwatch.oom_report(watch.oom, record.job_file, *card_memory(watch.oom, executor), stopped=stopped.is_set())
-        console.print(f"runner: {report}", style="bold red", highlight=False)
-        finish(record, executor, code, failure=watch.oom.summary())
-        return 1
-    finish(record, executor, code)
-    return code
+            if watch.oom:
+                watchdog.start()
+    stopped = watchdog.end()
+    oom = finish(record, executor, executor.wait(record.container))
+    if oom is None:
+        return record.exit_code
+    report = "runner: " + logwatch.oom_report(oom, record.job_file, *card_memory(oom, executor), stopped=stopped)
+    console.print(report, style="bold red", highlight=False)
+    for kept in [record.log_file] + ([copy] if local else []):  # `runner logs JOB` and the copy beside the outputs say it too
+        with kept.open("a") as f:
+            f.write(report + "\n")
+    return 1
 
 
 def card_memory(oom: logwatch.OutOfMemory, executor) -> tuple[float | None, float | None]:
@@ -187,8 +202,7 @@ def card_memory(oom: logwatch.OutOfMemory, executor) -> tuple[float | None, floa
 
     vram = oom.total_gib
     if vram is None and jobs.gpus_wanted():
-        gpus = gather(executor.shell).gpus
-        vram = min((g.memory_gib for g in gpus), default=None)
+        vram = min((g.memory_gib for g in gather(executor.shell).gpus), default=None)
     return vram, host_ram_gib(executor.shell)
 
 

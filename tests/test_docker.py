@@ -214,8 +214,13 @@ def _oom_job(workspace: Path, example: str, phase: str) -> Path:
     return job
 
 
-def _said(r: subprocess.CompletedProcess) -> str:
-    return " ".join(r.stdout.split())  # runner's paragraphs, unwrapped from the terminal width
+def _says(r: subprocess.CompletedProcess, code: int, *texts: str) -> str:
+    """Assert the exit code and that runner said each text (its paragraphs unwrapped from the terminal width)."""
+    said = " ".join(r.stdout.split())
+    assert r.returncode == code, r.stdout[-3000:] + r.stderr[-2000:]
+    for text in texts:
+        assert text in said, f"{text!r} not in: {said[-3000:]}"
+    return said
 
 
 def _record(env: dict[str, str]) -> dict:
@@ -227,27 +232,24 @@ def _record(env: dict[str, str]) -> dict:
 
 def test_diffpipe_hanging_after_out_of_memory_is_stopped_and_reported(workspace, env):
     r = runner(["train", _oom_job(workspace, "t2v-1.3B-diffpipe", "cache-text-encoder")], env, cwd=workspace)
-    said = _said(r)
-    assert r.returncode == 1, r.stdout[-3000:] + r.stderr[-2000:]
-    assert "runner: CUDA ran out of GPU memory in cache-text-encoder: GPU 0 has 11.50 GiB in all, 0.02 GiB was free" in said
-    assert "The trainer did not exit after the error, so runner stopped its container." in said
-    # the planner leaves the text encoder out (issue 9, item 6): for 11.5 GiB it picks what the example already uses
-    assert "The job already runs with what `runner plan " in said and "--vram 11.5` picks (memory.transformer_dtype: bfloat16" in said
-    assert "the whole text encoder (umT5-XXL) goes to the GPU in this phase whatever the resolution" in said
+    _says(r, 1, "runner: CUDA ran out of GPU memory in cache-text-encoder: GPU 0 has 11.50 GiB in all, 0.02 GiB was free",
+          "The trainer did not exit after the error, so runner stopped its container.",
+          # the planner leaves the text encoder out (issue 9, item 6): for 11.5 GiB it picks what the example already uses
+          "The job already runs with what `runner plan ", "--vram 11.5` picks (memory.transformer_dtype: bfloat16",
+          "the whole text encoder (umT5-XXL) goes to the GPU in this phase whatever the resolution")
     record = _record(env)
     assert record["status"] == "failed" and record["failure"] == "CUDA out of memory in cache-text-encoder (GPU 0: 11.5 GiB)"
-    ps = runner(["ps"], {**env, "COLUMNS": "400"}).stdout
-    assert "CUDA out of memory in cache-text-encoder (GPU 0: 11.5 GiB)" in ps
+    assert "CUDA out of memory in cache-text-encoder (GPU 0: 11.5 GiB)" in runner(["ps"], {**env, "COLUMNS": "400"}).stdout
+    _says(runner(["logs", "ball-1p3b-dp"], env), 1, "torch.OutOfMemoryError: CUDA out of memory.",
+          "runner: CUDA ran out of GPU memory in cache-text-encoder")
 
 
 def test_logs_follow_reattaching_to_a_hung_job_reports_the_same(workspace, env):
     before = _containers()
     try:
         assert runner(["train", _oom_job(workspace, "t2v-1.3B-diffpipe", "cache-latents"), "--detach"], env, cwd=workspace).returncode == 0
-        r = runner(["logs", "-f", "ball-1p3b-dp"], env)
-        said = _said(r)
-        assert r.returncode == 1, r.stdout[-3000:] + r.stderr[-2000:]
-        assert "CUDA ran out of GPU memory in cache-latents: GPU 0 has 11.50 GiB" in said and "runner stopped its container" in said
+        _says(runner(["logs", "-f", "ball-1p3b-dp"], env), 1, "CUDA ran out of GPU memory in cache-latents: GPU 0 has 11.50 GiB",
+              "runner stopped its container")
         assert _record(env)["status"] == "failed"
     finally:
         import docker
@@ -260,9 +262,7 @@ def test_logs_follow_reattaching_to_a_hung_job_reports_the_same(workspace, env):
 @pytest.mark.parametrize("example,phase", [("t2v-1.3B-musubi", "cache-text-encoder"), ("t2v-1.3B-diffpipe", "train")])
 def test_a_trainer_that_exits_after_out_of_memory_is_reported_the_same(workspace, env, example, phase):
     r = runner(["train", _oom_job(workspace, example, phase)], env, cwd=workspace)
-    said = _said(r)
-    assert r.returncode == 1, r.stdout[-3000:] + r.stderr[-2000:]
-    assert f"runner: CUDA ran out of GPU memory in {phase}: GPU 0 has 11.50 GiB in all" in said and "--vram 11.5`" in said
+    said = _says(r, 1, f"runner: CUDA ran out of GPU memory in {phase}: GPU 0 has 11.50 GiB in all", "--vram 11.5`")
     assert "stopped its container" not in said
     assert _record(env)["failure"] == f"CUDA out of memory in {phase} (GPU 0: 11.5 GiB)"
 
@@ -271,7 +271,6 @@ def test_a_log_line_that_merely_mentions_memory_stops_nothing(workspace, env):
     job = workspace / "examples" / "memory-note.yaml"
     note = "INFO: a CUDA out of memory error is likely at batch size 16 on 12 GB; use --fp8_t5"
     job.write_text((workspace / "examples" / "t2v-1.3B-musubi.yaml").read_text() + f"env:\n  STANDIN_LOG_LINE: '{note}'\n")
-    r = runner(["train", job], env, cwd=workspace)
-    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-2000:]
-    assert note in r.stdout and "ran out of GPU memory" not in r.stdout
+    said = _says(runner(["train", job], env, cwd=workspace), 0, note)
+    assert "ran out of GPU memory" not in said
     assert _record(env)["failure"] == ""
