@@ -20,6 +20,7 @@ _PROGRESS = re.compile(r"(\d+)/(\d+) \[")  # tqdm: 'steps:  40%|####  | 4/10 [00
 _NAN = re.compile(r"loss\W{0,3}nan\b", re.IGNORECASE)
 _DIFFPIPE_CACHING = {"caching latents: ": CACHE_LATENTS, "caching text embeddings: ": CACHE_TEXT}
 _FRAME = re.compile(r'^\s*File "([^"]+)", line \d+, in ')
+_RANK = re.compile(r"^\[rank\d+\]:\s?")  # torchrun (accelerate on several GPUs) can prefix a rank's lines: "[rank0]: "
 _OOM = re.compile("|".join([
     r"CUDA out of memory\. Tried to allocate ",  # torch's caching allocator (c10/cuda/CUDACachingAllocator.cpp), all versions
     r"CUDA (?:driver )?error: out of memory",  # a CUDA runtime/driver call outside the allocator (C10_CUDA_CHECK)
@@ -58,6 +59,7 @@ class Line:
 
 
 def classify(line: str) -> Line:
+    line = _RANK.sub("", line, count=1)
     if line.startswith(STEP_MARK):
         marker = line[len(STEP_MARK):].split(":")[0]
         words = marker.split()
@@ -123,7 +125,7 @@ class Watch:
     def feed(self, text: str) -> Line:
         line = classify(text)
         if line.step:
-            self.step, self.caching = line.step, None
+            self.step, self.caching, self.frames = line.step, None, []
         if line.caching:
             self.caching = line.caching
         if line.traceback:

@@ -113,6 +113,14 @@ def test_diffpipe_caching_is_told_from_training_by_the_traceback():
     assert in_training.oom.phase == logwatch.TRAIN
 
 
+def test_a_ranks_prefix_is_read_through():
+    watch = logwatch.scan(DIFFPIPE_CACHING + [
+        "[rank0]: Traceback (most recent call last):",
+        '[rank0]:   File "/opt/diffusion-pipe/utils/dataset.py", line 1226, in _handle_task',
+        f"[rank0]: {NEW}"], "diffpipe")
+    assert watch.oom.phase == logwatch.CACHE_TEXT and watch.oom.total_gib == pytest.approx(14.57)
+
+
 def test_the_first_out_of_memory_is_kept():
     watch = logwatch.scan(["[runner] step 3/3 train start: accelerate launch …", OLD, "[runner] step 3/3 train exit 1", NEW], "musubi")
     assert watch.oom.total_gib == pytest.approx(7.93) and watch.oom.phase == "train"
