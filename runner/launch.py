@@ -144,9 +144,12 @@ class StopUnlessExited:
         self.fired.set()
         executor.stop(container)
 
-    def start(self) -> None:
-        if self.timer.ident is None:  # not started yet
-            self.timer.start()
+    def start(self) -> bool:
+        """Start the countdown; False when it already runs."""
+        if self.timer.ident is not None:
+            return False
+        self.timer.start()
+        return True
 
     def end(self) -> bool:
         """Cancel if pending, wait for a stop under way; whether the container was stopped."""
@@ -182,8 +185,9 @@ def follow(record: JobRecord, executor, console: Console) -> int:
             if line.nan and not warned:
                 progress.console.print(f"runner: {logwatch.NAN_HINT.format(id=record.id)}", style="bold yellow", highlight=False)
                 warned = True
-            if watch.oom:
-                watchdog.start()
+            if watch.oom and watchdog.start():
+                progress.console.print(f"runner: {watch.oom.summary()}; the trainer has {OOM_GRACE_S} s to exit before runner stops its container",
+                                       style="bold yellow", highlight=False)
     stopped = watchdog.end()
     oom = finish(record, executor, executor.wait(record.container))
     if oom is None:

@@ -182,9 +182,9 @@ def _what_to_change(phase: str, job_file: str, vram_gib: float | None, ram_gib: 
     settings = ", ".join(f"memory.{k}: {v}" for k, v in p.memory_update().items()) + (f", optimizer.type: {p.optimizer_type}" if p.optimizer_type else "")
     current = job.memory.model_dump(include=set(p.memory_update())) == p.memory_update() and p.optimizer_type in (None, job.optimizer.type)
     if job.memory.auto or current:
-        change = ("the whole text encoder (umT5-XXL) goes to the GPU in this phase whatever the resolution: use a GPU with more memory"
-                  if phase == CACHE_TEXT else "lower the resolution or the frame count, or use a GPU with more memory")
+        change = ("In this phase the whole text encoder (umT5-XXL) goes to the GPU whatever the resolution: use a GPU with more memory."
+                  if phase == CACHE_TEXT else "Lower the resolution or the frame count, or use a GPU with more memory.")
         return (f"The job already runs with what {command} picks ({settings}; estimated peak {p.gpu_gib:.1f} GiB), so runner's "
-                f"estimate for this phase is too low on this card: {change}.")
+                f"estimate for this phase is too low on this card. {change}")
     return (f"{command} picks {settings} (estimated peak {p.gpu_gib:.1f} GiB + {p.margin_gib:.1f} GiB margin): set these in the job "
             f"(or write `memory: auto`) and run `runner train {job_file}` again.")

@@ -236,7 +236,7 @@ def test_diffpipe_hanging_after_out_of_memory_is_stopped_and_reported(workspace,
           "The trainer did not exit after the error, so runner stopped its container.",
           # the planner leaves the text encoder out (issue 9, item 6): for 11.5 GiB it picks what the example already uses
           "The job already runs with what `runner plan ", "--vram 11.5` picks (memory.transformer_dtype: bfloat16",
-          "the whole text encoder (umT5-XXL) goes to the GPU in this phase whatever the resolution")
+          "In this phase the whole text encoder (umT5-XXL) goes to the GPU whatever the resolution: use a GPU with more memory.")
     record = _record(env)
     assert record["status"] == "failed" and record["failure"] == "CUDA out of memory in cache-text-encoder (GPU 0: 11.5 GiB)"
     assert "CUDA out of memory in cache-text-encoder (GPU 0: 11.5 GiB)" in runner(["ps"], {**env, "COLUMNS": "400"}).stdout

@@ -150,7 +150,7 @@ def test_report_for_a_job_that_already_runs_with_the_plan(tmp_path):
     job = tmp_path / "auto.yaml"
     job.write_text((EXAMPLES / "t2v-1.3B-musubi.yaml").read_text() + "memory: auto\n")
     report = logwatch.oom_report(logwatch.OutOfMemory.parse(NEW, "train"), str(job), 14.57, None, stopped=False)
-    assert "The job already runs with what `runner plan" in report and "use a GPU with more memory" in report
+    assert "The job already runs with what `runner plan" in report and "Lower the resolution or the frame count, or use a GPU with more memory." in report
 
 
 def test_report_without_card_memory_or_job_says_how_to_plan(tmp_path):
