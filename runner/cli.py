@@ -182,14 +182,9 @@ def logs(
 @app.command()
 def ps(host: str = typer.Option(None, help="only jobs on this host (\"local\" for this machine)")) -> None:
     """List job runs with their state, refreshed from the engines that run them."""
-    from rich.table import Table
+    from runner import jobs, launch, views
 
-    from runner import jobs, launch
-
-    t = Table("id", "job", "trainer", "host", "status", "exit", "started")
-    for r in launch.refresh([r for r in jobs.all_records() if host is None or r.host == host]):
-        t.add_row(r.id, r.name, r.trainer, r.host, r.status, "" if r.exit_code is None else str(r.exit_code), r.started)
-    out.print(t)
+    out.print(views.jobs_table(launch.refresh([r for r in jobs.all_records() if host is None or r.host == host])))
 
 
 @app.command()

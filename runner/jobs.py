@@ -7,7 +7,6 @@ Records hold no secrets: environment values are not stored, only their names.
 from __future__ import annotations
 
 import os
-import re
 import secrets
 from datetime import datetime, timezone
 from pathlib import Path
@@ -33,6 +32,7 @@ class JobRecord(BaseModel):
     output_dir: str  # on the host that runs the job
     status: str = "created"  # created | running | exited | failed | stopped
     exit_code: int | None = None
+    failure: str = ""  # why a failed run failed, when runner could tell (e.g. CUDA out of memory in train)
     started: str = ""
     finished: str = ""
     master_port: int = 29500
@@ -91,16 +91,6 @@ def find(ref: str) -> JobRecord:
         known = ", ".join(sorted({r.name for r in all_records()})) or "none yet"
         raise UserError(f"job {ref!r}", "matches no job record on this machine.", f"use a job name or id from `runner ps` (known: {known}).")
     return max(matches, key=lambda r: r.started or r.id)
-
-
-_STEP = re.compile(r"(\d+)/(\d+) \[")
-
-
-def progress_of(line: str) -> tuple[int, int] | None:
-    """(done, total) from a tqdm progress line such as 'steps:  40%|####  | 4/10 [00:02<00:03, ...]'."""
-    m = _STEP.search(line)
-    return (int(m.group(1)), int(m.group(2))) if m else None
-
 
 
 # --- lifecycle ---------------------------------------------------------------------------------------

@@ -6,21 +6,18 @@ Shared by the local engine and remote hosts; only the executor differs.
 from __future__ import annotations
 
 import contextlib
-import re
 import shutil
+import threading
 from pathlib import Path
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from runner import checks, config, fingerprint, images, jobs, render
+from runner import checks, config, fingerprint, images, jobs, logwatch, render
 from runner.container import RUN_PLAN, ContainerSpec
 from runner.errors import UserError
 from runner.jobs import JobRecord
 from runner.spec import Job
-
-MARK = "[runner] step "
-
 
 def gpu_environment(inventory, job: Job) -> tuple[dict[str, str], str]:
     """Variables the GPUs need (runner.gpu.envrules) and the pins table of the image for them (runner.gpu.variant).
@@ -100,11 +97,13 @@ def start(job_file: Path, executor, settings: config.Settings, console: Console)
     return record
 
 
-def archive(record: JobRecord, executor) -> None:
-    """Keep the container's whole log beside the record, then remove the container."""
+def archive(record: JobRecord, executor) -> list[str]:
+    """Keep the container's whole log beside the record, then remove the container; returns the log's lines."""
+    lines = list(executor.logs(record.container, follow=False))
     record.log_file.parent.mkdir(parents=True, exist_ok=True)
-    record.log_file.write_text("".join(line + "\n" for line in executor.logs(record.container, follow=False)))
+    record.log_file.write_text("".join(line + "\n" for line in lines))
     executor.remove(record.container)
+    return lines
 
 
 def stop(record: JobRecord, executor) -> None:
@@ -114,51 +113,101 @@ def stop(record: JobRecord, executor) -> None:
     record.save()
 
 
-def finish(record: JobRecord, executor, code: int) -> None:
-    """Close a record: keep the log, record a successful run's caches as fresh, remove the container."""
-    archive(record, executor)
+def finish(record: JobRecord, executor, code: int) -> logwatch.OutOfMemory | None:
+    """Close a record: keep the log, record a successful run's caches as fresh, remove the container.
+    A failed run's record says why when its whole log shows it; returns the CUDA out-of-memory found there."""
+    lines = archive(record, executor)
     record.exit_code = code
     record.status = "exited" if code == 0 else "failed"
     record.finished = jobs.now()
     if code == 0:
         for folder, fp in record.fingerprints.items():
             executor.write_text(Path(folder) / fingerprint.FILE_NAME, fp)
+    oom = logwatch.scan(lines, record.trainer).oom if code != 0 else None
+    record.failure = oom.summary() if oom else ""
     record.save()
+    return oom
 
 
-NAN_LOSS = re.compile(r"loss\W{0,3}nan\b", re.IGNORECASE)
-NAN_HINT = (
-    "the loss is NaN, so the run learns nothing from here on. Usual causes: mixed precision that does not match "
-    "the DiT file (memory.dtype), fp16 overflow, or a learning rate too high for the optimizer. Stop it with "
-    "`runner stop {id}` and check the job with `runner validate`."
-)
+OOM_GRACE_S = 15  # musubi exits at once after an out-of-memory; diffusion-pipe may hang on, holding the GPU
+
+
+class StopUnlessExited:
+    """Stops a container that has not exited `seconds` after start() (a trainer hung after CUDA out of memory)."""
+
+    def __init__(self, executor, container: str, seconds: float = OOM_GRACE_S):
+        self.fired = threading.Event()
+        self.timer = threading.Timer(seconds, self._stop, args=(executor, container))
+        self.timer.daemon = True  # an interrupted `runner train` leaves the job to `runner logs -f` / `runner stop`
+
+    def _stop(self, executor, container: str) -> None:
+        self.fired.set()
+        executor.stop(container)
+
+    def start(self) -> bool:
+        """Start the countdown; False when it already runs."""
+        if self.timer.ident is not None:
+            return False
+        self.timer.start()
+        return True
+
+    def end(self) -> bool:
+        """Cancel if pending, wait for a stop under way; whether the container was stopped."""
+        self.timer.cancel()
+        if self.timer.is_alive():
+            self.timer.join()
+        return self.fired.is_set()
 
 
 def follow(record: JobRecord, executor, console: Console) -> int:
-    """Stream the container's log with a progress display, keep a copy beside the outputs, return the exit code."""
+    """Stream the container's log with a progress display, keep a copy beside the outputs, return the exit code.
+    After CUDA out of memory the trainer gets OOM_GRACE_S to exit before its container is stopped; returns 1 then."""
     local = executor.host == "local"  # a remote job's outputs (and this copy) come back with `runner pull`
     copy = Path(record.output_dir) / f"runner-{record.id}.log"
     if local:
         copy.parent.mkdir(parents=True, exist_ok=True)
     columns = [TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn()]
+    watch = logwatch.Watch(record.trainer)
+    watchdog = StopUnlessExited(executor, record.container)
     warned = False
     with (copy.open("w") if local else contextlib.nullcontext()) as log, Progress(*columns, console=console, transient=True) as progress:
         task = progress.add_task("starting", total=None)
-        for line in executor.logs(record.container, follow=True):
+        for text in executor.logs(record.container, follow=True):
             if log:
-                log.write(line + "\n")
+                log.write(text + "\n")
                 log.flush()
-            progress.console.print(line, markup=False, highlight=False)
-            if line.startswith(MARK):
-                progress.update(task, description=line[len(MARK):].split(":")[0], completed=0, total=None)
-            elif (done := jobs.progress_of(line)) is not None:
-                progress.update(task, completed=done[0], total=done[1])
-            if not warned and NAN_LOSS.search(line):
-                progress.console.print(f"runner: {NAN_HINT.format(id=record.id)}", style="bold yellow", highlight=False)
+            progress.console.print(text, markup=False, highlight=False)
+            line = watch.feed(text)
+            if line.marker:
+                progress.update(task, description=line.marker, completed=0, total=None)
+            elif line.progress:
+                progress.update(task, completed=line.progress[0], total=line.progress[1])
+            if line.nan and not warned:
+                progress.console.print(f"runner: {logwatch.NAN_HINT.format(id=record.id)}", style="bold yellow", highlight=False)
                 warned = True
-    code = executor.wait(record.container)
-    finish(record, executor, code)
-    return code
+            if watch.oom and watchdog.start():
+                progress.console.print(f"runner: {watch.oom.summary()}; the trainer has {OOM_GRACE_S} s to exit before runner stops its container",
+                                       style="bold yellow", highlight=False)
+    stopped = watchdog.end()
+    oom = finish(record, executor, executor.wait(record.container))
+    if oom is None:
+        return record.exit_code
+    report = "runner: " + logwatch.oom_report(oom, record.job_file, *card_memory(oom, executor), stopped=stopped)
+    console.print(report, style="bold red", highlight=False)
+    for kept in [record.log_file] + ([copy] if local else []):  # `runner logs JOB` and the copy beside the outputs say it too
+        with kept.open("a") as f:
+            f.write(report + "\n")
+    return 1
+
+
+def card_memory(oom: logwatch.OutOfMemory, executor) -> tuple[float | None, float | None]:
+    """GPU memory to plan for (the out-of-memory message's, else the smallest GPU the host reports) and host RAM."""
+    from runner.gpu.inventory import gather, host_ram_gib
+
+    vram = oom.total_gib
+    if vram is None and jobs.gpus_wanted():
+        vram = min((g.memory_gib for g in gather(executor.shell).gpus), default=None)
+    return vram, host_ram_gib(executor.shell)
 
 
 def refresh(records: list[JobRecord]) -> list[JobRecord]:

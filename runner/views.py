@@ -57,3 +57,11 @@ def selftest_json(results: list) -> str:
     import json
 
     return json.dumps([r.as_dict() for r in results], indent=2)
+
+
+def jobs_table(records: list) -> Table:
+    """`runner ps`: one row per job run (runner.jobs.JobRecord), with why a failed one failed."""
+    t = Table("id", "job", "trainer", "host", "status", "exit", "started", "why")
+    for r in records:
+        t.add_row(r.id, r.name, r.trainer, r.host, r.status, "" if r.exit_code is None else str(r.exit_code), r.started, r.failure)
+    return t

@@ -203,3 +203,74 @@ def test_a_nan_loss_is_called_out_while_the_job_runs(workspace, env):
     job.write_text((workspace / "examples" / "t2v-1.3B-musubi.yaml").read_text() + "env:\n  STANDIN_NAN_AT_STEP: '3'\n")
     r = runner(["train", job], env, cwd=workspace)
     assert "the loss is NaN" in r.stdout and "runner stop ball-1p3b-" in r.stdout
+
+
+# --- CUDA out of memory: the stand-ins raise torch's error where STANDIN_OOM_IN says ---------------------
+
+
+def _oom_job(workspace: Path, example: str, phase: str) -> Path:
+    job = workspace / "examples" / f"oom-{phase}.yaml"
+    job.write_text((workspace / "examples" / f"{example}.yaml").read_text() + f"env:\n  STANDIN_OOM_IN: {phase}\n")
+    return job
+
+
+def _says(r: subprocess.CompletedProcess, code: int, *texts: str) -> str:
+    """Assert the exit code and that runner said each text (its paragraphs unwrapped from the terminal width)."""
+    said = " ".join(r.stdout.split())
+    assert r.returncode == code, r.stdout[-3000:] + r.stderr[-2000:]
+    for text in texts:
+        assert text in said, f"{text!r} not in: {said[-3000:]}"
+    return said
+
+
+def _record(env: dict[str, str]) -> dict:
+    """The one job record of this test; its container must be gone (stopped, log archived, removed)."""
+    (record,) = [__import__("json").loads(p.read_text()) for p in (Path(env["RUNNER_STATE"]) / "jobs").glob("*/record.json")]
+    assert record["container"] not in _containers()
+    return record
+
+
+def test_diffpipe_hanging_after_out_of_memory_is_stopped_and_reported(workspace, env):
+    r = runner(["train", _oom_job(workspace, "t2v-1.3B-diffpipe", "cache-text-encoder")], env, cwd=workspace)
+    _says(r, 1, "runner: CUDA ran out of GPU memory in cache-text-encoder: GPU 0 has 11.50 GiB in all, 0.02 GiB was free",
+          "The trainer did not exit after the error, so runner stopped its container.",
+          # the planner leaves the text encoder out (issue 9, item 6): for 11.5 GiB it picks what the example already uses
+          "The job already runs with what `runner plan ", "--vram 11.5` picks (memory.transformer_dtype: bfloat16",
+          "In this phase the whole text encoder (umT5-XXL) goes to the GPU whatever the resolution: use a GPU with more memory.")
+    record = _record(env)
+    assert record["status"] == "failed" and record["failure"] == "CUDA out of memory in cache-text-encoder (GPU 0: 11.5 GiB)"
+    assert "CUDA out of memory in cache-text-encoder (GPU 0: 11.5 GiB)" in runner(["ps"], {**env, "COLUMNS": "400"}).stdout
+    _says(runner(["logs", "ball-1p3b-dp"], env), 1, "torch.OutOfMemoryError: CUDA out of memory.",
+          "runner: CUDA ran out of GPU memory in cache-text-encoder")
+
+
+def test_logs_follow_reattaching_to_a_hung_job_reports_the_same(workspace, env):
+    before = _containers()
+    try:
+        assert runner(["train", _oom_job(workspace, "t2v-1.3B-diffpipe", "cache-latents"), "--detach"], env, cwd=workspace).returncode == 0
+        _says(runner(["logs", "-f", "ball-1p3b-dp"], env), 1, "CUDA ran out of GPU memory in cache-latents: GPU 0 has 11.50 GiB",
+              "runner stopped its container")
+        assert _record(env)["status"] == "failed"
+    finally:
+        import docker
+
+        for c in docker.from_env().containers.list(all=True):
+            if c.name not in before and c.name.startswith("runner-ball-1p3b-dp-"):
+                c.remove(force=True)  # only if the test failed: runner removes it
+
+
+@pytest.mark.parametrize("example,phase", [("t2v-1.3B-musubi", "cache-text-encoder"), ("t2v-1.3B-diffpipe", "train")])
+def test_a_trainer_that_exits_after_out_of_memory_is_reported_the_same(workspace, env, example, phase):
+    r = runner(["train", _oom_job(workspace, example, phase)], env, cwd=workspace)
+    said = _says(r, 1, f"runner: CUDA ran out of GPU memory in {phase}: GPU 0 has 11.50 GiB in all", "--vram 11.5`")
+    assert "stopped its container" not in said
+    assert _record(env)["failure"] == f"CUDA out of memory in {phase} (GPU 0: 11.5 GiB)"
+
+
+def test_a_log_line_that_merely_mentions_memory_stops_nothing(workspace, env):
+    job = workspace / "examples" / "memory-note.yaml"
+    note = "INFO: a CUDA out of memory error is likely at batch size 16 on 12 GB; use --fp8_t5"
+    job.write_text((workspace / "examples" / "t2v-1.3B-musubi.yaml").read_text() + f"env:\n  STANDIN_LOG_LINE: '{note}'\n")
+    said = _says(runner(["train", job], env, cwd=workspace), 0, note)
+    assert "ran out of GPU memory" not in said
+    assert _record(env)["failure"] == ""

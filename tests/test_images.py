@@ -74,10 +74,11 @@ def test_import_checks_come_from_the_pins_and_the_dockerfiles_defaults_are_those
 
 
 def test_standin_images_check_the_real_images_trainer_modules():
-    """The stand-ins provide the modules the real musubi check imports (not torch and its dependants), and the real cv2."""
+    """The stand-ins provide the modules the real musubi check imports (not torch and its dependants), and the real cv2
+    (yaml: the stand-in accelerate reads its --config_file with it)."""
     real = images.load_pins("musubi").values["import_check"]
     standin = images.load_pins("musubi", pins_file=STANDIN_PINS).values["import_check"]
-    assert [m for m in real if m not in ("torch", "accelerate", "bitsandbytes")] == [m for m in standin if m not in ("av", "numpy")]
+    assert [m for m in real if m not in ("torch", "accelerate", "bitsandbytes")] == [m for m in standin if m not in ("av", "numpy", "yaml")]
     lock = (REPO / "tests/standin/requirements.lock").read_text()
     opencv = re.search(r"^opencv-python==.*?(?=^\S)", lock, re.S | re.M).group(0)
     assert opencv.split("#")[0] in (REPO / "images/musubi/requirements.lock").read_text(), "same version, same hashes as the real lock"

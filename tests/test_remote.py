@@ -219,6 +219,20 @@ def test_failing_job_exit_code_reaches_the_laptop(workspace, env, on_host):
     assert "failed" in runner(["ps", "--host", "gpu01"], env).stdout
 
 
+def test_a_job_hung_after_cuda_out_of_memory_on_a_host_is_stopped_there(workspace, env, on_host):
+    """The stand-in diffusion-pipe hangs after torch's OOM while caching, as the real one does; runner stops it over SSH."""
+    on_host()
+    job = workspace / "examples" / "oom.yaml"
+    job.write_text((workspace / "examples" / "t2v-1.3B-diffpipe.yaml").read_text() + "env:\n  STANDIN_OOM_IN: cache-text-encoder\n")
+    r = runner(["train", job, "--host", "gpu01"], env, cwd=workspace)
+    said = " ".join(r.stdout.split())
+    assert r.returncode == 1, r.stdout[-3000:] + r.stderr[-2000:]
+    assert "CUDA ran out of GPU memory in cache-text-encoder: GPU 0 has 11.50 GiB" in said and "runner stopped its container" in said
+    (record,) = _records(env)
+    assert record["status"] == "failed" and record["failure"].startswith("CUDA out of memory in cache-text-encoder")
+    assert record["container"] not in _containers("gpu01")
+
+
 def test_host_unreachable(workspace, env, on_host):
     on_host("gpu02", "gpu02")
     before = _containers("gpu02")

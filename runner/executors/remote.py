@@ -174,7 +174,9 @@ class RemoteDocker:
         return spec.name
 
     def logs(self, container: str, follow: bool = True) -> Iterator[str]:
-        yield from self.shell.lines(["docker", "logs", *(["--follow"] if follow else []), container])
+        # one pipe for both streams keeps the container's order (a traceback on stderr after the stdout line before it)
+        argv = ["docker", "logs", *(["--follow"] if follow else []), container]
+        yield from self.shell.lines(["sh", "-c", 'exec "$@" 2>&1', "sh", *argv])
 
     def wait(self, container: str) -> int:
         r = self.shell.run(["docker", "wait", container], timeout=7 * 24 * 3600)

@@ -22,7 +22,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from utils.standin_kit import probe_image, probe_video
+from utils.standin_kit import out_of_memory_in, probe_image, probe_video
 
 # imageio's video extensions (the ones a Wan dataset may hold) and their upper-case forms
 VIDEO_EXTENSIONS = {".mp4", ".mov", ".mkv", ".webm", ".avi", ".m4v", ".mpg", ".mpeg", ".flv", ".wmv", ".ts", ".m2ts", ".mts", ".ogv", ".3gp"}
@@ -218,8 +218,10 @@ def build(config: dict, model_name: str, framerate: int, round_to: int, global_b
             by_bucket.setdefault(it.size_bucket, []).append(it.path)
         for (ar, w, h, frames), paths in sorted(by_bucket.items()):
             print(f"caching latents: {(ar, w, h, frames)}")
+            out_of_memory_in("cache-latents", hang=True)
             Cache(cache_root / f"cache_{ar:.3f}x{w}x{h}x{frames}" / "latents", fp, paths)
             print(f"caching text embeddings: {(ar, frames)}")
+            out_of_memory_in("cache-text-encoder", hang=True)
             Cache(cache_root / f"ar_frames_{ar:.3f}_{frames}" / "text_embeddings_1", fp, paths)
         all_items += items
     if not all_items:

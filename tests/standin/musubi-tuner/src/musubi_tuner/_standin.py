@@ -5,7 +5,9 @@ utils/standin_kit.py); tests/test_standin.py checks that the two copies are iden
 PyAV (video/image metadata) and numpy are used.
 
 Knobs (environment): STANDIN_STEP_SECONDS (sleep per training step, default 0.02), STANDIN_FAIL_AT_STEP=N
-(raise at step N), STANDIN_NAN_AT_STEP=N (print `loss: nan` at step N and go on).
+(raise at step N), STANDIN_NAN_AT_STEP=N (print `loss: nan` at step N and go on), STANDIN_OOM_IN=PHASE
+(cache-latents | cache-text-encoder | train: raise torch's CUDA out-of-memory error where that phase moves its
+model to the GPU), STANDIN_LOG_LINE=TEXT (print TEXT as a log line before the first training step).
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import os
 import signal
 import struct
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -49,6 +52,10 @@ class StandinFailure(RuntimeError):
 
 def step_knobs(step: int) -> float:
     """Sleep for one step, apply the failure knobs; returns the fake loss of this step."""
+    if step == 1:
+        if os.environ.get("STANDIN_LOG_LINE"):
+            print(os.environ["STANDIN_LOG_LINE"], flush=True)
+        out_of_memory_in("train")
     delay = step_seconds()
     if delay > 0:
         time.sleep(delay)
@@ -57,6 +64,36 @@ def step_knobs(step: int) -> float:
     if nan_at_step() == step:
         return float("nan")
     return 0.1 + 0.05 / step
+
+
+# ---------------------------------------------------------------- CUDA out of memory
+
+
+class OutOfMemoryError(RuntimeError):
+    """Stands for torch.OutOfMemoryError: a traceback names it `torch.OutOfMemoryError`, as torch's does."""
+
+
+OutOfMemoryError.__module__ = "torch"
+
+# torch >= 2.1's message format (c10/cuda/CUDACachingAllocator.cpp) with figures of a 12 GiB card while umT5-XXL
+# (10.85 GiB allocated, measured on an H200) moves to the GPU
+OOM_MESSAGE = (
+    "CUDA out of memory. Tried to allocate 40.00 MiB. GPU 0 has a total capacity of 11.50 GiB of which 17.25 MiB is free. "
+    "Including non-PyTorch memory, this process has 11.48 GiB memory in use. Of the allocated memory 10.85 GiB is allocated "
+    "by PyTorch, and 101.50 MiB is reserved by PyTorch but unallocated. If reserved but unallocated memory is large try "
+    "setting PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True to avoid fragmentation.  See documentation for Memory "
+    "Management  (https://pytorch.org/docs/stable/notes/cuda.html#environment-variables)"
+)
+
+
+def out_of_memory_in(phase: str, hang: bool = False) -> None:
+    """STANDIN_OOM_IN=phase: raise torch's out-of-memory error here. hang: like diffusion-pipe, whose non-daemon
+    caching process keeps the interpreter from exiting after the traceback, never exit (holding the "GPU")."""
+    if os.environ.get("STANDIN_OOM_IN") != phase:
+        return
+    if hang:
+        threading.Thread(target=threading.Event().wait, name="caching process").start()
+    raise OutOfMemoryError(OOM_MESSAGE)
 
 
 # ---------------------------------------------------------------- SIGTERM

@@ -13,7 +13,7 @@ import argparse
 import logging
 import os
 
-from musubi_tuner._standin import banner, write_safetensors
+from musubi_tuner._standin import banner, out_of_memory_in, write_safetensors
 from musubi_tuner.dataset import config_utils, items
 
 logger = logging.getLogger(__name__)
@@ -80,6 +80,7 @@ def main() -> None:
         logger.info(f"Loading CLIP model from {args.clip}")
         if not os.path.exists(args.clip):
             raise FileNotFoundError(f"[Errno 2] No such file or directory: '{args.clip}'")
+    out_of_memory_in("cache-latents")
 
     for i, p in enumerate(datasets):
         logger.info(f"Encoding dataset [{i}]")

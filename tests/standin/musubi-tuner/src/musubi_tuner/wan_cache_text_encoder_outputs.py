@@ -11,7 +11,7 @@ import argparse
 import logging
 import os
 
-from musubi_tuner._standin import banner, write_safetensors
+from musubi_tuner._standin import banner, out_of_memory_in, write_safetensors
 from musubi_tuner.dataset import config_utils, items
 
 logger = logging.getLogger(__name__)
@@ -44,6 +44,7 @@ def main() -> None:
     logger.info(f"loading T5: {args.t5}")
     if not os.path.exists(args.t5):
         raise FileNotFoundError(f"[Errno 2] No such file or directory: '{args.t5}'")
+    out_of_memory_in("cache-text-encoder")
 
     for i, p in enumerate(datasets):
         logger.info(f"Encoding dataset [{i}]")
