@@ -207,13 +207,14 @@ def phase_rows(events: list[dict], poller: DevicePoller, base: dict, t_start: fl
     for e in (e for e in events if e["event"] == "phase"):
         mine = [x for x in events if x["phase"] == e["phase"] and x["event"] in ("step", "phase")]
         steps = [x for x in mine if x["event"] == "step"]
-        outside = [x["device_used_gib"] - x["reserved_gib"] - poller.baseline for x in mine if "device_used_gib" in x]
         dts = [s["dt"] for s in steps]
+        reserved = max((x.get("peak_reserved_gib", 0) for x in mine), default=None)
+        device = poller.peak(t_start, e["t"] + 0.3)
         rows.append({**base, "phase": e["phase"],
                      "peak_alloc_gib": max((x.get("peak_alloc_gib", 0) for x in mine), default=None),
-                     "peak_reserved_gib": max((x.get("peak_reserved_gib", 0) for x in mine), default=None),
-                     "outside_allocator_gib": round(statistics.median(outside), 3) if outside else None,
-                     "device_peak_gib": poller.peak(t_start, e["t"] + 0.3),
+                     "peak_reserved_gib": reserved,
+                     "outside_allocator_gib": round(device - reserved, 3) if device is not None and reserved else None,
+                     "device_peak_gib": device,
                      "host_peak_rss_gib": e["host_peak_rss_gib"], "steps": len(steps),
                      "step_s": round(statistics.median(dts[1:]), 3) if len(dts) > 1 else None})
         t_start = e["t"]
