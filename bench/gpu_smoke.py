@@ -83,6 +83,8 @@ def seed_tokenizer(hf_home: Path, tokenizer: Path) -> None:
     repo = hf_home / "hub" / "models--Wan-AI--Wan2.1-T2V-14B"
     snap = repo / "snapshots" / ("0" * 40)
     shutil.copytree(tokenizer, snap / "google" / "umt5-xxl", dirs_exist_ok=True)
+    # transformers 5 reads the model config beside the tokenizer (4.57, musubi's lock, does without it)
+    (snap / "google" / "umt5-xxl" / "config.json").write_text(json.dumps({"model_type": "umt5"}))
     (repo / "refs").mkdir(parents=True, exist_ok=True)
     (repo / "refs" / "main").write_text("0" * 40)
 
