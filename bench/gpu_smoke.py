@@ -19,7 +19,8 @@ Each phase (musubi: each step; diffusion-pipe: caching and training inside train
 allocator's peak allocated/reserved (bench/probe/sitecustomize.py), the device peak of the process (NVML, idle
 baseline subtracted), memory outside PyTorch's allocator, the process's peak RSS, step time. `--card-gib N`
 emulates an N GiB card: PyTorch's allocator is capped at N minus the memory outside it measured on this trainer's
-uncapped runs (--outside-gib). bench/fit_planner.py fits the planner to these lines.
+uncapped runs (--outside-gib). bench/fit_planner.py fits the planner to these lines. It also prints what runner's GPU
+modules read from this machine (inventory, environment rules, image variants).
 """
 
 from __future__ import annotations
@@ -169,6 +170,22 @@ class DevicePoller:
         return round(max(inside) - self.baseline, 3) if inside else None
 
 
+def gpu_facts() -> dict:
+    from runner.gpu import envrules, variant
+    from runner.gpu.inventory import gather
+    from runner.shell import LocalShell
+
+    inv = gather(LocalShell())
+    ctx = envrules.Context(inv, "musubi", 1, False)
+    return {
+        "gpus": [g.model_dump() for g in inv.gpus],
+        "driver": inv.driver_version,
+        "env": {v.name: v.value for v in envrules.environment(ctx)},
+        "musubi_variant": variant.choose("musubi", inv).cuda,
+        "diffpipe_variant": variant.choose("diffpipe", inv).cuda,
+    }
+
+
 def run_step(argv: list[str], cwd: Path, env: dict, log: Path, timeout: float) -> tuple[int, float, bool]:
     if argv[0] == "accelerate" and shutil.which("accelerate") is None:
         argv = [sys.executable, "-m", "accelerate.commands.launch", *argv[1:]]
@@ -239,6 +256,10 @@ def main() -> int:
     ap.add_argument("--jsonl", type=Path, required=True)
     args = ap.parse_args()
 
+    try:
+        print("[gpu_smoke] runner's view of this GPU:", json.dumps(gpu_facts()), flush=True)
+    except Exception as e:  # report and go on: the trainer run is the main check
+        print(f"[gpu_smoke] runner.gpu failed here: {e!r}", flush=True)
     plan = json.loads((args.plan / "plan.json").read_text())
     work = args.work.resolve()
     shutil.rmtree(work, ignore_errors=True)
