@@ -1,18 +1,26 @@
 #!/usr/bin/env python3
-"""GPU smoke test of runner's real path: a job rendered by `runner render`, run by the real musubi-tuner.
+"""GPU run of runner's real path: a plan rendered by `runner render`, run by the real trainer, every phase measured.
 
-On a machine with an NVIDIA GPU and musubi-tuner's src/ (at the pinned commit) on PYTHONPATH:
+On a machine with an NVIDIA GPU, the trainer's source at its pin and its Python packages:
 
-    runner render JOB.yaml --out PLAN            # on any machine
-    python bench/gpu_smoke.py --plan PLAN --musubi MUSUBI_ROOT --work DIR
+    runner render JOB.yaml --out PLAN [--vram N --ram M]        # on any machine
+    python bench/gpu_smoke.py --plan PLAN --src TRAINER_ROOT --models MODELS --clips CLIPS --work DIR \
+        --name NAME [--card-gib 12] --jsonl bench/data/gpu_h200.jsonl
 
-What is real: runner's rendered dataset TOML (checked by musubi's own schema) and its `accelerate launch`
-argv for wan_train_network.py, run unchanged but for the container paths, which are mapped to DIR. What is
-made up: the DiT (and, with --real-latents, VAE) weights — random, real architecture — and the T5 caches
-(random, written by musubi's own cache writer under the stems of the job's clips), because no model or
-tokenizer download is possible there. With --real-latents the rendered cache-latents step runs on the
-job's real clips; without it the latents are random too. Prints the steps, the LoRA files written, their key format, and the wall time.
-Also prints what runner's GPU modules read from this machine's nvidia-smi (inventory, env rules, variant).
+What is real: runner's rendered files (dataset TOML, diffusion-pipe TOML) and every step's argv (musubi:
+cache-latents, cache-text-encoder, train; diffusion-pipe: train.py, which caches in-process first), run unchanged
+but for the container paths, which are mapped to local folders. What is made up: the model weights (random, real
+architecture, in the preset's layout: made beforehand in MODELS) and, where the hub is unreachable, the umT5
+tokenizer (STAND-IN, from --tokenizer, labelled in the output). Where the plan carries caching settings that
+runner's render does not write yet (plan.json "caching": musubi `--fp8_t5` and text-encoder batch size,
+diffusion-pipe `text_encoder_fp8`), they are applied here and printed.
+
+Each phase (musubi: each step; diffusion-pipe: caching and training inside train.py) gets one JSON line: the
+allocator's peak allocated/reserved (bench/probe/sitecustomize.py), the device peak of the process (NVML, idle
+baseline subtracted), memory outside PyTorch's allocator, the process's peak RSS, step time. `--card-gib N`
+emulates an N GiB card: PyTorch's allocator is capped at N minus the memory outside it measured on this trainer's
+uncapped runs (--outside-gib). bench/fit_planner.py fits the planner to these lines. It also prints what runner's GPU
+modules read from this machine (inventory, environment rules, image variants).
 """
 
 from __future__ import annotations
@@ -22,82 +30,144 @@ import json
 import os
 import re
 import shutil
+import signal
+import statistics
 import subprocess
 import sys
+import threading
 import time
 import tomllib
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parent))
 
+GIB = float(2**30)
+PHASE_OF_STEP = {"cache-latents": "cache-latents", "cache-text-encoder": "cache-text-encoder", "train": "train"}
 
-def mapper(plan: dict, plan_dir: Path, work: Path, data_root: Path):
-    """Container path → a path on this machine: /job is the plan folder, data comes from the checkout."""
-    table = {"/job": plan_dir}
+
+def mapper(plan: dict, work: Path, models: Path):
+    """Container path -> local path: /models -> MODELS, /job -> the staged plan, each other volume -> WORK/<volume>."""
+    table = {"/job": work / "job", "/models": models}
     for m in plan["mounts"]:
-        if m["volume"].startswith("data/"):
-            table[m["container"]] = data_root / Path(m["host"]).name
-        elif m["volume"] != "job":
-            table[m["container"]] = work / m["volume"]
+        if m["container"] not in table:
+            table[m["container"]] = work / m["volume"].replace("/", "-")
 
     def to_local(text: str) -> str:
         for container in sorted(table, key=len, reverse=True):
             text = re.sub(rf"(?<![\w/]){re.escape(container)}(?=/|\b|$)", str(table[container]), text)
         return text
 
+    return to_local, table
+
+
+def stage(plan_dir: Path, plan: dict, work: Path, models: Path, clips: Path):
+    """Copy the plan's files with local paths into WORK/job, the clips into every dataset folder."""
+    to_local, table = mapper(plan, work, models)
+    shutil.rmtree(work / "job", ignore_errors=True)
+    (work / "job").mkdir(parents=True)
+    for f in plan_dir.iterdir():
+        if f.suffix == ".toml":
+            (work / "job" / f.name).write_text(to_local(f.read_text()))
+    for container, local in table.items():
+        if container.startswith("/data/"):
+            local.mkdir(parents=True, exist_ok=True)
+            for clip in clips.iterdir():
+                shutil.copy(clip, local / clip.name)
+        elif container != "/models":
+            local.mkdir(parents=True, exist_ok=True)
     return to_local
 
 
-def synthetic_caches(toml: dict, frames: int, width: int, height: int, latents: bool) -> int:
-    """Random T5 outputs (and, unless the real cache-latents step made them, latents) per clip, written by
-    musubi's own cache writers under the names its cache steps use."""
-    import torch
-
-    from musubi_tuner.dataset.cache_io import save_latent_cache_wan, save_text_encoder_output_cache_wan
-    from musubi_tuner.dataset.image_video_dataset import ItemInfo
-
-    gen, n = torch.Generator().manual_seed(1), 0
-    for entry in toml["datasets"]:
-        cache = Path(entry["cache_directory"])
-        cache.mkdir(parents=True, exist_ok=True)
-        for video in sorted(Path(entry["video_directory"]).glob("*.mp4")):
-            key = f"{video.stem}_00000-{frames:03d}"
-            item = ItemInfo(key, "caption", (width, height), (width, height, frames), frame_count=frames)
-            item.latent_cache_path = str(cache / f"{key}_{width:04d}x{height:04d}_wan.safetensors")
-            item.text_encoder_output_cache_path = str(cache / f"{video.stem}_wan_te.safetensors")
-            if latents:
-                latent = torch.randn(16, (frames - 1) // 4 + 1, height // 8, width // 8, generator=gen).to(torch.bfloat16)
-                save_latent_cache_wan(item, latent, None, None, None)
-            save_text_encoder_output_cache_wan(item, (torch.randn(64, 4096, generator=gen) * 0.1).to(torch.bfloat16))
-            n += 1
-    return n
+def seed_tokenizer(hf_home: Path, tokenizer: Path) -> None:
+    """STAND-IN umT5 tokenizer where musubi looks for it offline: Wan-AI/Wan2.1-T2V-14B, subfolder google/umt5-xxl."""
+    repo = hf_home / "hub" / "models--Wan-AI--Wan2.1-T2V-14B"
+    snap = repo / "snapshots" / ("0" * 40)
+    shutil.copytree(tokenizer, snap / "google" / "umt5-xxl", dirs_exist_ok=True)
+    # transformers 5 reads the model config beside the tokenizer (4.57, musubi's lock, does without it)
+    (snap / "google" / "umt5-xxl" / "config.json").write_text(json.dumps({"model_type": "umt5"}))
+    (repo / "refs").mkdir(parents=True, exist_ok=True)
+    (repo / "refs" / "main").write_text("0" * 40)
 
 
-def random_vae(path: Path) -> None:
-    """Wan2.1's VAE architecture (musubi's WanVAE_, the official config) with random weights, as a .pth."""
-    import torch
+def apply_caching(plan: dict, job_dir: Path, steps: dict[str, list[str]]) -> list[str]:
+    """The plan's caching settings that the rendered files do not carry yet; returns what was applied."""
+    caching = plan.get("caching") or {}
+    done = []
+    text = steps.get("cache-text-encoder")
+    if text is not None:
+        if caching.get("fp8_t5") and "--fp8_t5" not in text:
+            text.append("--fp8_t5")
+            done.append("--fp8_t5")
+        batch = str(caching.get("text_encoder_batch", ""))
+        if batch and text[text.index("--batch_size") + 1] != batch:
+            text[text.index("--batch_size") + 1] = batch
+            done.append(f"--batch_size {batch}")
+    toml = job_dir / "diffpipe.toml"
+    if caching.get("text_encoder_fp8") and toml.exists() and "text_encoder_fp8" not in toml.read_text():
+        toml.write_text(toml.read_text().replace("[model]\n", "[model]\ntext_encoder_fp8 = true\n", 1))
+        done.append("[model] text_encoder_fp8 = true")
+    return done
 
-    from musubi_tuner.wan.modules.vae import WanVAE_
 
-    torch.manual_seed(0)
-    model = WanVAE_(dim=96, z_dim=16, dim_mult=[1, 2, 4, 4], num_res_blocks=2, attn_scales=[],
-                    temperal_downsample=[False, True, True], dropout=0.0)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    torch.save(model.state_dict(), path)
+def settings(plan: dict, job_dir: Path, steps: dict[str, list[str]]) -> dict:
+    """Training settings as the planner names them, read from what runner rendered."""
+    if plan["trainer"] == "diffpipe":
+        doc = tomllib.loads((job_dir / "diffpipe.toml").read_text())
+        ds = tomllib.loads((job_dir / "dataset.toml").read_text())
+        ckpt = doc.get("activation_checkpointing", False)
+        res, frames = ds["resolutions"][0], ds["frame_buckets"][-1]
+        return {"task": "1.3B" if "1.3B" in doc["model"]["ckpt_path"] else "14B",
+                "weights": "fp8" if doc["model"].get("transformer_dtype") == "float8" else "bf16",
+                "checkpointing": "gcoff" if ckpt == "unsloth" else "gc" if ckpt else "none",
+                "swap": doc.get("blocks_to_swap", 0), "optimizer": doc["optimizer"]["type"],
+                "te_dtype": "fp8" if doc["model"].get("text_encoder_fp8") else "bf16", "te_batch": doc.get("caching_batch_size", 1),
+                "width": res[0], "height": res[1], "frames": frames, "batch": doc.get("micro_batch_size_per_gpu", 1)}
+    train, text = steps["train"], steps["cache-text-encoder"]
+    ds = tomllib.loads((job_dir / "musubi_dataset.toml").read_text())
+    entry = ds["datasets"][0]
+    res = entry.get("resolution", ds["general"].get("resolution"))
+    flag = lambda name, default=0: train[train.index(name) + 1] if name in train else default  # noqa: E731
+    return {"task": "1.3B" if "1.3B" in flag("--task") else "14B", "weights": "fp8" if "--fp8_base" in train else "bf16",
+            "checkpointing": "gc" if "--gradient_checkpointing" in train else "none",
+            "swap": int(flag("--blocks_to_swap")), "optimizer": flag("--optimizer_type", "adamw"),
+            "te_dtype": "fp8" if "--fp8_t5" in text else "bf16", "te_batch": int(text[text.index("--batch_size") + 1]),
+            "width": res[0], "height": res[1], "frames": max(entry.get("target_frames", [1])),
+            "batch": entry.get("batch_size", ds["general"].get("batch_size", 1))}
 
 
-def run_step(name: str, argv: list[str], cwd: Path, env: dict) -> tuple[int, float]:
-    if shutil.which(argv[0]) is None and argv[0] == "accelerate":  # the launcher's module, where no script is on PATH
-        argv[:1] = [sys.executable, "-m", "accelerate.commands.launch"]
-    if argv[0] == "python":
-        argv[0] = sys.executable
-    print(f"[smoke] {name}:", " ".join(argv), flush=True)
-    t0 = time.perf_counter()
-    rc = subprocess.run(argv, cwd=cwd, env=env).returncode
-    print(f"[smoke] {name} exit {rc} in {time.perf_counter() - t0:.1f} s", flush=True)
-    return rc, time.perf_counter() - t0
+class DevicePoller:
+    """Device memory in use (NVML), sampled every 0.2 s with wall-clock times."""
+
+    def __init__(self) -> None:
+        import pynvml
+
+        pynvml.nvmlInit()
+        self._nvml, self._handle = pynvml, pynvml.nvmlDeviceGetHandleByIndex(0)
+        self.samples: list[tuple[float, float]] = []
+        self._stop = threading.Event()
+        self.baseline = self.used()
+
+    def used(self) -> float:
+        return self._nvml.nvmlDeviceGetMemoryInfo(self._handle).used / GIB
+
+    def __enter__(self):
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+        return self
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self.samples.append((time.time(), self.used()))
+            time.sleep(0.2)
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def peak(self, t0: float, t1: float) -> float | None:
+        inside = [u for t, u in self.samples if t0 <= t <= t1]
+        return round(max(inside) - self.baseline, 3) if inside else None
 
 
 def gpu_facts() -> dict:
@@ -116,61 +186,134 @@ def gpu_facts() -> dict:
     }
 
 
+def run_step(argv: list[str], cwd: Path, env: dict, log: Path, timeout: float) -> tuple[int, float, bool]:
+    if argv[0] == "accelerate" and shutil.which("accelerate") is None:
+        argv = [sys.executable, "-m", "accelerate.commands.launch", *argv[1:]]
+    if argv[0] == "python":
+        argv = [sys.executable, *argv[1:]]
+    print(f"[gpu_smoke] $ {' '.join(argv)}", flush=True)
+    t0 = time.time()
+    with open(log, "a") as out:
+        proc = subprocess.Popen(argv, cwd=cwd, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+        rc, oom_seen = None, None
+        while rc is None:
+            try:
+                rc = proc.wait(timeout=2)
+            except subprocess.TimeoutExpired:
+                if oom_seen is None and "CUDA out of memory" in log.read_text(errors="replace"):
+                    oom_seen = time.time()
+                # diffusion-pipe does not exit after a CUDA OOM (issue 9, item 7); nor may a step outlive its time
+                if (oom_seen and time.time() - oom_seen > 15) or time.time() - t0 > timeout:
+                    os.killpg(proc.pid, signal.SIGKILL)
+                    rc = proc.wait()
+    kill_leftovers()
+    text = log.read_text(errors="replace")
+    return rc, time.time() - t0, "CUDA out of memory" in text or "OutOfMemoryError" in text
+
+
+def kill_leftovers() -> None:
+    """diffusion-pipe does not exit after a CUDA OOM (issue 9, item 7): end GPU processes the step left."""
+    out = subprocess.run(["nvidia-smi", "--query-compute-apps=pid", "--format=csv,noheader"], capture_output=True, text=True)
+    for pid in out.stdout.split():
+        if pid.isdigit() and int(pid) != os.getpid():
+            print(f"[gpu_smoke] killing GPU process {pid} left by the step", flush=True)
+            subprocess.run(["kill", "-9", pid])
+
+
+def phase_rows(events: list[dict], poller: DevicePoller, base: dict, t_start: float) -> list[dict]:
+    """One row per phase the step's process closed; a phase's device window runs from the previous phase's end."""
+    rows = []
+    for e in (e for e in events if e["event"] == "phase"):
+        mine = [x for x in events if x["phase"] == e["phase"] and x["event"] in ("step", "phase")]
+        steps = [x for x in mine if x["event"] == "step"]
+        dts = [s["dt"] for s in steps]
+        reserved = max((x.get("peak_reserved_gib", 0) for x in mine), default=None)
+        device = poller.peak(t_start, e["t"] + 0.3)
+        rows.append({**base, "phase": e["phase"],
+                     "peak_alloc_gib": max((x.get("peak_alloc_gib", 0) for x in mine), default=None),
+                     "peak_reserved_gib": reserved,
+                     "outside_allocator_gib": round(device - reserved, 3) if device is not None and reserved else None,
+                     "device_peak_gib": device,
+                     "host_peak_rss_gib": e["host_peak_rss_gib"], "steps": len(steps),
+                     "step_s": round(statistics.median(dts[1:]), 3) if len(dts) > 1 else None})
+        t_start = e["t"]
+    return rows
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--plan", type=Path, required=True, help="folder written by `runner render`")
-    ap.add_argument("--musubi", type=Path, required=True, help="musubi-tuner checkout (has src/musubi_tuner)")
+    ap.add_argument("--src", type=Path, required=True, help="the trainer's source at its pin (the image's workdir)")
+    ap.add_argument("--models", type=Path, required=True, help="random-weight model files in the preset's layout")
+    ap.add_argument("--clips", type=Path, required=True, help="clips with captions, copied into every dataset folder")
     ap.add_argument("--work", type=Path, required=True)
-    ap.add_argument("--data", type=Path, default=HERE.parent / "examples" / "data", help="where the job's dataset folders are")
-    ap.add_argument("--real-latents", action="store_true", help="run the rendered cache-latents step on the clips (random VAE; needs PyAV)")
+    ap.add_argument("--name", required=True)
+    ap.add_argument("--tokenizer", type=Path, help="STAND-IN umT5 tokenizer folder, seeded into the HF cache for musubi")
+    ap.add_argument("--card-gib", type=float, help="emulate a card of this size (allocator cap = this - outside)")
+    ap.add_argument("--outside-gib", type=float, default=0.0, help="memory outside the allocator while training")
+    ap.add_argument("--outside-cache-gib", type=float, default=0.0, help="memory outside the allocator while caching")
+    ap.add_argument("--timeout", type=float, default=300, help="seconds per step")
+    ap.add_argument("--jsonl", type=Path, required=True)
     args = ap.parse_args()
+
     try:
-        print("[smoke] runner's view of this GPU:", json.dumps(gpu_facts(), indent=1), flush=True)
+        print("[gpu_smoke] runner's view of this GPU:", json.dumps(gpu_facts()), flush=True)
     except Exception as e:  # report and go on: the trainer run is the main check
-        print(f"[smoke] runner.gpu failed here: {e!r}", flush=True)
-
+        print(f"[gpu_smoke] runner.gpu failed here: {e!r}", flush=True)
     plan = json.loads((args.plan / "plan.json").read_text())
-    to_local = mapper(plan, args.plan.resolve(), args.work.resolve(), args.data.resolve())
-    local_toml = args.work / "musubi_dataset.toml"
-    args.work.mkdir(parents=True, exist_ok=True)
-    local_toml.write_text(to_local((args.plan / "musubi_dataset.toml").read_text()))
-    toml = tomllib.loads(local_toml.read_text())
-    width, height = toml["datasets"][0]["resolution"]
-    frames = toml["datasets"][0]["target_frames"][0]
+    work = args.work.resolve()
+    shutil.rmtree(work, ignore_errors=True)
+    to_local = stage(args.plan, plan, work, args.models.resolve(), args.clips.resolve())
+    steps = {s["name"]: [to_local(a) for a in s["argv"]] for s in plan["steps"]}
+    applied = apply_caching(plan, work / "job", steps)
+    if applied:
+        print(f"[gpu_smoke] caching settings from plan.json, applied here (not yet rendered by runner): {applied}")
+    hf_home = work / "hf-cache"
+    if args.tokenizer:
+        seed_tokenizer(hf_home, args.tokenizer)
+        print(f"[gpu_smoke] STAND-IN umT5 tokenizer ({args.tokenizer}) seeded into {hf_home}")
+    probe_log, log = work / "probe.jsonl", work / "trainer.log"
+    env = {**os.environ, **{k: to_local(v) for k, v in plan["env"].items()}, "HF_HOME": str(hf_home), "HF_HUB_CACHE": str(hf_home / "hub"), "HF_HUB_OFFLINE": "1",
+           "PYTHONPATH": os.pathsep.join([str(HERE / "probe"), os.environ.get("PYTHONPATH", "")]), "BENCH_LOG": str(probe_log)}
+    cap = cache_cap = None
+    if args.card_gib:
+        cap, cache_cap = round(args.card_gib - args.outside_gib, 2), round(args.card_gib - args.outside_cache_gib, 2)
+    base = {"trainer": plan["trainer"], "name": args.name, "card_gib": args.card_gib, "cap_gib": cap, "cache_cap_gib": cache_cap,
+            **settings(plan, work / "job", steps)}
+    from runner.gpu.wan import latent_tokens
 
-    steps = {st["name"]: [to_local(a) for a in st["argv"]] for st in plan["steps"]}
-    for argv in steps.values():
-        argv[argv.index("--dataset_config") + 1] = str(local_toml)
-    argv = steps["train"]
-    dit = Path(argv[argv.index("--dit") + 1])
-    dit.parent.mkdir(parents=True, exist_ok=True)
-    from memory_grid import make_dit
-
-    task = argv[argv.index("--task") + 1]
-    make_dit(task.split("-", 1)[1], "bfloat16", dit)
-    env = {**os.environ, **plan["env"], "HF_HUB_OFFLINE": "1"}
-    env.pop("HF_HOME", None)
-    if args.real_latents:
-        latents = steps["cache-latents"]
-        random_vae(Path(latents[latents.index("--vae") + 1]))
-        if run_step("cache-latents", latents, args.musubi, env)[0] != 0:
-            return 1
-        made = sorted(p.name for e in toml["datasets"] for p in Path(e["cache_directory"]).glob("*_wan.safetensors"))
-        print(f"[smoke] latent caches written by musubi from the clips: {made}", flush=True)
-    print(f"[smoke] {synthetic_caches(toml, frames, width, height, latents=not args.real_latents)} synthetic cache items", flush=True)
-    rc, wall = run_step("train", argv, args.musubi, env)
+    base["tokens"] = latent_tokens(base["width"], base["height"], base["frames"])
+    rows = []
+    with DevicePoller() as poller:
+        for name, argv in steps.items():
+            phase = "caching" if plan["trainer"] == "diffpipe" else PHASE_OF_STEP[name]
+            caps = {}
+            if cap is not None:  # diffusion-pipe caches, then trains, in one process: the probe re-caps in between
+                caps = {"BENCH_CAP_GIB": str(cap if phase == "train" else cache_cap), "BENCH_CAP_NEXT_GIB": str(cap)}
+            t0 = time.time()
+            rc, wall, oom = run_step(argv, args.src.resolve(), {**env, **caps, "BENCH_PHASE": phase}, log, args.timeout)
+            events = [json.loads(x) for x in probe_log.read_text().splitlines()] if probe_log.exists() else []
+            gpu = next((e["gpu"] for e in events if e["event"] == "start"), None)
+            mine = [e for e in events if e["phase"] in ({phase, "train"} if plan["trainer"] == "diffpipe" else {phase})]
+            got = phase_rows(mine, poller, {**base, "step": name, "rc": rc, "oom": oom, "wall_s": round(wall, 1), "gpu": gpu}, t0)
+            if not got:  # the process died before closing its phase
+                got = [{**base, "step": name, "phase": phase, "rc": rc, "oom": oom, "wall_s": round(wall, 1), "gpu": gpu}]
+            rows += got
+            probe_log.unlink(missing_ok=True)
+            if rc != 0:
+                break
+    with open(args.jsonl, "a") as f:
+        for r in rows:
+            f.write(json.dumps(r) + "\n")
+    for r in rows:
+        print(f"[gpu_smoke] {args.name} {r['phase']:18s} rc={r['rc']} oom={r['oom']} cap={cap} "
+              f"alloc={r.get('peak_alloc_gib')} reserved={r.get('peak_reserved_gib')} device={r.get('device_peak_gib')} "
+              f"outside={r.get('outside_allocator_gib')} rss={r.get('host_peak_rss_gib')} step_s={r.get('step_s')} wall={r['wall_s']}",
+              flush=True)
     out = Path(to_local(plan["output_dir"]))
-    files = sorted(p.name for p in out.glob("*.safetensors")) if out.is_dir() else []
-    print(f"[smoke] exit {rc} in {wall:.1f} s; LoRA files: {files}", flush=True)
-    if files:
-        from safetensors import safe_open
-
-        with safe_open(str(out / files[-1]), "pt") as f:
-            keys = list(f.keys())
-            meta = f.metadata() or {}
-        print(f"[smoke] {len(keys)} tensors, e.g. {keys[:3]}; ss_network_dim={meta.get('ss_network_dim')} "
-              f"ss_network_alpha={meta.get('ss_network_alpha')}", flush=True)
-    return 0 if rc == 0 and files else 1
+    files = sorted(str(p.relative_to(out)) for p in out.rglob("*.safetensors")) if out.is_dir() else []
+    print(f"[gpu_smoke] {args.name}: LoRA files {files}", flush=True)
+    return 0 if rows and all(r["rc"] == 0 for r in rows) else 1
 
 
 if __name__ == "__main__":

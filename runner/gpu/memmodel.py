@@ -1,16 +1,18 @@
-"""The peak-memory model of Wan2.1 LoRA training, with coefficients fitted by bench/fit_planner.py.
+"""The peak-memory model of Wan2.1 LoRA training, per phase, with coefficients fitted by bench/fit_planner.py.
 
-Peak GPU memory (the caching allocator's peak reserved bytes) is linear in the latent tokens of a batch,
-with an intercept and slope per (model, weight precision, checkpointing) measured on musubi-tuner, and
-analytic terms for what the measurements vary along one axis only: blocks swapped to the CPU (one block's
-weights each), checkpointed activations offloaded to the CPU (a fitted share of each block's bf16 input),
-LoRA rank and 8-bit optimizer states. Memory outside the allocator (CUDA context, libraries) is added
-per model as measured.
+Two phases per trainer, planned for the larger: model caching (VAE latents, then umT5 text embeddings;
+diffusion-pipe moves the whole umT5 to the GPU, musubi batches texts through it) and training.
+
+Training: the caching allocator's peak reserved GiB is linear in the latent tokens of a batch, per (trainer where
+measured, model, weight precision, checkpointing), with analytic terms for what the measurements vary along one
+axis only: blocks swapped to the CPU (one block's weights each, plus a fitted overhead), checkpointed activations
+offloaded to the CPU (a fitted share of each block's bf16 input), LoRA rank and 8-bit optimizer states. Memory
+outside the allocator (CUDA context, libraries, DeepSpeed's buffers) is added per trainer as measured.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from runner.gpu.wan import ARCH, GIB
 
@@ -20,6 +22,23 @@ Checkpointing = str  # "none" | "gc" | "gcoff" (checkpointed activations offload
 MEASURED_RANK = 32
 LORA_BYTES_PER_PARAM = 16  # fp32 weight + fp32 grad + two fp32 AdamW states
 ADAM_8BIT_SAVING_PER_PARAM = 6  # two 1-byte states instead of two 4-byte ones
+
+
+@dataclass(frozen=True)
+class CachingFit:
+    """One trainer's caching phase: the VAE pass and the umT5 pass, each GPU peak = allocator peak + outside."""
+
+    latents: tuple[float, float]  # VAE encode, allocator peak: (GiB, GiB per latent token)
+    t5_gib: dict[str, float]  # umT5 precision -> allocator peak while loading it / holding it on the GPU
+    t5_per_text_gib: float  # allocator GiB per text of a text-encoder batch (musubi; diffusion-pipe encodes one)
+    t5_weights_gib: dict[str, float]  # umT5 weights on the GPU, under which the batch term sits
+    outside_gib: float
+    host_gib: dict[str, float]  # umT5 precision -> the caching process's peak RSS
+
+    def gpu_gib(self, t5: str, batch: int, tokens: int) -> float:
+        latents = self.latents[0] + self.latents[1] * tokens
+        text = max(self.t5_gib[t5], self.t5_weights_gib.get(t5, 0.0) + self.t5_per_text_gib * batch)
+        return max(latents, text) + self.outside_gib
 
 
 @dataclass(frozen=True)
@@ -33,23 +52,38 @@ class MemoryFit:
     host_base_gib: float  # process RSS beyond the memory-mapped DiT file
     max_abs_error_gib: float = 0.0
     max_rel_error: float = 0.0
+    # where one trainer was measured itself: (trainer, task, weights, "gc"|"none") -> (GiB, GiB per token)
+    trainer_linear: dict[tuple[str, str, str, str], tuple[float, float]] = field(default_factory=dict)
+    trainer_swap_overhead_gib: dict[tuple[str, str], float] = field(default_factory=dict)
+    trainer_outside_gib: dict[str, float] = field(default_factory=dict)  # trainer -> GiB outside while training
+    trainer_host_dit_factor: dict[str, float] = field(default_factory=dict)  # RSS per byte of the bf16 DiT file
+    caching: dict[str, CachingFit] = field(default_factory=dict)
 
 
-def _linear(fit: MemoryFit, task: str, weights: Weights, ckpt: Checkpointing) -> tuple[float, float] | None:
-    key = (task, weights, "none" if ckpt == "none" else "gc")
-    if key in fit.linear:
-        return fit.linear[key]
-    fp8 = fit.linear.get((task, "fp8", key[2]))
+def _linear(fit: MemoryFit, task: str, weights: Weights, ckpt: Checkpointing, trainer: str) -> tuple[float, float] | None:
+    gc = "none" if ckpt == "none" else "gc"
+    for table, key in ((fit.trainer_linear, (trainer, task, weights, gc)), (fit.linear, (task, weights, gc))):
+        if key in table:
+            return table[key]
+    own = fit.trainer_linear.get((trainer, task, "bf16", gc))
+    if weights == "fp8" and own is not None:
+        # fp8 weights hold one byte less per block parameter than bf16 (checked on musubi's 1.3B: 1.13 vs 1.30 GiB)
+        return own[0] - ARCH[task].layers * ARCH[task].block_gib(1), own[1]
+    fp8 = fit.linear.get((task, "fp8", gc))
     if weights == "bf16" and fp8 is not None:
-        # bf16 weights hold one more byte per block parameter than fp8 (checked on 1.3B, where both are measured)
         return fp8[0] + ARCH[task].layers * ARCH[task].block_gib(1), fp8[1]
     return None
 
 
+def outside_gib(fit: MemoryFit, trainer: str, task: str) -> float:
+    """Memory outside PyTorch's allocator while training: measured per trainer, else musubi's per model size."""
+    return fit.trainer_outside_gib.get(trainer, fit.outside_allocator_gib[task])
+
+
 def gpu_gib(fit: MemoryFit, task: str, weights: Weights, ckpt: Checkpointing, swap: int, tokens: int,
-            rank: int = MEASURED_RANK, adam_8bit: bool = False) -> float | None:
+            rank: int = MEASURED_RANK, adam_8bit: bool = False, trainer: str = "musubi") -> float | None:
     """Predicted peak reserved GiB of the training process, or None where nothing measured supports a prediction."""
-    lin = _linear(fit, task, weights, ckpt)
+    lin = _linear(fit, task, weights, ckpt, trainer)
     if lin is None:
         return None
     arch = ARCH[task]
@@ -58,18 +92,30 @@ def gpu_gib(fit: MemoryFit, task: str, weights: Weights, ckpt: Checkpointing, sw
         slope -= fit.offload_fraction * arch.checkpoint_gib_per_token()
     mem = intercept + slope * tokens
     if swap:
-        mem += fit.swap_overhead_gib[task] - swap * arch.block_gib(2 if weights == "bf16" else 1)
+        overhead = fit.trainer_swap_overhead_gib.get((trainer, task), fit.swap_overhead_gib[task])
+        mem += overhead - swap * arch.block_gib(2 if weights == "bf16" else 1)
     mem += (arch.lora_params(rank) - arch.lora_params(MEASURED_RANK)) * LORA_BYTES_PER_PARAM / GIB
     if adam_8bit:
         mem -= arch.lora_params(rank) * ADAM_8BIT_SAVING_PER_PARAM / GIB
     return mem
 
 
-def host_gib(fit: MemoryFit, task: str, ckpt: Checkpointing, tokens: int, dit_file_bytes_per_param: float = 2) -> float:
-    """Peak host RAM of the training process: the DiT file (memory-mapped while loading) plus offloaded activations."""
+def dit_bf16_gib(task: str) -> float:
     arch = ARCH[task]
-    params = arch.layers * arch.block_params * 1.02  # blocks plus embeddings and head, about 2% more
-    mem = fit.host_base_gib + params * dit_file_bytes_per_param / GIB
+    return arch.layers * arch.block_params * 1.02 * 2 / GIB  # blocks plus embeddings and head, about 2% more
+
+
+def host_gib(fit: MemoryFit, task: str, ckpt: Checkpointing, tokens: int, dit_file_bytes_per_param: float = 2,
+             trainer: str = "musubi", swap: int = 0) -> float:
+    """Peak host RAM of the training process. musubi memory-maps the DiT file and keeps swapped blocks in RAM;
+    diffusion-pipe reads the whole bf16 DiT into RAM before converting it, a fitted multiple of the bf16 file that
+    covers its swapped blocks too. Plus offloaded activations."""
+    arch = ARCH[task]
+    factor = fit.trainer_host_dit_factor.get(trainer)
+    if factor is not None:
+        mem = fit.host_base_gib + factor * dit_bf16_gib(task)
+    else:
+        mem = fit.host_base_gib + dit_bf16_gib(task) * dit_file_bytes_per_param / 2 + swap * arch.block_gib(2)
     if ckpt == "gcoff":
         mem += fit.offload_fraction * arch.checkpoint_gib_per_token() * tokens
     return mem

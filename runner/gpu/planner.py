@@ -1,12 +1,11 @@
 """Memory planner: the fastest settings whose predicted peak fits the GPU and host RAM, or what would fit.
 
-Candidates, fastest first (step times from bench/data): bf16 without checkpointing (1.3B only: the one
-measured), bf16 + checkpointing, fp8 weights + checkpointing, then blocks swapped to the CPU one at a
-time (costs little: 3.2 -> 3.5 s/step for 20 of 30 blocks on 1.3B), then checkpointed activations offloaded
-to the CPU (costs much: 3.2 -> 8.9 s on 1.3B). Each is tried with AdamW, then with 8-bit AdamW states.
-
-diffusion-pipe was not measured (it needs flash-attn and DeepSpeed). It runs the same Wan DiT code; its
-plan uses the musubi model plus DIFFPIPE_EXTRA_GIB for DeepSpeed's engine buffers, an assumption.
+A job has two phases on the GPU, and the plan must fit the larger: model caching (VAE latents, then umT5 text
+embeddings) and training. Training candidates are only settings that ran on a GPU (VERIFIED, with where), fastest
+first: bf16 with checkpointing, fp8 weights, then blocks swapped to the CPU (swap costs little: 3.2 -> 3.5 s/step
+for 20 of 30 blocks on 1.3B), then checkpointed activations offloaded to the CPU (costs much). Caching candidates:
+umT5 in bf16, then in fp8 (musubi `--fp8_t5`, diffusion-pipe `text_encoder_fp8`), then with musubi's text-encoder
+batch at 1. bench/README.md lists the runs behind each.
 """
 
 from __future__ import annotations
@@ -14,16 +13,28 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-from runner.gpu.memmodel import Checkpointing, MemoryFit, gpu_gib, host_gib
+from runner.gpu.memmodel import Checkpointing, MemoryFit, gpu_gib, host_gib, outside_gib
 from runner.gpu.memory_fit import FIT
 from runner.gpu.wan import latent_tokens
 
-DIFFPIPE_EXTRA_GIB = 1.0  # assumed, not measured: DeepSpeed engine buffers beyond musubi's accelerate loop
 HOST_RESERVE_GIB = 4.0  # OS, dataloader workers, page cache for the caches
 LOW_VRAM_GIB = 2.0  # within this much of the card, expandable segments are worth it
-MAX_SWAP = {"musubi": {"1.3B": 29, "14B": 39}, "diffpipe": {"1.3B": 28, "14B": 38}}  # trainers' own asserts
 OPTIMIZER_8BIT = {"musubi": "adamw8bit", "diffpipe": "AdamW8bitKahan"}
 CKPT_SETTING: dict[str, bool | str] = {"none": False, "gc": True, "gcoff": "unsloth"}
+TEXT_ENCODER_BATCH = 16  # musubi's text-encoder batch unless the card needs less
+
+# (weights, checkpointing, blocks swapped, 8-bit optimizer states) that ran on a GPU, fastest first.
+# musubi renders `unsloth` as plain checkpointing, so it has no offload candidate.
+VERIFIED: dict[tuple[str, str], tuple[tuple[str, Checkpointing, int, bool], ...]] = {
+    ("musubi", "1.3B"): (("bf16", "gc", 0, False), ("fp8", "gc", 0, False), ("fp8", "gc", 10, False), ("fp8", "gc", 20, False)),
+    ("musubi", "14B"): (("fp8", "gc", 0, False), ("fp8", "gc", 20, False)),
+    ("diffpipe", "1.3B"): (("bf16", "gc", 0, False), ("fp8", "gc", 28, True)),
+    ("diffpipe", "14B"): (("fp8", "gcoff", 32, True),),
+}
+CACHING: dict[str, tuple[tuple[str, int], ...]] = {  # (umT5 precision, text-encoder batch), cheapest last
+    "musubi": (("bf16", TEXT_ENCODER_BATCH), ("fp8", TEXT_ENCODER_BATCH), ("fp8", 1)),
+    "diffpipe": (("bf16", 1), ("fp8", 1)),
+}
 
 
 def margin_gib(predicted: float, fit: MemoryFit) -> float:
@@ -47,10 +58,14 @@ class Plan:
     checkpointing: Checkpointing = "gc"
     blocks_to_swap: int = 0
     optimizer_8bit: bool = False
-    gpu_gib: float = 0.0  # predicted peak on the card: allocator peak + memory outside it + trainer extra
+    gpu_gib: float = 0.0  # predicted peak on the card, the larger phase: allocator peak + memory outside it
     margin_gib: float = 0.0
-    host_gib: float = 0.0
+    host_gib: float = 0.0  # predicted peak host RAM, the larger phase
     suggestions: tuple[str, ...] = ()
+    text_encoder_dtype: Literal["bfloat16", "float8"] = "bfloat16"  # umT5 while caching
+    text_encoder_batch: int = 1  # texts per umT5 batch while caching (musubi's --batch_size)
+    caching_gpu_gib: float = 0.0
+    training_gpu_gib: float = 0.0
 
     @property
     def activation_checkpointing(self) -> bool | str:
@@ -70,38 +85,46 @@ class Plan:
         return {"transformer_dtype": self.transformer_dtype, "activation_checkpointing": self.activation_checkpointing,
                 "blocks_to_swap": self.blocks_to_swap}
 
+    @property
+    def caching(self) -> dict[str, object]:
+        """What the caching steps must use, in each trainer's own terms: musubi's cache-text-encoder step takes
+        `--fp8_t5` when fp8_t5 and `--batch_size text_encoder_batch`; diffusion-pipe's [model] takes text_encoder_fp8."""
+        fp8 = self.text_encoder_dtype == "float8"
+        if self.trainer == "musubi":
+            return {"fp8_t5": fp8, "text_encoder_batch": self.text_encoder_batch}
+        return {"text_encoder_fp8": fp8}
 
-def _candidates(size: str, trainer: str):
-    yield "bf16", "none", 0
-    yield "bf16", "gc", 0
-    yield "fp8", "gc", 0
-    for swap in range(1, MAX_SWAP[trainer][size] + 1):
-        yield "fp8", "gc", swap
-    for swap in range(0, MAX_SWAP[trainer][size] + 1):
-        yield "fp8", "gcoff", swap
+
+def _caching(trainer: str, tokens: int, vram_gib: float, fit: MemoryFit) -> tuple[str, int, float, float]:
+    """The first caching setting that fits (else the smallest): (umT5 precision, batch, GPU GiB, host GiB)."""
+    cf = fit.caching[trainer]
+    options = [(t5, batch, cf.gpu_gib(t5, batch, tokens), cf.host_gib[t5]) for t5, batch in CACHING[trainer]]
+    return next((o for o in options if o[2] + margin_gib(o[2], fit) <= vram_gib), options[-1])
 
 
 def _evaluate(task: str, trainer: str, tokens: int, vram_gib: float, ram_gib: float | None, rank: int,
               fit: MemoryFit) -> tuple[Plan | None, Plan | None]:
     """(first plan that fits, the plan with the least GPU memory considered)."""
     size = model_size(task)
+    t5, batch, cache_gpu, cache_host = _caching(trainer, tokens, vram_gib, fit)
     smallest: Plan | None = None
-    for weights, ckpt, swap in _candidates(size, trainer):
-        for adam8 in (False, True):
-            alloc = gpu_gib(fit, size, weights, ckpt, swap, tokens, rank, adam8)
-            if alloc is None:
-                continue
-            need = alloc + fit.outside_allocator_gib[size] + (DIFFPIPE_EXTRA_GIB if trainer == "diffpipe" else 0.0)
-            margin = margin_gib(need, fit)
-            host = host_gib(fit, size, ckpt, tokens)
-            host_ok = ram_gib is None or host + HOST_RESERVE_GIB <= ram_gib
-            fits = need + margin <= vram_gib and host_ok
-            plan = Plan(task, trainer, tokens, vram_gib, ram_gib, fits, "bfloat16" if weights == "bf16" else "float8",
-                        ckpt, swap, adam8, round(need, 2), round(margin, 2), round(host, 1))
-            if fits:
-                return plan, plan
-            if smallest is None or need < smallest.gpu_gib:
-                smallest = plan
+    for weights, ckpt, swap, adam8 in VERIFIED[(trainer, size)]:
+        alloc = gpu_gib(fit, size, weights, ckpt, swap, tokens, rank, adam8, trainer)
+        if alloc is None:
+            continue
+        train = alloc + outside_gib(fit, trainer, size)
+        need = max(train, cache_gpu)
+        margin = margin_gib(need, fit)
+        host = max(host_gib(fit, size, ckpt, tokens, trainer=trainer, swap=swap), cache_host)
+        host_ok = ram_gib is None or host + HOST_RESERVE_GIB <= ram_gib
+        fits = need + margin <= vram_gib and host_ok
+        plan = Plan(task, trainer, tokens, vram_gib, ram_gib, fits, "bfloat16" if weights == "bf16" else "float8",
+                    ckpt, swap, adam8, round(need, 2), round(margin, 2), round(host, 1), (),
+                    "bfloat16" if t5 == "bf16" else "float8", batch, round(cache_gpu, 2), round(train, 2))
+        if fits:
+            return plan, plan
+        if smallest is None or need < smallest.gpu_gib:
+            smallest = plan
     return None, smallest
 
 
@@ -135,6 +158,9 @@ def _what_would_fit(task: str, trainer: str, width: int, height: int, frames: in
         if fits(w, h, frames, batch):
             out.append(f"lower resolution: {w}x{h} at {frames} frames")
             break
+    if smallest.caching_gpu_gib >= smallest.training_gpu_gib:
+        out.append(f"model caching alone needs about {smallest.caching_gpu_gib + margin_gib(smallest.caching_gpu_gib, fit):.1f} GiB "
+                   "even with the smallest caching settings (the umT5 text encoder and the VAE run on the GPU)")
     out.append(f"a GPU with more memory: these settings need about {smallest.gpu_gib + smallest.margin_gib:.1f} GiB at least")
     return out
 
