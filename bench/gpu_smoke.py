@@ -11,9 +11,9 @@ What is real: runner's rendered files (dataset TOML, diffusion-pipe TOML) and ev
 cache-latents, cache-text-encoder, train; diffusion-pipe: train.py, which caches in-process first), run unchanged
 but for the container paths, which are mapped to local folders. What is made up: the model weights (random, real
 architecture, in the preset's layout: made beforehand in MODELS) and, where the hub is unreachable, the umT5
-tokenizer (STAND-IN, from --tokenizer, labelled in the output). Where the plan carries caching settings that
-runner's render does not write yet (plan.json "caching": musubi `--fp8_t5` and text-encoder batch size,
-diffusion-pipe `text_encoder_fp8`), they are applied here and printed.
+tokenizer (STAND-IN, from --tokenizer, labelled in the output). The runs recorded in bench/data/gpu_h200.jsonl
+predate runner's rendering of the caching settings (musubi `--fp8_t5` and its text-encoder batch, diffusion-pipe
+`text_encoder_fp8`): this script added them to the rendered files then, as the plan's memory fields now render them.
 
 Each phase (musubi: each step; diffusion-pipe: caching and training inside train.py) gets one JSON line: the
 allocator's peak allocated/reserved (bench/probe/sitecustomize.py), the device peak of the process (NVML, idle
@@ -88,26 +88,6 @@ def seed_tokenizer(hf_home: Path, tokenizer: Path) -> None:
     (snap / "google" / "umt5-xxl" / "config.json").write_text(json.dumps({"model_type": "umt5"}))
     (repo / "refs").mkdir(parents=True, exist_ok=True)
     (repo / "refs" / "main").write_text("0" * 40)
-
-
-def apply_caching(plan: dict, job_dir: Path, steps: dict[str, list[str]]) -> list[str]:
-    """The plan's caching settings that the rendered files do not carry yet; returns what was applied."""
-    caching = plan.get("caching") or {}
-    done = []
-    text = steps.get("cache-text-encoder")
-    if text is not None:
-        if caching.get("fp8_t5") and "--fp8_t5" not in text:
-            text.append("--fp8_t5")
-            done.append("--fp8_t5")
-        batch = str(caching.get("text_encoder_batch", ""))
-        if batch and text[text.index("--batch_size") + 1] != batch:
-            text[text.index("--batch_size") + 1] = batch
-            done.append(f"--batch_size {batch}")
-    toml = job_dir / "diffpipe.toml"
-    if caching.get("text_encoder_fp8") and toml.exists() and "text_encoder_fp8" not in toml.read_text():
-        toml.write_text(toml.read_text().replace("[model]\n", "[model]\ntext_encoder_fp8 = true\n", 1))
-        done.append("[model] text_encoder_fp8 = true")
-    return done
 
 
 def settings(plan: dict, job_dir: Path, steps: dict[str, list[str]]) -> dict:
@@ -265,9 +245,6 @@ def main() -> int:
     shutil.rmtree(work, ignore_errors=True)
     to_local = stage(args.plan, plan, work, args.models.resolve(), args.clips.resolve())
     steps = {s["name"]: [to_local(a) for a in s["argv"]] for s in plan["steps"]}
-    applied = apply_caching(plan, work / "job", steps)
-    if applied:
-        print(f"[gpu_smoke] caching settings from plan.json, applied here (not yet rendered by runner): {applied}")
     hf_home = work / "hf-cache"
     if args.tokenizer:
         seed_tokenizer(hf_home, args.tokenizer)

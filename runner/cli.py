@@ -298,7 +298,8 @@ def plan_cmd(
     out.print(f"{head} {p.task} on {p.trainer}: {p.tokens} latent tokens per step, {p.vram_gib:.1f} GiB GPU"
               + (f", {p.ram_gib:.0f} GiB RAM" if p.ram_gib else ""))
     out.print(f"  transformer_dtype: {p.transformer_dtype}\n  activation_checkpointing: {p.activation_checkpointing}\n"
-              f"  blocks_to_swap: {p.blocks_to_swap}\n  optimizer: {p.optimizer_type or 'job / trainer default'}")
+              f"  blocks_to_swap: {p.blocks_to_swap}\n  optimizer: {p.optimizer_type or 'job / trainer default'}\n"
+              f"  text_encoder_dtype: {p.text_encoder_dtype}" + (f"\n  text_encoder_batch: {p.text_encoder_batch}" if p.trainer == "musubi" else ""))
     out.print(f"  estimated peak: {p.gpu_gib:.1f} GiB GPU (+{p.margin_gib:.1f} margin), {p.host_gib:.0f} GiB host RAM")
     for s in p.suggestions:
         out.print(f"  would fit with: {s}")

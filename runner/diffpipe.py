@@ -118,6 +118,8 @@ def main_toml(job: Job, files: ModelFiles) -> str:
         model["llm_path"] = _model(files, files.t5)
     if mem.transformer_dtype == "float8":
         model["transformer_dtype"] = "float8"
+    if mem.text_encoder_dtype == "float8":
+        model["text_encoder_fp8"] = True
     model["timestep_sample_method"] = "logit_normal"
     doc["model"] = model
     doc["adapter"] = {"type": "lora", "rank": job.lora.rank, "dtype": job.lora.dtype}

@@ -23,7 +23,6 @@ SCRIPTS = PurePosixPath("src/musubi_tuner")
 DEFAULT_OPTIMIZER = "adamw8bit"
 DEFAULT_LR = 2e-4
 TIMESTEP_SAMPLING = ["--timestep_sampling", "shift", "--discrete_flow_shift", "3.0"]
-TEXT_ENCODER_BATCH = 16
 MIXED_PRECISION = {"bfloat16": "bf16", "float16": "fp16"}
 # lora.dtype → --save_precision (choices float, fp32, fp16, bf16; musubi saves fp32 when it is not given)
 SAVE_PRECISION = {"bfloat16": "bf16", "float32": "fp32"}
@@ -232,7 +231,9 @@ def render(job: Job, files: ModelFiles, master_port: int, regenerate_cache: bool
     if job.task.is_i2v:
         cache_latents += ["--i2v", "--clip", _model(files, files.clip)]
     cache_text = python + [str(SCRIPTS / "wan_cache_text_encoder_outputs.py"), "--dataset_config", config]
-    cache_text += ["--t5", _model(files, files.t5), "--batch_size", str(TEXT_ENCODER_BATCH)]
+    cache_text += ["--t5", _model(files, files.t5), "--batch_size", str(job.memory.text_encoder_batch)]
+    if job.memory.text_encoder_dtype == "float8":
+        cache_text += ["--fp8_t5"]
     # every launch setting comes from the rendered file: without --config_file accelerate would read
     # $HF_HOME/accelerate/default_config.yaml, which is in the user's mounted cache. The thread count has no config key.
     launch = ["accelerate", "launch", "--config_file", str(mounts.JOB / ACCELERATE_YAML), "--num_cpu_threads_per_process", "1"]

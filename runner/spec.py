@@ -126,6 +126,10 @@ class Memory(Strict):
     transformer_dtype: Literal["bfloat16", "float16", "float8"] = Field("bfloat16", description="float8 = fp8 base weights")
     activation_checkpointing: Literal[True, False, "unsloth"] = True
     blocks_to_swap: int = Field(0, ge=0)
+    text_encoder_dtype: Literal["bfloat16", "float8"] = Field(
+        "bfloat16", description="umT5 while caching text: float8 = musubi --fp8_t5, diffpipe text_encoder_fp8 (about 4 GiB less)"
+    )
+    text_encoder_batch: int = Field(16, ge=1, description="musubi only: captions per umT5 batch while caching (its recipe: 16)")
 
 
 class Job(Strict):

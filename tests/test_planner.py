@@ -61,18 +61,18 @@ def test_16gb_card_fits_81_frames_too(trainer):
 def test_small_card_goes_fp8_and_caches_with_fp8_t5():
     p = plan("t2v-1.3B", "musubi", 832, 480, 81, 1, 12.0, 64)
     assert p.fits and p.transformer_dtype == "float8" and p.low_vram
-    assert p.caching == {"fp8_t5": True, "text_encoder_batch": 16}
+    assert p.text_encoder_dtype == "float8" and p.memory_update()["text_encoder_batch"] == 16
 
 
 def test_diffpipe_12gb_caches_with_fp8_umt5_because_bf16_umt5_alone_is_12_6_gib():
     p = plan("t2v-1.3B", "diffpipe", 832, 480, 33, 1, 12.0, 64)
-    assert p.fits and p.transformer_dtype == "bfloat16" and p.caching == {"text_encoder_fp8": True}
+    assert p.fits and p.transformer_dtype == "bfloat16" and p.text_encoder_dtype == "float8" and "text_encoder_batch" not in p.memory_update()
     assert p.gpu_gib == max(p.caching_gpu_gib, p.training_gpu_gib)
 
 
 def test_caching_can_be_the_larger_phase():
     p = plan("t2v-1.3B", "diffpipe", 832, 480, 33, 1, 24.0, 64)
-    assert p.caching == {"text_encoder_fp8": False} and p.caching_gpu_gib > p.training_gpu_gib == pytest.approx(10.17, abs=0.05)
+    assert p.text_encoder_dtype == "bfloat16" and p.caching_gpu_gib > p.training_gpu_gib == pytest.approx(10.17, abs=0.05)
     assert p.gpu_gib == p.caching_gpu_gib
 
 

@@ -16,12 +16,13 @@ from typing import Literal
 from runner.gpu.memmodel import Checkpointing, MemoryFit, gpu_gib, host_gib, outside_gib
 from runner.gpu.memory_fit import FIT
 from runner.gpu.wan import latent_tokens
+from runner.spec import Memory
 
 HOST_RESERVE_GIB = 4.0  # OS, dataloader workers, page cache for the caches
 LOW_VRAM_GIB = 2.0  # within this much of the card, expandable segments are worth it
 OPTIMIZER_8BIT = {"musubi": "adamw8bit", "diffpipe": "AdamW8bitKahan"}
 CKPT_SETTING: dict[str, bool | str] = {"none": False, "gc": True, "gcoff": "unsloth"}
-TEXT_ENCODER_BATCH = 16  # musubi's text-encoder batch unless the card needs less
+TEXT_ENCODER_BATCH = Memory.model_fields["text_encoder_batch"].default  # musubi's recipe, unless the card needs less
 
 # (weights, checkpointing, blocks swapped, 8-bit optimizer states) that ran on a GPU, fastest first.
 # musubi renders `unsloth` as plain checkpointing, so it has no offload candidate.
@@ -82,17 +83,11 @@ class Plan:
 
     def memory_update(self) -> dict[str, object]:
         """Fields of runner.spec.Memory this plan sets (for `memory: auto` at render time)."""
-        return {"transformer_dtype": self.transformer_dtype, "activation_checkpointing": self.activation_checkpointing,
-                "blocks_to_swap": self.blocks_to_swap}
-
-    @property
-    def caching(self) -> dict[str, object]:
-        """What the caching steps must use, in each trainer's own terms: musubi's cache-text-encoder step takes
-        `--fp8_t5` when fp8_t5 and `--batch_size text_encoder_batch`; diffusion-pipe's [model] takes text_encoder_fp8."""
-        fp8 = self.text_encoder_dtype == "float8"
-        if self.trainer == "musubi":
-            return {"fp8_t5": fp8, "text_encoder_batch": self.text_encoder_batch}
-        return {"text_encoder_fp8": fp8}
+        update = {"transformer_dtype": self.transformer_dtype, "activation_checkpointing": self.activation_checkpointing,
+                  "blocks_to_swap": self.blocks_to_swap, "text_encoder_dtype": self.text_encoder_dtype}
+        if self.trainer == "musubi":  # diffusion-pipe caches one caption at a time (caching_batch_size = 1)
+            update["text_encoder_batch"] = self.text_encoder_batch
+        return update
 
 
 def _caching(trainer: str, tokens: int, vram_gib: float, fit: MemoryFit) -> tuple[str, int, float, float]:

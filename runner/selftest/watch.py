@@ -7,15 +7,12 @@ import re
 import threading
 import time
 
-from runner.launch import MARK
+from runner import logwatch
 
 SMI = ["nvidia-smi", "--query-gpu=memory.used", "--format=csv,noheader,nounits"]
 RATE = re.compile(r"(\d+(?:\.\d+)?)(s/it|it/s)")
-PROGRESS = re.compile(r"(\d+)/(\d+) \[")
 ITER = re.compile(r"steps: (\d+) .*iter time \(s\): (\d+(?:\.\d+)?)")  # DeepSpeed's line in diffusion-pipe
 
-
-STEP = re.compile(re.escape(MARK) + r"\d+/\d+ (\S+) start: ")  # MARK = "[runner] step "
 
 
 class Watched:
@@ -34,9 +31,15 @@ class Watched:
         for line in self._executor.logs(container, follow=follow):
             if follow:
                 self.lines.extend(line.split("\r"))  # tqdm redraws with carriage returns
-                if m := STEP.match(line):
-                    self.on_step(m.group(1))
+                if (step := _started_step(line)) is not None:
+                    self.on_step(step)
             yield line
+
+
+def _started_step(line: str) -> str | None:
+    """The plan step a `[runner] step i/n NAME start: …` marker starts."""
+    seen = logwatch.classify(line)
+    return seen.step if seen.marker and seen.marker.endswith(" start") else None
 
 
 def gpu_used_mib(shell) -> list[int] | None:
@@ -89,7 +92,7 @@ class GpuPeak:
 
 def training_lines(lines: list[str]) -> list[str]:
     """The lines of the last step the plan runs (training; caching steps come before it)."""
-    starts = [i for i, line in enumerate(lines) if line.startswith(MARK) and " start: " in line]
+    starts = [i for i, line in enumerate(lines) if _started_step(line) is not None]
     return lines[starts[-1] + 1:] if starts else lines
 
 
@@ -101,9 +104,9 @@ def seconds_per_step(lines: list[str]) -> tuple[float | None, int | None]:
     if iters:
         timed = [t for _, t in iters[1:]] or [iters[0][1]]
         return sum(timed) / len(timed), iters[-1][0]
-    last = next((line for line in reversed(lines) if PROGRESS.search(line) and RATE.search(line)), None)
+    last = next((line for line in reversed(lines) if logwatch.classify(line).progress and RATE.search(line)), None)
     if last is None:
         return None, None
     value, unit = RATE.findall(last)[-1]
     rate = float(value)
-    return (rate if unit == "s/it" else (1 / rate if rate else None)), int(PROGRESS.search(last).group(1))
+    return (rate if unit == "s/it" else (1 / rate if rate else None)), logwatch.classify(last).progress[0]
