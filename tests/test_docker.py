@@ -234,9 +234,9 @@ def test_diffpipe_hanging_after_out_of_memory_is_stopped_and_reported(workspace,
     r = runner(["train", _oom_job(workspace, "t2v-1.3B-diffpipe", "cache-text-encoder")], env, cwd=workspace)
     _says(r, 1, "runner: CUDA ran out of GPU memory in cache-text-encoder: GPU 0 has 11.50 GiB in all, 0.02 GiB was free",
           "The trainer did not exit after the error, so runner stopped its container.",
-          # the planner leaves the text encoder out (issue 9, item 6): for 11.5 GiB it picks what the example already uses
-          "The job already runs with what `runner plan ", "--vram 11.5` picks (memory.transformer_dtype: bfloat16",
-          "In this phase the whole text encoder (umT5-XXL) goes to the GPU whatever the resolution: use a GPU with more memory.")
+          # the planner plans caching (umT5 bf16 ~12.6 GiB on the device): for 11.5 GiB it caches with the fp8 umT5
+          "--vram 11.5` picks memory.transformer_dtype: bfloat16", "memory.text_encoder_dtype: float8",
+          "set these in the job (or write `memory: auto`)")
     record = _record(env)
     assert record["status"] == "failed" and record["failure"] == "CUDA out of memory in cache-text-encoder (GPU 0: 11.5 GiB)"
     assert "CUDA out of memory in cache-text-encoder (GPU 0: 11.5 GiB)" in runner(["ps"], {**env, "COLUMNS": "400"}).stdout
