@@ -35,7 +35,7 @@ def validate(job: Path = JobArg) -> None:
 
     Model files that are not on this machine are checked again before a job starts.
     """
-    from runner.render import load_checked
+    from runner.job.render import load_checked
 
     j = load_checked(job)
     out.print(f"[green]ok[/green] {job}: {j.trainer.value} {j.task.value}, {len(j.datasets)} dataset(s)")
@@ -49,7 +49,7 @@ def render(
     ram: float = typer.Option(None, help="host RAM in GiB for `memory: auto` (default: this machine's)"),
 ) -> None:
     """Write the trainer's files, the commands (command.sh) and plan.json for a job, without running it."""
-    from runner import render as r
+    from runner.job import render as r
     from runner.views import plan_summary
 
     plan = r.render(job, out_dir, vram, ram)

@@ -13,7 +13,8 @@ from pathlib import Path
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from runner import checks, config, fingerprint, images, jobs, logwatch, render
+from runner import config, fingerprint, images, jobs, logwatch
+from runner.job import checks, render
 from runner.container import RUN_PLAN, ContainerSpec
 from runner.errors import UserError
 from runner.jobs import JobRecord

@@ -26,7 +26,7 @@ def service_name(trainer: str) -> str:
 
 
 def service_mounts(settings: config.Settings) -> list[Mount]:
-    from runner.render import default_hf_cache
+    from runner.job.render import default_hf_cache
 
     return [
         Mount("models", str(settings.models), str(mounts.MODELS), True),

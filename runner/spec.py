@@ -1,7 +1,7 @@
 """The job file: a typed schema, YAML loading with file:line errors, and defaults from the trainers' recipes.
 
 The schema is trainer-neutral: one job renders for diffusion-pipe or musubi-tuner by changing `trainer:`.
-Rules that need the trainer, the model files or the data live in `runner.checks`.
+Rules that need the trainer, the model files or the data live in `runner.job.checks`.
 """
 
 from __future__ import annotations

@@ -9,7 +9,7 @@ from rich.console import Group
 from rich.table import Table
 from rich.text import Text
 
-from runner.plan import Plan
+from runner.job.plan import Plan
 
 
 def mounts_table(plan: Plan) -> Table:

@@ -10,7 +10,7 @@ import pytest
 import toml
 import yaml
 
-from runner import render
+from runner.job import render
 from tests import modelfixtures
 from tests.conftest import write_job
 from tests.test_validation import job_text

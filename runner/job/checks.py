@@ -10,7 +10,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Callable, Iterator
 
-from runner import diffpipe, media, modelfiles, musubi, weights
+from runner import media, modelfiles, weights
+from runner.trainers import diffpipe, musubi
 from runner.errors import JobInvalid, UserError
 from runner.spec import Job, Trainer
 

@@ -11,7 +11,7 @@ import tomli_w
 
 from runner import media, mounts
 from runner.modelfiles import ModelFiles
-from runner.plan import Plan, Step
+from runner.job.plan import Plan, Step
 from runner.spec import Job
 
 WORKDIR = "/opt/diffusion-pipe"

@@ -12,7 +12,7 @@ import yaml
 
 from runner import media, mounts, weights
 from runner.modelfiles import ModelFiles
-from runner.plan import Plan, Step
+from runner.job.plan import Plan, Step
 from runner.spec import Job
 
 WORKDIR = "/opt/musubi-tuner"

@@ -9,9 +9,11 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from runner import checks, diffpipe, modelfiles, mounts, musubi
+from runner import modelfiles, mounts
+from runner.job import checks
+from runner.trainers import diffpipe, musubi
 from runner.errors import JobInvalid, UserError
-from runner.plan import Plan
+from runner.job.plan import Plan
 from runner.spec import Job, Trainer, locate, read_job
 
 TRAINERS = {Trainer.diffpipe: diffpipe, Trainer.musubi: musubi}
