@@ -156,7 +156,7 @@ def render_all(work: Path) -> tuple[list[dict], list[tuple[str, list[str]]]]:
         except UserError as e:
             skipped.append((name, [_reason(e)]))
             continue
-        job = render.load_checked(f)
+        job = render.load_checked(f).job
         rendered.append({"id": name, "dir": str(out), "lora_dtype": job.lora.dtype, "vram": vram})
     return rendered, skipped
 

@@ -37,7 +37,7 @@ def validate(job: Path = JobArg) -> None:
     """
     from runner.job.render import load_checked
 
-    j = load_checked(job)
+    j = load_checked(job).job
     out.print(f"[green]ok[/green] {job}: {j.trainer.value} {j.task.value}, {len(j.datasets)} dataset(s)")
 
 

@@ -294,11 +294,15 @@ def _dataset_problems(files: list[FileReport], ignored: list[Path], s: Settings)
 Progress = Callable[[int], Callable[[], None]]
 
 
-def check_directory(directory: Path, settings: Settings, on_start: Progress | None = None) -> CheckReport:
-    """Check every file of `directory`. `on_start(total)` returns a callback run once per file (a progress bar)."""
-    if not directory.is_dir():
+Listing = tuple[list[Path], list[Path]]
+
+
+def check_directory(directory: Path, settings: Settings, on_start: Progress | None = None, listing: Listing | None = None) -> CheckReport:
+    """Check every file of `directory`. `on_start(total)` returns a callback run once per file (a progress bar).
+    listing: (media, ignored) of the folder when the caller has already listed it (media.media_files)."""
+    if listing is None and not directory.is_dir():
         raise UserError(str(directory), "is not a folder.", "pass the folder that holds the images or videos")
-    media, ignored = media_files(directory, settings.caption_extension)
+    media, ignored = listing or media_files(directory, settings.caption_extension)
     advance = on_start(len(media)) if on_start else (lambda: None)
 
     def one(path: Path) -> FileReport:
@@ -318,10 +322,10 @@ def check_directory(directory: Path, settings: Settings, on_start: Progress | No
     )
 
 
-def dataset_problems(dataset: Dataset, trainer: Trainer, task: Task) -> list[UserError]:
+def dataset_problems(dataset: Dataset, trainer: Trainer, task: Task, listing: Listing | None = None) -> list[UserError]:
     """Problems the job validation should refuse: videos that fall out of every bucket, I2V without videos,
     and anything else that would stop or silently shrink training for `trainer`."""
-    report = check_directory(dataset.path, Settings.of(dataset, task, [trainer]))
+    report = check_directory(dataset.path, Settings.of(dataset, task, [trainer]), listing=listing)
     errors: list[UserError] = []
     for f in report.files:
         v = f.verdicts[trainer.value]

@@ -14,7 +14,8 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from runner import config, fingerprint, images, jobs, logwatch
-from runner.job import checks, render
+from runner.job import render
+from runner.job.resolve import Target
 from runner.container import RUN_PLAN, ContainerSpec
 from runner.errors import UserError
 from runner.jobs import JobRecord
@@ -29,40 +30,31 @@ def gpu_environment(inventory, job: Job) -> tuple[dict[str, str], str]:
     return {v.name: v.value for v in envrules.job_environment(job, inventory)}, table
 
 
-def cache_freshness(job: Job, plan, executor, container: str, console: Console) -> tuple[dict[str, str], list[fingerprint.CacheState]]:
-    """Fingerprint each dataset and compare with the record beside its cache on the job's host."""
-    fps, states = {}, []
-    for d, folder in zip(job.datasets, render.cache_dirs(job, executor.host_mounts(plan.mounts, job.name, container))):
-        fp = fingerprint.fingerprint(d, job.trainer, job.task)
-        recorded = executor.read_text(folder / fingerprint.FILE_NAME)
-        state = fingerprint.state_of(recorded, fp)
-        if state is fingerprint.CacheState.stale:
-            console.print(f"{d.path} changed since its cache was made ({'; '.join(fingerprint.why_stale(recorded, fp))}): re-caching")
-        states.append(state)
-        fps[str(folder)] = fp.model_dump_json(indent=2)
-    return fps, states
+def target_of(executor, gpus: bool) -> Target:
+    """The executor's machine as runner.job.resolve sees it: its shell, models folder and cache records."""
+    local = executor.host == "local"
+    return Target(
+        executor.shell, "this machine" if local else executor.host, None if local else executor.folder("models"),
+        "" if local else executor.spec_host.ssh, gpus, executor.read_text,
+        # cache folders come from the data and cache mounts; the job folder's (not yet made) does not matter
+        lambda job: render.cache_dirs(job, executor.host_mounts(render.job_mounts(job, Path("job")), job.name, "")),
+    )
 
 
 def start(job_file: Path, executor, settings: config.Settings, console: Console) -> JobRecord:
-    """Validate, render and start a job; returns its record (status running)."""
-    local = executor.host == "local"
-    job: Job = render.load_checked(job_file, files_here=local)
+    """Resolve the job against its executor's machine, render and start it; returns its record (status running)."""
     gpus = jobs.gpus_wanted()
-    inventory = None
     if gpus:
-        from runner.gpu.inventory import gather, host_ram_gib
-
         executor.check_gpus()
-        inventory = gather(executor.shell)
-        if job.memory.auto and inventory.gpus:
-            job = render.with_memory_plan(job, min(g.memory_gib for g in inventory.gpus), host_ram_gib(executor.shell))
+    resolved = render.load_checked(job_file, target_of(executor, bool(gpus)), files_needed=True, plan_needed=bool(gpus))
+    job, inventory = resolved.job, resolved.inventory
     if job.memory.auto and inventory is None:
         raise UserError("memory: auto", "needs a GPU to plan for, and RUNNER_GPUS=none starts containers without one.", "set memory settings explicitly")
+    for note in resolved.notes:
+        console.print(note)
     gpu_env, variant_name = gpu_environment(inventory, job)
     pins = images.load_pins(job.trainer.value, variant_name, pins_file=settings.pins)
     ref = images.image_ref(pins, settings.ca_bundle)
-    if not local:
-        executor.check_models(job.models.root, checks.used_model_files(job))
     build = job.trainer.value if variant_name == "default" else f"{job.trainer.value} --variant {variant_name}"
     executor.check_image(ref, build)  # a remote host receives the image here: after the cheap checks
     rid = jobs.new_id(job.name)
@@ -72,14 +64,10 @@ def start(job_file: Path, executor, settings: config.Settings, console: Console)
         job_file=str(job_file.resolve()), output_dir=str(job.output / job.name), master_port=port,
     )
     try:
-        plan = render.plan(job, record.job_dir, master_port=port)
-        record.fingerprints, states = cache_freshness(job, plan, executor, record.container, console)
-        if fingerprint.CacheState.stale in states:
-            plan = render.plan(job, record.job_dir, master_port=port, regenerate_cache=True)
+        plan = render.plan(resolved, record.job_dir, master_port=port)
+        record.fingerprints = resolved.fingerprints
         render.write(plan, record.job_dir)
         env = {**config.network_env(settings), **gpu_env, **plan.env}  # the job's own `env:` (in plan.env) wins
-        if all(s is fingerprint.CacheState.fresh for s in states):
-            env["RUNNER_CACHE_FRESH"] = "1"
         spec = ContainerSpec(
             image=ref, name=record.container, command=RUN_PLAN, mounts=plan.mounts, env=env, user=executor.user,
             workdir=plan.workdir, gpus=gpus, shm_size=settings.shm_size, ulimits=settings.ulimits,

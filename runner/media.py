@@ -126,16 +126,12 @@ def media_files(directory: Path, caption_extension: str = ".txt") -> tuple[list[
     return sorted(media), sorted(ignored)
 
 
-def folder_kind(folder: Path) -> FolderKind:
-    kinds = {kind_of(p) for p in media_files(folder)[0]}
+def media_kind(media: list[Path]) -> FolderKind:
+    """What a folder's media files are: all videos, all images, both, or none."""
+    kinds = {kind_of(p) for p in media}
     if kinds == {"video", "image"}:
         return "mixed"
     return next(iter(kinds)) if kinds else "empty"  # type: ignore[return-value]
-
-
-def dataset_kind(kind: str, folder: Path) -> FolderKind:
-    """The job's `kind:` unless it is auto, then what the folder holds."""
-    return folder_kind(folder) if kind == "auto" else kind  # type: ignore[return-value]
 
 
 def video_frames(frames: list[int] | None) -> list[int]:

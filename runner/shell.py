@@ -34,7 +34,7 @@ class LocalShell:
 
     def run(self, argv: list[str], timeout: float = 60) -> Result:
         try:
-            p = subprocess.run(argv, capture_output=True, text=True, timeout=timeout)
+            p = subprocess.run(argv, capture_output=True, text=True, errors="replace", timeout=timeout)
         except FileNotFoundError as e:
             return Result(127, "", f"{argv[0]}: command not found ({e.strerror})")
         except subprocess.TimeoutExpired:

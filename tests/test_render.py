@@ -137,10 +137,10 @@ def test_musubi_dit_bytes_per_param_follow_the_file(workspace):
     assert bytes_for("diffpipe", "dit_fp32.safetensors", "memory:\n  transformer_dtype: float8\n") == 1
 
 
-def test_musubi_official_14b_without_its_shards_here_counts_float32(workspace):
-    text = "name: t\ntrainer: musubi\ntask: t2v-14B\nmodels:\n  root: ../nowhere\n  preset: t2v-14B\n  format: official\ndatasets:\n  - path: data/clips\n"
-    job = render.read_job(write_job(workspace / "examples", text))[0]
-    assert render.dit_bytes_per_param(job) == 4
+def test_musubi_official_dit_not_on_the_target_counts_float32(workspace):
+    text = "name: t\ntrainer: musubi\ntask: t2v-1.3B\nmodels:\n  root: ../nowhere\n  preset: t2v-1.3B\n  format: official\ndatasets:\n  - path: data/clips\n"
+    resolved = render.load_checked(write_job(workspace / "examples", text))
+    assert resolved.headers == {} and render.dit_bytes_per_param(resolved) == 4
 
 
 def test_musubi_source_fps_is_written_as_a_float(workspace, tmp_path):
@@ -192,7 +192,7 @@ def test_memory_auto_fits_the_seeds_case_on_a_24gb_card_for_each_trainer(workspa
         text = job_text(trainer).replace("  - path: data/clips\n", "  - path: data/long\n    frames: [81]\n") + "memory: auto\n"
         job_file = write_job(workspace / "examples", text)
         plan = render.render(job_file, tmp_path / trainer, vram_gib=24, ram_gib=64)
-        chosen = plan_for_job(render.load_checked(job_file), 24, 64)
+        chosen = plan_for_job(render.read_job(job_file)[0], 24, 64)
         assert chosen.fits and chosen.gpu_gib + chosen.margin_gib <= 24
         rendered = " ".join(train_argv(plan)) if trainer == "musubi" else plan.files["diffpipe.toml"]
         assert "--gradient_checkpointing" in rendered or "activation_checkpointing = true" in rendered

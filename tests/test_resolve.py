@@ -1,0 +1,45 @@
+"""runner.job.resolve: the memory planner's choices pass the same checks as settings written by hand."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from runner.errors import JobInvalid, UserError
+from runner.job import checks
+from runner.job.resolve import here, resolve
+from runner.spec import read_job
+
+VRAM_GIB = (8, 12, 16, 24, 48)
+
+
+def _errors(job) -> set[tuple[str, str]]:
+    return {(e.where, e.problem) for rule in checks.RULES for e in rule(job)}
+
+
+@pytest.mark.parametrize("trainer", ["musubi", "diffpipe"])
+def test_every_memory_auto_plan_passes_the_checks(workspace, trainer):
+    examples = sorted((workspace / "examples").glob("*.yaml"))
+    assert len(examples) >= 6
+    planned = 0
+    for example in examples:
+        text = re.sub(r"(?m)^trainer: \w+", f"trainer: {trainer}", example.read_text())
+        for gpus in (1, 2):
+            job_file = example.with_name(f"auto-{trainer}-{gpus}.yaml")
+            job_file.write_text(text + f"\ngpus: {gpus}\nmemory: auto\n")
+            as_written = _errors(read_job(job_file)[0])
+            for vram in VRAM_GIB:
+                try:
+                    resolved = resolve(read_job(job_file)[0], here(), vram_gib=vram, ram_gib=64, plan_needed=True)
+                except JobInvalid as e:
+                    # the example is invalid for this trainer as written; the plan must add nothing to that
+                    added = {(x.where, x.problem) for x in e.errors} - as_written
+                    assert not added, f"{example.name} on {trainer}, {gpus} GPU(s), {vram} GiB: the plan breaks {added}"
+                    continue
+                except UserError as e:  # no setting fits this card: the planner says so instead of choosing
+                    assert e.where == "memory: auto", f"{example.name} on {trainer}, {gpus} GPU(s), {vram} GiB: {e}"
+                    continue
+                assert resolved.memory_plan is not None and resolved.job.memory.blocks_to_swap == resolved.memory_plan.blocks_to_swap
+                planned += 1
+    assert planned >= len(examples) * 2  # most plans apply; the bar is that none is refused
