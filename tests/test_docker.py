@@ -274,3 +274,53 @@ def test_a_log_line_that_merely_mentions_memory_stops_nothing(workspace, env):
     said = _says(runner(["train", job], env, cwd=workspace), 0, note)
     assert "ran out of GPU memory" not in said
     assert _record(env)["failure"] == ""
+
+
+class CountingShell:
+    """The executor's own Shell, with every command it runs kept."""
+
+    def __init__(self, shell):
+        self.inner, self.name, self.calls = shell, shell.name, []
+
+    def run(self, argv, timeout=60, **options):
+        self.calls.append(list(argv))
+        return self.inner.run(argv, timeout, **options)
+
+
+def test_one_train_gathers_each_fact_once_on_its_target(workspace, env, monkeypatch):
+    from collections import Counter
+
+    from rich.console import Console
+
+    from runner import config, launch, weights
+    from runner.executors.local import LocalDocker
+
+    for k, v in env.items():
+        monkeypatch.setenv(k, v)
+    listed: Counter = Counter()
+    scandir = os.scandir
+    monkeypatch.setattr(os, "scandir", lambda path=".": (listed.update([str(path)]), scandir(path))[1])
+    monkeypatch.setattr(weights, "read_header", lambda path: pytest.fail(f"{path} read on this machine, not through the target's Shell"))
+    job = workspace / "examples" / "t2v-1.3B-musubi.yaml"
+    job.write_text(job.read_text() + "memory:\n  transformer_dtype: float8\n")
+    executor = LocalDocker()
+    executor.shell = shell = CountingShell(executor.shell)
+    monkeypatch.chdir(workspace)
+    console = Console(width=200)
+    record = launch.start(job, executor, config.load(), console)
+    assert launch.follow(record, executor, console) == 0
+
+    folder = str((workspace / "examples" / "data" / "clips").resolve())
+    assert {p: n for p, n in listed.items() if Path(p).resolve() == Path(folder)} == {folder: 1}, "the dataset folder is listed once"
+    headers = Counter(argv[4] for argv in shell.calls if argv[:3] == ["sh", "-c", weights.HEADER_COMMAND])
+    dit = workspace / "models" / "Wan_2.1_ComfyUI_repackaged/split_files/diffusion_models/wan2.1_t2v_1.3B_bf16.safetensors"
+    assert headers == {str(dit.resolve()): 1}, shell.calls
+    argv = json_argv(record)
+    assert "--fp8_scaled" in argv, "the bf16 DiT read on the target is quantized at load"
+
+
+def json_argv(record) -> list[str]:
+    import json
+
+    plan = json.loads((record.job_dir / "plan.json").read_text())
+    return next(s["argv"] for s in plan["steps"] if s["name"] == "train")
