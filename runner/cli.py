@@ -416,7 +416,8 @@ def download(
 ) -> None:
     """Fetch the model files a preset needs, verified against the hub's sizes and hashes; resumable, and a second
     run fetches nothing. Honors HF_ENDPOINT; reads the token from HF_TOKEN only."""
-    from runner.download import default_hf_home, fetch, plan, summarize
+    from runner.config import default_hf_home
+    from runner.download import fetch, plan, summarize
     from runner.download_view import print_plan
     from runner.models import Format
     from runner.progress import transfer

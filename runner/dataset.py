@@ -34,19 +34,13 @@ from runner.media import (
     media_files,
     probe,
 )
-from runner.spec import Dataset, Task, Trainer
+from runner.spec import DEFAULT_VIDEO_FRAMES, Dataset, Task, Trainer, round_4k1
 
 WAN_FPS = 16
-DEFAULT_VIDEO_FRAMES = [33]
 
 Level = Literal["ok", "warn", "drop", "error"]
 _RANK = {"ok": 0, "warn": 1, "drop": 2, "error": 3}
 CaptionState = Literal["ok", "empty", "missing"]
-
-
-def round_4k1(frames: int) -> int:
-    """Round down to the next 4k+1 (the Wan VAE encodes 1 + 4k frames)."""
-    return (frames - 1) // 4 * 4 + 1
 
 
 def diffpipe_frames(source_frames: int, source_fps: float) -> int:

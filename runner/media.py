@@ -16,6 +16,8 @@ from typing import Literal
 
 import av
 
+from runner.spec import DEFAULT_VIDEO_FRAMES
+
 _IMAGEIO_VIDEO = (
     ".264 .265 .3g2 .3gp .a64 .A64 .adp .amr .amv .asf .avc .avi .avr .avs .avs2 .avs3 .bmv .cavs .cdg .cdxl .cgi "
     ".chk .cif .cpk .dat .dav .dif .dnxhd .dnxhr .drc .dv .dvd .f4v .flm .flv .gsm .gxf .h261 .h263 .h264 .h265 "
@@ -109,7 +111,6 @@ def _short(e: Exception) -> str:
 # --- what a dataset folder holds (the job's `kind: auto`) ---------------------------------------------
 
 FolderKind = Literal["video", "image", "mixed", "empty"]
-DEFAULT_VIDEO_FRAMES = [33]
 
 
 def media_files(directory: Path, caption_extension: str = ".txt") -> tuple[list[Path], list[Path]]:

@@ -38,11 +38,32 @@ class Task(str, Enum):
 
     @property
     def num_blocks(self) -> int:
-        return 30 if self is Task.t2v_1_3b else 40
+        return NUM_BLOCKS[self.size]
 
     @property
     def size(self) -> str:
         return "1.3B" if self is Task.t2v_1_3b else "14B"
+
+
+# Transformer blocks of each Wan2.1 DiT size (the official configs' num_layers)
+NUM_BLOCKS = {"1.3B": 30, "14B": 40}
+# Blocks each trainer must keep on the GPU: diffusion-pipe asserts blocks_to_swap <= blocks - 2, musubi blocks - 1.
+SWAP_MARGIN = {"diffpipe": 2, "musubi": 1}
+# Frame counts of a video dataset that sets no `frames` (both trainers' recipe value)
+DEFAULT_VIDEO_FRAMES = [33]
+
+
+def max_blocks_to_swap(trainer: Trainer, task: Task) -> int:
+    return task.num_blocks - SWAP_MARGIN[trainer.value]
+
+
+def round_4k1(frames: int) -> int:
+    """Round down to the next 4k+1: the Wan VAE encodes the first frame, then 4 frames per latent frame."""
+    return (frames - 1) // 4 * 4 + 1
+
+
+def is_4k_plus_1(n: int) -> bool:
+    return n >= 1 and round_4k1(n) == n
 
 
 class Models(Strict):
@@ -74,7 +95,7 @@ class Dataset(Strict):
     kind: Literal["auto", "video", "image", "mixed"] = Field("auto", description="auto: from the files in path")
     resolutions: list[Resolution] = Field(default_factory=lambda: [(832, 480)], min_length=1)
     frames: list[int] | None = Field(
-        None, description="frame buckets (diffpipe) / target frames (musubi); each 4k+1. Default: [1] for images, [33] for videos"
+        None, description="frame buckets (diffpipe) / target frames (musubi); each 4k+1. Default: [1] for images, " + f"{DEFAULT_VIDEO_FRAMES} for videos"
     )
     repeats: int = Field(1, ge=1)
     source_fps: float | None = Field(None, gt=0, description="fps of the source videos; musubi drops frames to 16 fps")

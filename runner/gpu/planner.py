@@ -16,7 +16,7 @@ from typing import Literal
 from runner.gpu.memmodel import Checkpointing, MemoryFit, gpu_gib, host_gib, outside_gib
 from runner.gpu.memory_fit import FIT
 from runner.gpu.wan import latent_tokens
-from runner.spec import Memory
+from runner.spec import DEFAULT_VIDEO_FRAMES, Memory
 
 HOST_RESERVE_GIB = 4.0  # OS, dataloader workers, page cache for the caches
 LOW_VRAM_GIB = 2.0  # within this much of the card, expandable segments are worth it
@@ -167,7 +167,7 @@ def plan_for_job(job, vram_gib: float, ram_gib: float | None = None) -> MemoryPl
     for ds in job.datasets:
         for res in ds.resolutions:
             w, h = (res, res) if isinstance(res, int) else res
-            for f in ds.frames or [33]:
+            for f in ds.frames or DEFAULT_VIDEO_FRAMES:
                 if best is None or latent_tokens(w, h, f) > latent_tokens(*best):
                     best = (w, h, f)
     assert best is not None

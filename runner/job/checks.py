@@ -13,27 +13,22 @@ from typing import Callable, Iterator
 
 from runner import modelfiles, weights
 from runner.errors import JobInvalid, UserError
-from runner.spec import Job, Trainer
+from runner.spec import Job, Trainer, is_4k_plus_1, max_blocks_to_swap, round_4k1
 from runner.trainers import diffpipe, musubi
 from runner.trainers.resolved import ResolvedJob
 
 Rule = Callable[[Job], Iterator[UserError]]
 FactRule = Callable[[ResolvedJob], Iterator[UserError]]
 
-# Largest blocks_to_swap each trainer accepts: diffpipe asserts blocks - 2, musubi blocks - 1.
-MAX_SWAP_MARGIN = {Trainer.diffpipe: 2, Trainer.musubi: 1}
 DIFFPIPE_MAX_RESOLUTIONS = 3
-
-
-def is_4k_plus_1(n: int) -> bool:
-    return n >= 1 and (n - 1) % 4 == 0
 
 
 def frames_4k_plus_1(job: Job) -> Iterator[UserError]:
     for i, d in enumerate(job.datasets):
         for n in d.frames or ():
             if not is_4k_plus_1(n):
-                down, up = 4 * ((n - 1) // 4) + 1, 4 * ((n - 1) // 4) + 5
+                down = round_4k1(n)
+                up = down + 4
                 yield UserError(
                     f"datasets[{i}].frames",
                     f"{n} is not of the form 4k+1; Wan's VAE compresses time by 4, so both trainers round it "
@@ -119,7 +114,7 @@ def reserved_env(job: Job) -> Iterator[UserError]:
 
 def blocks_to_swap_limit(job: Job) -> Iterator[UserError]:
     n = job.memory.blocks_to_swap
-    limit = job.task.num_blocks - MAX_SWAP_MARGIN[job.trainer]
+    limit = max_blocks_to_swap(job.trainer, job.task)
     if n > limit:
         yield UserError(
             "memory.blocks_to_swap",

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import dataclasses
-import os
 import shlex
 import shutil
 import tempfile
 from pathlib import Path
 
 from runner import mounts
+from runner.config import default_hf_home
 from runner.errors import JobInvalid
 from runner.job.plan import Plan
 from runner.job.resolve import Target, here, resolve
@@ -32,10 +32,6 @@ def load_checked(file: Path, target: Target | None = None, **options) -> Resolve
         raise JobInvalid(locate(e.errors, file, lines)) from None
 
 
-def default_hf_cache() -> Path:
-    return Path(os.environ.get("HF_HOME", Path.home() / ".cache" / "huggingface"))
-
-
 def job_mounts(job: Job, job_dir: Path) -> list[mounts.Mount]:
     """Host → container for this job on this machine; remote executors swap the host side per volume."""
     m = [mounts.Mount("models", str(job.models.root), str(mounts.MODELS), True)]
@@ -44,7 +40,7 @@ def job_mounts(job: Job, job_dir: Path) -> list[mounts.Mount]:
     m += [
         mounts.Mount("cache", str(job.cache), str(mounts.CACHE), False),
         mounts.Mount("outputs", str(job.output), str(mounts.OUTPUTS), False),
-        mounts.Mount("hf-cache", str(job.hf_cache or default_hf_cache()), str(mounts.HF_HOME), False),
+        mounts.Mount("hf-cache", str(job.hf_cache or default_hf_home()), str(mounts.HF_HOME), False),
         mounts.Mount("job", str(job_dir), str(mounts.JOB), True),
     ]
     return m
