@@ -21,13 +21,13 @@ from runner.errors import UserError
 from runner.jobs import JobRecord
 from runner.spec import Job
 
-def gpu_environment(inventory, job: Job) -> tuple[dict[str, str], str]:
+def gpu_environment(inventory, job: Job, memory_plan=None) -> tuple[dict[str, str], str]:
     """Variables the GPUs need (runner.gpu.envrules) and the pins table of the image for them (runner.gpu.variant).
     inventory None: RUNNER_GPUS=none, containers without GPUs (CI's stand-in trainers)."""
     from runner.gpu import envrules, variant
 
     table = variant.choose(job.trainer.value, inventory).pins_table if inventory is not None else "default"
-    return {v.name: v.value for v in envrules.job_environment(job, inventory)}, table
+    return {v.name: v.value for v in envrules.job_environment(job, inventory, memory_plan)}, table
 
 
 def target_of(executor, gpus: bool) -> Target:
@@ -52,7 +52,7 @@ def start(job_file: Path, executor, settings: config.Settings, console: Console)
         raise UserError("memory: auto", "needs a GPU to plan for, and RUNNER_GPUS=none starts containers without one.", "set memory settings explicitly")
     for note in resolved.notes:
         console.print(note)
-    gpu_env, variant_name = gpu_environment(inventory, job)
+    gpu_env, variant_name = gpu_environment(inventory, job, resolved.memory_plan)
     pins = images.load_pins(job.trainer.value, variant_name, pins_file=settings.pins)
     ref = images.image_ref(pins, settings.ca_bundle)
     build = job.trainer.value if variant_name == "default" else f"{job.trainer.value} --variant {variant_name}"

@@ -59,11 +59,15 @@ def resolve(job: Job, target: Target, vram_gib: float | None = None, ram_gib: fl
     if vram_gib is None and inventory is not None and inventory.gpus:
         vram_gib = min(g.memory_gib for g in inventory.gpus)
     memory_plan = None
-    if job.memory.auto and (vram_gib is not None or plan_needed):
-        if vram_gib is None:
+    if vram_gib is not None:  # also for memory set by hand: the GPU rules (runner.gpu.envrules) read its low_vram
+        from runner.gpu.planner import plan_for_job
+
+        memory_plan = plan_for_job(job, vram_gib, ram_gib)
+    if job.memory.auto and (memory_plan is not None or plan_needed):
+        if memory_plan is None:
             raise UserError(target.name, ((inventory.problem if inventory else None) or "no GPU found") + ", so there is no memory to plan for.",
                             "pass the card's memory, e.g. --vram 24 (GiB), and --ram for host RAM")
-        job, memory_plan = with_memory_plan(job, vram_gib, ram_gib)
+        job = with_memory_plan(job, memory_plan)
     files = modelfiles.resolve(job)
     present, headers = _model_facts(job, files, target)
     if files_needed and target.models is not None:
@@ -74,22 +78,19 @@ def resolve(job: Job, target: Target, vram_gib: float | None = None, ram_gib: fl
     return _with_caches(r, target) if target.read_text and target.cache_dirs else r
 
 
-def with_memory_plan(job: Job, vram_gib: float, ram_gib: float | None):
-    """A `memory: auto` job with the memory planner's settings applied, and the plan."""
-    from runner.gpu.planner import plan_for_job
-
-    p = plan_for_job(job, vram_gib, ram_gib)
+def with_memory_plan(job: Job, p) -> Job:
+    """A `memory: auto` job with the settings of the memory plan `p` (runner.gpu.planner.MemoryPlan) applied."""
     if not p.fits:
         raise UserError(
             "memory: auto",
-            f"no setting fits {job.task.value} on {job.trainer.value} in {vram_gib:g} GiB of GPU memory "
+            f"no setting fits {job.task.value} on {job.trainer.value} in {p.vram_gib:g} GiB of GPU memory "
             f"(best estimate {p.gpu_gib:.1f} GiB).",
             "; ".join(p.suggestions) or "use a larger GPU",
         )
     update = {"memory": job.memory.model_copy(update=p.memory_update())}
     if p.optimizer_type and job.optimizer.type is None:
         update["optimizer"] = job.optimizer.model_copy(update={"type": p.optimizer_type})
-    return job.model_copy(update=update), p
+    return job.model_copy(update=update)
 
 
 def _listing(folder: Path, caption_extension: str) -> Folder:

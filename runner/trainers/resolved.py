@@ -45,7 +45,7 @@ class ResolvedJob:
     present: dict[Path, bool] = field(default_factory=dict)  # model files and folders looked up on the target
     headers: dict[Path, dict | str] = field(default_factory=dict)  # safetensors headers read on the target, or why not
     caches: Caches = Caches.make
-    memory_plan: object | None = None  # runner.gpu.planner.MemoryPlan of a `memory: auto` job
+    memory_plan: object | None = None  # runner.gpu.planner.MemoryPlan for the target's GPU (applied to `memory: auto`)
     inventory: object | None = None  # runner.gpu.inventory.Inventory of the target, when GPUs were asked for
     ram_gib: float | None = None
     fingerprints: dict[str, str] = field(default_factory=dict)  # cache folder on the target → fingerprint to record
