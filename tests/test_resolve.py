@@ -1,8 +1,10 @@
-"""runner.job.resolve: the memory planner's choices pass the same checks as settings written by hand."""
+"""runner.job.resolve: the memory planner's choices pass the same checks as settings written by hand; model facts
+come from the target."""
 
 from __future__ import annotations
 
 import re
+from pathlib import Path
 
 import pytest
 
@@ -43,3 +45,24 @@ def test_every_memory_auto_plan_passes_the_checks(workspace, trainer):
                 assert resolved.memory_plan is not None and resolved.job.memory.blocks_to_swap == resolved.memory_plan.blocks_to_swap
                 planned += 1
     assert planned >= len(examples) * 2  # most plans apply; the bar is that none is refused
+
+
+def test_model_facts_come_from_the_target_not_from_here(workspace, tmp_path):
+    """A target whose models folder is elsewhere (as a host's is): the first shard of the official 14B DiT and the
+    DiT's dtype are read there, where this machine has neither."""
+    from runner.job.resolve import Target
+    from runner.shell import LocalShell
+    from tests import modelfixtures
+
+    host = modelfixtures.models_root(tmp_path / "host-models")
+    shard = modelfixtures.dit(host / "Wan2.1-T2V-14B" / "diffusion_pytorch_model-00001-of-00006.safetensors", size="14B", dtype="F8_E4M3")
+    job_file = workspace / "examples" / "official-14b.yaml"
+    job_file.write_text("name: o\ntrainer: musubi\ntask: t2v-14B\nmodels:\n  root: ../models\n  preset: t2v-14B\n  format: official\n"
+                        "datasets:\n  - path: data/clips\nmemory:\n  transformer_dtype: float8\n")
+    assert not (workspace / "models" / "Wan2.1-T2V-14B" / shard.name).exists()
+    with pytest.raises(UserError, match="first shard is not under"):
+        resolve(read_job(job_file)[0], here())
+    shell = LocalShell()
+    resolved = resolve(read_job(job_file)[0], Target(shell, "gpuhost", models=str(host)), files_needed=True)
+    assert resolved.files.dit.relative_to(resolved.files.root) == Path("Wan2.1-T2V-14B") / shard.name
+    assert resolved.dit_dtype == "float8"

@@ -68,7 +68,7 @@ def resolve(job: Job, target: Target, vram_gib: float | None = None, ram_gib: fl
             raise UserError(target.name, ((inventory.problem if inventory else None) or "no GPU found") + ", so there is no memory to plan for.",
                             "pass the card's memory, e.g. --vram 24 (GiB), and --ram for host RAM")
         job = with_memory_plan(job, memory_plan)
-    files = modelfiles.resolve(job)
+    files = modelfiles.resolve(job, _listdir_on(target))
     present, headers = _model_facts(job, files, target)
     if files_needed and target.models is not None:
         _refuse_missing_on_host(job, files, present, target)
@@ -91,6 +91,13 @@ def with_memory_plan(job: Job, p) -> Job:
     if p.optimizer_type and job.optimizer.type is None:
         update["optimizer"] = job.optimizer.model_copy(update={"type": p.optimizer_type})
     return job.model_copy(update=update)
+
+
+def _listdir_on(target: Target) -> Callable[[Path], list[str]] | None:
+    """Names in a folder under models.root on a remote target (None: this machine's own listing)."""
+    if target.models is None:
+        return None
+    return lambda folder: target.shell.run(["ls", "-1A", "--", str(Path(target.models) / folder)], timeout=30).stdout.splitlines()
 
 
 def _listing(folder: Path, caption_extension: str) -> Folder:
