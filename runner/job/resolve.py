@@ -17,6 +17,8 @@ from typing import Callable
 
 from runner import fingerprint, media, modelfiles, mounts, weights
 from runner.errors import UserError
+from runner.gpu.inventory import gather, host_ram_gib
+from runner.gpu.planner import MemoryPlan, plan_for_job
 from runner.job import checks
 from runner.preflight import missing_files
 from runner.shell import Shell
@@ -51,8 +53,6 @@ def resolve(job: Job, target: Target, vram_gib: float | None = None, ram_gib: fl
     vram_gib/ram_gib: memory to plan `memory: auto` for instead of the target's. plan_needed: a `memory: auto`
     job must be planned (else, with no GPU to plan for, it is checked as written). files_needed: the job is about
     to run there, so every model file it uses must be there."""
-    from runner.gpu.inventory import gather, host_ram_gib
-
     inventory = gather(target.shell) if target.gpus or (job.memory.auto and vram_gib is None) else None
     if ram_gib is None and (target.gpus or job.memory.auto):
         ram_gib = host_ram_gib(target.shell)
@@ -60,8 +60,6 @@ def resolve(job: Job, target: Target, vram_gib: float | None = None, ram_gib: fl
         vram_gib = min(g.memory_gib for g in inventory.gpus)
     memory_plan = None
     if vram_gib is not None:  # also for memory set by hand: the GPU rules (runner.gpu.envrules) read its low_vram
-        from runner.gpu.planner import plan_for_job
-
         memory_plan = plan_for_job(job, vram_gib, ram_gib)
     if job.memory.auto and (memory_plan is not None or plan_needed):
         if memory_plan is None:
@@ -78,8 +76,8 @@ def resolve(job: Job, target: Target, vram_gib: float | None = None, ram_gib: fl
     return _with_caches(r, target) if target.read_text and target.cache_dirs else r
 
 
-def with_memory_plan(job: Job, p) -> Job:
-    """A `memory: auto` job with the settings of the memory plan `p` (runner.gpu.planner.MemoryPlan) applied."""
+def with_memory_plan(job: Job, p: MemoryPlan) -> Job:
+    """A `memory: auto` job with the settings of the memory plan `p` applied."""
     if not p.fits:
         raise UserError(
             "memory: auto",

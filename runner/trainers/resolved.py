@@ -10,6 +10,8 @@ from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
 
+from runner.gpu.inventory import Inventory
+from runner.gpu.planner import MemoryPlan
 from runner.media import FolderKind, media_kind
 from runner.modelfiles import ModelFiles
 from runner.spec import Job
@@ -45,8 +47,8 @@ class ResolvedJob:
     present: dict[Path, bool] = field(default_factory=dict)  # model files and folders looked up on the target
     headers: dict[Path, dict | str] = field(default_factory=dict)  # safetensors headers read on the target, or why not
     caches: Caches = Caches.make
-    memory_plan: object | None = None  # runner.gpu.planner.MemoryPlan for the target's GPU (applied to `memory: auto`)
-    inventory: object | None = None  # runner.gpu.inventory.Inventory of the target, when GPUs were asked for
+    memory_plan: MemoryPlan | None = None  # for the target's GPU (or the memory given); applied to `memory: auto`
+    inventory: Inventory | None = None  # the target's GPUs, when they were asked for
     ram_gib: float | None = None
     fingerprints: dict[str, str] = field(default_factory=dict)  # cache folder on the target → fingerprint to record
     notes: list[str] = field(default_factory=list)  # what the user should know about the decisions (a stale cache)
