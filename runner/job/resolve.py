@@ -20,8 +20,7 @@ from runner.errors import UserError
 from runner.gpu.inventory import gather, host_ram_gib
 from runner.gpu.planner import MemoryPlan, plan_for_job
 from runner.job import checks
-from runner.preflight import missing_files
-from runner.shell import Shell
+from runner.shell import Shell, missing_files
 from runner.spec import Job, Trainer
 from runner.trainers.resolved import Caches, Folder, ResolvedJob
 
