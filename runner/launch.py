@@ -64,7 +64,7 @@ def start(job_file: Path, executor, settings: config.Settings, console: Console)
         job_file=str(job_file.resolve()), output_dir=str(job.output / job.name), master_port=port,
     )
     try:
-        plan = render.plan(resolved, record.job_dir, master_port=port)
+        plan = render.trainer_plan(resolved, record.job_dir, master_port=port)
         record.fingerprints = resolved.fingerprints
         render.write(plan, record.job_dir)
         env = {**config.network_env(settings), **gpu_env, **plan.env}  # the job's own `env:` (in plan.env) wins

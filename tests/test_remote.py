@@ -370,11 +370,11 @@ def test_an_fp8_dit_only_on_the_host_renders_without_fp8_scaled(workspace, env, 
     executor = RemoteDocker.for_host("fp8")
     try:
         resolved = render.load_checked(job, launch.target_of(executor, False), files_needed=True)
-        train = next(s.argv for s in render.plan(resolved, tmp_path / "job").steps if s.name == "train")
+        train = next(s.argv for s in render.trainer_plan(resolved, tmp_path / "job").steps if s.name == "train")
     finally:
         executor.close()
         shutil.rmtree(models, ignore_errors=True)
     assert resolved.dit_dtype == "float8"
     assert "--fp8_base" in train and "--fp8_scaled" not in train
-    here = render.plan(render.load_checked(job), tmp_path / "here").steps[-1].argv  # resolved here, the file is unknown
+    here = render.trainer_plan(render.load_checked(job), tmp_path / "here").steps[-1].argv  # resolved here, the file is unknown
     assert "--fp8_scaled" in here

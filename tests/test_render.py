@@ -88,7 +88,7 @@ def test_accelerate_takes_every_launch_setting_from_the_rendered_file(workspace,
     config = yaml.safe_load(one.files["accelerate.yaml"])
     assert config["distributed_type"] == "NO" and config["num_processes"] == 1 and "main_process_port" not in config
     job = write_job(workspace / "examples", job_text(extra="gpus: 2\n"))
-    two = yaml.safe_load(render.plan(render.load_checked(job), tmp_path, master_port=29612).files["accelerate.yaml"])
+    two = yaml.safe_load(render.trainer_plan(render.load_checked(job), tmp_path, master_port=29612).files["accelerate.yaml"])
     assert (two["distributed_type"], two["num_processes"], two["main_process_port"]) == ("MULTI_GPU", 2, 29612)
 
 
@@ -167,7 +167,7 @@ def test_diffpipe_second_dataset_overrides_only_what_differs(workspace, tmp_path
 
 def test_diffpipe_max_steps_and_master_port(workspace, tmp_path):
     job = write_job(workspace / "examples", job_text("diffpipe", extra="schedule:\n  max_steps: 100\n"))
-    plan = render.plan(render.load_checked(job), tmp_path, master_port=29611)
+    plan = render.trainer_plan(render.load_checked(job), tmp_path, master_port=29611)
     assert tomllib.loads(plan.files["diffpipe.toml"])["max_steps"] == 100
     argv = train_argv(plan)
     assert argv[argv.index("train.py") :][-2:] == ["--master_port", "29611"]

@@ -52,7 +52,8 @@ def job_env(job: Job) -> dict[str, str]:
     return env
 
 
-def plan(r: ResolvedJob, job_dir: Path, master_port: int = DEFAULT_MASTER_PORT) -> Plan:
+def trainer_plan(r: ResolvedJob, job_dir: Path, master_port: int = DEFAULT_MASTER_PORT) -> Plan:
+    """The trainer's plan for a resolved job, with the job's env and its mounts on this machine (job files in job_dir)."""
     p = TRAINERS[r.job.trainer].render(r, master_port)
     return dataclasses.replace(p, env=job_env(r.job), mounts=job_mounts(r.job, job_dir.resolve()))
 
@@ -97,6 +98,6 @@ def shell_script(p: Plan) -> str:
 def render(file: Path, out: Path, vram_gib: float | None = None, ram_gib: float | None = None) -> Plan:
     """`runner render`: the job resolved against this machine (or the memory given), its files written to `out`."""
     r = load_checked(file, vram_gib=vram_gib, ram_gib=ram_gib, plan_needed=True)
-    p = plan(r, out)
+    p = trainer_plan(r, out)
     write(p, out)
     return p
