@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import socket
+import time
 from pathlib import Path
 from typing import Iterator
 
@@ -127,13 +128,21 @@ class LocalDocker:
         except docker.errors.NotFound:
             pass
 
-    def remove(self, container: str) -> None:
+    def remove(self, container: str, wait_s: float = 30.0) -> None:
+        """Remove the container, and return once it is gone (the engine answers 409 while another removal of it runs)."""
         import docker
 
-        try:
-            self.client.containers.get(container).remove(force=True)
-        except docker.errors.NotFound:
-            pass
+        deadline = time.monotonic() + wait_s
+        while True:
+            try:
+                self.client.containers.get(container).remove(force=True)
+                return
+            except docker.errors.NotFound:
+                return
+            except docker.errors.APIError as e:
+                if e.status_code != 409 or "already in progress" not in str(e) or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.2)
 
     def state(self, container: str) -> dict:
         import docker
