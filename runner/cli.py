@@ -88,7 +88,7 @@ def fields(as_json: bool = JsonOpt('{"fields": [{"name", "type", "default", "des
     from runner.fields import fields as all_fields
 
     docs = all_fields()
-    views.emit_json(views.fields_json(docs)) if as_json else out.print(views.fields_table(docs))
+    views.emit_json(views.records_json("fields", docs)) if as_json else out.print(views.fields_table(docs))
 
 
 @app.command()
@@ -320,7 +320,7 @@ def env_cmd(
     from runner.ssh import shell_for
 
     variables = env_for_job(load_job(job) if job else None, shell_for(host))
-    views.emit_json(views.env_json(variables)) if as_json else out.print(views.env_table(variables))
+    views.emit_json(views.records_json("variables", variables)) if as_json else out.print(views.env_table(variables))
 
 
 @app.command("plan")

@@ -113,26 +113,24 @@ def memory_plan_json(p) -> dict:
     return {**asdict(p), "settings": plan_settings(p) | {"optimizer": p.optimizer_type}}
 
 
-def env_table(variables) -> Table:
-    t = table("variable", "value", "why", "source")
-    for var in variables:
-        t.add_row(var.name, var.value, var.reason, var.source)
+def records_table(records, columns: dict[str, str]) -> Table:
+    """A table of dataclass records: column title → attribute."""
+    t = table(*columns)
+    for r in records:
+        t.add_row(*(str(getattr(r, attr)) for attr in columns.values()))
     return t
 
 
-def env_json(variables) -> dict:
-    return {"variables": [asdict(v) for v in variables]}
+def env_table(variables) -> Table:
+    return records_table(variables, {"variable": "name", "value": "value", "why": "reason", "source": "source"})
 
 
 def fields_table(docs) -> Table:
-    t = table("field", "type", "default", "description")
-    for f in docs:
-        t.add_row(f.name, f.type, f.default, f.description)
-    return t
+    return records_table(docs, {"field": "name", "type": "type", "default": "default", "description": "description"})
 
 
-def fields_json(docs) -> dict:
-    return {"fields": [asdict(f) for f in docs]}
+def records_json(key: str, records) -> dict:
+    return {key: [asdict(r) for r in records]}
 
 
 # --- machines: doctor, images, hosts ------------------------------------------------------------------------
