@@ -128,7 +128,7 @@ def build(
     p = images.load_pins(trainer, variant, pins or settings.pins)
     images.check_build_disk(executor.client, p)
     ref = images.build(executor.client, p, settings.ca_bundle, settings.pip_index_url, views.build_log(out))
-    views.line(out, f"built {ref}")
+    views.done(out, "built", ref)
 
 
 @app.command(name="images")
@@ -151,7 +151,7 @@ def up(trainer: str = TrainerArg) -> None:
     from runner.executors.local import LocalDocker
 
     name = services.up(LocalDocker(), trainer, config.load(), jobs.gpus_wanted(), views.build_log(out))
-    views.line(out, f"up {name}: `runner shell {trainer}` opens a shell in it")
+    views.done(out, "up", f"{name}: `runner shell {trainer}` opens a shell in it")
 
 
 @app.command()

@@ -40,6 +40,11 @@ def line(out: Console, text: str | Text) -> None:
     out.print(text, soft_wrap=True, highlight=False)
 
 
+def done(out: Console, verb: str, rest: str) -> None:
+    """A finished action: the verb in green, then what it made (e.g. "built runner-musubi:…")."""
+    line(out, Text(verb, "green") + Text(f" {rest}"))
+
+
 def emit_json(data) -> None:
     """The one JSON document of a --json command, alone on stdout."""
     sys.stdout.write(json.dumps(data, indent=2, ensure_ascii=False, default=str) + "\n")
