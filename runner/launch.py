@@ -53,14 +53,15 @@ def start(job_file: Path, executor: Executor, settings: config.Settings, console
     the target sees them, the whole environment (secrets by name only) and the facts the settings came from."""
     job: Job = render.load_checked(job_file)
     gpus = jobs.gpus_wanted()
-    inventory = ram_gib = None
+    inventory = ram_gib = planned_for = None
     if gpus:
         from runner.gpu.inventory import gather, host_ram_gib
 
         executor.check_gpus()
         inventory, ram_gib = gather(executor.shell), host_ram_gib(executor.shell)
         if job.memory.auto and inventory.gpus:
-            job = render.with_memory_plan(job, min(g.memory_gib for g in inventory.gpus), ram_gib)
+            planned_for = min(g.memory_gib for g in inventory.gpus)
+            job = render.with_memory_plan(job, planned_for, ram_gib)
     if job.memory.auto and inventory is None:
         raise UserError("memory: auto", "needs a GPU to plan for, and RUNNER_GPUS=none starts containers without one.", "set memory settings explicitly")
     gpu_env, variant_name = gpu_environment(inventory, job)
@@ -89,7 +90,7 @@ def start(job_file: Path, executor: Executor, settings: config.Settings, console
             workdir=plan.workdir, gpus=gpus, shm_size=settings.shm_size, ulimits=settings.ulimits,
             labels={jobs.LABEL_RECORD: rid, jobs.LABEL_JOB: job.name, jobs.LABEL_PORT: str(port)},
         )
-        render.write(as_run(plan, spec, job, facts(executor, inventory, ram_gib, variant_name)), record.job_dir)
+        render.write(as_run(plan, spec, job, facts(executor, inventory, ram_gib, planned_for, variant_name)), record.job_dir)
         executor.prepare_mounts(spec, sources=plan.mounts)
         record.env_names = sorted(env)
         record.started = jobs.now()
@@ -111,12 +112,14 @@ def as_run(plan: Plan, spec: ContainerSpec, job: Job, facts: dict) -> Plan:
     return dataclasses.replace(plan, **spec.record(), settings=settings, facts=facts)
 
 
-def facts(executor: Executor, inventory, ram_gib: float | None, variant_name: str) -> dict:
-    """What the target reported that the settings were chosen for."""
+def facts(executor: Executor, inventory, ram_gib: float | None, planned_for: float | None, variant_name: str) -> dict:
+    """What the target reported that the settings were chosen for; planned_for: the GPU memory `memory: auto` was
+    planned for (the smallest card), None for memory set by hand."""
     return {
         "host": executor.host,
         "gpus": inventory.model_dump(mode="json") if inventory is not None else "none (RUNNER_GPUS=none)",
         "host_ram_gib": ram_gib,
+        "memory_planned_for_gib": planned_for,
         "image_variant": variant_name,
     }
 

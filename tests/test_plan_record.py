@@ -57,7 +57,7 @@ def test_plan_json_alone_replays_the_run(workspace, env, example):
     plan = json.loads(text)
     assert plan["container"]["image"] == ran["image"] and plan["container"]["secret_env"] == ["WANDB_API_KEY"]
     assert plan["env"]["STANDIN_NOTE"] == "kept" and "WANDB_API_KEY" not in plan["env"]
-    assert plan["facts"]["host"] == "local" and plan["settings"]["name"] == ran["name"] and "env" not in plan["settings"]
+    assert plan["facts"]["host"] == "local" and plan["facts"]["memory_planned_for_gib"] is None and plan["settings"]["name"] == ran["name"] and "env" not in plan["settings"]
     assert {m["volume"]: m["host"] for m in plan["mounts"]}["job"] == str(folder / "job")
 
     outputs = workspace / "examples" / "outputs"
