@@ -7,11 +7,14 @@ host (where files are, how a container is started, how outputs come back) is dec
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Iterator, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Iterator, Protocol, runtime_checkable
 
 from runner.container import ContainerSpec
 from runner.mounts import Mount
 from runner.shell import Shell
+
+if TYPE_CHECKING:
+    from runner.sync import Stats
 
 
 @runtime_checkable
@@ -35,7 +38,7 @@ class Executor(Protocol):
     def prepare_mounts(self, spec: ContainerSpec, sources: list[Mount]) -> None:
         """Make spec's mounts (the target's, from host_mounts) ready: inputs present, runner's folders created;
         sources are this machine's side of the same mounts, in order (synced to a remote host)."""
-    def pull_outputs(self, job_name: str, into: Path):
+    def pull_outputs(self, job_name: str, into: Path) -> Stats | None:
         """Bring a job's outputs to `into` on this machine; None where they are already here."""
 
     # --- small files on the target (cache fingerprints, selftest manifests) ------------------------
