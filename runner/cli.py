@@ -250,16 +250,13 @@ def stop(job: str = typer.Argument(..., help="job name (its newest run) or run i
 @app.command()
 def pull(job: str = typer.Argument(..., help="job name (its newest run) or run id")) -> None:
     """Bring a remote job's outputs into its local output folder; only new or changed files move."""
-    from pathlib import Path
-
-    from runner import jobs, sync
+    from runner import jobs
     from runner.executors import executor_for
 
     record = jobs.find(job)
-    if record.host == "local":
+    stats = executor_for(record.host).pull_outputs(record.name, Path(record.output_dir))
+    if stats is None:
         raise UserError(f"job {record.id}", f"ran on this machine; its outputs are already in {record.output_dir}.", "nothing to pull.")
-    executor = executor_for(record.host)
-    stats = sync.download(executor.shell, executor.outputs_of(record.name), Path(record.output_dir))
     views.pulled(out, stats, record)
 
 

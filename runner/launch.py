@@ -6,6 +6,7 @@ Shared by the local engine and remote hosts; only the executor differs.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import shutil
 import threading
 from pathlib import Path
@@ -16,7 +17,10 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from runner import checks, config, fingerprint, images, jobs, logwatch, render
 from runner.container import RUN_PLAN, ContainerSpec
 from runner.errors import UserError
+from runner.executors import Executor
 from runner.jobs import JobRecord
+from runner.mounts import Mount
+from runner.plan import Plan
 from runner.spec import Job
 
 def gpu_environment(inventory, job: Job) -> tuple[dict[str, str], str]:
@@ -28,10 +32,10 @@ def gpu_environment(inventory, job: Job) -> tuple[dict[str, str], str]:
     return {v.name: v.value for v in envrules.job_environment(job, inventory)}, table
 
 
-def cache_freshness(job: Job, plan, executor, container: str, console: Console) -> tuple[dict[str, str], list[fingerprint.CacheState]]:
-    """Fingerprint each dataset and compare with the record beside its cache on the job's host."""
+def cache_freshness(job: Job, target: list[Mount], executor: Executor, console: Console) -> tuple[dict[str, str], list[fingerprint.CacheState]]:
+    """Fingerprint each dataset and compare with the record beside its cache on the job's host (target: its mounts)."""
     fps, states = {}, []
-    for d, folder in zip(job.datasets, render.cache_dirs(job, executor.host_mounts(plan.mounts, job.name, container))):
+    for d, folder in zip(job.datasets, render.cache_dirs(job, target)):
         fp = fingerprint.fingerprint(d, job.trainer, job.task)
         recorded = executor.read_text(folder / fingerprint.FILE_NAME)
         state = fingerprint.state_of(recorded, fp)
@@ -42,26 +46,28 @@ def cache_freshness(job: Job, plan, executor, container: str, console: Console) 
     return fps, states
 
 
-def start(job_file: Path, executor, settings: config.Settings, console: Console) -> JobRecord:
-    """Validate, render and start a job; returns its record (status running)."""
-    local = executor.host == "local"
-    job: Job = render.load_checked(job_file, files_here=local)
+def start(job_file: Path, executor: Executor, settings: config.Settings, console: Console) -> JobRecord:
+    """Validate, render and start a job; returns its record (status running).
+
+    The job folder's plan.json is written once, after the container is fully decided: it lists the mounts as
+    the target sees them, the whole environment (secrets by name only) and the facts the settings came from."""
+    job: Job = render.load_checked(job_file)
     gpus = jobs.gpus_wanted()
-    inventory = None
+    inventory = ram_gib = planned_for = None
     if gpus:
         from runner.gpu.inventory import gather, host_ram_gib
 
         executor.check_gpus()
-        inventory = gather(executor.shell)
+        inventory, ram_gib = gather(executor.shell), host_ram_gib(executor.shell)
         if job.memory.auto and inventory.gpus:
-            job = render.with_memory_plan(job, min(g.memory_gib for g in inventory.gpus), host_ram_gib(executor.shell))
+            planned_for = min(g.memory_gib for g in inventory.gpus)
+            job = render.with_memory_plan(job, planned_for, ram_gib)
     if job.memory.auto and inventory is None:
         raise UserError("memory: auto", "needs a GPU to plan for, and RUNNER_GPUS=none starts containers without one.", "set memory settings explicitly")
     gpu_env, variant_name = gpu_environment(inventory, job)
     pins = images.load_pins(job.trainer.value, variant_name, pins_file=settings.pins)
     ref = images.image_ref(pins, settings.ca_bundle)
-    if not local:
-        executor.check_models(job.models.root, checks.used_model_files(job))
+    executor.check_models(job.models.root, checks.used_model_files(job))
     build = job.trainer.value if variant_name == "default" else f"{job.trainer.value} --variant {variant_name}"
     executor.check_image(ref, build)  # a remote host receives the image here: after the cheap checks
     rid = jobs.new_id(job.name)
@@ -72,19 +78,20 @@ def start(job_file: Path, executor, settings: config.Settings, console: Console)
     )
     try:
         plan = render.plan(job, record.job_dir, master_port=port)
-        record.fingerprints, states = cache_freshness(job, plan, executor, record.container, console)
+        target = executor.host_mounts(plan.mounts, job.name, record.container)
+        record.fingerprints, states = cache_freshness(job, target, executor, console)
         if fingerprint.CacheState.stale in states:
             plan = render.plan(job, record.job_dir, master_port=port, regenerate_cache=True)
-        render.write(plan, record.job_dir)
         env = {**config.network_env(settings), **gpu_env, **plan.env}  # the job's own `env:` (in plan.env) wins
         if all(s is fingerprint.CacheState.fresh for s in states):
             env["RUNNER_CACHE_FRESH"] = "1"
         spec = ContainerSpec(
-            image=ref, name=record.container, command=RUN_PLAN, mounts=plan.mounts, env=env, user=executor.user,
+            image=ref, name=record.container, command=RUN_PLAN, mounts=target, env=env, user=executor.user,
             workdir=plan.workdir, gpus=gpus, shm_size=settings.shm_size, ulimits=settings.ulimits,
             labels={jobs.LABEL_RECORD: rid, jobs.LABEL_JOB: job.name, jobs.LABEL_PORT: str(port)},
         )
-        executor.prepare_mounts(spec)
+        render.write(as_run(plan, spec, job, facts(executor, inventory, ram_gib, planned_for, variant_name)), record.job_dir)
+        executor.prepare_mounts(spec, sources=plan.mounts)
         record.env_names = sorted(env)
         record.started = jobs.now()
         record.status = "running"
@@ -97,7 +104,27 @@ def start(job_file: Path, executor, settings: config.Settings, console: Console)
     return record
 
 
-def archive(record: JobRecord, executor) -> list[str]:
+def as_run(plan: Plan, spec: ContainerSpec, job: Job, facts: dict) -> Plan:
+    """The plan as the record of what runs: the container's mounts (the target's paths) and environment (secrets
+    by name), how it is started, the job's resolved settings and the facts they were resolved from."""
+    # warnings=False: validated resolutions are [w, h] lists where the schema's type says tuple; they dump the same
+    settings = job.model_dump(mode="json", exclude={"env"}, warnings=False)
+    return dataclasses.replace(plan, **spec.record(), settings=settings, facts=facts)
+
+
+def facts(executor: Executor, inventory, ram_gib: float | None, planned_for: float | None, variant_name: str) -> dict:
+    """What the target reported that the settings were chosen for; planned_for: the GPU memory `memory: auto` was
+    planned for (the smallest card), None for memory set by hand."""
+    return {
+        "host": executor.host,
+        "gpus": inventory.model_dump(mode="json") if inventory is not None else "none (RUNNER_GPUS=none)",
+        "host_ram_gib": ram_gib,
+        "memory_planned_for_gib": planned_for,
+        "image_variant": variant_name,
+    }
+
+
+def archive(record: JobRecord, executor: Executor) -> list[str]:
     """Keep the container's whole log beside the record, then remove the container; returns the log's lines."""
     lines = list(executor.logs(record.container, follow=False))
     record.log_file.parent.mkdir(parents=True, exist_ok=True)
@@ -106,14 +133,14 @@ def archive(record: JobRecord, executor) -> list[str]:
     return lines
 
 
-def stop(record: JobRecord, executor) -> None:
+def stop(record: JobRecord, executor: Executor) -> None:
     executor.stop(record.container)
     archive(record, executor)
     record.status, record.finished = "stopped", jobs.now()
     record.save()
 
 
-def finish(record: JobRecord, executor, code: int) -> logwatch.OutOfMemory | None:
+def finish(record: JobRecord, executor: Executor, code: int) -> logwatch.OutOfMemory | None:
     """Close a record: keep the log, record a successful run's caches as fresh, remove the container.
     A failed run's record says why when its whole log shows it; returns the CUDA out-of-memory found there."""
     lines = archive(record, executor)
@@ -159,10 +186,10 @@ class StopUnlessExited:
         return self.fired.is_set()
 
 
-def follow(record: JobRecord, executor, console: Console) -> int:
+def follow(record: JobRecord, executor: Executor, console: Console) -> int:
     """Stream the container's log with a progress display, keep a copy beside the outputs, return the exit code.
     After CUDA out of memory the trainer gets OOM_GRACE_S to exit before its container is stopped; returns 1 then."""
-    local = executor.host == "local"  # a remote job's outputs (and this copy) come back with `runner pull`
+    local = executor.here  # a remote job's outputs (and this copy) come back with `runner pull`
     copy = Path(record.output_dir) / f"runner-{record.id}.log"
     if local:
         copy.parent.mkdir(parents=True, exist_ok=True)
@@ -200,7 +227,7 @@ def follow(record: JobRecord, executor, console: Console) -> int:
     return 1
 
 
-def card_memory(oom: logwatch.OutOfMemory, executor) -> tuple[float | None, float | None]:
+def card_memory(oom: logwatch.OutOfMemory, executor: Executor) -> tuple[float | None, float | None]:
     """GPU memory to plan for (the out-of-memory message's, else the smallest GPU the host reports) and host RAM."""
     from runner.gpu.inventory import gather, host_ram_gib
 

@@ -5,6 +5,7 @@ and for remote hosts (runner.shell.LocalShell, runner.ssh.RemoteShell). Each fai
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 from runner.errors import UserError
 from runner.shell import Shell
@@ -84,3 +85,14 @@ def missing_files(shell: Shell, root: str, relative: list[str]) -> list[str]:
     if r.returncode == 3:
         return relative
     return [line for line in r.stdout.splitlines() if line]
+
+
+def check_model_files(shell: Shell, folder: str, root: Path, used: dict[str, Path], where: str, fix: str) -> None:
+    """Every model file the job uses (job field → path under root on this machine) is in `folder`, the target's
+    models folder, in the layout of models.root (one round trip); where: the target, for the error."""
+    rel = {field: p.relative_to(root).as_posix() for field, p in used.items()}
+    missing = missing_files(shell, folder, list(rel.values()))
+    if missing:
+        listing = ", ".join(f"{field} {r}" for field, r in rel.items() if r in missing)
+        raise UserError(f"{where}: {folder}", f"lacks model files the job uses: {listing}; the trainer would stop when it opens them. "
+                        "Nothing was started.", fix)
