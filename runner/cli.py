@@ -2,43 +2,93 @@
 
 from __future__ import annotations
 
+import logging
 import sys
 from pathlib import Path
 
 import typer
-from rich.console import Console
 
+from runner import views
 from runner.errors import UserError
 
 app = typer.Typer(
-    help="Train Wan2.1 LoRAs with diffusion-pipe or musubi-tuner from one job file, in pinned images, locally or on remote GPU hosts.",
+    help="Train Wan2.1 LoRAs with diffusion-pipe or musubi-tuner from one job file, in pinned images, locally or on remote GPU hosts.\n\n"
+    "Commands that print data take --json: one JSON document on stdout, its keys in the command's --help. A mistake you can "
+    "fix exits 2 with one paragraph on stderr; with --json, stderr gets one JSON object instead: "
+    '{"errors": [{"where", "problem", "fix"}], "exit_code": 2}.',
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-out = Console()
-err = Console(stderr=True)
+out = views.console()
+err = views.console(stderr=True)
+_json_errors = False  # set by --json: a UserError then goes to stderr as views.errors_json
 
+
+def _version(value: bool) -> None:
+    if value:
+        from importlib.metadata import version
+
+        views.line(out, f"runner {version('runner')}")
+        raise typer.Exit()
 
 
 @app.callback()
-def _root() -> None:
-    """Train Wan2.1 LoRAs with diffusion-pipe or musubi-tuner from one job file."""
+def _root(
+    debug: bool = typer.Option(False, "--debug", help="log what runner does on stderr: commands run, SSH round trips, Docker API calls (secrets by name only)"),
+    _: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="print runner's version and exit"),
+) -> None:
+    global out, err, _json_errors
+    out, err = views.console(), views.console(stderr=True)  # this invocation's streams: piped or a terminal
+    _json_errors = False  # the command's --json, parsed after this, sets it
+    if debug:
+        _log_to_stderr()
+
+
+def _log_to_stderr() -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(name)s: %(message)s"))
+    # runner's own modules, and urllib3's request lines: the Docker SDK's API calls (and the hub's downloads)
+    for name in ("runner", "urllib3.connectionpool"):
+        logger = logging.getLogger(name)
+        logger.setLevel(logging.DEBUG)
+        logger.addHandler(handler)
+
+
+def _json_mode(value: bool) -> bool:
+    global _json_errors
+    _json_errors = _json_errors or value
+    return value
+
+
+def JsonOpt(keys: str):
+    """--json, with the document's keys for --help."""
+    return typer.Option(False, "--json", callback=_json_mode, help=f"print one JSON document on stdout instead: {keys}")
 
 
 JobArg = typer.Argument(..., dir_okay=False, help="the job file (YAML); see examples/")
 
 
 @app.command()
-def validate(job: Path = JobArg) -> None:
+def validate(job: Path = JobArg, as_json: bool = JsonOpt('{"job", "name", "trainer", "task", "datasets": [paths]}')) -> None:
     """Check a job file against the schema and every known trainer pitfall; nothing is written.
 
-    Model files that are not on this machine are checked again before a job starts.
+    Model files that are not on this machine are checked again before a job starts. The job fields:
+    `runner fields`.
     """
     from runner.job.render import load_checked
 
     j = load_checked(job).job
-    out.print(f"[green]ok[/green] {job}: {j.trainer.value} {j.task.value}, {len(j.datasets)} dataset(s)")
+    views.emit_json(views.validated_json(job, j)) if as_json else views.validated(out, job, j)
+
+
+@app.command()
+def fields(as_json: bool = JsonOpt('{"fields": [{"name", "type", "default", "description"}]}')) -> None:
+    """List every field of the job file: name (a.b is b: inside a:), type, default and what it does (README.md#the-job-file)."""
+    from runner.fields import fields as all_fields
+
+    docs = all_fields()
+    views.emit_json(views.records_json("fields", docs)) if as_json else out.print(views.fields_table(docs))
 
 
 @app.command()
@@ -47,13 +97,13 @@ def render(
     out_dir: Path = typer.Option(..., "--out", file_okay=False, help="folder for the rendered files (replaced whole)"),
     vram: float = typer.Option(None, help="GPU memory in GiB for `memory: auto` (default: this machine's GPU)"),
     ram: float = typer.Option(None, help="host RAM in GiB for `memory: auto` (default: this machine's)"),
+    as_json: bool = JsonOpt('{"out", "files": [names], "plan": the plan.json written}'),
 ) -> None:
     """Write the trainer's files, the commands (command.sh) and plan.json for a job, without running it."""
     from runner.job import render as r
-    from runner.views import plan_summary
 
     plan = r.render(job, out_dir, vram, ram)
-    out.print(plan_summary(plan, out_dir))
+    views.emit_json(views.rendered_json(plan, out_dir)) if as_json else views.rendered(out, plan, out_dir)
 
 
 TrainerArg = typer.Argument(..., help="diffpipe or musubi")
@@ -77,24 +127,18 @@ def build(
     executor = LocalDocker()
     p = images.load_pins(trainer, variant, pins or settings.pins)
     images.check_build_disk(executor.client, p)
-    ref = images.build(executor.client, p, settings.ca_bundle, settings.pip_index_url, lambda line: out.print(line, markup=False, highlight=False))
-    out.print(f"[green]built[/green] {ref}")
+    ref = images.build(executor.client, p, settings.ca_bundle, settings.pip_index_url, views.build_log(out))
+    views.done(out, "built", ref)
 
 
 @app.command(name="images")
-def list_images() -> None:
+def list_images(as_json: bool = JsonOpt('{"images": [{"id", "tags", "trainer", "variant", "size" (bytes), "pins": {name: value}}]}')) -> None:
     """List runner's trainer images with their tags, pins and sizes."""
-    from rich.table import Table
-
     from runner import images
     from runner.executors.local import LocalDocker
 
-    t = Table("image", "trainer", "variant", "size", "trainer commit", "base image")
-    for row in images.list_images(LocalDocker().client):
-        pins = row["pins"]
-        t.add_row(", ".join(row["tags"]) or row["id"], row["trainer"], row["variant"], f"{row['size'] / 2**30:.2f} GiB",
-                  pins.get("commit", "")[:12], pins.get("base_image", ""))
-    out.print(t)
+    rows = images.list_images(LocalDocker().client)
+    views.emit_json({"images": rows}) if as_json else out.print(views.images_table(rows))
 
 
 @app.command()
@@ -106,8 +150,8 @@ def up(trainer: str = TrainerArg) -> None:
     from runner import config, jobs, services
     from runner.executors.local import LocalDocker
 
-    name = services.up(LocalDocker(), trainer, config.load(), jobs.gpus_wanted(), lambda line: out.print(line, markup=False, highlight=False))
-    out.print(f"[green]up[/green] {name}: `runner shell {trainer}` opens a shell in it")
+    name = services.up(LocalDocker(), trainer, config.load(), jobs.gpus_wanted(), views.build_log(out))
+    views.done(out, "up", f"{name}: `runner shell {trainer}` opens a shell in it")
 
 
 @app.command()
@@ -117,7 +161,7 @@ def down(trainer: list[str] = typer.Argument(None, help="trainers to stop (defau
     from runner.executors.local import LocalDocker
 
     stopped = services.down(LocalDocker(), trainer or list(images.TRAINERS))
-    out.print(f"stopped {', '.join(stopped)}" if stopped else "nothing was running")
+    views.line(out, f"stopped {', '.join(stopped)}" if stopped else "nothing was running")
 
 
 @app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
@@ -149,12 +193,12 @@ def train(
     executor = executor_for(host)
     record = launch.start(job, executor, settings, out)
     if detach:
-        out.print(f"follow it with `runner logs -f {record.id}`")
+        views.line(out, f"follow it with `runner logs -f {record.id}`")
         return
     try:
         code = launch.follow(record, executor, out)
     except KeyboardInterrupt:
-        err.print(f"the job keeps running: `runner logs -f {record.id}` follows it again, `runner stop {record.id}` stops it")
+        views.line(err, f"the job keeps running: `runner logs -f {record.id}` follows it again, `runner stop {record.id}` stops it")
         raise typer.Exit(130) from None
     raise typer.Exit(code)
 
@@ -170,21 +214,26 @@ def logs(
 
     record = launch.refresh([jobs.find(job)])[0]
     if record.status != "running":  # finished: the container is gone, its log was kept
-        out.print(record.log_file.read_text() if record.log_file.exists() else "(no log was kept)", markup=False, highlight=False, end="")
+        views.log_text(out, record.log_file.read_text() if record.log_file.exists() else "(no log was kept)\n")
         raise typer.Exit(record.exit_code or 0)
     executor = executor_for(record.host)
     if follow:
         raise typer.Exit(launch.follow(record, executor, out))
-    for line in executor.logs(record.container, follow=False):
-        out.print(line, markup=False, highlight=False)
+    for text in executor.logs(record.container, follow=False):
+        views.log_text(out, text + "\n")
 
 
 @app.command()
-def ps(host: str = typer.Option(None, help="only jobs on this host (\"local\" for this machine)")) -> None:
+def ps(
+    host: str = typer.Option(None, help="only jobs on this host (\"local\" for this machine)"),
+    as_json: bool = JsonOpt('{"jobs": [{"id", "name", "trainer", "host", "image", "container", "job_file", "output_dir", "status", '
+                            '"exit_code", "failure", "started", "finished", "master_port", "env_names", "fingerprints"}]}'),
+) -> None:
     """List job runs with their state, refreshed from the engines that run them."""
-    from runner import jobs, launch, views
+    from runner import jobs, launch
 
-    out.print(views.jobs_table(launch.refresh([r for r in jobs.all_records() if host is None or r.host == host])))
+    records = launch.refresh([r for r in jobs.all_records() if host is None or r.host == host])
+    views.emit_json({"jobs": [r.model_dump(mode="json") for r in records]}) if as_json else out.print(views.jobs_table(records))
 
 
 @app.command()
@@ -195,23 +244,20 @@ def stop(job: str = typer.Argument(..., help="job name (its newest run) or run i
 
     record = jobs.find(job)
     launch.stop(record, executor_for(record.host))
-    out.print(f"stopped {record.id}; its log: `runner logs {record.id}`")
+    views.line(out, f"stopped {record.id}; its log: `runner logs {record.id}`")
 
 
 @app.command()
 def pull(job: str = typer.Argument(..., help="job name (its newest run) or run id")) -> None:
     """Bring a remote job's outputs into its local output folder; only new or changed files move."""
-    from pathlib import Path
-
-    from runner import jobs, sync
+    from runner import jobs
     from runner.executors import executor_for
 
     record = jobs.find(job)
-    if record.host == "local":
+    stats = executor_for(record.host).pull_outputs(record.name, Path(record.output_dir))
+    if stats is None:
         raise UserError(f"job {record.id}", f"ran on this machine; its outputs are already in {record.output_dir}.", "nothing to pull.")
-    executor = executor_for(record.host)
-    stats = sync.download(executor.shell, executor.outputs_of(record.name), Path(record.output_dir))
-    out.print(f"pulled {stats.files} of {stats.total_files} files ({stats.bytes / 2**20:.1f} MiB) from {record.host} into {record.output_dir}")
+    views.pulled(out, stats, record)
 
 
 hosts_app = typer.Typer(help="Remote GPU hosts: `runner train JOB --host NAME` runs jobs there over SSH.", no_args_is_help=True)
@@ -235,20 +281,16 @@ def hosts_add(
     h = hosts.add(hosts.Host(name=name, ssh=ssh, key=str(key.expanduser().resolve()) if key else None,
                              known_hosts=str(known_hosts.expanduser().resolve()) if known_hosts else None,
                              models=models, data=data, cache=cache, outputs=outputs))
-    out.print(f"added {h.name} ({h.ssh}) to {hosts.inventory_file()}")
+    views.line(out, f"added {h.name} ({h.ssh}) to {hosts.inventory_file()}")
 
 
 @hosts_app.command("list")
-def hosts_list() -> None:
+def hosts_list(as_json: bool = JsonOpt('{"hosts": [{"name", "ssh", "key", "known_hosts", "models", "data", "cache", "outputs"}]}')) -> None:
     """List the hosts of the inventory with their SSH targets and folders."""
-    from rich.table import Table
-
     from runner import hosts
 
-    t = Table("name", "ssh", "key", "models", "data", "cache", "outputs")
-    for h in hosts.load_all().values():
-        t.add_row(h.name, h.ssh, h.key or "", h.models, h.data, h.cache, h.outputs)
-    out.print(t)
+    inventory = list(hosts.load_all().values())
+    views.emit_json({"hosts": [h.model_dump() for h in inventory]}) if as_json else out.print(views.hosts_table(inventory))
 
 
 @hosts_app.command("rm")
@@ -257,7 +299,7 @@ def hosts_rm(name: str = typer.Argument(..., help="a host name from `runner host
     from runner import hosts
 
     hosts.remove(name)
-    out.print(f"removed {name}")
+    views.line(out, f"removed {name}")
 
 
 # --- GPU: env, plan, doctor (issue 5). --host comes with runner.hosts; these take the local shell for now.
@@ -267,18 +309,15 @@ def hosts_rm(name: str = typer.Argument(..., help="a host name from `runner host
 def env_cmd(
     job: Path = typer.Argument(None, dir_okay=False, help="the job file (YAML); without it, the GPU rules alone"),
     host: str = typer.Option(None, "--host", help="a host from `runner hosts list` instead of this machine"),
+    as_json: bool = JsonOpt('{"variables": [{"name", "value", "reason", "source"}]}'),
 ) -> None:
     """Print the environment runner would inject into the training container, and why."""
-    from rich.table import Table
-
     from runner.gpu.envrules import env_for_job
     from runner.spec import load_job
     from runner.ssh import shell_for
 
-    table = Table("variable", "value", "why", "source")
-    for var in env_for_job(load_job(job) if job else None, shell_for(host)):
-        table.add_row(var.name, var.value, var.reason, var.source)
-    out.print(table)
+    variables = env_for_job(load_job(job) if job else None, shell_for(host))
+    views.emit_json(views.records_json("variables", variables)) if as_json else out.print(views.env_table(variables))
 
 
 @app.command("plan")
@@ -287,22 +326,18 @@ def plan_cmd(
     vram: float = typer.Option(None, help="GPU memory in GiB (default: the smallest local GPU)"),
     ram: float = typer.Option(None, help="host RAM in GiB (default: this machine's)"),
     host: str = typer.Option(None, "--host", help="a host from `runner hosts list` instead of this machine"),
+    as_json: bool = JsonOpt('{"fits", "task", "trainer", "tokens", "vram_gib", "ram_gib", "gpu_gib", "margin_gib", "host_gib", '
+                            '"caching_gpu_gib", "training_gpu_gib", "suggestions", "settings": {the job settings picked}, and the planner\'s raw fields}'),
 ) -> None:
-    """Pick precision, checkpointing, block swap and optimizer so the job fits the GPU, from measured memory."""
+    """Pick precision, checkpointing, block swap and optimizer so the job fits the GPU, from measured memory.
+
+    Exits 1 when nothing fits."""
     from runner.gpu.planner import plan_job_on
     from runner.spec import load_job
     from runner.ssh import shell_for
 
     p = plan_job_on(load_job(job), shell_for(host), vram, ram)
-    head = "[green]fits[/green]" if p.fits else "[red]does not fit[/red]"
-    out.print(f"{head} {p.task} on {p.trainer}: {p.tokens} latent tokens per step, {p.vram_gib:.1f} GiB GPU"
-              + (f", {p.ram_gib:.0f} GiB RAM" if p.ram_gib else ""))
-    out.print(f"  transformer_dtype: {p.transformer_dtype}\n  activation_checkpointing: {p.activation_checkpointing}\n"
-              f"  blocks_to_swap: {p.blocks_to_swap}\n  optimizer: {p.optimizer_type or 'job / trainer default'}\n"
-              f"  text_encoder_dtype: {p.text_encoder_dtype}" + (f"\n  text_encoder_batch: {p.text_encoder_batch}" if p.trainer == "musubi" else ""))
-    out.print(f"  estimated peak: {p.gpu_gib:.1f} GiB GPU (+{p.margin_gib:.1f} margin), {p.host_gib:.0f} GiB host RAM")
-    for s in p.suggestions:
-        out.print(f"  would fit with: {s}")
+    views.emit_json(views.memory_plan_json(p)) if as_json else views.memory_plan(out, p)
     if not p.fits:
         raise typer.Exit(1)
 
@@ -311,19 +346,22 @@ def plan_cmd(
 def doctor_cmd(
     job: Path = typer.Argument(None, dir_okay=False, help="a job file: also check its volume dirs and plan's RAM"),
     host: str = typer.Option(None, "--host", help="a host from `runner hosts list` instead of this machine"),
+    as_json: bool = JsonOpt('{"ready", "checks": [{"name", "ok", "detail", "fix", "required"}]}'),
 ) -> None:
-    """Check that this host can run training: Docker, NVIDIA Container Toolkit, GPUs, driver, disk, RAM, /dev/shm."""
+    """Check that this host can run training: Docker, NVIDIA Container Toolkit, GPUs, driver, disk, RAM, /dev/shm.
+
+    Exits 1 when a required check fails."""
     from runner.doctor import doctor_for_job, ready
     from runner.ssh import shell_for
 
     checks = doctor_for_job(job, shell_for(host))
-    for c in checks:
-        mark = "[green]ok[/green]  " if c.ok else ("[red]FAIL[/red]" if c.required else "[yellow]warn[/yellow]")
-        out.print(f"{mark} {c.name}: {c.detail}", highlight=False)
-        if not c.ok and c.fix:
-            out.print(f"       fix: {c.fix}", highlight=False)
+    if as_json:
+        views.emit_json(views.doctor_json(checks, ready(checks)))
+    else:
+        views.doctor(out, checks)
     if not ready(checks):
-        err.print("environment not ready: fix the FAIL lines above")
+        if not as_json:
+            views.line(err, "environment not ready: fix the FAIL lines above")
         raise typer.Exit(1)
 
 
@@ -337,7 +375,7 @@ app.add_typer(dataset_app, name="dataset")
 def dataset_check(
     directory: Path = typer.Argument(..., help="folder of images/videos with captions"),
     job: Path = typer.Option(None, "--job", help="take frames, source_fps, captions, task and trainer from this job"),
-    as_json: bool = typer.Option(False, "--json", help="print JSON instead of a table"),
+    as_json: bool = JsonOpt('{"directory", "settings", "files": [{"name", …, "verdicts": {trainer: {"level", "text"}}}], "problems", "failed", "counts"}'),
     frames: list[int] = typer.Option(None, "--frames", help="frame buckets / target frames (repeat the option)"),
     source_fps: float = typer.Option(None, "--source-fps", help="musubi source_fps"),
     task: str = typer.Option(None, "--task", help="t2v-1.3B, t2v-14B, i2v-14B-480P or i2v-14B-720P"),
@@ -346,7 +384,6 @@ def dataset_check(
     """What each trainer will do with every file: read, captioned, bucketed, resampled, or dropped, and why.
     Exits 1 when anything would fail or silently drop out of training."""
     from runner.dataset import check
-    from runner.dataset_view import print_report, report_json
     from runner.progress import counting
     from runner.spec import Task, Trainer
 
@@ -360,10 +397,7 @@ def dataset_check(
             task=_choice(Task, task, "--task"),
             trainer=_choice(Trainer, trainer, "--trainer"),
         )
-    if as_json:
-        print(report_json(report))
-    else:
-        print_report(report, out)
+    views.emit_json(views.dataset_report_json(report)) if as_json else views.dataset_report(report, out)
     if report.failed:
         raise typer.Exit(1)
 
@@ -397,10 +431,7 @@ def dataset_prepare(
     opts = Options(fps=fps, frames=frames, caption_extension=caption_extension, **{k: v for k, v in given.items() if v is not None})
     with counting("preparing", err) as start:
         report = prepare(src, dst, opts, start)
-    for r in report.results:
-        if r.error:
-            err.print(f"[red]failed[/red] {r.source}: {r.error}", highlight=False)
-    out.print(report.summary(), highlight=False)
+    views.prepared(out, err, report)
     if any(r.error for r in report.results):
         raise typer.Exit(1)
 
@@ -413,24 +444,30 @@ def download(
     trainer: str = typer.Option(None, "--trainer", help="diffpipe or musubi (default: what both need)"),
     hf_home: Path = typer.Option(None, "--hf-home", help="Hugging Face home for the tokenizers musubi reads (the job's hf_cache); default $HF_HOME"),
     dry_run: bool = typer.Option(False, "--dry-run", help="show what would be fetched and stop"),
+    as_json: bool = JsonOpt('{"files": [{"repo", "revision", "filename", "size", "dest", "state"}], "bytes", "to_fetch": {"files", "bytes"}, '
+                            '"result": {"fetched", "verified", "skipped"} (null with --dry-run)}'),
 ) -> None:
     """Fetch the model files a preset needs, verified against the hub's sizes and hashes; resumable, and a second
     run fetches nothing. Honors HF_ENDPOINT; reads the token from HF_TOKEN only."""
     from runner.config import default_hf_home
     from runner.download import fetch, plan, summarize
-    from runner.download_view import print_plan
     from runner.models import Format
     from runner.progress import transfer
     from runner.spec import Trainer
 
     chosen = _choice(Trainer, trainer, "--trainer")
     items = plan(preset, _choice(Format, fmt, "--format"), [chosen] if chosen else list(Trainer), to, (hf_home or default_hf_home()) / "hub")
-    print_plan(summarize(items, to), out)
-    if dry_run:
-        return
-    with transfer(err) as progress:
-        counts = fetch(items, to, progress)
-    out.print(f"fetched {counts['fetched']}, verified {counts['verified']}, already verified {counts['skipped']}: every file matches the hub")
+    rows = summarize(items, to)
+    if not as_json:
+        views.download_plan(out, rows)
+    counts = None
+    if not dry_run:
+        with transfer(err) as progress:
+            counts = fetch(items, to, progress)
+    if as_json:
+        views.emit_json(views.download_json(rows, counts))
+    elif counts:
+        views.downloaded(out, counts)
 
 
 @app.command()
@@ -439,7 +476,7 @@ def selftest(
     host: str = typer.Option("local", "--host", "-H", help="a host from `runner hosts list` (default: this machine)"),
     steps: int = typer.Option(4, "--steps", min=1, help="training steps per trainer (whole epochs over the 2 clips)"),
     fmt: str = typer.Option("comfy", "--format", help="model files as `runner download --format` lays them out: comfy or official"),
-    as_json: bool = typer.Option(False, "--json", help="print JSON instead of a table"),
+    as_json: bool = JsonOpt('[{"trainer", "passed", "steps", "s_per_step", "peak_gib", "plan_gib", "step_peaks_gib", "lora", "problems", "notes", …}], one per trainer'),
 ) -> None:
     """Smoke-test the trainers on a GPU host: random-weight Wan2.1 T2V-1.3B files of the real architecture (made once,
     on the host, in the trainer image, under <models>/runner-selftest/), two synthetic clips, then `runner train` for
@@ -448,14 +485,10 @@ def selftest(
     from runner import selftest
     from runner.models import Format
     from runner.spec import Trainer
-    from runner.views import selftest_json, selftest_table
 
     chosen = _choice(Trainer, trainer, "--trainer")
     results = selftest.run([chosen] if chosen else list(Trainer), host, steps, _choice(Format, fmt, "--format"), err if as_json else out)
-    if as_json:
-        print(selftest_json(results))
-    else:
-        out.print(selftest_table(results))
+    views.emit_json(views.selftest_data(results)) if as_json else out.print(views.selftest_table(results))
     if not all(r.passed for r in results):
         raise typer.Exit(1)
 
@@ -464,6 +497,5 @@ def main() -> None:
     try:
         app()
     except UserError as e:
-        err.print("[bold red]error:[/bold red]", end=" ")
-        err.print(str(e), markup=False, highlight=False, soft_wrap=True)  # commands in the fix stay copy-pasteable
+        views.user_error(err, e, as_json=_json_errors)
         sys.exit(e.exit_code)

@@ -1,16 +1,29 @@
 """How a trainer container is started, in one place: volumes, env, GPUs, shared memory, ulimits, user.
 
 The same ContainerSpec becomes Docker SDK arguments (local engine) or a `docker run` argv (remote hosts,
-over SSH), so every host gets identical containers.
+over SSH), so every host gets identical containers. Its record in plan.json (`record()`) holds secrets by
+name only; `from_record` starts the same container again, taking their values from the environment.
 """
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
+from typing import Mapping
 
+from runner.errors import UserError
 from runner.mounts import Mount
 
 RUN_PLAN = ["python", "/opt/runner/run_plan.py", "/job/plan.json"]
+
+# a word of a variable's name that says it holds a credential (HF_TOKEN, WANDB_API_KEY, AWS_SECRET_ACCESS_KEY, …)
+SECRET_WORDS = {"TOKEN", "SECRET", "PASSWORD", "PASSWD", "CREDENTIAL", "CREDENTIALS", "KEY", "APIKEY", "AUTH"}
+URL_CREDENTIALS = re.compile(r"://[^/?#@\s]+@")  # https://user:password@mirror/simple
+
+
+def is_secret(name: str, value: str) -> bool:
+    """Whether a variable's value must stay out of argv, files and logs: a credential by its name, or a URL with one."""
+    return bool(SECRET_WORDS & set(name.upper().split("_")) or URL_CREDENTIALS.search(value))
 
 
 @dataclass(frozen=True)
@@ -26,6 +39,31 @@ class ContainerSpec:
     shm_size: str = "16g"
     ulimits: dict[str, int] = field(default_factory=dict)
     labels: dict[str, str] = field(default_factory=dict)
+
+    def secret_env(self) -> dict[str, str]:
+        return {k: v for k, v in self.env.items() if is_secret(k, v)}
+
+    def record(self) -> dict:
+        """plan.json's fields for this container: `env` (secrets by name only, in `container.secret_env`), `mounts`,
+        and `container`: how it is started. Its name and labels are the run's, not the plan's."""
+        secret = self.secret_env()
+        return {
+            "env": {k: v for k, v in self.env.items() if k not in secret},
+            "mounts": list(self.mounts),
+            "container": {"image": self.image, "command": self.command, "user": self.user, "workdir": self.workdir, "gpus": self.gpus,
+                          "shm_size": self.shm_size, "ulimits": self.ulimits, "secret_env": sorted(secret)},
+        }
+
+    @classmethod
+    def from_record(cls, plan: Mapping, name: str, environ: Mapping[str, str]) -> "ContainerSpec":
+        """The container a plan.json describes, named `name`; secret values come from `environ`, as `docker run --env NAME`."""
+        container = dict(plan["container"])
+        secret = container.pop("secret_env")
+        unset = [k for k in secret if k not in environ]
+        if unset:
+            raise UserError("plan.json", f"names secret variables that are not set here: {', '.join(unset)}.", "export them, then start it again.")
+        env = {**plan["env"], **{k: environ[k] for k in secret}}
+        return cls(name=name, mounts=[Mount(**m) for m in plan["mounts"]], env=env, **container)
 
     def sdk_kwargs(self) -> dict:
         from docker.types import DeviceRequest, Ulimit
@@ -57,8 +95,9 @@ class ContainerSpec:
             argv += ["--gpus", "all"]
         for m in self.mounts:
             argv += ["--volume", f"{m.host}:{m.container}:{'ro' if m.read_only else 'rw'}"]
-        for k, v in self.env.items():
-            argv += ["--env", f"{k}={v}"]
+        secret = self.secret_env()
+        for k, v in self.env.items():  # a secret's value comes from the docker CLI's own environment (see RemoteShell)
+            argv += ["--env", k if k in secret else f"{k}={v}"]
         for k, v in self.labels.items():
             argv += ["--label", f"{k}={v}"]
         return argv + [self.image, *self.command]

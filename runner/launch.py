@@ -6,6 +6,7 @@ Shared by the local engine and remote hosts; only the executor differs.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import shutil
 import threading
 from pathlib import Path
@@ -13,12 +14,15 @@ from pathlib import Path
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from runner import config, fingerprint, images, jobs, logwatch
-from runner.job import render
-from runner.job.resolve import Target
+from runner import config, fingerprint, images, jobs, logwatch, mounts
 from runner.container import RUN_PLAN, ContainerSpec
 from runner.errors import UserError
+from runner.executors import Executor
+from runner.job import checks, render
+from runner.job.plan import Plan
+from runner.job.resolve import Target
 from runner.jobs import JobRecord
+from runner.mounts import Mount
 from runner.spec import Job
 
 def gpu_environment(inventory, job: Job, memory_plan=None) -> tuple[dict[str, str], str]:
@@ -30,24 +34,30 @@ def gpu_environment(inventory, job: Job, memory_plan=None) -> tuple[dict[str, st
     return {v.name: v.value for v in envrules.job_environment(job, inventory, memory_plan)}, table
 
 
-def target_of(executor, gpus: bool) -> Target:
-    """The executor's machine as runner.job.resolve sees it: its shell, models folder and cache records."""
-    local = executor.host == "local"
-    return Target(
-        executor.shell, "this machine" if local else executor.host, None if local else executor.folder("models"),
-        "" if local else executor.spec_host.ssh, gpus, executor.read_text,
-        # cache folders come from the data and cache mounts; the job folder's (not yet made) does not matter
-        lambda job: render.cache_dirs(job, executor.host_mounts(render.job_mounts(job, Path("job")), job.name, "")),
-    )
+def target_of(executor: Executor, gpus: bool) -> Target:
+    """The executor's machine as runner.job.resolve sees it: its shell, its side of the models folder and of the
+    cache folders (through host_mounts), and the fingerprints recorded there."""
+    def models_there(root: Path) -> str:
+        return executor.host_mounts([Mount("models", str(root), str(mounts.MODELS), True)], "", "")[0].host
+
+    def cache_dirs(job: Job) -> list[Path]:
+        # cache folders come from the data and cache mounts; the job folder's (not made yet) does not matter here
+        return render.cache_dirs(job, executor.host_mounts(render.job_mounts(job, Path("job")), job.name, ""))
+
+    return Target(executor.shell, "this machine" if executor.here else executor.host, models_there, gpus, executor.read_text, cache_dirs)
 
 
-def start(job_file: Path, executor, settings: config.Settings, console: Console) -> JobRecord:
-    """Resolve the job against its executor's machine, render and start it; returns its record (status running)."""
+def start(job_file: Path, executor: Executor, settings: config.Settings, console: Console) -> JobRecord:
+    """Resolve the job against its executor's machine, render and start it; returns its record (status running).
+
+    The job folder's plan.json is written once, after the container is fully decided: it lists the mounts as
+    the target sees them, the whole environment (secrets by name only) and the facts the settings came from."""
     gpus = jobs.gpus_wanted()
     if gpus:
         executor.check_gpus()
-    resolved = render.load_checked(job_file, target_of(executor, bool(gpus)), files_needed=True, plan_needed=bool(gpus))
-    job, inventory = resolved.job, resolved.inventory
+    resolved = render.load_checked(job_file, target_of(executor, bool(gpus)), plan_needed=bool(gpus))
+    job, inventory, ram_gib = resolved.job, resolved.inventory, resolved.ram_gib
+    planned_for = resolved.memory_plan.vram_gib if job.memory.auto and resolved.memory_plan else None
     if job.memory.auto and inventory is None:
         raise UserError("memory: auto", "needs a GPU to plan for, and RUNNER_GPUS=none starts containers without one.", "set memory settings explicitly")
     for note in resolved.notes:
@@ -55,6 +65,7 @@ def start(job_file: Path, executor, settings: config.Settings, console: Console)
     gpu_env, variant_name = gpu_environment(inventory, job, resolved.memory_plan)
     pins = images.load_pins(job.trainer.value, variant_name, pins_file=settings.pins)
     ref = images.image_ref(pins, settings.ca_bundle)
+    executor.check_models(job.models.root, checks.used_model_files(job, resolved.files))
     build = job.trainer.value if variant_name == "default" else f"{job.trainer.value} --variant {variant_name}"
     executor.check_image(ref, build)  # a remote host receives the image here: after the cheap checks
     rid = jobs.new_id(job.name)
@@ -65,15 +76,16 @@ def start(job_file: Path, executor, settings: config.Settings, console: Console)
     )
     try:
         plan = render.trainer_plan(resolved, record.job_dir, master_port=port)
+        target = executor.host_mounts(plan.mounts, job.name, record.container)
         record.fingerprints = resolved.fingerprints
-        render.write(plan, record.job_dir)
         env = {**config.network_env(settings), **gpu_env, **plan.env}  # the job's own `env:` (in plan.env) wins
         spec = ContainerSpec(
-            image=ref, name=record.container, command=RUN_PLAN, mounts=plan.mounts, env=env, user=executor.user,
+            image=ref, name=record.container, command=RUN_PLAN, mounts=target, env=env, user=executor.user,
             workdir=plan.workdir, gpus=gpus, shm_size=settings.shm_size, ulimits=settings.ulimits,
             labels={jobs.LABEL_RECORD: rid, jobs.LABEL_JOB: job.name, jobs.LABEL_PORT: str(port)},
         )
-        executor.prepare_mounts(spec)
+        render.write(as_run(plan, spec, job, facts(executor, inventory, ram_gib, planned_for, variant_name)), record.job_dir)
+        executor.prepare_mounts(spec, sources=plan.mounts)
         record.env_names = sorted(env)
         record.started = jobs.now()
         record.status = "running"
@@ -86,7 +98,27 @@ def start(job_file: Path, executor, settings: config.Settings, console: Console)
     return record
 
 
-def archive(record: JobRecord, executor) -> list[str]:
+def as_run(plan: Plan, spec: ContainerSpec, job: Job, facts: dict) -> Plan:
+    """The plan as the record of what runs: the container's mounts (the target's paths) and environment (secrets
+    by name), how it is started, the job's resolved settings and the facts they were resolved from."""
+    # warnings=False: validated resolutions are [w, h] lists where the schema's type says tuple; they dump the same
+    settings = job.model_dump(mode="json", exclude={"env"}, warnings=False)
+    return dataclasses.replace(plan, **spec.record(), settings=settings, facts=facts)
+
+
+def facts(executor: Executor, inventory, ram_gib: float | None, planned_for: float | None, variant_name: str) -> dict:
+    """What the target reported that the settings were chosen for; planned_for: the GPU memory `memory: auto` was
+    planned for (the smallest card), None for memory set by hand."""
+    return {
+        "host": executor.host,
+        "gpus": inventory.model_dump(mode="json") if inventory is not None else "none (RUNNER_GPUS=none)",
+        "host_ram_gib": ram_gib,
+        "memory_planned_for_gib": planned_for,
+        "image_variant": variant_name,
+    }
+
+
+def archive(record: JobRecord, executor: Executor) -> list[str]:
     """Keep the container's whole log beside the record, then remove the container; returns the log's lines."""
     lines = list(executor.logs(record.container, follow=False))
     record.log_file.parent.mkdir(parents=True, exist_ok=True)
@@ -95,14 +127,14 @@ def archive(record: JobRecord, executor) -> list[str]:
     return lines
 
 
-def stop(record: JobRecord, executor) -> None:
+def stop(record: JobRecord, executor: Executor) -> None:
     executor.stop(record.container)
     archive(record, executor)
     record.status, record.finished = "stopped", jobs.now()
     record.save()
 
 
-def finish(record: JobRecord, executor, code: int) -> logwatch.OutOfMemory | None:
+def finish(record: JobRecord, executor: Executor, code: int) -> logwatch.OutOfMemory | None:
     """Close a record: keep the log, record a successful run's caches as fresh, remove the container.
     A failed run's record says why when its whole log shows it; returns the CUDA out-of-memory found there."""
     lines = archive(record, executor)
@@ -148,10 +180,10 @@ class StopUnlessExited:
         return self.fired.is_set()
 
 
-def follow(record: JobRecord, executor, console: Console) -> int:
+def follow(record: JobRecord, executor: Executor, console: Console) -> int:
     """Stream the container's log with a progress display, keep a copy beside the outputs, return the exit code.
     After CUDA out of memory the trainer gets OOM_GRACE_S to exit before its container is stopped; returns 1 then."""
-    local = executor.host == "local"  # a remote job's outputs (and this copy) come back with `runner pull`
+    local = executor.here  # a remote job's outputs (and this copy) come back with `runner pull`
     copy = Path(record.output_dir) / f"runner-{record.id}.log"
     if local:
         copy.parent.mkdir(parents=True, exist_ok=True)
@@ -189,7 +221,7 @@ def follow(record: JobRecord, executor, console: Console) -> int:
     return 1
 
 
-def card_memory(oom: logwatch.OutOfMemory, executor) -> tuple[float | None, float | None]:
+def card_memory(oom: logwatch.OutOfMemory, executor: Executor) -> tuple[float | None, float | None]:
     """GPU memory to plan for (the out-of-memory message's, else the smallest GPU the host reports) and host RAM."""
     from runner.gpu.inventory import gather, host_ram_gib
 

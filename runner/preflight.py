@@ -5,9 +5,10 @@ and for remote hosts (runner.shell.LocalShell, runner.ssh.RemoteShell). Each fai
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 from runner.errors import UserError
-from runner.shell import Shell, missing_files  # noqa: F401 (the executors call it from here)
+from runner.shell import Shell, missing_files
 
 TOOLKIT_FIX = (
     "install the NVIDIA Container Toolkit (https://docs.nvidia.com/datacenter/cloud-native/container-toolkit/"
@@ -76,3 +77,14 @@ def make_dirs(shell: Shell, paths: list[str]) -> None:
     if not r.ok:
         raise UserError(f"host {shell.name}", f"cannot create or write {(r.stderr or r.stdout).strip()[:300]}.",
                         "give the SSH user write access there, or choose other folders with `runner hosts add NAME … --models/--data/--cache/--outputs DIR`.")
+
+
+def check_model_files(shell: Shell, folder: str, root: Path, used: dict[str, Path], where: str, fix: str) -> None:
+    """Every model file the job uses (job field → path under root on this machine) is in `folder`, the target's
+    models folder, in the layout of models.root (one round trip); where: the target, for the error."""
+    rel = {field: p.relative_to(root).as_posix() for field, p in used.items()}
+    missing = missing_files(shell, folder, list(rel.values()))
+    if missing:
+        listing = ", ".join(f"{field} {r}" for field, r in rel.items() if r in missing)
+        raise UserError(f"{where}: {folder}", f"lacks model files the job uses: {listing}; the trainer would stop when it opens them. "
+                        "Nothing was started.", fix)

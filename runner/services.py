@@ -15,6 +15,8 @@ import tty
 from runner import config, images, mounts
 from runner.container import ContainerSpec
 from runner.errors import UserError
+from runner.executors import Executor
+from runner.executors.local import LocalDocker, client
 from runner.job.render import TRAINERS
 from runner.mounts import Mount
 
@@ -37,17 +39,17 @@ def service_mounts(settings: config.Settings) -> list[Mount]:
     ]
 
 
-def service_spec(trainer: str, ref: str, settings: config.Settings, gpus: bool) -> ContainerSpec:
+def service_spec(trainer: str, ref: str, settings: config.Settings, gpus: bool, user: str) -> ContainerSpec:
     env = {"HF_HOME": str(mounts.HF_HOME), "PYTHONUNBUFFERED": "1", **config.network_env(settings)}
     return ContainerSpec(
         image=ref, name=service_name(trainer), command=["sleep", "infinity"], mounts=service_mounts(settings), env=env,
-        user=f"{os.getuid()}:{os.getgid()}", workdir=WORKDIRS[trainer], gpus=gpus, shm_size=settings.shm_size, ulimits=settings.ulimits,
+        user=user, workdir=WORKDIRS[trainer], gpus=gpus, shm_size=settings.shm_size, ulimits=settings.ulimits,
         labels={LABEL_SERVICE: trainer},
     )
 
 
-def up(executor, trainer: str, settings: config.Settings, gpus: bool, log) -> str:
-    """Build the image for these GPUs if needed and start the trainer's container; returns its name."""
+def up(executor: Executor, trainer: str, settings: config.Settings, gpus: bool, log) -> str:
+    """Build the image for these GPUs here if needed and start the trainer's container on the executor; returns its name."""
     name = service_name(trainer)
     state = executor.state(name)
     if state.get("Running"):
@@ -61,34 +63,36 @@ def up(executor, trainer: str, settings: config.Settings, gpus: bool, log) -> st
         executor.check_gpus()
         table = variant.choose(trainer, gather(executor.shell)).pins_table
     pins = images.load_pins(trainer, table, pins_file=settings.pins)
-    ref = images.build(executor.client, pins, settings.ca_bundle, settings.pip_index_url, log)
+    ref = images.build(client(), pins, settings.ca_bundle, settings.pip_index_url, log)
+    executor.check_image(ref, trainer if table == "default" else f"{trainer} --variant {table}")
     if state:
-        executor.client.containers.get(name).remove(force=True)
-    spec = service_spec(trainer, ref, settings, gpus)
+        executor.remove(name)
+    spec = service_spec(trainer, ref, settings, gpus, executor.user)
     for m in spec.mounts:  # the configured folders are runner's to create; an empty models folder mounts fine
         os.makedirs(m.host, exist_ok=True)
+    executor.prepare_mounts(spec, sources=spec.mounts)
     executor.start(spec)
     return name
 
 
-def down(executor, trainers: list[str]) -> list[str]:
+def down(executor: Executor, trainers: list[str]) -> list[str]:
     stopped = []
     for t in trainers:
         name = service_name(t)
         if executor.state(name):
-            executor.client.containers.get(name).remove(force=True)
+            executor.remove(name)
             stopped.append(name)
     return stopped
 
 
-def shell(executor, trainer: str, command: list[str]) -> int:
-    """An interactive shell in the running service container (a TTY bridged over the Docker API socket)."""
+def shell(executor: LocalDocker, trainer: str, command: list[str]) -> int:
+    """An interactive shell in the running service container (a TTY bridged over this machine's Docker API socket)."""
     name = service_name(trainer)
     if not executor.state(name).get("Running"):
         raise UserError(name, "is not running.", f"start it with `runner up {trainer}`.")
     api = executor.client.api
     interactive = sys.stdin.isatty()
-    exec_id = api.exec_create(name, command, tty=interactive, stdin=interactive, user=f"{os.getuid()}:{os.getgid()}")["Id"]
+    exec_id = api.exec_create(name, command, tty=interactive, stdin=interactive, user=executor.user)["Id"]
     if interactive:
         sock = api.exec_start(exec_id, tty=True, socket=True)
         _bridge(getattr(sock, "_sock", sock))

@@ -6,10 +6,14 @@ Commands are argv lists; the remote side quotes them with shlex.join, so no argu
 
 from __future__ import annotations
 
+import logging
 import shlex
 import subprocess
+import time
 from dataclasses import dataclass
 from typing import Protocol
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -33,6 +37,13 @@ class LocalShell:
     name = "localhost"
 
     def run(self, argv: list[str], timeout: float = 60) -> Result:
+        started = time.monotonic()
+        result = self._run(argv, timeout)
+        log.debug("%s: %s → exit %d in %.2fs", self.name, shlex.join(argv), result.returncode, time.monotonic() - started)
+        return result
+
+    @staticmethod
+    def _run(argv: list[str], timeout: float) -> Result:
         try:
             p = subprocess.run(argv, capture_output=True, text=True, errors="replace", timeout=timeout)
         except FileNotFoundError as e:

@@ -6,7 +6,9 @@ Rules that need the trainer, the model files or the data live in `runner.job.che
 
 from __future__ import annotations
 
+import difflib
 import os
+import typing
 from enum import Enum
 from pathlib import Path
 from typing import Annotated, Literal, Union
@@ -69,10 +71,10 @@ def is_4k_plus_1(n: int) -> bool:
 class Models(Strict):
     """Model files. Relative paths are under `root`, which is mounted read-only at /models."""
 
-    root: Path = Field(Path("models"), description="host directory holding every model file")
-    preset: str | None = Field(None, description="a `runner download` preset (t2v-1.3B, t2v-14B, i2v-14B-480P, i2v-14B-720P); fills the paths below")
-    format: Literal["comfy", "official"] = Field("comfy", description="with preset: ComfyUI repackaged DiT (comfy) or the official sharded one")
-    ckpt_dir: Path | None = Field(None, description="official Wan2.1 directory (config.json, VAE, tokenizers)")
+    root: Path = Field(Path("models"), description="host folder mounted read-only at /models; the model paths below are relative to it")
+    preset: str | None = Field(None, description="a `runner download` preset (t2v-1.3B, t2v-14B, i2v-14B-480P, i2v-14B-720P): the files as `runner download` lays them out; fills the paths below")
+    format: Literal["comfy", "official"] = Field("comfy", description="with preset: ComfyUI repackaged single files (comfy) or the official repo (official; its DiT is float32, which musubi keeps unless memory.transformer_dtype is float8: twice the GPU memory of bf16, and the memory planner counts it)")
+    ckpt_dir: Path | None = Field(None, description="official Wan2.1 folder (config.json, VAE, tokenizers); the official file names inside it are the defaults of dit, t5, vae and clip")
     dit: Path | None = Field(None, description="single-file DiT (.safetensors), e.g. ComfyUI repackaged")
     t5: Path | None = Field(None, description="T5 encoder: official models_t5_umt5-xxl-enc-bf16.pth")
     vae: Path | None = Field(None, description="VAE: Wan2.1_VAE.pth or ComfyUI safetensors")
@@ -91,15 +93,17 @@ Resolution = Annotated[Union[int, tuple[int, int]], PlainValidator(_resolution)]
 
 
 class Dataset(Strict):
-    path: Path = Field(description="host directory of images or videos with <stem><caption_extension> captions")
+    path: Path = Field(description="host directory of images or videos with `<stem><caption_extension>` captions")
     kind: Literal["auto", "video", "image", "mixed"] = Field("auto", description="auto: from the files in path")
-    resolutions: list[Resolution] = Field(default_factory=lambda: [(832, 480)], min_length=1)
-    frames: list[int] | None = Field(
-        None, description="frame buckets (diffpipe) / target frames (musubi); each 4k+1. Default: [1] for images, " + f"{DEFAULT_VIDEO_FRAMES} for videos"
+    resolutions: list[Resolution] = Field(
+        default_factory=lambda: [(832, 480)], min_length=1, description="training resolutions: [width, height], or one side such as 512 for a square area"
     )
-    repeats: int = Field(1, ge=1)
+    frames: list[int] | None = Field(
+        None, description="frame buckets (diffpipe) / target frames (musubi); each 4k+1. Default: " + f"{DEFAULT_VIDEO_FRAMES} for videos; images always train as 1 frame"
+    )
+    repeats: int = Field(1, ge=1, description="times each file counts per epoch")
     source_fps: float | None = Field(None, gt=0, description="fps of the source videos; musubi drops frames to 16 fps")
-    caption_extension: str = ".txt"
+    caption_extension: str = Field(".txt", description="each media file's caption is `<stem><caption_extension>`")
 
     @field_validator("caption_extension")
     @classmethod
@@ -110,64 +114,66 @@ class Dataset(Strict):
 
 
 class Lora(Strict):
-    rank: int = Field(32, ge=1)
-    alpha: float | None = Field(None, gt=0, description="musubi only; diffusion-pipe trains with alpha = rank")
+    rank: int = Field(32, ge=1, description="LoRA rank")
+    alpha: float | None = Field(None, gt=0, description="musubi only; default = rank, which is what diffusion-pipe always uses")
     dtype: Literal["bfloat16", "float32"] = Field("bfloat16", description="dtype of the saved LoRA (both trainers)")
 
 
 class Optimizer(Strict):
     type: str | None = Field(
-        None, description="default: adamw_optimi (diffpipe), adamw8bit (musubi); adamw, adamw8bit and sgd mean the same on both, other names are one trainer's"
+        None, description="default: adamw_optimi (diffpipe), adamw8bit (musubi); adamw, adamw8bit and sgd mean the same on both, a name only one trainer loads is refused with the other's equivalent"
     )
     lr: float | None = Field(None, gt=0, description="default: 2e-5 (diffpipe), 2e-4 (musubi)")
-    weight_decay: float = Field(0.01, ge=0)
-    betas: tuple[float, float] = (0.9, 0.99)
-    eps: float = 1e-8
+    weight_decay: float = Field(0.01, ge=0, description="AdamW weight decay")
+    betas: tuple[float, float] = Field((0.9, 0.99), description="Adam betas")
+    eps: float = Field(1e-8, description="Adam epsilon")
 
 
 class Schedule(Strict):
-    epochs: int = Field(16, ge=1)
+    epochs: int = Field(16, ge=1, description="passes over the datasets")
     max_steps: int | None = Field(
-        None, ge=1, description="stop after this many optimizer steps; with epochs set too, diffpipe stops at whichever comes first (musubi refuses both)"
+        None, ge=1, description="alone: train that many optimizer steps; with epochs set too, diffpipe stops at whichever comes first and musubi refuses"
     )
-    batch_size: int = Field(1, ge=1)
-    gradient_accumulation_steps: int = Field(1, ge=1)
+    batch_size: int = Field(1, ge=1, description="clips per GPU per micro-batch")
+    gradient_accumulation_steps: int = Field(1, ge=1, description="micro-batches per optimizer step")
     warmup_steps: int = Field(0, ge=0, description="optimizer steps of linear warmup, on any number of GPUs")
-    save_every_epochs: int | None = Field(1, ge=1)
-    save_every_steps: int | None = Field(None, ge=1)
+    save_every_epochs: int | None = Field(1, ge=1, description="save the LoRA every N epochs")
+    save_every_steps: int | None = Field(None, ge=1, description="save the LoRA every N optimizer steps")
     checkpoint_every_epochs: int | None = Field(
-        None, ge=1, description="resumable state (DeepSpeed / accelerate); musubi saves it with each LoRA, so only = save_every_epochs"
+        None, ge=1, description="resumable state (DeepSpeed / accelerate) every N epochs; musubi saves state with each LoRA, so only equal to save_every_epochs"
     )
-    checkpoint_every_minutes: int | None = Field(None, ge=1, description="diffpipe only")
+    checkpoint_every_minutes: int | None = Field(None, ge=1, description="diffpipe only: resumable state every N minutes")
 
 
 class Memory(Strict):
     auto: bool = Field(False, description="`memory: auto` lets the planner pick the settings below for the GPU")
-    dtype: Literal["bfloat16", "float16"] = Field("bfloat16", description="mixed precision / base dtype")
-    transformer_dtype: Literal["bfloat16", "float16", "float8"] = Field("bfloat16", description="float8 = fp8 base weights")
-    activation_checkpointing: Literal[True, False, "unsloth"] = True
-    blocks_to_swap: int = Field(0, ge=0)
+    dtype: Literal["bfloat16", "float16"] = Field("bfloat16", description="mixed precision and base dtype")
+    transformer_dtype: Literal["bfloat16", "float16", "float8"] = Field("bfloat16", description="float8: fp8 base weights")
+    activation_checkpointing: Literal[True, False, "unsloth"] = Field(
+        True, description="recompute activations in the backward pass; unsloth also offloads them to host RAM"
+    )
+    blocks_to_swap: int = Field(0, ge=0, description="transformer blocks kept in host RAM and swapped onto the GPU when needed")
     text_encoder_dtype: Literal["bfloat16", "float8"] = Field(
-        "bfloat16", description="umT5 while caching text: float8 = musubi --fp8_t5, diffpipe text_encoder_fp8 (about 4 GiB less)"
+        "bfloat16", description="umT5 while caching text: float8 caches in fp8, about 4 GiB less (musubi --fp8_t5, diffpipe text_encoder_fp8)"
     )
     text_encoder_batch: int = Field(16, ge=1, description="musubi only: captions per umT5 batch while caching (its recipe: 16)")
 
 
 class Job(Strict):
-    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
-    trainer: Trainer
-    task: Task
-    models: Models
-    datasets: list[Dataset] = Field(min_length=1)
-    lora: Lora = Lora()
-    optimizer: Optimizer = Optimizer()
-    schedule: Schedule = Schedule()
-    memory: Memory = Memory()
-    gpus: int = Field(1, ge=1)
-    output: Path = Field(Path("outputs"), description="host directory; the job writes to <output>/<name>")
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$", description="names the outputs and the runs; letters, digits, . _ -")
+    trainer: Trainer = Field(description="the trainer that renders and runs the job")
+    task: Task = Field(description="the Wan2.1 model and task")
+    models: Models = Field(description="the model files: a preset, or paths")
+    datasets: list[Dataset] = Field(min_length=1, description="folders of videos or images with captions")
+    lora: Lora = Field(Lora(), description="the LoRA that is trained")
+    optimizer: Optimizer = Field(Optimizer(), description="the optimizer")
+    schedule: Schedule = Field(Schedule(), description="how long to train and when to save")
+    memory: Memory = Field(Memory(), description="`auto`, or the settings below by hand", json_schema_extra={"doc_type": "`auto` or mapping"})
+    gpus: int = Field(1, ge=1, description="number of GPUs to train on")
+    output: Path = Field(Path("outputs"), description="host directory; the job writes to `<output>/<name>`")
     cache: Path = Field(Path("cache"), description="host directory for latent and text-encoder caches")
     hf_cache: Path | None = Field(None, description="host Hugging Face cache; default $HF_HOME or ~/.cache/huggingface")
-    seed: int = 42
+    seed: int = Field(42, description="random seed")
     env: dict[str, str] = Field(default_factory=dict, description="extra container environment; wins over runner's rules")
 
     @field_validator("memory", mode="before")
@@ -197,13 +203,32 @@ def _dotted(loc: tuple) -> str:
     return out
 
 
+FIELDS_DOC = "the job fields are listed in README.md#the-job-file and by `runner fields`"
 _FIXES = {
-    "extra_forbidden": "remove it or check its spelling; `runner validate --help` lists the fields",
+    "extra_forbidden": f"remove it or check its spelling; {FIELDS_DOC}",
     "missing": "add it",
     "literal_error": "use one of the values listed",
     "enum": "use one of the values listed",
 }
 _GENERIC_FIX = "set it as the message asks; the files in examples/ show valid jobs"
+
+
+def _siblings(loc: tuple) -> list[str]:
+    """The field names allowed beside the last key of loc (for "did you mean")."""
+    model: type[BaseModel] = Job
+    for part in loc[:-1]:
+        if isinstance(part, int):
+            continue
+        annotation = model.model_fields[part].annotation
+        model = typing.get_args(annotation)[0] if typing.get_origin(annotation) is list else annotation
+        if not (isinstance(model, type) and issubclass(model, BaseModel)):
+            return []
+    return list(model.model_fields)
+
+
+def _unknown_key_fix(loc: tuple) -> str:
+    close = difflib.get_close_matches(str(loc[-1]), _siblings(loc), n=1)
+    return f"rename it to `{close[0]}` if you meant that, or remove it; {FIELDS_DOC}" if close else _FIXES["extra_forbidden"]
 
 
 def _schema_errors(err: ValidationError, file: Path, lines: dict[tuple, int]) -> list[UserError]:
@@ -215,7 +240,8 @@ def _schema_errors(err: ValidationError, file: Path, lines: dict[tuple, int]) ->
         problem = f"{e['msg'].removeprefix('Value error, ')}{given}."
         if e["type"] == "extra_forbidden":
             problem = f"unknown key{given}; trainers reject unknown keys, so runner does too."
-        out.append(UserError(f"{file}:{line}: {_dotted(loc) or 'job'}", problem, _FIXES.get(e["type"], _GENERIC_FIX)))
+        fix = _unknown_key_fix(loc) if e["type"] == "extra_forbidden" else _FIXES.get(e["type"], _GENERIC_FIX)
+        out.append(UserError(f"{file}:{line}: {_dotted(loc) or 'job'}", problem, fix))
     return out
 
 

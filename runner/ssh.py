@@ -7,6 +7,7 @@ shlex.join, so no argument (job name, path, caption) is ever interpreted by the 
 
 from __future__ import annotations
 
+import logging
 import shlex
 import socket
 import time
@@ -19,6 +20,8 @@ from fabric import Config, Connection
 from runner.errors import UserError
 from runner.hosts import Host
 from runner.shell import Result
+
+log = logging.getLogger(__name__)
 
 CONNECT_TIMEOUT = 10
 KEEPALIVE = 5
@@ -65,6 +68,8 @@ def connect(host: Host, timeout: float = CONNECT_TIMEOUT) -> Connection:
         conn.client.get_host_keys().load(str(known))  # read only: nothing is ever written to known_hosts
     where = f"host {host.name} ({conn.user}@{conn.host}:{conn.port})"
     scan = f"ssh-keyscan{'' if conn.port == 22 else f' -p {conn.port}'} {shlex.quote(conn.host)}"
+    log.debug("%s: connecting, host keys from %s", where, known)
+    started = time.monotonic()
     try:
         conn.open()
     except paramiko.BadHostKeyException as e:
@@ -88,6 +93,7 @@ def connect(host: Host, timeout: float = CONNECT_TIMEOUT) -> Connection:
         _raise_connect(where, e, host)
     conn.transport = conn.client.get_transport()
     conn.transport.set_keepalive(KEEPALIVE)
+    log.debug("%s: connected in %.2fs", where, time.monotonic() - started)
     return conn
 
 
@@ -120,6 +126,7 @@ class RemoteShell:
 
     def _channel(self, argv: list[str], secrets: dict[str, str] | None = None, timeout: float | None = None):
         command = shlex.join(argv)
+        log.debug("%s: %s%s", self.name, command, f" (secrets on stdin: {', '.join(secrets)})" if secrets else "")
         if secrets:
             # values arrive on stdin and live only in this process's environment: not in argv (ps), not on disk
             reads = " && ".join(f"IFS= read -r {k} && export {k}" for k in secrets)
@@ -135,6 +142,12 @@ class RemoteShell:
         return ch
 
     def run(self, argv: list[str], timeout: float = 60, stdin: bytes | None = None, secrets: dict[str, str] | None = None) -> Result:
+        started = time.monotonic()
+        result = self._run(argv, timeout, stdin, secrets)
+        log.debug("%s: %s → exit %d in %.2fs", self.name, argv[0], result.returncode, time.monotonic() - started)
+        return result
+
+    def _run(self, argv: list[str], timeout: float, stdin: bytes | None, secrets: dict[str, str] | None) -> Result:
         ch = self._channel(argv, secrets, timeout)
         out, err = bytearray(), bytearray()
         deadline = time.monotonic() + timeout

@@ -160,6 +160,17 @@ def test_image_absent(workspace, env, tmp_path):
     _no_new_containers(before)
 
 
+def test_model_file_absent_here(workspace, env):
+    from runner.job.render import load_checked
+
+    load_checked(workspace / "examples" / "t2v-1.3B-musubi.yaml").files.t5.unlink()
+    before = _containers()
+    r = runner(["train", "examples/t2v-1.3B-musubi.yaml"], env, cwd=workspace)
+    assert r.returncode == 2 and "this machine:" in r.stderr and "lacks model files the job uses: models.t5" in r.stderr, r.stderr
+    assert "runner download" in r.stderr and not list((Path(env["RUNNER_STATE"]) / "jobs").glob("*"))
+    _no_new_containers(before)
+
+
 def test_too_little_disk_for_a_build(env, tmp_path):
     pins = edited_pins(tmp_path, "[musubi]", "[musubi]\nbuild_disk_gb = 1000000")
     r = runner(["build", "musubi", "--pins", pins], env)
@@ -175,7 +186,7 @@ def test_mount_path_missing(built, tmp_path):
     spec = ContainerSpec(image="x", name="x", command=[], mounts=[Mount("models", str(tmp_path / "gone"), "/models", True)],
                          env={}, user="0:0", workdir="/")
     with pytest.raises(UserError, match="gone does not exist on this machine"):
-        LocalDocker().prepare_mounts(spec)
+        LocalDocker().prepare_mounts(spec, sources=spec.mounts)
 
 
 def test_a_valid_cache_is_reused_and_a_stale_one_rebuilt(workspace, env):

@@ -155,6 +155,33 @@ def test_train_on_a_host_then_pull(workspace, env, on_host):
     assert runner(["logs", "ball-1p3b", "-f"], env).returncode == 0
 
 
+def test_a_remote_plan_json_lists_the_hosts_paths_and_no_secret(workspace, env, on_host, remote_models):
+    """plan.json, here and on the host, is what runs there: the host's folders, secrets by name only. The values
+    still reach the container, through the docker CLI's environment on the host (stdin over SSH, not argv)."""
+    dirs = on_host()
+    token, password = f"wandb-{uuid.uuid4().hex}", f"pw-{uuid.uuid4().hex}"
+    job = workspace / "examples" / "secret.yaml"
+    job.write_text((workspace / MUSUBI).read_text() + f"env:\n  WANDB_API_KEY: {token}\n")
+    r = runner(["train", job, "--host", "gpu01", "--detach"], {**env, "PIP_INDEX_URL": f"https://me:{password}@pypi.example/simple"}, cwd=workspace)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    (record,) = _records(env)
+    here = Path(env["RUNNER_STATE"]) / "jobs" / record["id"] / "job" / "plan.json"
+    there = Path(dirs["cache"]) / "jobs" / record["container"] / "plan.json"
+    assert there.read_text() == here.read_text(), "the host runs the plan.json kept here"
+    plan = json.loads(here.read_text())
+    hosts_side = {m["volume"]: m["host"] for m in plan["mounts"]}
+    assert hosts_side == {"models": remote_models.format(host="gpu01"), "data/0": f"{dirs['data']}/ball-1p3b/0-clips", "cache": dirs["cache"],
+                          "outputs": dirs["outputs"], "hf-cache": f"{dirs['cache']}/hf", "job": f"{dirs['cache']}/jobs/{record['container']}"}
+    assert plan["container"]["secret_env"] == ["PIP_INDEX_URL", "WANDB_API_KEY"] and plan["facts"]["host"] == "gpu01"
+    assert plan["container"]["user"] == "{}:{}".format(*_ids("runnertest"))
+    for f in [*Path(env["RUNNER_STATE"]).rglob("*"), *Path(dirs["cache"]).rglob("*"), Path("/var/log/runner-test-gpu01-sshd.log")]:
+        if f.is_file():
+            assert token not in f.read_text(errors="replace") and password not in f.read_text(errors="replace"), f"{f} holds a secret"
+    started = engine("gpu01").containers.get(record["container"]).attrs["Config"]["Env"]
+    assert f"WANDB_API_KEY={token}" in started and f"PIP_INDEX_URL=https://me:{password}@pypi.example/simple" in started
+    assert runner(["logs", record["id"], "-f"], env).returncode == 0
+
+
 def _ids(user: str) -> tuple[int, int]:
     import pwd
 
@@ -326,11 +353,13 @@ def test_two_jobs_at_once_on_one_host(workspace, env, on_host):
 
 def test_secrets_reach_only_the_remote_process(remote_models):
     """HF_TOKEN travels on the channel's stdin into the remote process's environment: not argv, not disk, not logs."""
+    from runner.executors import Executor
     from runner.executors.remote import RemoteDocker
     from runner.hosts import Host
 
     secret = f"hf_{uuid.uuid4().hex}"
     ex = RemoteDocker(Host(name="gpu01", ssh=f"runnertest@{ADDRESS['gpu01']}", key=str(CLIENT_KEY), known_hosts=str(KNOWN_HOSTS)))
+    assert isinstance(ex, Executor)
     r = ex.shell.run(["sh", "-c", 'printf "%s" "$HF_TOKEN" | sha256sum; tr "\\0" " " </proc/$$/cmdline'], secrets={"HF_TOKEN": secret})
     assert r.ok and r.stdout.split()[0] == hashlib.sha256(secret.encode()).hexdigest()
     assert secret not in r.stdout
@@ -369,7 +398,7 @@ def test_an_fp8_dit_only_on_the_host_renders_without_fp8_scaled(workspace, env, 
     assert not (workspace / "models" / "dit_fp8.safetensors").exists()
     executor = RemoteDocker.for_host("fp8")
     try:
-        resolved = render.load_checked(job, launch.target_of(executor, False), files_needed=True)
+        resolved = render.load_checked(job, launch.target_of(executor, False))
         train = next(s.argv for s in render.trainer_plan(resolved, tmp_path / "job").steps if s.name == "train")
     finally:
         executor.close()

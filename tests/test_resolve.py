@@ -63,7 +63,7 @@ def test_model_facts_come_from_the_target_not_from_here(workspace, tmp_path):
     with pytest.raises(UserError, match="first shard is not under"):
         resolve(read_job(job_file)[0], here())
     shell = LocalShell()
-    resolved = resolve(read_job(job_file)[0], Target(shell, "gpuhost", models=str(host)), files_needed=True)
+    resolved = resolve(read_job(job_file)[0], Target(shell, "gpuhost", models=lambda root: str(host)))
     assert resolved.files.dit.relative_to(resolved.files.root) == Path("Wan2.1-T2V-14B") / shard.name
     assert resolved.dit_dtype == "float8"
 

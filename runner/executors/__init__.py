@@ -1,7 +1,61 @@
-"""Where a job runs: the local Docker engine (SDK) or a remote host (SSH)."""
+"""Where a job runs: the local Docker engine (SDK) or a remote host (SSH), behind one Executor protocol.
+
+launch, services, selftest and the CLI talk to an Executor only; what differs between this machine and a
+host (where files are, how a container is started, how outputs come back) is decided here and nowhere else.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Iterator, Protocol, runtime_checkable
+
+from runner.container import ContainerSpec
+from runner.mounts import Mount
+from runner.shell import Shell
+
+if TYPE_CHECKING:
+    from runner.sync import Stats
 
 
-def executor_for(host: str):
+@runtime_checkable
+class Executor(Protocol):
+    host: str  # the name job records store: "local", or a hosts inventory entry
+    shell: Shell  # commands on the target (GPU inventory, nvidia-smi, free disk)
+    user: str  # "UID:GID" the containers run as, so files in mounts are the user's
+    here: bool  # the target is this machine: the job's paths are the containers' host paths, outputs need no pull
+
+    # --- before a job starts: each raises UserError naming the fix ---------------------------------
+    def check_gpus(self) -> None: ...
+    def check_image(self, ref: str, build: str) -> None:
+        """The image is on the target (a remote host receives it here); build: `runner build` arguments for the fix."""
+    def check_models(self, root: Path, used: dict[str, Path]) -> None:
+        """Every model file the job uses (job field → path under root on this machine) is on the target."""
+    def port_free(self, port: int) -> bool: ...
+
+    # --- mounts: the target's side of each volume --------------------------------------------------
+    def host_mounts(self, mounts: list[Mount], job_name: str, container: str) -> list[Mount]:
+        """The mounts with each host side as the target sees it (pure: nothing is synced or created)."""
+    def prepare_mounts(self, spec: ContainerSpec, sources: list[Mount]) -> None:
+        """Make spec's mounts (the target's, from host_mounts) ready: inputs present, runner's folders created;
+        sources are this machine's side of the same mounts, in order (synced to a remote host)."""
+    def pull_outputs(self, job_name: str, into: Path) -> Stats | None:
+        """Bring a job's outputs to `into` on this machine; None where they are already here."""
+
+    # --- small files on the target (cache fingerprints, selftest manifests) ------------------------
+    def read_text(self, path: Path) -> str | None: ...
+    def write_text(self, path: Path, text: str) -> None: ...
+
+    # --- container lifecycle -----------------------------------------------------------------------
+    def start(self, spec: ContainerSpec) -> str: ...
+    def logs(self, container: str, follow: bool = True) -> Iterator[str]: ...
+    def wait(self, container: str) -> int: ...
+    def state(self, container: str) -> dict:
+        """Docker's State of the container ({} when there is none)."""
+    def stop(self, container: str, timeout: int = 30) -> None: ...
+    def remove(self, container: str) -> None: ...
+
+
+def executor_for(host: str) -> Executor:
     """The executor of a host name as job records store it: "local", or a hosts inventory entry."""
     if host == "local":
         from runner.executors.local import LocalDocker

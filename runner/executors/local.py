@@ -4,20 +4,16 @@ from __future__ import annotations
 
 import os
 import socket
+import time
 from pathlib import Path
 from typing import Iterator
 
 from runner import preflight
 from runner.container import ContainerSpec
 from runner.errors import UserError
-from runner.preflight import TOOLKIT_FIX
+from runner.executors.refusals import start_refused
+from runner.mounts import Mount
 from runner.shell import LocalShell
-
-
-ULIMIT_FIX = (
-    "let the Docker daemon raise them (its systemd unit: LimitMEMLOCK=infinity), or set `ulimits:` in the runner "
-    "config to what the host allows, e.g. `memlock: 8388608` for `ulimit -H -l` = 8192 KiB (rootless Docker, nested containers)."
-)
 
 
 def client():
@@ -38,14 +34,19 @@ def client():
 
 class LocalDocker:
     host = "local"
+    here = True
 
     def __init__(self, docker_client=None):
         self.client = docker_client or client()
         self.shell = LocalShell()
 
     @staticmethod
-    def host_mounts(mounts: list, job_name: str, container: str) -> list:
+    def host_mounts(mounts: list[Mount], job_name: str, container: str) -> list[Mount]:
         return mounts  # the plan's host paths are this machine's
+
+    @staticmethod
+    def pull_outputs(job_name: str, into: Path) -> None:
+        return None  # the job wrote them here
 
     def read_text(self, path: Path) -> str | None:
         try:
@@ -60,7 +61,7 @@ class LocalDocker:
         tmp.replace(path)
 
     def check_gpus(self) -> None:
-        preflight.check_gpu_runtime(self.client.info(), LocalShell())
+        preflight.check_gpu_runtime(self.client.info(), self.shell)
 
     @property
     def user(self) -> str:
@@ -82,8 +83,13 @@ class LocalDocker:
         if find_image(self.client, ref) is None:
             raise UserError(f"image {ref}", "is not built on this machine.", f"run `runner build {build}`.")
 
-    def prepare_mounts(self, spec: ContainerSpec) -> None:
-        """Inputs must exist; runner-owned folders (outputs, cache, HF cache) are created for the user."""
+    def check_models(self, root: Path, used: dict[str, Path]) -> None:
+        preflight.check_model_files(self.shell, str(root), root, used, "this machine",
+                                    "download them (`runner download`) or correct the paths, which are relative to models.root.")
+
+    def prepare_mounts(self, spec: ContainerSpec, sources: list[Mount]) -> None:
+        """Inputs must exist; runner-owned folders (outputs, cache, HF cache) are created for the user.
+        sources are spec.mounts themselves: this machine is the target."""
         for m in spec.mounts:
             p = Path(m.host)
             if m.read_only or m.volume.startswith("data/"):
@@ -98,11 +104,7 @@ class LocalDocker:
         try:
             self.client.containers.run(**spec.sdk_kwargs())
         except docker.errors.APIError as e:
-            if "could not select device driver" in str(e):
-                raise UserError("NVIDIA Container Toolkit", f"Docker could not give the container a GPU ({e.explanation}).", TOOLKIT_FIX) from e
-            if "rlimit" in str(e):
-                raise UserError(f"container {spec.name}", f"Docker could not set its ulimits {spec.ulimits} ({e.explanation}).", ULIMIT_FIX) from e
-            raise UserError(f"container {spec.name}", f"Docker refused to start it ({e.explanation}).", "read the message; `runner doctor` checks the setup.") from e
+            raise start_refused(str(e.explanation or e), spec, "Docker", "read the message; `runner doctor` checks the setup.") from e
         return spec.name
 
     def logs(self, container: str, follow: bool = True) -> Iterator[str]:
@@ -127,13 +129,21 @@ class LocalDocker:
         except docker.errors.NotFound:
             pass
 
-    def remove(self, container: str) -> None:
+    def remove(self, container: str, wait_s: float = 30.0) -> None:
+        """Remove the container, and return once it is gone (the engine answers 409 while another removal of it runs)."""
         import docker
 
-        try:
-            self.client.containers.get(container).remove(force=True)
-        except docker.errors.NotFound:
-            pass
+        deadline = time.monotonic() + wait_s
+        while True:
+            try:
+                self.client.containers.get(container).remove(force=True)
+                return
+            except docker.errors.NotFound:
+                return
+            except docker.errors.APIError as e:
+                if e.status_code != 409 or "already in progress" not in str(e) or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.2)
 
     def state(self, container: str) -> dict:
         import docker

@@ -16,13 +16,16 @@ from typing import Iterator
 from rich.console import Console
 from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TransferSpeedColumn
 
-from runner import hosts, image_transfer, jobs, mounts, preflight, ssh, sync
+from runner import hosts, image_transfer, jobs, preflight, ssh, sync
 from runner.container import ContainerSpec
 from runner.errors import UserError
+from runner.executors.refusals import start_refused
 from runner.hosts import Host
 from runner.mounts import Mount
 
 class RemoteDocker:
+    here = False
+
     def __init__(self, host: Host, console: Console | None = None):
         self.spec_host = host
         self.host = host.name
@@ -32,7 +35,6 @@ class RemoteDocker:
         home, uid, gid = (r.stdout.split("\n") + ["", "", ""])[:3]
         self.home, self.user = home, f"{uid}:{gid}"
         self._info: dict | None = None
-        self._spec: ContainerSpec | None = None
         self._ports: set[int] | None = None
 
     @classmethod
@@ -88,14 +90,10 @@ class RemoteDocker:
 
     def check_models(self, root: Path, used: dict[str, Path]) -> None:
         """Model files are not synced (tens of GB): they must be on the host, in the layout of models.root."""
-        rel = {field: mounts.model_path(root, p).relative_to(mounts.MODELS).as_posix() for field, p in used.items()}
         host_models = self.folder("models")
-        missing = preflight.missing_files(self.shell, host_models, list(rel.values()))
-        if missing:
-            listing = ", ".join(f"{field} {r}" for field, r in rel.items() if r in missing)
-            raise UserError(f"host {self.host}: {host_models}", f"lacks model files the job uses: {listing}. Nothing was started.",
-                            f"put them there in the layout of models.root: `runner download … --to {host_models}` on the host, or "
-                            f"`scp -r {root}/. {self.spec_host.ssh}:{host_models}/` from here.")
+        preflight.check_model_files(self.shell, host_models, root, used, f"host {self.host}",
+                                    f"put them there in the layout of models.root: `runner download … --to {host_models}` on the host, or "
+                                    f"`scp -r {root}/. {self.spec_host.ssh}:{host_models}/` from here.")
 
     def port_free(self, port: int) -> bool:
         """Not used by a runner container on the host (from any machine) nor by anything listening there."""
@@ -116,11 +114,12 @@ class RemoteDocker:
         """The job's mounts with the host side on this host."""
         return [dataclasses.replace(m, host=self._host_side(m, job_name, container)) for m in mounts]
 
-    def prepare_mounts(self, spec: ContainerSpec) -> None:
-        remote = self.host_mounts(spec.mounts, spec.labels.get(jobs.LABEL_JOB, spec.name), spec.name)
+    def prepare_mounts(self, spec: ContainerSpec, sources: list[Mount]) -> None:
+        """Sync the datasets and the rendered job from this machine (sources) to their folders on the host
+        (spec.mounts, from host_mounts); create runner's folders there."""
         columns = [TextColumn("{task.description}"), BarColumn(), DownloadColumn(), TransferSpeedColumn()]
         with Progress(*columns, console=self.console, transient=True) as progress:
-            for local, there in zip(spec.mounts, remote):
+            for local, there in zip(sources, spec.mounts):
                 if local.volume.startswith("data/") or local.volume == "job":
                     what = f"{local.volume} ({local.host})"
                     task = progress.add_task(f"sync {local.volume} → {self.host}", total=None)
@@ -130,8 +129,10 @@ class RemoteDocker:
                     progress.remove_task(task)
                     self.console.print(f"synced {what}: {stats.files} of {stats.total_files} files sent ({stats.bytes / 2**20:.1f} MiB), "
                                        f"{stats.deleted} removed")
-        preflight.make_dirs(self.shell, [m.host for m in remote if m.volume in ("cache", "outputs", "hf-cache")])
-        self._spec = dataclasses.replace(spec, mounts=remote)
+        preflight.make_dirs(self.shell, [m.host for m in spec.mounts if m.volume in ("cache", "outputs", "hf-cache")])
+
+    def pull_outputs(self, job_name: str, into: Path) -> sync.Stats:
+        return sync.download(self.shell, self.outputs_of(job_name), into)
 
     def _host_side(self, m: Mount, job_name: str, container: str) -> str:
         if m.volume == "models":
@@ -157,20 +158,11 @@ class RemoteDocker:
     # --- container lifecycle --------------------------------------------------------------------
 
     def start(self, spec: ContainerSpec) -> str:
-        if self._spec is None or self._spec.name != spec.name:
-            raise RuntimeError("prepare_mounts(spec) must run before start(spec)")
-        r = self.shell.run(self._spec.cli_argv(), timeout=120)
+        """`docker run` on the host; secret values reach the docker CLI there on stdin, never in its argv."""
+        r = self.shell.run(spec.cli_argv(), timeout=120, secrets=spec.secret_env())
         if not r.ok:
-            from runner.executors.local import ULIMIT_FIX
-
             self.shell.run(["docker", "rm", "--force", spec.name], timeout=60)  # `docker run` leaves a created container behind
-
-            msg = r.stderr.strip()[:500]
-            if "could not select device driver" in msg:
-                raise UserError("NVIDIA Container Toolkit", f"Docker on {self.host} could not give the container a GPU ({msg}).", preflight.TOOLKIT_FIX)
-            if "rlimit" in msg:
-                raise UserError(f"container {spec.name}", f"Docker on {self.host} could not set its ulimits {spec.ulimits} ({msg}).", ULIMIT_FIX)
-            raise UserError(f"container {spec.name}", f"Docker on {self.host} refused to start it ({msg}).", "read the message; check the host with `ssh HOST docker info`.")
+            raise start_refused(r.stderr.strip()[:500], spec, f"Docker on {self.host}", "read the message; check the host with `ssh HOST docker info`.")
         return spec.name
 
     def logs(self, container: str, follow: bool = True) -> Iterator[str]:

@@ -184,17 +184,6 @@ def used_model_files(job: Job, files: modelfiles.ModelFiles) -> dict[str, Path]:
     return {f: p for f, p in used.items() if p is not None}
 
 
-def model_files_present(r: ResolvedJob) -> Iterator[UserError]:
-    """Every model file the trainer will open exists on the target. Only for jobs about to run there."""
-    for field, path in used_model_files(r.job, r.files).items():
-        if not r.present.get(path, False):
-            yield UserError(
-                field,
-                f"{path} does not exist on {r.target}; the trainer would stop when it opens it.",
-                "download it (`runner download`) or correct the path, which is relative to models.root.",
-            )
-
-
 def _unset(field: str, what: str, fix: str) -> Iterator[UserError]:
     yield UserError(field, f"is not set, but {what}.", fix)
 
@@ -314,12 +303,8 @@ RULES: list[Rule] = [
 FACT_RULES: list[FactRule] = [dataset_folders, dataset_contents, model_files]
 
 
-def check(r: ResolvedJob, files_needed: bool = False) -> None:
-    """Raise JobInvalid listing every problem of the resolved job, or return if it is ready to render.
-
-    files_needed: the job is about to run on its target, so every model file must exist there.
-    """
-    rules = FACT_RULES + [model_files_present] if files_needed else FACT_RULES
-    errors = [e for rule in RULES for e in rule(r.job)] + [e for rule in rules for e in rule(r)]
+def check(r: ResolvedJob) -> None:
+    """Raise JobInvalid listing every problem of the resolved job, or return if it is ready to render."""
+    errors = [e for rule in RULES for e in rule(r.job)] + [e for rule in FACT_RULES for e in rule(r)]
     if errors:
         raise JobInvalid(errors)

@@ -31,8 +31,7 @@ class Target:
 
     shell: Shell
     name: str = "this machine"
-    models: str | None = None  # models.root as the target names it; None: the job's own models.root (this machine)
-    ssh: str = ""  # how the user reaches a remote target (for the fix of missing model files)
+    models: Callable[[Path], str] | None = None  # models.root → that folder on the target; None: the same path (this machine)
     gpus: bool = False  # ask for its GPU inventory and RAM
     # the fingerprint recorded beside each dataset's cache, read where the caches are (None: caches not looked at)
     read_text: Callable[[Path], str | None] | None = None
@@ -46,12 +45,12 @@ def here(gpus: bool = False) -> Target:
 
 
 def resolve(job: Job, target: Target, vram_gib: float | None = None, ram_gib: float | None = None,
-            files_needed: bool = False, plan_needed: bool = False) -> ResolvedJob:
-    """The job resolved against `target` and checked (JobInvalid lists every problem).
+            plan_needed: bool = False) -> ResolvedJob:
+    """The job resolved against `target` and checked (JobInvalid lists every problem). Model files missing on the
+    target are not a problem here (`runner validate` runs anywhere); an executor's check_models refuses them.
 
     vram_gib/ram_gib: memory to plan `memory: auto` for instead of the target's. plan_needed: a `memory: auto`
-    job must be planned (else, with no GPU to plan for, it is checked as written). files_needed: the job is about
-    to run there, so every model file it uses must be there."""
+    job must be planned (else, with no GPU to plan for, it is checked as written)."""
     inventory = gather(target.shell) if target.gpus or (job.memory.auto and vram_gib is None) else None
     if ram_gib is None and (target.gpus or job.memory.auto):
         ram_gib = host_ram_gib(target.shell)
@@ -65,13 +64,11 @@ def resolve(job: Job, target: Target, vram_gib: float | None = None, ram_gib: fl
             raise UserError(target.name, ((inventory.problem if inventory else None) or "no GPU found") + ", so there is no memory to plan for.",
                             "pass the card's memory, e.g. --vram 24 (GiB), and --ram for host RAM")
         job = with_memory_plan(job, memory_plan)
-    files = modelfiles.resolve(job, _listdir_on(target))
+    files = modelfiles.resolve(job, _listdir_on(target, job.models.root))
     present, headers = _model_facts(job, files, target)
-    if files_needed and target.models is not None:
-        _refuse_missing_on_host(job, files, present, target)
     folders = [_listing(d.path, d.caption_extension) for d in job.datasets]
     r = ResolvedJob(job, target.name, files, folders, present, headers, memory_plan=memory_plan, inventory=inventory, ram_gib=ram_gib)
-    checks.check(r, files_needed)
+    checks.check(r)
     return _with_caches(r, target) if target.read_text and target.cache_dirs else r
 
 
@@ -90,11 +87,12 @@ def with_memory_plan(job: Job, p: MemoryPlan) -> Job:
     return job.model_copy(update=update)
 
 
-def _listdir_on(target: Target) -> Callable[[Path], list[str]] | None:
-    """Names in a folder under models.root on a remote target (None: this machine's own listing)."""
+def _listdir_on(target: Target, root: Path) -> Callable[[Path], list[str]] | None:
+    """Names in a folder under models.root where the target keeps it (None: this machine's own listing)."""
     if target.models is None:
         return None
-    return lambda folder: target.shell.run(["ls", "-1A", "--", str(Path(target.models) / folder)], timeout=30).stdout.splitlines()
+    models = target.models
+    return lambda folder: target.shell.run(["ls", "-1A", "--", str(Path(models(root)) / folder)], timeout=30).stdout.splitlines()
 
 
 def _listing(folder: Path, caption_extension: str) -> Folder:
@@ -128,18 +126,7 @@ def _model_facts(job: Job, files: modelfiles.ModelFiles, target: Target) -> tupl
 def _on_target(path: Path, root: Path, target: Target) -> str:
     if target.models is None:
         return str(path)
-    return str(Path(target.models) / mounts.model_path(root, path).relative_to(mounts.MODELS))
-
-
-def _refuse_missing_on_host(job: Job, files: modelfiles.ModelFiles, present: dict[Path, bool], target: Target) -> None:
-    """Model files are not synced (tens of GB): they must be on the host, in the layout of models.root."""
-    used = checks.used_model_files(job, files)
-    gone = {field: mounts.model_path(files.root, p).relative_to(mounts.MODELS).as_posix() for field, p in used.items() if not present.get(p)}
-    if gone:
-        listing = ", ".join(f"{field} {rel}" for field, rel in gone.items())
-        raise UserError(f"host {target.name}: {target.models}", f"lacks model files the job uses: {listing}. Nothing was started.",
-                        f"put them there in the layout of models.root: `runner download … --to {target.models}` on the host, or "
-                        f"`scp -r {files.root}/. {target.ssh}:{target.models}/` from here.")
+    return str(Path(target.models(root)) / mounts.model_path(root, path).relative_to(mounts.MODELS))
 
 
 def _with_caches(r: ResolvedJob, target: Target) -> ResolvedJob:

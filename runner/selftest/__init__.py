@@ -16,7 +16,7 @@ from pathlib import Path
 import yaml
 from rich.console import Console
 
-from runner import config, images, jobs, launch, models, sync
+from runner import config, images, jobs, launch, models
 from runner.errors import UserError
 from runner.models import Format
 from runner.selftest import lora, modelfiles, watch
@@ -164,8 +164,7 @@ def train_one(executor, trainer: Trainer, job_file: Path, settings: config.Setti
         result.problems.append(f"the job exited with {code}; its log: {record.log_file}")
         return result
     out = Path(record.output_dir)
-    if executor.host != "local":
-        sync.download(executor.shell, executor.outputs_of(record.name), out)
+    executor.pull_outputs(record.name, out)
     saved = lora.newest(out, trainer)
     if saved is None:
         result.problems.append(f"no LoRA under {out}")

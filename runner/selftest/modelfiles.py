@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import tempfile
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path, PurePosixPath
 
 from rich.console import Console
@@ -70,8 +70,9 @@ def ensure(executor, image: str, settings: config.Settings, fmt: Format, trainer
             ulimits=settings.ulimits, labels={"runner.selftest": "models"},
         )
         executor.remove(name)  # a container left by an interrupted selftest
-        executor.prepare_mounts(spec)
-        executor.start(spec)
+        target = replace(spec, mounts=executor.host_mounts(spec.mounts, "selftest", name))
+        executor.prepare_mounts(target, sources=spec.mounts)
+        executor.start(target)
         tail = []
         for line in executor.logs(name, follow=True):
             console.print(line, markup=False, highlight=False)
