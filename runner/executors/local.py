@@ -32,6 +32,9 @@ def client():
         ) from e
 
 
+REMOVAL_WAIT_S = 30.0  # how long remove() waits out another removal of the same container
+
+
 class LocalDocker:
     host = "local"
     here = True
@@ -129,11 +132,11 @@ class LocalDocker:
         except docker.errors.NotFound:
             pass
 
-    def remove(self, container: str, wait_s: float = 30.0) -> None:
+    def remove(self, container: str) -> None:
         """Remove the container, and return once it is gone (the engine answers 409 while another removal of it runs)."""
         import docker
 
-        deadline = time.monotonic() + wait_s
+        deadline = time.monotonic() + REMOVAL_WAIT_S
         while True:
             try:
                 self.client.containers.get(container).remove(force=True)
