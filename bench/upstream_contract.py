@@ -114,7 +114,7 @@ def optimizer_names() -> list[str]:
     and the examples'. Each goes to both trainers, as a job switched with `trainer:` would."""
     import yaml
 
-    from runner import diffpipe, musubi
+    from runner.trainers import diffpipe, musubi
     from runner.gpu.planner import OPTIMIZER_8BIT
 
     names = {diffpipe.DEFAULT_OPTIMIZER, musubi.DEFAULT_OPTIMIZER, *OPTIMIZER_8BIT.values()}
@@ -126,7 +126,7 @@ def optimizer_names() -> list[str]:
 def render_all(work: Path) -> tuple[list[dict], list[tuple[str, list[str]]]]:
     import yaml
 
-    from runner import render
+    from runner.job import render
     from runner.errors import JobInvalid, UserError
 
     rendered, skipped = [], []
@@ -156,7 +156,7 @@ def render_all(work: Path) -> tuple[list[dict], list[tuple[str, list[str]]]]:
         except UserError as e:
             skipped.append((name, [_reason(e)]))
             continue
-        job = render.load_checked(f)
+        job = render.load_checked(f).job
         rendered.append({"id": name, "dir": str(out), "lora_dtype": job.lora.dtype, "vram": vram})
     return rendered, skipped
 

@@ -76,9 +76,9 @@ def validate(job: Path = JobArg, as_json: bool = JsonOpt('{"job", "name", "train
     Model files that are not on this machine are checked again before a job starts. The job fields:
     `runner fields`.
     """
-    from runner.render import load_checked
+    from runner.job.render import load_checked
 
-    j = load_checked(job)
+    j = load_checked(job).job
     views.emit_json(views.validated_json(job, j)) if as_json else views.validated(out, job, j)
 
 
@@ -100,7 +100,7 @@ def render(
     as_json: bool = JsonOpt('{"out", "files": [names], "plan": the plan.json written}'),
 ) -> None:
     """Write the trainer's files, the commands (command.sh) and plan.json for a job, without running it."""
-    from runner import render as r
+    from runner.job import render as r
 
     plan = r.render(job, out_dir, vram, ram)
     views.emit_json(views.rendered_json(plan, out_dir)) if as_json else views.rendered(out, plan, out_dir)
@@ -449,7 +449,8 @@ def download(
 ) -> None:
     """Fetch the model files a preset needs, verified against the hub's sizes and hashes; resumable, and a second
     run fetches nothing. Honors HF_ENDPOINT; reads the token from HF_TOKEN only."""
-    from runner.download import default_hf_home, fetch, plan, summarize
+    from runner.config import default_hf_home
+    from runner.download import fetch, plan, summarize
     from runner.models import Format
     from runner.progress import transfer
     from runner.spec import Trainer

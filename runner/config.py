@@ -14,6 +14,14 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from runner.errors import UserError
 
+
+def default_hf_home() -> Path:
+    """The Hugging Face home on this machine, as huggingface_hub finds it: $HF_HOME, else $XDG_CACHE_HOME/huggingface,
+    else ~/.cache/huggingface."""
+    if os.environ.get("HF_HOME"):
+        return Path(os.environ["HF_HOME"]).expanduser()
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache").expanduser() / "huggingface"
+
 ENV = {"ca_bundle": "RUNNER_CA_BUNDLE", "pip_index_url": "PIP_INDEX_URL", "hf_endpoint": "HF_ENDPOINT", "pins": "RUNNER_PINS"}
 
 

@@ -34,19 +34,13 @@ from runner.media import (
     media_files,
     probe,
 )
-from runner.spec import Dataset, Task, Trainer
+from runner.spec import DEFAULT_VIDEO_FRAMES, Dataset, Task, Trainer, round_4k1
 
 WAN_FPS = 16
-DEFAULT_VIDEO_FRAMES = [33]
 
 Level = Literal["ok", "warn", "drop", "error"]
 _RANK = {"ok": 0, "warn": 1, "drop": 2, "error": 3}
 CaptionState = Literal["ok", "empty", "missing"]
-
-
-def round_4k1(frames: int) -> int:
-    """Round down to the next 4k+1 (the Wan VAE encodes 1 + 4k frames)."""
-    return (frames - 1) // 4 * 4 + 1
 
 
 def diffpipe_frames(source_frames: int, source_fps: float) -> int:
@@ -294,11 +288,15 @@ def _dataset_problems(files: list[FileReport], ignored: list[Path], s: Settings)
 Progress = Callable[[int], Callable[[], None]]
 
 
-def check_directory(directory: Path, settings: Settings, on_start: Progress | None = None) -> CheckReport:
-    """Check every file of `directory`. `on_start(total)` returns a callback run once per file (a progress bar)."""
-    if not directory.is_dir():
+Listing = tuple[list[Path], list[Path]]
+
+
+def check_directory(directory: Path, settings: Settings, on_start: Progress | None = None, listing: Listing | None = None) -> CheckReport:
+    """Check every file of `directory`. `on_start(total)` returns a callback run once per file (a progress bar).
+    listing: (media, ignored) of the folder when the caller has already listed it (media.media_files)."""
+    if listing is None and not directory.is_dir():
         raise UserError(str(directory), "is not a folder.", "pass the folder that holds the images or videos")
-    media, ignored = media_files(directory, settings.caption_extension)
+    media, ignored = listing or media_files(directory, settings.caption_extension)
     advance = on_start(len(media)) if on_start else (lambda: None)
 
     def one(path: Path) -> FileReport:
@@ -318,10 +316,10 @@ def check_directory(directory: Path, settings: Settings, on_start: Progress | No
     )
 
 
-def dataset_problems(dataset: Dataset, trainer: Trainer, task: Task) -> list[UserError]:
+def dataset_problems(dataset: Dataset, trainer: Trainer, task: Task, listing: Listing | None = None) -> list[UserError]:
     """Problems the job validation should refuse: videos that fall out of every bucket, I2V without videos,
     and anything else that would stop or silently shrink training for `trainer`."""
-    report = check_directory(dataset.path, Settings.of(dataset, task, [trainer]))
+    report = check_directory(dataset.path, Settings.of(dataset, task, [trainer]), listing=listing)
     errors: list[UserError] = []
     for f in report.files:
         v = f.verdicts[trainer.value]

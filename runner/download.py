@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from huggingface_hub import HfApi, constants, hf_hub_download
+from huggingface_hub import HfApi, hf_hub_download
 from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError
 from huggingface_hub.utils import disable_progress_bars, enable_progress_bars
 from rich.progress import Progress
@@ -216,8 +216,6 @@ def _download(item: Item, force: bool, progress: Progress | None) -> None:
             progress.update(task, completed=item.size, visible=False)  # type: ignore[union-attr]
 
 
-def default_hf_home() -> Path:
-    return Path(constants.HF_HOME)
 
 
 def summarize(items: list[Item], root: Path) -> list[tuple[Item, State]]:

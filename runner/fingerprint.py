@@ -60,9 +60,11 @@ def _edges(path: Path) -> tuple[int, str]:
     return size, h.hexdigest()
 
 
-def fingerprint(dataset: Dataset, trainer: Trainer, task: Task) -> Fingerprint:
-    """The fingerprint of `dataset` as `trainer` would cache it for `task`."""
-    media, _ = media_files(dataset.path, dataset.caption_extension)
+def fingerprint(dataset: Dataset, trainer: Trainer, task: Task, media: list[Path] | None = None) -> Fingerprint:
+    """The fingerprint of `dataset` as `trainer` would cache it for `task`; media: its media files when they
+    are already listed (media.media_files with the dataset's caption extension)."""
+    if media is None:
+        media = media_files(dataset.path, dataset.caption_extension)[0]
     caption_ext = ".txt" if trainer is Trainer.diffpipe else dataset.caption_extension
     media_hash, caption_hash = hashlib.sha256(), hashlib.sha256()
     for path in media:

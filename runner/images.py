@@ -22,8 +22,9 @@ else:  # pragma: no cover
     import tomli as tomllib
 
 from runner.errors import UserError
+from runner.spec import Trainer
 
-TRAINERS = ("diffpipe", "musubi")
+TRAINERS = tuple(t.value for t in Trainer)
 LABEL = "io.runner"
 CONTEXT_FILES = ("entrypoint.sh", "run_plan.py", "install-system.sh", "fetch-trainer.sh", "add-user.sh", "fetch_tokenizers.py", "check_imports.py")
 

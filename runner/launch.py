@@ -14,60 +14,58 @@ from pathlib import Path
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from runner import checks, config, fingerprint, images, jobs, logwatch, render
+from runner import config, fingerprint, images, jobs, logwatch, mounts
 from runner.container import RUN_PLAN, ContainerSpec
 from runner.errors import UserError
 from runner.executors import Executor
+from runner.job import checks, render
+from runner.job.plan import Plan
+from runner.job.resolve import Target
 from runner.jobs import JobRecord
 from runner.mounts import Mount
-from runner.plan import Plan
 from runner.spec import Job
 
-def gpu_environment(inventory, job: Job) -> tuple[dict[str, str], str]:
+def gpu_environment(inventory, job: Job, memory_plan=None) -> tuple[dict[str, str], str]:
     """Variables the GPUs need (runner.gpu.envrules) and the pins table of the image for them (runner.gpu.variant).
     inventory None: RUNNER_GPUS=none, containers without GPUs (CI's stand-in trainers)."""
     from runner.gpu import envrules, variant
 
     table = variant.choose(job.trainer.value, inventory).pins_table if inventory is not None else "default"
-    return {v.name: v.value for v in envrules.job_environment(job, inventory)}, table
+    return {v.name: v.value for v in envrules.job_environment(job, inventory, memory_plan)}, table
 
 
-def cache_freshness(job: Job, target: list[Mount], executor: Executor, console: Console) -> tuple[dict[str, str], list[fingerprint.CacheState]]:
-    """Fingerprint each dataset and compare with the record beside its cache on the job's host (target: its mounts)."""
-    fps, states = {}, []
-    for d, folder in zip(job.datasets, render.cache_dirs(job, target)):
-        fp = fingerprint.fingerprint(d, job.trainer, job.task)
-        recorded = executor.read_text(folder / fingerprint.FILE_NAME)
-        state = fingerprint.state_of(recorded, fp)
-        if state is fingerprint.CacheState.stale:
-            console.print(f"{d.path} changed since its cache was made ({'; '.join(fingerprint.why_stale(recorded, fp))}): re-caching")
-        states.append(state)
-        fps[str(folder)] = fp.model_dump_json(indent=2)
-    return fps, states
+def target_of(executor: Executor, gpus: bool) -> Target:
+    """The executor's machine as runner.job.resolve sees it: its shell, its side of the models folder and of the
+    cache folders (through host_mounts), and the fingerprints recorded there."""
+    def models_there(root: Path) -> str:
+        return executor.host_mounts([Mount("models", str(root), str(mounts.MODELS), True)], "", "")[0].host
+
+    def cache_dirs(job: Job) -> list[Path]:
+        # cache folders come from the data and cache mounts; the job folder's (not made yet) does not matter here
+        return render.cache_dirs(job, executor.host_mounts(render.job_mounts(job, Path("job")), job.name, ""))
+
+    return Target(executor.shell, "this machine" if executor.here else executor.host, models_there, gpus, executor.read_text, cache_dirs)
 
 
 def start(job_file: Path, executor: Executor, settings: config.Settings, console: Console) -> JobRecord:
-    """Validate, render and start a job; returns its record (status running).
+    """Resolve the job against its executor's machine, render and start it; returns its record (status running).
 
     The job folder's plan.json is written once, after the container is fully decided: it lists the mounts as
     the target sees them, the whole environment (secrets by name only) and the facts the settings came from."""
-    job: Job = render.load_checked(job_file)
     gpus = jobs.gpus_wanted()
-    inventory = ram_gib = planned_for = None
     if gpus:
-        from runner.gpu.inventory import gather, host_ram_gib
-
         executor.check_gpus()
-        inventory, ram_gib = gather(executor.shell), host_ram_gib(executor.shell)
-        if job.memory.auto and inventory.gpus:
-            planned_for = min(g.memory_gib for g in inventory.gpus)
-            job = render.with_memory_plan(job, planned_for, ram_gib)
+    resolved = render.load_checked(job_file, target_of(executor, bool(gpus)), plan_needed=bool(gpus))
+    job, inventory, ram_gib = resolved.job, resolved.inventory, resolved.ram_gib
+    planned_for = resolved.memory_plan.vram_gib if job.memory.auto and resolved.memory_plan else None
     if job.memory.auto and inventory is None:
         raise UserError("memory: auto", "needs a GPU to plan for, and RUNNER_GPUS=none starts containers without one.", "set memory settings explicitly")
-    gpu_env, variant_name = gpu_environment(inventory, job)
+    for note in resolved.notes:
+        console.print(note)
+    gpu_env, variant_name = gpu_environment(inventory, job, resolved.memory_plan)
     pins = images.load_pins(job.trainer.value, variant_name, pins_file=settings.pins)
     ref = images.image_ref(pins, settings.ca_bundle)
-    executor.check_models(job.models.root, checks.used_model_files(job))
+    executor.check_models(job.models.root, checks.used_model_files(job, resolved.files))
     build = job.trainer.value if variant_name == "default" else f"{job.trainer.value} --variant {variant_name}"
     executor.check_image(ref, build)  # a remote host receives the image here: after the cheap checks
     rid = jobs.new_id(job.name)
@@ -77,14 +75,10 @@ def start(job_file: Path, executor: Executor, settings: config.Settings, console
         job_file=str(job_file.resolve()), output_dir=str(job.output / job.name), master_port=port,
     )
     try:
-        plan = render.plan(job, record.job_dir, master_port=port)
+        plan = render.trainer_plan(resolved, record.job_dir, master_port=port)
         target = executor.host_mounts(plan.mounts, job.name, record.container)
-        record.fingerprints, states = cache_freshness(job, target, executor, console)
-        if fingerprint.CacheState.stale in states:
-            plan = render.plan(job, record.job_dir, master_port=port, regenerate_cache=True)
+        record.fingerprints = resolved.fingerprints
         env = {**config.network_env(settings), **gpu_env, **plan.env}  # the job's own `env:` (in plan.env) wins
-        if all(s is fingerprint.CacheState.fresh for s in states):
-            env["RUNNER_CACHE_FRESH"] = "1"
         spec = ContainerSpec(
             image=ref, name=record.container, command=RUN_PLAN, mounts=target, env=env, user=executor.user,
             workdir=plan.workdir, gpus=gpus, shm_size=settings.shm_size, ulimits=settings.ulimits,

@@ -16,6 +16,8 @@ from typing import Literal
 
 import av
 
+from runner.spec import DEFAULT_VIDEO_FRAMES
+
 _IMAGEIO_VIDEO = (
     ".264 .265 .3g2 .3gp .a64 .A64 .adp .amr .amv .asf .avc .avi .avr .avs .avs2 .avs3 .bmv .cavs .cdg .cdxl .cgi "
     ".chk .cif .cpk .dat .dav .dif .dnxhd .dnxhr .drc .dv .dvd .f4v .flm .flv .gsm .gxf .h261 .h263 .h264 .h265 "
@@ -109,7 +111,6 @@ def _short(e: Exception) -> str:
 # --- what a dataset folder holds (the job's `kind: auto`) ---------------------------------------------
 
 FolderKind = Literal["video", "image", "mixed", "empty"]
-DEFAULT_VIDEO_FRAMES = [33]
 
 
 def media_files(directory: Path, caption_extension: str = ".txt") -> tuple[list[Path], list[Path]]:
@@ -126,16 +127,12 @@ def media_files(directory: Path, caption_extension: str = ".txt") -> tuple[list[
     return sorted(media), sorted(ignored)
 
 
-def folder_kind(folder: Path) -> FolderKind:
-    kinds = {kind_of(p) for p in media_files(folder)[0]}
+def media_kind(media: list[Path]) -> FolderKind:
+    """What a folder's media files are: all videos, all images, both, or none."""
+    kinds = {kind_of(p) for p in media}
     if kinds == {"video", "image"}:
         return "mixed"
     return next(iter(kinds)) if kinds else "empty"  # type: ignore[return-value]
-
-
-def dataset_kind(kind: str, folder: Path) -> FolderKind:
-    """The job's `kind:` unless it is auto, then what the folder holds."""
-    return folder_kind(folder) if kind == "auto" else kind  # type: ignore[return-value]
 
 
 def video_frames(frames: list[int] | None) -> list[int]:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 from runner.spec import Job
 
@@ -33,15 +34,16 @@ class ModelFiles:
         return self.t5 is not None and (self.ckpt_dir is None or self.t5 != self.ckpt_dir / T5)
 
 
-def resolve(job: Job) -> ModelFiles:
-    """Host paths of the job's model files: its own fields, else its preset's files, else official names."""
+def resolve(job: Job, listdir: Callable[[Path], list[str]] | None = None) -> ModelFiles:
+    """Host paths of the job's model files: its own fields, else its preset's files, else official names.
+    listdir: the names in a folder under models.root where the files are (a sharded DiT's first shard)."""
     m = job.models
     root = m.root
     if m.preset:
         from runner.models import preset_files
 
         given = {k: getattr(m, k) for k in ("ckpt_dir", "dit", "t5", "vae", "clip") if getattr(m, k) is not None}
-        m = m.model_copy(update={**preset_files(m.preset, m.format, job.trainer, job.task, root), **given})
+        m = m.model_copy(update={**preset_files(m.preset, m.format, job.trainer, job.task, root, listdir), **given})
 
     def under_root(p: Path | None) -> Path | None:
         if p is None:

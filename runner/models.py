@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from enum import Enum
 from fnmatch import fnmatch
 from pathlib import Path
+from typing import Callable
 
 from runner.errors import UserError
 from runner.spec import Task, Trainer
@@ -105,13 +106,15 @@ def wanted(preset: Preset, fmt: Format, trainers: list[Trainer]) -> list[Want]:
     return wants
 
 
-def preset_files(preset: str, fmt: Format | str, trainer: Trainer, task: Task, root: Path | None = None) -> dict[str, Path | None]:
+def preset_files(preset: str, fmt: Format | str, trainer: Trainer, task: Task, root: Path | None = None,
+                 listdir: Callable[[Path], list[str]] | None = None) -> dict[str, Path | None]:
     """Paths, relative to the models root, for `Models(root=..., **preset_files(...))`.
 
     Keys are the `runner.spec.Models` fields ckpt_dir, dit, t5, vae, clip. None means "not set": for diffpipe,
     dit/t5 None means ckpt_dir's own transformer / T5 are used; clip is None for T2V. For musubi with the official
     14B DiT (sharded), the first shard is named, which musubi expands to all shards; its name is read from `root`
-    when given, else a UserError asks to download first. Tokenizers live in the HF cache (see `wanted`).
+    when given (listdir: the names in a folder under it, on the machine that holds the files; default this one),
+    else a UserError asks to download first. Tokenizers live in the HF cache (see `wanted`).
     """
     p = get_preset(preset)
     fmt = Format(fmt)
@@ -131,18 +134,19 @@ def preset_files(preset: str, fmt: Format | str, trainer: Trainer, task: Task, r
         files["t5"] = comfy / COMFY_T5 if trainer is Trainer.diffpipe else official / OFFICIAL_T5
     elif trainer is Trainer.musubi:
         files["t5"] = official / OFFICIAL_T5
-        files["dit"] = _official_dit(official, task, root)
+        files["dit"] = _official_dit(official, task, root, listdir)
     return files
 
 
-def _official_dit(official: Path, task: Task, root: Path | None) -> Path:
+def _official_dit(official: Path, task: Task, root: Path | None, listdir: Callable[[Path], list[str]] | None) -> Path:
     if task is Task.t2v_1_3b:
         return official / "diffusion_pytorch_model.safetensors"
-    shards = sorted((root / official).glob("diffusion_pytorch_model-00001-of-*.safetensors")) if root else []
+    names = listdir(official) if listdir else [p.name for p in (root / official).glob("*")] if root else []
+    shards = sorted(n for n in names if fnmatch(n, "diffusion_pytorch_model-00001-of-*.safetensors"))
     if not shards:
         raise UserError(
             "models.preset",
             f"the official {task.size} DiT is sharded and its first shard is not under {root / official if root else 'the models root'}.",
             f"run `runner download {task.value} --format official` first, or use --format comfy",
         )
-    return official / shards[0].name
+    return official / shards[0]

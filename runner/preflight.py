@@ -8,7 +8,7 @@ import json
 from pathlib import Path
 
 from runner.errors import UserError
-from runner.shell import Shell
+from runner.shell import Shell, missing_files
 
 TOOLKIT_FIX = (
     "install the NVIDIA Container Toolkit (https://docs.nvidia.com/datacenter/cloud-native/container-toolkit/"
@@ -77,14 +77,6 @@ def make_dirs(shell: Shell, paths: list[str]) -> None:
     if not r.ok:
         raise UserError(f"host {shell.name}", f"cannot create or write {(r.stderr or r.stdout).strip()[:300]}.",
                         "give the SSH user write access there, or choose other folders with `runner hosts add NAME … --models/--data/--cache/--outputs DIR`.")
-
-
-def missing_files(shell: Shell, root: str, relative: list[str]) -> list[str]:
-    """Which of root/relative do not exist (one round trip)."""
-    r = shell.run(["sh", "-c", 'cd -- "$1" 2>/dev/null || exit 3; shift; for f do [ -e "$f" ] || printf "%s\\n" "$f"; done', "sh", root, *relative], timeout=30)
-    if r.returncode == 3:
-        return relative
-    return [line for line in r.stdout.splitlines() if line]
 
 
 def check_model_files(shell: Shell, folder: str, root: Path, used: dict[str, Path], where: str, fix: str) -> None:

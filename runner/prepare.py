@@ -21,7 +21,8 @@ from pathlib import Path
 import av
 from pydantic import BaseModel, Field
 
-from runner.dataset import Progress, round_4k1
+from runner.dataset import Progress
+from runner.spec import round_4k1
 from runner.errors import UserError
 from runner.media import kind_of, media_files
 

@@ -17,10 +17,11 @@ from runner.container import ContainerSpec
 from runner.errors import UserError
 from runner.executors import Executor
 from runner.executors.local import LocalDocker, client
+from runner.job.render import TRAINERS
 from runner.mounts import Mount
 
 LABEL_SERVICE = "io.runner.service"
-WORKDIRS = {"diffpipe": "/opt/diffusion-pipe", "musubi": "/opt/musubi-tuner"}
+WORKDIRS = {t.value: m.WORKDIR for t, m in TRAINERS.items()}
 
 
 def service_name(trainer: str) -> str:
@@ -28,14 +29,13 @@ def service_name(trainer: str) -> str:
 
 
 def service_mounts(settings: config.Settings) -> list[Mount]:
-    from runner.render import default_hf_cache
 
     return [
         Mount("models", str(settings.models), str(mounts.MODELS), True),
         Mount("data", str(settings.data), str(mounts.DATA), False),
         Mount("cache", str(settings.cache), str(mounts.CACHE), False),
         Mount("outputs", str(settings.outputs), str(mounts.OUTPUTS), False),
-        Mount("hf-cache", str(default_hf_cache()), str(mounts.HF_HOME), False),
+        Mount("hf-cache", str(config.default_hf_home()), str(mounts.HF_HOME), False),
     ]
 
 

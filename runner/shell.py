@@ -45,9 +45,17 @@ class LocalShell:
     @staticmethod
     def _run(argv: list[str], timeout: float) -> Result:
         try:
-            p = subprocess.run(argv, capture_output=True, text=True, timeout=timeout)
+            p = subprocess.run(argv, capture_output=True, text=True, errors="replace", timeout=timeout)
         except FileNotFoundError as e:
             return Result(127, "", f"{argv[0]}: command not found ({e.strerror})")
         except subprocess.TimeoutExpired:
             return Result(124, "", f"{shlex.join(argv)}: timed out after {timeout:.0f}s")
         return Result(p.returncode, p.stdout, p.stderr)
+
+
+def missing_files(shell: Shell, root: str, relative: list[str]) -> list[str]:
+    """Which of root/relative do not exist (one round trip)."""
+    r = shell.run(["sh", "-c", 'cd -- "$1" 2>/dev/null || exit 3; shift; for f do [ -e "$f" ] || printf "%s\\n" "$f"; done', "sh", root, *relative], timeout=30)
+    if r.returncode == 3:
+        return relative
+    return [line for line in r.stdout.splitlines() if line]

@@ -1,7 +1,7 @@
 """The job file: a typed schema, YAML loading with file:line errors, and defaults from the trainers' recipes.
 
 The schema is trainer-neutral: one job renders for diffusion-pipe or musubi-tuner by changing `trainer:`.
-Rules that need the trainer, the model files or the data live in `runner.checks`.
+Rules that need the trainer, the model files or the data live in `runner.job.checks`.
 """
 
 from __future__ import annotations
@@ -40,11 +40,32 @@ class Task(str, Enum):
 
     @property
     def num_blocks(self) -> int:
-        return 30 if self is Task.t2v_1_3b else 40
+        return NUM_BLOCKS[self.size]
 
     @property
     def size(self) -> str:
         return "1.3B" if self is Task.t2v_1_3b else "14B"
+
+
+# Transformer blocks of each Wan2.1 DiT size (the official configs' num_layers)
+NUM_BLOCKS = {"1.3B": 30, "14B": 40}
+# Blocks each trainer must keep on the GPU: diffusion-pipe asserts blocks_to_swap <= blocks - 2, musubi blocks - 1.
+SWAP_MARGIN = {"diffpipe": 2, "musubi": 1}
+# Frame counts of a video dataset that sets no `frames` (both trainers' recipe value)
+DEFAULT_VIDEO_FRAMES = [33]
+
+
+def max_blocks_to_swap(trainer: Trainer, task: Task) -> int:
+    return task.num_blocks - SWAP_MARGIN[trainer.value]
+
+
+def round_4k1(frames: int) -> int:
+    """Round down to the next 4k+1: the Wan VAE encodes the first frame, then 4 frames per latent frame."""
+    return (frames - 1) // 4 * 4 + 1
+
+
+def is_4k_plus_1(n: int) -> bool:
+    return n >= 1 and round_4k1(n) == n
 
 
 class Models(Strict):
@@ -78,7 +99,7 @@ class Dataset(Strict):
         default_factory=lambda: [(832, 480)], min_length=1, description="training resolutions: [width, height], or one side such as 512 for a square area"
     )
     frames: list[int] | None = Field(
-        None, description="frame buckets (diffpipe) / target frames (musubi); each 4k+1. Default: [33] for videos; images always train as 1 frame"
+        None, description="frame buckets (diffpipe) / target frames (musubi); each 4k+1. Default: " + f"{DEFAULT_VIDEO_FRAMES} for videos; images always train as 1 frame"
     )
     repeats: int = Field(1, ge=1, description="times each file counts per epoch")
     source_fps: float | None = Field(None, gt=0, description="fps of the source videos; musubi drops frames to 16 fps")

@@ -51,8 +51,32 @@ def read_header(path: Path) -> dict:
     return header
 
 
-def inspect(path: Path) -> WeightsInfo:
-    header = read_header(path)
+# Reads the header of the file "$1" on whichever machine runs it, with POSIX tools only (a GPU host need not have
+# Python): the 8-byte little-endian length, then that many bytes of JSON. Exit 3: unreadable; 4: not safetensors.
+HEADER_COMMAND = (
+    'n=$(od -An -tu8 -N8 -- "$1") || exit 3; n=$((n)); '
+    f'[ "$n" -gt 0 ] && [ "$n" -le {MAX_HEADER} ] || exit 4; tail -c +9 -- "$1" | head -c "$n"'
+)
+
+
+def read_header_on(shell, path: str) -> dict:
+    """read_header, through a runner.shell.Shell: the header of `path` as the shell's machine sees it."""
+    r = shell.run(["sh", "-c", HEADER_COMMAND, "sh", str(path)], timeout=60)
+    if r.returncode == 3 or (not r.ok and r.returncode != 4):
+        raise OSError(f"cannot read {path} on {shell.name} ({r.stderr.strip()[:200]})")
+    if r.returncode == 4:
+        raise NotSafetensors("header length is implausible")
+    try:
+        header = json.loads(r.stdout)
+    except json.JSONDecodeError as e:
+        raise NotSafetensors(f"header is not JSON ({e})") from e
+    if not isinstance(header, dict):
+        raise NotSafetensors("header is not a JSON object")
+    return header
+
+
+def info(header: dict) -> WeightsInfo:
+    """What a safetensors header says about its weights."""
     tensors = {k: v for k, v in header.items() if k != "__metadata__"}
     counts = Counter(v["dtype"] for v in tensors.values() if len(v.get("shape", ())) >= 2)
     dtype = DTYPES.get(counts.most_common(1)[0][0], "unknown") if counts else "unknown"

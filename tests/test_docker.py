@@ -161,11 +161,9 @@ def test_image_absent(workspace, env, tmp_path):
 
 
 def test_model_file_absent_here(workspace, env):
-    from runner.checks import used_model_files
-    from runner.spec import read_job
+    from runner.job.render import load_checked
 
-    job, _ = read_job(workspace / "examples" / "t2v-1.3B-musubi.yaml")
-    used_model_files(job)["models.t5"].unlink()
+    load_checked(workspace / "examples" / "t2v-1.3B-musubi.yaml").files.t5.unlink()
     before = _containers()
     r = runner(["train", "examples/t2v-1.3B-musubi.yaml"], env, cwd=workspace)
     assert r.returncode == 2 and "this machine:" in r.stderr and "lacks model files the job uses: models.t5" in r.stderr, r.stderr
@@ -200,7 +198,7 @@ def test_a_valid_cache_is_reused_and_a_stale_one_rebuilt(workspace, env):
     first = train("t2v-1.3B-musubi")
     assert "cache-latents start" in first
     second = train("t2v-1.3B-musubi")
-    assert "cache-latents skipped: the cache matches the dataset fingerprint" in second
+    assert "the caches match the datasets' fingerprints" in second and "cache-latents" not in second
     (workspace / "examples" / "data" / "clips" / "clip1.txt").write_text("a blue ball rolls across a stone floor\n")
     third = train("t2v-1.3B-musubi")
     assert "cache-latents start" in third and "re-caching" in third
@@ -287,3 +285,53 @@ def test_a_log_line_that_merely_mentions_memory_stops_nothing(workspace, env):
     said = _says(runner(["train", job], env, cwd=workspace), 0, note)
     assert "ran out of GPU memory" not in said
     assert _record(env)["failure"] == ""
+
+
+class CountingShell:
+    """The executor's own Shell, with every command it runs kept."""
+
+    def __init__(self, shell):
+        self.inner, self.name, self.calls = shell, shell.name, []
+
+    def run(self, argv, timeout=60, **options):
+        self.calls.append(list(argv))
+        return self.inner.run(argv, timeout, **options)
+
+
+def test_one_train_gathers_each_fact_once_on_its_target(workspace, env, monkeypatch):
+    from collections import Counter
+
+    from rich.console import Console
+
+    from runner import config, launch, weights
+    from runner.executors.local import LocalDocker
+
+    for k, v in env.items():
+        monkeypatch.setenv(k, v)
+    listed: Counter = Counter()
+    scandir = os.scandir
+    monkeypatch.setattr(os, "scandir", lambda path=".": (listed.update([str(path)]), scandir(path))[1])
+    monkeypatch.setattr(weights, "read_header", lambda path: pytest.fail(f"{path} read on this machine, not through the target's Shell"))
+    job = workspace / "examples" / "t2v-1.3B-musubi.yaml"
+    job.write_text(job.read_text() + "memory:\n  transformer_dtype: float8\n")
+    executor = LocalDocker()
+    executor.shell = shell = CountingShell(executor.shell)
+    monkeypatch.chdir(workspace)
+    console = Console(width=200)
+    record = launch.start(job, executor, config.load(), console)
+    assert launch.follow(record, executor, console) == 0
+
+    folder = str((workspace / "examples" / "data" / "clips").resolve())
+    assert {p: n for p, n in listed.items() if Path(p).resolve() == Path(folder)} == {folder: 1}, "the dataset folder is listed once"
+    headers = Counter(argv[4] for argv in shell.calls if argv[:3] == ["sh", "-c", weights.HEADER_COMMAND])
+    dit = workspace / "models" / "Wan_2.1_ComfyUI_repackaged/split_files/diffusion_models/wan2.1_t2v_1.3B_bf16.safetensors"
+    assert headers == {str(dit.resolve()): 1}, shell.calls
+    argv = json_argv(record)
+    assert "--fp8_scaled" in argv, "the bf16 DiT read on the target is quantized at load"
+
+
+def json_argv(record) -> list[str]:
+    import json
+
+    plan = json.loads((record.job_dir / "plan.json").read_text())
+    return next(s["argv"] for s in plan["steps"] if s["name"] == "train")

@@ -375,3 +375,35 @@ def test_doctor_env_and_plan_on_a_host(workspace, env, on_host):
     assert "CUDA_HOME" in runner(["env", "--host", "gpu01"], env).stdout
     plan = runner(["plan", "examples/t2v-1.3B-musubi.yaml", "--host", "gpu01"], env, cwd=workspace)
     assert plan.returncode == 2 and "--vram" in plan.stderr  # no GPU there to size the plan for
+
+
+def test_an_fp8_dit_only_on_the_host_renders_without_fp8_scaled(workspace, env, on_host, monkeypatch, tmp_path):
+    """The DiT header is read on the host: an fp8 file there (absent here) gets --fp8_base alone, which musubi
+    needs ("already in fp8 format" otherwise)."""
+    from tests import modelfixtures
+
+    models = SRV / "gpu01" / "models" / f"t-fp8-{uuid.uuid4().hex[:8]}"
+    modelfixtures.models_root(models)
+    modelfixtures.dit(models / "dit_fp8.safetensors", dtype="F8_E4M3")
+    add_host(env, "fp8", "gpu01", str(models), host_dirs("gpu01"))
+    for k, v in env.items():
+        monkeypatch.setenv(k, v)
+    from runner import launch
+    from runner.executors.remote import RemoteDocker
+    from runner.job import render
+
+    job = workspace / "examples" / "fp8.yaml"
+    job.write_text("name: fp8\ntrainer: musubi\ntask: t2v-1.3B\nmodels:\n  root: ../models\n  preset: t2v-1.3B\n  format: official\n"
+                   "  dit: dit_fp8.safetensors\ndatasets:\n  - path: data/clips\nmemory:\n  transformer_dtype: float8\n")
+    assert not (workspace / "models" / "dit_fp8.safetensors").exists()
+    executor = RemoteDocker.for_host("fp8")
+    try:
+        resolved = render.load_checked(job, launch.target_of(executor, False))
+        train = next(s.argv for s in render.trainer_plan(resolved, tmp_path / "job").steps if s.name == "train")
+    finally:
+        executor.close()
+        shutil.rmtree(models, ignore_errors=True)
+    assert resolved.dit_dtype == "float8"
+    assert "--fp8_base" in train and "--fp8_scaled" not in train
+    here = render.trainer_plan(render.load_checked(job), tmp_path / "here").steps[-1].argv  # resolved here, the file is unknown
+    assert "--fp8_scaled" in here

@@ -10,7 +10,7 @@ import pytest
 import toml
 import yaml
 
-from runner import render
+from runner.job import render
 from tests import modelfixtures
 from tests.conftest import write_job
 from tests.test_validation import job_text
@@ -88,7 +88,7 @@ def test_accelerate_takes_every_launch_setting_from_the_rendered_file(workspace,
     config = yaml.safe_load(one.files["accelerate.yaml"])
     assert config["distributed_type"] == "NO" and config["num_processes"] == 1 and "main_process_port" not in config
     job = write_job(workspace / "examples", job_text(extra="gpus: 2\n"))
-    two = yaml.safe_load(render.plan(render.load_checked(job), tmp_path, master_port=29612).files["accelerate.yaml"])
+    two = yaml.safe_load(render.trainer_plan(render.load_checked(job), tmp_path, master_port=29612).files["accelerate.yaml"])
     assert (two["distributed_type"], two["num_processes"], two["main_process_port"]) == ("MULTI_GPU", 2, 29612)
 
 
@@ -137,10 +137,10 @@ def test_musubi_dit_bytes_per_param_follow_the_file(workspace):
     assert bytes_for("diffpipe", "dit_fp32.safetensors", "memory:\n  transformer_dtype: float8\n") == 1
 
 
-def test_musubi_official_14b_without_its_shards_here_counts_float32(workspace):
-    text = "name: t\ntrainer: musubi\ntask: t2v-14B\nmodels:\n  root: ../nowhere\n  preset: t2v-14B\n  format: official\ndatasets:\n  - path: data/clips\n"
-    job = render.read_job(write_job(workspace / "examples", text))[0]
-    assert render.dit_bytes_per_param(job) == 4
+def test_musubi_official_dit_not_on_the_target_counts_float32(workspace):
+    text = "name: t\ntrainer: musubi\ntask: t2v-1.3B\nmodels:\n  root: ../nowhere\n  preset: t2v-1.3B\n  format: official\ndatasets:\n  - path: data/clips\n"
+    resolved = render.load_checked(write_job(workspace / "examples", text))
+    assert resolved.headers == {} and render.dit_bytes_per_param(resolved) == 4
 
 
 def test_musubi_source_fps_is_written_as_a_float(workspace, tmp_path):
@@ -167,7 +167,7 @@ def test_diffpipe_second_dataset_overrides_only_what_differs(workspace, tmp_path
 
 def test_diffpipe_max_steps_and_master_port(workspace, tmp_path):
     job = write_job(workspace / "examples", job_text("diffpipe", extra="schedule:\n  max_steps: 100\n"))
-    plan = render.plan(render.load_checked(job), tmp_path, master_port=29611)
+    plan = render.trainer_plan(render.load_checked(job), tmp_path, master_port=29611)
     assert tomllib.loads(plan.files["diffpipe.toml"])["max_steps"] == 100
     argv = train_argv(plan)
     assert argv[argv.index("train.py") :][-2:] == ["--master_port", "29611"]
@@ -192,7 +192,7 @@ def test_memory_auto_fits_the_seeds_case_on_a_24gb_card_for_each_trainer(workspa
         text = job_text(trainer).replace("  - path: data/clips\n", "  - path: data/long\n    frames: [81]\n") + "memory: auto\n"
         job_file = write_job(workspace / "examples", text)
         plan = render.render(job_file, tmp_path / trainer, vram_gib=24, ram_gib=64)
-        chosen = plan_for_job(render.load_checked(job_file), 24, 64)
+        chosen = plan_for_job(render.read_job(job_file)[0], 24, 64)
         assert chosen.fits and chosen.gpu_gib + chosen.margin_gib <= 24
         rendered = " ".join(train_argv(plan)) if trainer == "musubi" else plan.files["diffpipe.toml"]
         assert "--gradient_checkpointing" in rendered or "activation_checkpointing = true" in rendered

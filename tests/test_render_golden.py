@@ -12,7 +12,7 @@ import pytest
 import toml
 import yaml
 
-from runner import render
+from runner.job import render
 from tests.conftest import EXAMPLES
 
 GOLDEN = Path(__file__).parent / "golden"

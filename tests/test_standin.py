@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from runner import render
+from runner.job import render
 from tests import modelfixtures
 from tests import standin_harness as harness
 

@@ -264,3 +264,8 @@ def test_every_problem_is_reported_at_once(cli, workspace):
     text = job_text("diffpipe", extra="lora:\n  alpha: 8\nmemory:\n  blocks_to_swap: 40\n")
     stderr = assert_refused(cli, workspace, text, "lora.alpha", "memory.blocks_to_swap")
     assert stderr.count("Fix:") == 2
+
+
+def test_a_job_cannot_set_runners_cache_switch(cli, workspace):
+    # images/run_plan.py skips the caching steps when it is set: a job that set it would train on stale caches
+    assert_refused(cli, workspace, job_text(extra="env:\n  RUNNER_CACHE_FRESH: '1'\n"), "env.RUNNER_CACHE_FRESH", "is runner's own", line=11)

@@ -84,12 +84,15 @@ def environment(ctx: Context, overrides: dict[str, str] | None = None) -> list[E
     return list(out.values())
 
 
-def job_environment(job, inventory) -> list[EnvVar]:
-    """The rules for `job` (None: the GPU rules alone) on the GPUs of `inventory` (None or empty: unknown GPUs)."""
+def job_environment(job, inventory, memory_plan=None) -> list[EnvVar]:
+    """The rules for `job` (None: the GPU rules alone) on the GPUs of `inventory` (None or empty: unknown GPUs).
+    memory_plan: the job's runner.gpu.planner.MemoryPlan for those GPUs, when it was already made."""
     from runner.gpu.planner import plan_for_job
 
     gpus = inventory if inventory is not None and inventory.gpus else None
-    low_vram = bool(job is not None and gpus and plan_for_job(job, min(g.memory_gib for g in gpus.gpus)).low_vram)
+    if job is not None and gpus and memory_plan is None:
+        memory_plan = plan_for_job(job, min(g.memory_gib for g in gpus.gpus))
+    low_vram = bool(job is not None and gpus and memory_plan.low_vram)
     trainer = job.trainer.value if job is not None else "diffpipe"
     used = job.gpus if job is not None else (gpus.count if gpus else 1)
     return environment(Context(gpus, trainer, used, low_vram), job.env if job is not None else None)

@@ -16,7 +16,7 @@ from typing import Literal
 from runner.gpu.memmodel import Checkpointing, MemoryFit, gpu_gib, host_gib, outside_gib
 from runner.gpu.memory_fit import FIT
 from runner.gpu.wan import latent_tokens
-from runner.spec import Memory
+from runner.spec import DEFAULT_VIDEO_FRAMES, Memory
 
 HOST_RESERVE_GIB = 4.0  # OS, dataloader workers, page cache for the caches
 LOW_VRAM_GIB = 2.0  # within this much of the card, expandable segments are worth it
@@ -48,7 +48,7 @@ def model_size(task: str) -> str:
 
 
 @dataclass(frozen=True)
-class Plan:
+class MemoryPlan:
     task: str
     trainer: str
     tokens: int
@@ -98,11 +98,11 @@ def _caching(trainer: str, tokens: int, vram_gib: float, fit: MemoryFit) -> tupl
 
 
 def _evaluate(task: str, trainer: str, tokens: int, vram_gib: float, ram_gib: float | None, rank: int,
-              fit: MemoryFit) -> tuple[Plan | None, Plan | None]:
+              fit: MemoryFit) -> tuple[MemoryPlan | None, MemoryPlan | None]:
     """(first plan that fits, the plan with the least GPU memory considered)."""
     size = model_size(task)
     t5, batch, cache_gpu, cache_host = _caching(trainer, tokens, vram_gib, fit)
-    smallest: Plan | None = None
+    smallest: MemoryPlan | None = None
     for weights, ckpt, swap, adam8 in VERIFIED[(trainer, size)]:
         alloc = gpu_gib(fit, size, weights, ckpt, swap, tokens, rank, adam8, trainer)
         if alloc is None:
@@ -113,7 +113,7 @@ def _evaluate(task: str, trainer: str, tokens: int, vram_gib: float, ram_gib: fl
         host = max(host_gib(fit, size, ckpt, tokens, trainer=trainer, swap=swap), cache_host)
         host_ok = ram_gib is None or host + HOST_RESERVE_GIB <= ram_gib
         fits = need + margin <= vram_gib and host_ok
-        plan = Plan(task, trainer, tokens, vram_gib, ram_gib, fits, "bfloat16" if weights == "bf16" else "float8",
+        plan = MemoryPlan(task, trainer, tokens, vram_gib, ram_gib, fits, "bfloat16" if weights == "bf16" else "float8",
                     ckpt, swap, adam8, round(need, 2), round(margin, 2), round(host, 1), (),
                     "bfloat16" if t5 == "bf16" else "float8", batch, round(cache_gpu, 2), round(train, 2))
         if fits:
@@ -124,18 +124,18 @@ def _evaluate(task: str, trainer: str, tokens: int, vram_gib: float, ram_gib: fl
 
 
 def plan(task: str, trainer: str, width: int, height: int, frames: int, batch: int, vram_gib: float,
-         ram_gib: float | None = None, rank: int = 32, fit: MemoryFit = FIT) -> Plan:
+         ram_gib: float | None = None, rank: int = 32, fit: MemoryFit = FIT) -> MemoryPlan:
     tokens = latent_tokens(width, height, frames) * batch
     found, smallest = _evaluate(task, trainer, tokens, vram_gib, ram_gib, rank, fit)
     if found:
         return found
     assert smallest is not None
-    return Plan(**{**smallest.__dict__, "fits": False,
+    return MemoryPlan(**{**smallest.__dict__, "fits": False,
                    "suggestions": tuple(_what_would_fit(task, trainer, width, height, frames, batch, vram_gib, ram_gib, rank, fit, smallest))})
 
 
 def _what_would_fit(task: str, trainer: str, width: int, height: int, frames: int, batch: int, vram_gib: float,
-                    ram_gib: float | None, rank: int, fit: MemoryFit, smallest: Plan) -> list[str]:
+                    ram_gib: float | None, rank: int, fit: MemoryFit, smallest: MemoryPlan) -> list[str]:
     out = []
     if ram_gib is not None and smallest.host_gib + HOST_RESERVE_GIB > ram_gib:
         out.append(f"more host RAM: at least {smallest.host_gib + HOST_RESERVE_GIB:.0f} GiB for these settings")
@@ -160,14 +160,14 @@ def _what_would_fit(task: str, trainer: str, width: int, height: int, frames: in
     return out
 
 
-def plan_for_job(job, vram_gib: float, ram_gib: float | None = None) -> Plan:
-    """Plan for the largest bucket of a runner.spec.Job. Apply with job.memory.model_copy(update=plan.memory_update())
+def plan_for_job(job, vram_gib: float, ram_gib: float | None = None) -> MemoryPlan:
+    """MemoryPlan for the largest bucket of a runner.spec.Job. Apply with job.memory.model_copy(update=plan.memory_update())
     and, when plan.optimizer_type is set, job.optimizer.model_copy(update={"type": plan.optimizer_type})."""
     best = None
     for ds in job.datasets:
         for res in ds.resolutions:
             w, h = (res, res) if isinstance(res, int) else res
-            for f in ds.frames or [33]:
+            for f in ds.frames or DEFAULT_VIDEO_FRAMES:
                 if best is None or latent_tokens(w, h, f) > latent_tokens(*best):
                     best = (w, h, f)
     assert best is not None
@@ -188,6 +188,6 @@ def gpu_memory(shell, vram_gib: float | None = None, ram_gib: float | None = Non
     return vram_gib, ram_gib if ram_gib is not None else host_ram_gib(shell)
 
 
-def plan_job_on(job, shell, vram_gib: float | None = None, ram_gib: float | None = None) -> Plan:
+def plan_job_on(job, shell, vram_gib: float | None = None, ram_gib: float | None = None) -> MemoryPlan:
     """`runner plan`: the job's plan for the given memory, or for the smallest GPU and the RAM `shell` sees."""
     return plan_for_job(job, *gpu_memory(shell, vram_gib, ram_gib))

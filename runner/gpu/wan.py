@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from runner.spec import NUM_BLOCKS
+
 GIB = float(2**30)
 
 
@@ -31,7 +33,7 @@ class WanArch:
         return self.layers * self.dim * 2 / GIB
 
 
-ARCH = {"1.3B": WanArch(layers=30, dim=1536, ffn=8960), "14B": WanArch(layers=40, dim=5120, ffn=13824)}
+ARCH = {"1.3B": WanArch(layers=NUM_BLOCKS["1.3B"], dim=1536, ffn=8960), "14B": WanArch(layers=NUM_BLOCKS["14B"], dim=5120, ffn=13824)}
 
 
 def latent_tokens(width: int, height: int, frames: int) -> int:

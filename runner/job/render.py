@@ -1,36 +1,35 @@
-"""Job file → checked job → trainer plan → files on disk. The first half of every command that runs a job."""
+"""Job file → resolved, checked job → trainer plan → files on disk. The first half of every command that runs a job."""
 
 from __future__ import annotations
 
 import dataclasses
-import os
 import shlex
 import shutil
 import tempfile
 from pathlib import Path
 
-from runner import checks, diffpipe, modelfiles, mounts, musubi
-from runner.errors import JobInvalid, UserError
-from runner.plan import Plan
+from runner import mounts
+from runner.config import default_hf_home
+from runner.errors import JobInvalid
+from runner.job.plan import Plan
+from runner.job.resolve import Target, here, resolve
 from runner.spec import Job, Trainer, locate, read_job
+from runner.trainers import diffpipe, musubi
+from runner.trainers.resolved import ResolvedJob
 
 TRAINERS = {Trainer.diffpipe: diffpipe, Trainer.musubi: musubi}
 DEFAULT_MASTER_PORT = 29500
 PLAN_JSON = "plan.json"
 
 
-def load_checked(file: Path, files_here: bool = False) -> Job:
-    """Read and validate a job file; every problem is reported at its file:line."""
+def load_checked(file: Path, target: Target | None = None, **options) -> ResolvedJob:
+    """Read a job file and resolve it against `target` (default: this machine); every problem is reported at
+    its file:line. options: those of runner.job.resolve.resolve."""
     job, lines = read_job(file)
     try:
-        checks.check(job, files_here)
+        return resolve(job, target or here(), **options)
     except JobInvalid as e:
         raise JobInvalid(locate(e.errors, file, lines)) from None
-    return job
-
-
-def default_hf_cache() -> Path:
-    return Path(os.environ.get("HF_HOME", Path.home() / ".cache" / "huggingface"))
 
 
 def job_mounts(job: Job, job_dir: Path) -> list[mounts.Mount]:
@@ -41,7 +40,7 @@ def job_mounts(job: Job, job_dir: Path) -> list[mounts.Mount]:
     m += [
         mounts.Mount("cache", str(job.cache), str(mounts.CACHE), False),
         mounts.Mount("outputs", str(job.output), str(mounts.OUTPUTS), False),
-        mounts.Mount("hf-cache", str(job.hf_cache or default_hf_cache()), str(mounts.HF_HOME), False),
+        mounts.Mount("hf-cache", str(job.hf_cache or default_hf_home()), str(mounts.HF_HOME), False),
         mounts.Mount("job", str(job_dir), str(mounts.JOB), True),
     ]
     return m
@@ -53,46 +52,22 @@ def job_env(job: Job) -> dict[str, str]:
     return env
 
 
-def plan(job: Job, job_dir: Path, master_port: int = DEFAULT_MASTER_PORT, regenerate_cache: bool = False) -> Plan:
-    files = modelfiles.resolve(job)
-    p = TRAINERS[job.trainer].render(job, files, master_port, regenerate_cache)
-    return dataclasses.replace(p, env=job_env(job), mounts=job_mounts(job, job_dir.resolve()))
+def trainer_plan(r: ResolvedJob, job_dir: Path, master_port: int = DEFAULT_MASTER_PORT) -> Plan:
+    """The trainer's plan for a resolved job, with the job's env and its mounts on this machine (job files in job_dir)."""
+    p = TRAINERS[r.job.trainer].render(r, master_port)
+    return dataclasses.replace(p, env=job_env(r.job), mounts=job_mounts(r.job, job_dir.resolve()))
 
 
-def dit_bytes_per_param(job: Job) -> int:
+def dit_bytes_per_param(r: ResolvedJob) -> int:
     """Bytes per DiT parameter as the job's trainer will hold the weights in GPU memory (before block swap):
-    1 for float8, 2 for bf16/fp16, 4 where musubi keeps an official float32 DiT. For the memory planner."""
-    try:
-        files = modelfiles.resolve(job)
-    except UserError:  # e.g. an official 14B preset whose shards are not on this machine
-        files = None
-    return TRAINERS[job.trainer].dit_bytes_per_param(job, files)
+    1 for float8, 2 for bf16/fp16, 4 where musubi keeps an official float32 DiT."""
+    return TRAINERS[r.job.trainer].dit_bytes_per_param(r)
 
 
 def cache_dirs(job: Job, table: list[mounts.Mount]) -> list[Path]:
     """Host folder of each dataset's cache (where its fingerprint is kept), through the mount table."""
     trainer = TRAINERS[job.trainer]
     return [mounts.to_host(trainer.dataset_cache_dir(job, i), table) for i in range(len(job.datasets))]
-
-
-def with_memory_plan(job: Job, vram_gib: float, ram_gib: float | None) -> Job:
-    """Apply the memory planner to a `memory: auto` job (others are returned as they are)."""
-    if not job.memory.auto:
-        return job
-    from runner.gpu.planner import plan_for_job
-
-    p = plan_for_job(job, vram_gib, ram_gib)
-    if not p.fits:
-        raise UserError(
-            "memory: auto",
-            f"no setting fits {job.task.value} on {job.trainer.value} in {vram_gib:g} GiB of GPU memory "
-            f"(best estimate {p.gpu_gib:.1f} GiB).",
-            "; ".join(p.suggestions) or "use a larger GPU",
-        )
-    update = {"memory": job.memory.model_copy(update=p.memory_update())}
-    if p.optimizer_type and job.optimizer.type is None:
-        update["optimizer"] = job.optimizer.model_copy(update={"type": p.optimizer_type})
-    return job.model_copy(update=update)
 
 
 def write(p: Plan, out: Path) -> None:
@@ -121,12 +96,8 @@ def shell_script(p: Plan) -> str:
 
 
 def render(file: Path, out: Path, vram_gib: float | None = None, ram_gib: float | None = None) -> Plan:
-    job = load_checked(file)
-    if job.memory.auto:
-        from runner.gpu.planner import gpu_memory
-        from runner.shell import LocalShell
-
-        job = with_memory_plan(job, *gpu_memory(LocalShell(), vram_gib, ram_gib))
-    p = plan(job, out)
+    """`runner render`: the job resolved against this machine (or the memory given), its files written to `out`."""
+    r = load_checked(file, vram_gib=vram_gib, ram_gib=ram_gib, plan_needed=True)
+    p = trainer_plan(r, out)
     write(p, out)
     return p

@@ -10,9 +10,10 @@ from pathlib import Path, PurePosixPath
 import tomli_w
 
 from runner import media, mounts
+from runner.job.plan import Plan, Step
 from runner.modelfiles import ModelFiles
-from runner.plan import Plan, Step
 from runner.spec import Job
+from runner.trainers.resolved import Caches, ResolvedJob
 
 WORKDIR = "/opt/diffusion-pipe"
 DATASET_TOML = "dataset.toml"
@@ -57,12 +58,11 @@ def _frame_buckets(kind: str, frames: list[int] | None) -> list[int]:
     return [1] if kind == "image" else media.video_frames(frames)
 
 
-def dataset_toml(job: Job) -> str:
+def dataset_toml(r: ResolvedJob) -> str:
     """Top-level settings come from the first dataset; later datasets override them per [[directory]]."""
-    settings = []
-    for d in job.datasets:
-        kind = media.dataset_kind(d.kind, d.path)
-        settings.append({"resolutions": [_resolution(r) for r in d.resolutions], "frame_buckets": _frame_buckets(kind, d.frames)})
+    job, settings = r.job, []
+    for i, d in enumerate(job.datasets):
+        settings.append({"resolutions": [_resolution(x) for x in d.resolutions], "frame_buckets": _frame_buckets(r.kind(i), d.frames)})
     top = settings[0]
     doc: dict = {**top, **AR_BUCKETS, "directory": []}
     for i, (d, s) in enumerate(zip(job.datasets, settings)):
@@ -133,10 +133,10 @@ def main_toml(job: Job, files: ModelFiles) -> str:
     return tomli_w.dumps(doc)
 
 
-def dit_bytes_per_param(job: Job, files: ModelFiles | None) -> int:
+def dit_bytes_per_param(r: ResolvedJob) -> int:
     """Bytes per DiT parameter as diffusion-pipe holds the weights: it casts any file to [model] transformer_dtype,
     which is float8 or else the job's dtype (models/wan/wan.py; a few norm/embedding weights stay in dtype)."""
-    return 1 if job.memory.transformer_dtype == "float8" else 2
+    return 1 if r.job.memory.transformer_dtype == "float8" else 2
 
 
 def dataset_cache_dir(job: Job, index: int) -> PurePosixPath:
@@ -144,19 +144,21 @@ def dataset_cache_dir(job: Job, index: int) -> PurePosixPath:
     return mounts.dataset_dir(index, job.datasets[index].path) / "cache" / ("wan_i2v" if job.task.is_i2v else "wan")
 
 
-def render(job: Job, files: ModelFiles, master_port: int, regenerate_cache: bool = False) -> Plan:
-    """regenerate_cache: the data changed in ways diffusion-pipe's own cache check misses (media bytes)."""
+def render(r: ResolvedJob, master_port: int) -> Plan:
+    """--regenerate_cache when the data changed in ways diffusion-pipe's own cache check misses (media bytes);
+    it makes missing caches and reuses matching ones itself."""
+    job = r.job
     config = str(mounts.JOB / MAIN_TOML)
     # --master_port after train.py wins over the launcher's, so two jobs on one host do not clash
     train = ["deepspeed", f"--num_gpus={job.gpus}", "train.py", "--deepspeed", "--config", config]
     train += ["--master_port", str(master_port)]
-    if regenerate_cache:
+    if r.caches is Caches.regenerate:
         train += ["--regenerate_cache"]
     return Plan(
         job=job.name,
         trainer=job.trainer.value,
         workdir=WORKDIR,
-        files={DATASET_TOML: dataset_toml(job), MAIN_TOML: main_toml(job, files)},
+        files={DATASET_TOML: dataset_toml(r), MAIN_TOML: main_toml(job, r.files)},
         steps=[Step("train", train)],
         output_dir=str(mounts.job_output_dir(job.name)),
     )

@@ -1,8 +1,9 @@
 """Every trainer pitfall a job file can express, caught before any GPU time.
 
 Each rule returns UserErrors that name the field, the bad value, what the trainer would do, and the fix.
-Rules that look at files (model headers, dataset folders) run only where those files are: on this
-machine for local jobs; a remote host's preflight checks its own copies.
+Rules that look at files read the facts runner.job.resolve gathered where those files are (model headers on
+the job's target, dataset folders here), so they run on the resolved job: the memory plan applied, and
+nothing read twice.
 """
 
 from __future__ import annotations
@@ -10,26 +11,24 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Callable, Iterator
 
-from runner import diffpipe, media, modelfiles, musubi, weights
+from runner import modelfiles, weights
 from runner.errors import JobInvalid, UserError
-from runner.spec import Job, Trainer
+from runner.spec import Job, Trainer, is_4k_plus_1, max_blocks_to_swap, round_4k1
+from runner.trainers import diffpipe, musubi
+from runner.trainers.resolved import ResolvedJob
 
 Rule = Callable[[Job], Iterator[UserError]]
+FactRule = Callable[[ResolvedJob], Iterator[UserError]]
 
-# Largest blocks_to_swap each trainer accepts: diffpipe asserts blocks - 2, musubi blocks - 1.
-MAX_SWAP_MARGIN = {Trainer.diffpipe: 2, Trainer.musubi: 1}
 DIFFPIPE_MAX_RESOLUTIONS = 3
-
-
-def is_4k_plus_1(n: int) -> bool:
-    return n >= 1 and (n - 1) % 4 == 0
 
 
 def frames_4k_plus_1(job: Job) -> Iterator[UserError]:
     for i, d in enumerate(job.datasets):
         for n in d.frames or ():
             if not is_4k_plus_1(n):
-                down, up = 4 * ((n - 1) // 4) + 1, 4 * ((n - 1) // 4) + 5
+                down = round_4k1(n)
+                up = down + 4
                 yield UserError(
                     f"datasets[{i}].frames",
                     f"{n} is not of the form 4k+1; Wan's VAE compresses time by 4, so both trainers round it "
@@ -100,9 +99,22 @@ def optimizer_name(job: Job) -> Iterator[UserError]:
         yield UserError("optimizer.type", *problem)
 
 
+# images/run_plan.py skips the caching steps when it is set; runner decides that itself (runner.job.resolve)
+RESERVED_ENV = "RUNNER_CACHE_FRESH"
+
+
+def reserved_env(job: Job) -> Iterator[UserError]:
+    if RESERVED_ENV in job.env:
+        yield UserError(
+            f"env.{RESERVED_ENV}",
+            "is runner's own: it would make the trainer skip its caching steps even when the data changed.",
+            f"remove {RESERVED_ENV} from env:; runner re-caches exactly when a dataset's fingerprint changed.",
+        )
+
+
 def blocks_to_swap_limit(job: Job) -> Iterator[UserError]:
     n = job.memory.blocks_to_swap
-    limit = job.task.num_blocks - MAX_SWAP_MARGIN[job.trainer]
+    limit = max_blocks_to_swap(job.trainer, job.task)
     if n > limit:
         yield UserError(
             "memory.blocks_to_swap",
@@ -125,11 +137,11 @@ def diffpipe_resolutions(job: Job) -> Iterator[UserError]:
             )
 
 
-def dataset_folders(job: Job) -> Iterator[UserError]:
-    for i, d in enumerate(job.datasets):
-        if not d.path.is_dir():
+def dataset_folders(r: ResolvedJob) -> Iterator[UserError]:
+    for i, d in enumerate(r.job.datasets):
+        if r.folders[i].media is None:
             yield UserError(f"datasets[{i}].path", f"{d.path} is not a folder.", "point it at the folder of your clips and captions.")
-        elif media.dataset_kind(d.kind, d.path) == "empty":
+        elif r.kind(i) == "empty":
             yield UserError(
                 f"datasets[{i}].path",
                 f"{d.path} holds no images or videos the trainers read (e.g. .mp4, .webm, .mov, .png, .jpg).",
@@ -150,20 +162,21 @@ def i2v_needs_video(job: Job) -> Iterator[UserError]:
             )
 
 
-def dataset_contents(job: Job) -> Iterator[UserError]:
+def dataset_contents(r: ResolvedJob) -> Iterator[UserError]:
     """Files the trainer would drop or fail on: videos outside every frame bucket (fps × frames), missing
     captions, colliding stems, I2V folders without videos (runner.dataset reads container metadata only)."""
     from runner.dataset import dataset_problems
 
+    job = r.job
     for i, d in enumerate(job.datasets):
-        if d.path.is_dir() and media.dataset_kind(d.kind, d.path) != "empty":
-            for e in dataset_problems(d, job.trainer, job.task):
+        folder = r.folders[i]
+        if folder.media is not None and r.kind(i) != "empty":
+            for e in dataset_problems(d, job.trainer, job.task, (folder.media, folder.ignored)):
                 yield UserError(f"datasets[{i}].path", f"{e.where}: {e.problem}", e.fix)
 
 
-def used_model_files(job: Job) -> dict[str, Path]:
+def used_model_files(job: Job, files: modelfiles.ModelFiles) -> dict[str, Path]:
     """Job field → host path of every model file or folder the trainer opens."""
-    files = modelfiles.resolve(job)
     if job.trainer is Trainer.diffpipe:
         used = {"models.ckpt_dir": files.ckpt_dir, "models.dit": files.dit, "models.t5": files.t5 if files.t5_outside_ckpt else None}
     else:
@@ -171,22 +184,8 @@ def used_model_files(job: Job) -> dict[str, Path]:
     return {f: p for f, p in used.items() if p is not None}
 
 
-def model_files_present(job: Job) -> Iterator[UserError]:
-    """Every model file the trainer will open exists here. Only for jobs that run on this machine."""
-    for field, path in used_model_files(job).items():
-        if not path.exists():
-            yield UserError(
-                field,
-                f"{path} does not exist on this machine; the trainer would stop when it opens it.",
-                "download it (`runner download`) or correct the path, which is relative to models.root.",
-            )
-
-
-def _missing(field: str, path: Path | None, what: str, fix: str) -> Iterator[UserError]:
-    if path is None:
-        yield UserError(field, f"is not set, but {what}.", fix)
-    elif not path.exists():
-        yield UserError(field, f"{path} does not exist; {what}.", fix)
+def _unset(field: str, what: str, fix: str) -> Iterator[UserError]:
+    yield UserError(field, f"is not set, but {what}.", fix)
 
 
 DIFFPIPE_CKPT_FIX = (
@@ -195,28 +194,33 @@ DIFFPIPE_CKPT_FIX = (
 )
 
 
-def model_files(job: Job) -> Iterator[UserError]:
-    """What the model files that are here hold, and names that cannot work anywhere."""
-    files = modelfiles.resolve(job)
+def model_files(r: ResolvedJob) -> Iterator[UserError]:
+    """What the model files that are on the target hold, and names that cannot work anywhere."""
+    job, files = r.job, r.files
     if job.trainer is Trainer.diffpipe:
         if files.ckpt_dir is None:
-            yield from _missing("models.ckpt_dir", None, "diffusion-pipe's ckpt_path must be the official Wan2.1 folder", DIFFPIPE_CKPT_FIX)
-        elif files.ckpt_dir.is_dir():
-            yield from _diffpipe_ckpt_dir(job, files, files.ckpt_dir)
+            yield from _unset("models.ckpt_dir", "diffusion-pipe's ckpt_path must be the official Wan2.1 folder", DIFFPIPE_CKPT_FIX)
+        elif r.present.get(files.ckpt_dir):
+            yield from _diffpipe_ckpt_dir(r, files.ckpt_dir)
     else:
-        yield from _musubi_file_names(job, files)
-    if files.dit is not None and files.dit.is_file():
-        yield from _dit_file(job, files.dit)
+        yield from _musubi_file_names(r)
+    if files.dit is not None and files.dit in r.headers:
+        yield from _dit_file(job, files.dit, r.headers[files.dit])
 
 
-def _diffpipe_ckpt_dir(job: Job, files: modelfiles.ModelFiles, ckpt_dir: Path) -> Iterator[UserError]:
+def ckpt_dir_needs(job: Job, files: modelfiles.ModelFiles) -> list[str]:
+    """What diffusion-pipe reads from the official folder (names relative to it)."""
     needed = ["config.json", modelfiles.VAE, modelfiles.T5_TOKENIZER]
     if job.task.is_i2v:
         needed += [modelfiles.CLIP, modelfiles.CLIP_TOKENIZER]
     if not files.t5_outside_ckpt:
         needed.append(modelfiles.T5)
-    for name in needed:
-        if not (ckpt_dir / name).exists():
+    return needed
+
+
+def _diffpipe_ckpt_dir(r: ResolvedJob, ckpt_dir: Path) -> Iterator[UserError]:
+    for name in ckpt_dir_needs(r.job, r.files):
+        if not r.present.get(ckpt_dir / name, False):
             yield UserError(
                 "models.ckpt_dir",
                 f"{ckpt_dir} lacks {name}; diffusion-pipe reads it from ckpt_path even when ComfyUI "
@@ -225,8 +229,10 @@ def _diffpipe_ckpt_dir(job: Job, files: modelfiles.ModelFiles, ckpt_dir: Path) -
             )
 
 
-def _musubi_file_names(job: Job, files: modelfiles.ModelFiles) -> Iterator[UserError]:
-    if files.t5 is not None and files.t5.suffix == ".safetensors" and files.t5.is_file() and not _wan_native_t5(files.t5):
+def _musubi_file_names(r: ResolvedJob) -> Iterator[UserError]:
+    job, files = r.job, r.files
+    t5_header = r.headers.get(files.t5) if files.t5 is not None else None
+    if isinstance(t5_header, dict) and "token_embedding.weight" not in t5_header:
         yield UserError(
             "models.t5",
             f"{files.t5.name} is a ComfyUI/Hugging Face text encoder; musubi-tuner loads the T5 strictly with "
@@ -234,7 +240,7 @@ def _musubi_file_names(job: Job, files: modelfiles.ModelFiles) -> Iterator[UserE
             f"use {modelfiles.T5} from the official Wan2.1 repository.",
         )
     if job.task.is_i2v and files.clip is None:
-        yield from _missing("models.clip", None, "musubi-tuner's I2V training needs the official CLIP (--clip)", "set models.clip or models.ckpt_dir.")
+        yield from _unset("models.clip", "musubi-tuner's I2V training needs the official CLIP (--clip)", "set models.clip or models.ckpt_dir.")
     if files.clip is not None and files.clip.name != modelfiles.CLIP:
         yield UserError(
             "models.clip",
@@ -243,22 +249,14 @@ def _musubi_file_names(job: Job, files: modelfiles.ModelFiles) -> Iterator[UserE
             f"use {modelfiles.CLIP} from Wan-AI/Wan2.1-I2V-14B-720P.",
         )
     if files.dit is None:
-        yield from _missing("models.dit", None, "musubi-tuner needs a DiT file (--dit)", "set models.dit to a bf16 or fp16 Wan2.1 DiT .safetensors.")
+        yield from _unset("models.dit", "musubi-tuner needs a DiT file (--dit)", "set models.dit to a bf16 or fp16 Wan2.1 DiT .safetensors.")
 
 
-def _wan_native_t5(path: Path) -> bool:
-    try:
-        return "token_embedding.weight" in weights.read_header(path)
-    except (OSError, weights.NotSafetensors):
-        return False
-
-
-def _dit_file(job: Job, path: Path) -> Iterator[UserError]:
-    try:
-        info = weights.inspect(path)
-    except (OSError, weights.NotSafetensors) as e:
-        yield UserError("models.dit", f"{path} cannot be read as .safetensors ({e}).", "re-download the file.")
+def _dit_file(job: Job, path: Path, header: dict | str) -> Iterator[UserError]:
+    if isinstance(header, str):
+        yield UserError("models.dit", f"{path} cannot be read as .safetensors ({header}).", "re-download the file.")
         return
+    info = weights.info(header)
     if info.fp8_scaled:
         yield UserError(
             "models.dit",
@@ -291,26 +289,22 @@ def _dit_dtype(job: Job, name: str, file_dtype: str) -> Iterator[UserError]:
 
 
 RULES: list[Rule] = [
-    dataset_folders,
     frames_4k_plus_1,
     alpha_for_diffpipe,
     save_cadence,
     trainer_only_options,
     optimizer_name,
     blocks_to_swap_limit,
+    reserved_env,
     diffpipe_resolutions,
     i2v_needs_video,
-    dataset_contents,
-    model_files,
 ]
+# the rules that read the facts gathered on the target
+FACT_RULES: list[FactRule] = [dataset_folders, dataset_contents, model_files]
 
 
-def check(job: Job, files_here: bool = False) -> None:
-    """Raise JobInvalid listing every problem, or return if the job is ready to render.
-
-    files_here: the job runs on this machine, so every model file must exist here.
-    """
-    rules = RULES + [model_files_present] if files_here else RULES
-    errors = [e for rule in rules for e in rule(job)]
+def check(r: ResolvedJob) -> None:
+    """Raise JobInvalid listing every problem of the resolved job, or return if it is ready to render."""
+    errors = [e for rule in RULES for e in rule(r.job)] + [e for rule in FACT_RULES for e in rule(r)]
     if errors:
         raise JobInvalid(errors)

@@ -10,10 +10,11 @@ from pathlib import Path, PurePosixPath
 import tomli_w
 import yaml
 
-from runner import media, mounts, weights
+from runner import media, mounts
+from runner.job.plan import Plan, Step
 from runner.modelfiles import ModelFiles
-from runner.plan import Plan, Step
 from runner.spec import Job
+from runner.trainers.resolved import Caches, ResolvedJob
 
 WORKDIR = "/opt/musubi-tuner"
 DATASET_TOML = "musubi_dataset.toml"
@@ -85,11 +86,11 @@ def _cache_dir(job: Job, index: int, res: tuple[int, int], kind: str) -> str:
     return str(dataset_cache_dir(job, index) / f"{res[0]}x{res[1]}-{kind}")
 
 
-def dataset_entries(job: Job) -> list[dict]:
+def dataset_entries(r: ResolvedJob) -> list[dict]:
     """One [[datasets]] entry per dataset, resolution and media kind (a mixed folder is read twice)."""
-    entries = []
+    job, entries = r.job, []
     for i, d in enumerate(job.datasets):
-        kind = media.dataset_kind(d.kind, d.path)
+        kind = r.kind(i)
         kinds = ["image", "video"] if kind == "mixed" else [kind]
         folder = str(mounts.dataset_dir(i, d.path))
         for res in map(_wh, d.resolutions):
@@ -110,9 +111,9 @@ def dataset_entries(job: Job) -> list[dict]:
     return entries
 
 
-def dataset_toml(job: Job) -> str:
-    general = {"batch_size": job.schedule.batch_size, "enable_bucket": True, "bucket_no_upscale": False}
-    return tomli_w.dumps({"general": general, "datasets": dataset_entries(job)})
+def dataset_toml(r: ResolvedJob) -> str:
+    general = {"batch_size": r.job.schedule.batch_size, "enable_bucket": True, "bucket_no_upscale": False}
+    return tomli_w.dumps({"general": general, "datasets": dataset_entries(r)})
 
 
 def _model(files: ModelFiles, p: Path | None) -> str:
@@ -120,41 +121,32 @@ def _model(files: ModelFiles, p: Path | None) -> str:
     return str(mounts.model_path(files.root, p))
 
 
-def _dit_file_dtype(path: Path | None) -> str | None:
-    """The DiT file's dtype from its header (the first shard of a sharded DiT), None when it cannot be read here."""
-    try:
-        return weights.inspect(path).dtype if path is not None else None
-    except (OSError, weights.NotSafetensors):
-        return None
-
-
-def _dit_is_fp8(path: Path | None) -> bool:
-    return _dit_file_dtype(path) == "float8"
-
-
-def dit_bytes_per_param(job: Job, files: ModelFiles | None) -> int:
+def dit_bytes_per_param(r: ResolvedJob) -> int:
     """Bytes per DiT parameter as musubi holds the weights. Without fp8, musubi keeps the file's dtype
     (wan_train_network.py detect_wan_sd_dtype → --dit_dtype, which the script resets to None, i.e. always
     detected): the official Wan2.1 DiT (one file for 1.3B, shards for 14B, loaded together from the first
     shard's name) is float32, 4 bytes. An fp8 file without fp8 is cast to the mixed-precision dtype.
-    files None (the files are not on this machine): the format of the job's preset decides."""
+    A DiT whose header was not read (not on the target): the format of the job's preset decides."""
+    job = r.job
     if job.memory.transformer_dtype == "float8":
         return 1
-    dtype = _dit_file_dtype(files.dit if files else None)
+    dtype = r.dit_dtype
     if dtype is None:
         dtype = "float32" if job.models.preset and job.models.format == "official" else job.memory.dtype
     return 4 if dtype == "float32" else 2
 
 
-def train_args(job: Job, files: ModelFiles, config: str) -> list[str]:
+def train_args(r: ResolvedJob, config: str) -> list[str]:
+    job, files = r.job, r.files
     mem, sch, opt = job.memory, job.schedule, job.optimizer
     mp = MIXED_PRECISION[mem.dtype]
     out = str(mounts.job_output_dir(job.name))
     args = ["--task", TASKS[job.task.value], "--dit", _model(files, files.dit), "--dataset_config", config]
     args += ["--sdpa", "--mixed_precision", mp]
     if mem.transformer_dtype == "float8":
-        # an fp8 file is already quantized; a bf16/fp16 file is quantized at load with per-tensor scales
-        args += ["--fp8_base"] if _dit_is_fp8(files.dit) else ["--fp8_base", "--fp8_scaled"]
+        # an fp8 file is already quantized (its header, read on the target, says so); a bf16/fp16 file is
+        # quantized at load with per-tensor scales
+        args += ["--fp8_base"] if r.dit_dtype == "float8" else ["--fp8_base", "--fp8_scaled"]
     if mem.blocks_to_swap:
         args += ["--blocks_to_swap", str(mem.blocks_to_swap)]
     if mem.activation_checkpointing:
@@ -221,9 +213,10 @@ def accelerate_yaml(job: Job, master_port: int) -> str:
     return yaml.safe_dump(config, sort_keys=False)
 
 
-def render(job: Job, files: ModelFiles, master_port: int, regenerate_cache: bool = False) -> Plan:
-    """The three steps. musubi re-caches whenever its cache steps run (they delete stale files); the
-    executor skips them when the fingerprint says the cache is fresh, so `regenerate_cache` changes nothing."""
+def render(r: ResolvedJob, master_port: int) -> Plan:
+    """The three steps; the two caching steps only when the caches are not to be reused. musubi re-caches
+    whenever its cache steps run (they delete stale files), so making and regenerating are the same steps."""
+    job, files = r.job, r.files
     config = str(mounts.JOB / DATASET_TOML)
     python = ["python"]
     cache_latents = python + [str(SCRIPTS / "wan_cache_latents.py"), "--dataset_config", config]
@@ -237,17 +230,17 @@ def render(job: Job, files: ModelFiles, master_port: int, regenerate_cache: bool
     # every launch setting comes from the rendered file: without --config_file accelerate would read
     # $HF_HOME/accelerate/default_config.yaml, which is in the user's mounted cache. The thread count has no config key.
     launch = ["accelerate", "launch", "--config_file", str(mounts.JOB / ACCELERATE_YAML), "--num_cpu_threads_per_process", "1"]
-    train = launch + [str(SCRIPTS / "wan_train_network.py")] + train_args(job, files, config)
+    train = launch + [str(SCRIPTS / "wan_train_network.py")] + train_args(r, config)
     offline = {k: v for k, v in CACHE_STEP_ENV.items() if k not in job.env}  # the job's env wins over runner's
+    caching = [] if r.caches is Caches.reuse else [
+        Step("cache-latents", cache_latents, caches=True, env=offline),
+        Step("cache-text-encoder", cache_text, caches=True, env=offline),
+    ]
     return Plan(
         job=job.name,
         trainer=job.trainer.value,
         workdir=WORKDIR,
-        files={DATASET_TOML: dataset_toml(job), ACCELERATE_YAML: accelerate_yaml(job, master_port)},
-        steps=[
-            Step("cache-latents", cache_latents, caches=True, env=offline),
-            Step("cache-text-encoder", cache_text, caches=True, env=offline),
-            Step("train", train),
-        ],
+        files={DATASET_TOML: dataset_toml(r), ACCELERATE_YAML: accelerate_yaml(job, master_port)},
+        steps=caching + [Step("train", train)],
         output_dir=str(mounts.job_output_dir(job.name)),
     )

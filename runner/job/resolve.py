@@ -1,0 +1,151 @@
+"""resolve(job, target): every fact a job depends on, gathered once on the machine that holds it, and every
+decision made once from them; then the checks run on the result, so what runner decides is checked like what
+the user wrote.
+
+Facts and where they come from: the target's GPUs and RAM (its Shell, when asked for), the model files' presence
+and safetensors headers (its Shell: on a remote host they are the host's own copies), each dataset folder's
+listing (this machine, which syncs the datasets to the target), the fingerprints recorded beside the caches
+(wherever the caches are). Decisions: the memory plan of `memory: auto`, and whether to make, regenerate or
+reuse the caches.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Callable
+
+from runner import fingerprint, media, modelfiles, mounts, weights
+from runner.errors import UserError
+from runner.gpu.inventory import gather, host_ram_gib
+from runner.gpu.planner import MemoryPlan, plan_for_job
+from runner.job import checks
+from runner.shell import Shell, missing_files
+from runner.spec import Job, Trainer
+from runner.trainers.resolved import Caches, Folder, ResolvedJob
+
+
+@dataclass(frozen=True)
+class Target:
+    """The machine a job runs on, as far as resolving it goes."""
+
+    shell: Shell
+    name: str = "this machine"
+    models: Callable[[Path], str] | None = None  # models.root → that folder on the target; None: the same path (this machine)
+    gpus: bool = False  # ask for its GPU inventory and RAM
+    # the fingerprint recorded beside each dataset's cache, read where the caches are (None: caches not looked at)
+    read_text: Callable[[Path], str | None] | None = None
+    cache_dirs: Callable[[Job], list[Path]] | None = None  # each dataset's cache folder there
+
+
+def here(gpus: bool = False) -> Target:
+    from runner.shell import LocalShell
+
+    return Target(LocalShell(), gpus=gpus)
+
+
+def resolve(job: Job, target: Target, vram_gib: float | None = None, ram_gib: float | None = None,
+            plan_needed: bool = False) -> ResolvedJob:
+    """The job resolved against `target` and checked (JobInvalid lists every problem). Model files missing on the
+    target are not a problem here (`runner validate` runs anywhere); an executor's check_models refuses them.
+
+    vram_gib/ram_gib: memory to plan `memory: auto` for instead of the target's. plan_needed: a `memory: auto`
+    job must be planned (else, with no GPU to plan for, it is checked as written)."""
+    inventory = gather(target.shell) if target.gpus or (job.memory.auto and vram_gib is None) else None
+    if ram_gib is None and (target.gpus or job.memory.auto):
+        ram_gib = host_ram_gib(target.shell)
+    if vram_gib is None and inventory is not None and inventory.gpus:
+        vram_gib = min(g.memory_gib for g in inventory.gpus)
+    memory_plan = None
+    if vram_gib is not None:  # also for memory set by hand: the GPU rules (runner.gpu.envrules) read its low_vram
+        memory_plan = plan_for_job(job, vram_gib, ram_gib)
+    if job.memory.auto and (memory_plan is not None or plan_needed):
+        if memory_plan is None:
+            raise UserError(target.name, ((inventory.problem if inventory else None) or "no GPU found") + ", so there is no memory to plan for.",
+                            "pass the card's memory, e.g. --vram 24 (GiB), and --ram for host RAM")
+        job = with_memory_plan(job, memory_plan)
+    files = modelfiles.resolve(job, _listdir_on(target, job.models.root))
+    present, headers = _model_facts(job, files, target)
+    folders = [_listing(d.path, d.caption_extension) for d in job.datasets]
+    r = ResolvedJob(job, target.name, files, folders, present, headers, memory_plan=memory_plan, inventory=inventory, ram_gib=ram_gib)
+    checks.check(r)
+    return _with_caches(r, target) if target.read_text and target.cache_dirs else r
+
+
+def with_memory_plan(job: Job, p: MemoryPlan) -> Job:
+    """A `memory: auto` job with the settings of the memory plan `p` applied."""
+    if not p.fits:
+        raise UserError(
+            "memory: auto",
+            f"no setting fits {job.task.value} on {job.trainer.value} in {p.vram_gib:g} GiB of GPU memory "
+            f"(best estimate {p.gpu_gib:.1f} GiB).",
+            "; ".join(p.suggestions) or "use a larger GPU",
+        )
+    update = {"memory": job.memory.model_copy(update=p.memory_update())}
+    if p.optimizer_type and job.optimizer.type is None:
+        update["optimizer"] = job.optimizer.model_copy(update={"type": p.optimizer_type})
+    return job.model_copy(update=update)
+
+
+def _listdir_on(target: Target, root: Path) -> Callable[[Path], list[str]] | None:
+    """Names in a folder under models.root where the target keeps it (None: this machine's own listing)."""
+    if target.models is None:
+        return None
+    models = target.models
+    return lambda folder: target.shell.run(["ls", "-1A", "--", str(Path(models(root)) / folder)], timeout=30).stdout.splitlines()
+
+
+def _listing(folder: Path, caption_extension: str) -> Folder:
+    if not folder.is_dir():
+        return Folder(None)
+    return Folder(*media.media_files(folder, caption_extension))
+
+
+def _model_facts(job: Job, files: modelfiles.ModelFiles, target: Target) -> tuple[dict[Path, bool], dict[Path, dict | str]]:
+    """Which model paths exist on the target (one round trip) and the headers of the DiT and, for musubi, a
+    .safetensors T5 (one each), read there."""
+    wanted = set(checks.used_model_files(job, files).values())
+    if job.trainer is Trainer.diffpipe and files.ckpt_dir is not None:
+        wanted |= {files.ckpt_dir / name for name in checks.ckpt_dir_needs(job, files)}
+    there = {p: _on_target(p, files.root, target) for p in sorted(wanted)}
+    missing = set(missing_files(target.shell, "/", [t.lstrip("/") for t in there.values()])) if there else set()
+    present = {p: t.lstrip("/") not in missing for p, t in there.items()}
+    to_read = [files.dit]
+    if job.trainer is Trainer.musubi and files.t5 is not None and files.t5.suffix == ".safetensors":
+        to_read.append(files.t5)
+    headers: dict[Path, dict | str] = {}
+    for p in to_read:
+        if p is not None and present.get(p):
+            try:
+                headers[p] = weights.read_header_on(target.shell, there[p])
+            except (OSError, weights.NotSafetensors) as e:
+                headers[p] = str(e)
+    return present, headers
+
+
+def _on_target(path: Path, root: Path, target: Target) -> str:
+    if target.models is None:
+        return str(path)
+    return str(Path(target.models(root)) / mounts.model_path(root, path).relative_to(mounts.MODELS))
+
+
+def _with_caches(r: ResolvedJob, target: Target) -> ResolvedJob:
+    """Compare each dataset's fingerprint with the one recorded beside its cache on the target: regenerate when
+    any changed, reuse when all match, else make them."""
+    job, fps, states, notes = r.job, {}, [], []
+    for d, folder, cache in zip(job.datasets, r.folders, target.cache_dirs(job)):
+        fp = fingerprint.fingerprint(d, job.trainer, job.task, folder.media)
+        recorded = target.read_text(cache / fingerprint.FILE_NAME)
+        state = fingerprint.state_of(recorded, fp)
+        if state is fingerprint.CacheState.stale:
+            notes.append(f"{d.path} changed since its cache was made ({'; '.join(fingerprint.why_stale(recorded, fp))}): re-caching")
+        states.append(state)
+        fps[str(cache)] = fp.model_dump_json(indent=2)
+    if fingerprint.CacheState.stale in states:
+        caches = Caches.regenerate
+    elif all(s is fingerprint.CacheState.fresh for s in states):
+        caches = Caches.reuse
+        notes.append("the caches match the datasets' fingerprints: they are reused, without caching steps")
+    else:
+        caches = Caches.make
+    return replace(r, caches=caches, fingerprints=fps, notes=notes)

@@ -1,0 +1,69 @@
+"""A resolved job: the job with every decision made and the facts of its target those decisions came from.
+
+runner.job.resolve builds it once per command; the checks read it and the trainer modules render it without
+reading a file or asking a machine anything more.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import Enum
+from pathlib import Path
+
+from runner.gpu.inventory import Inventory
+from runner.gpu.planner import MemoryPlan
+from runner.media import FolderKind, media_kind
+from runner.modelfiles import ModelFiles
+from runner.spec import Job
+from runner.weights import WeightsInfo, info
+
+
+@dataclass(frozen=True)
+class Folder:
+    """One dataset folder, listed once: its media and ignored files (media.media_files), None when it is not a folder."""
+
+    media: list[Path] | None
+    ignored: list[Path] = field(default_factory=list)
+
+    @property
+    def holds(self) -> FolderKind:
+        return media_kind(self.media or [])
+
+
+class Caches(str, Enum):
+    """What the caching steps do: make them (none recorded), regenerate (the data changed), reuse (fingerprints match)."""
+
+    make = "make"
+    regenerate = "regenerate"
+    reuse = "reuse"
+
+
+@dataclass(frozen=True)
+class ResolvedJob:
+    job: Job  # with the memory plan applied
+    target: str  # the machine the facts were gathered on
+    files: ModelFiles  # host paths as the job names them (under models.root)
+    folders: list[Folder]  # one per dataset, in order
+    present: dict[Path, bool] = field(default_factory=dict)  # model files and folders looked up on the target
+    headers: dict[Path, dict | str] = field(default_factory=dict)  # safetensors headers read on the target, or why not
+    caches: Caches = Caches.make
+    memory_plan: MemoryPlan | None = None  # for the target's GPU (or the memory given); applied to `memory: auto`
+    inventory: Inventory | None = None  # the target's GPUs, when they were asked for
+    ram_gib: float | None = None
+    fingerprints: dict[str, str] = field(default_factory=dict)  # cache folder on the target → fingerprint to record
+    notes: list[str] = field(default_factory=list)  # what the user should know about the decisions (a stale cache)
+
+    def kind(self, index: int) -> FolderKind:
+        """The dataset's `kind:`, or what its folder holds when it is auto."""
+        d = self.job.datasets[index]
+        return self.folders[index].holds if d.kind == "auto" else d.kind  # type: ignore[return-value]
+
+    def weights(self, path: Path | None) -> WeightsInfo | None:
+        """What the header of a model file says, None when it was not read (absent, not safetensors)."""
+        header = self.headers.get(path) if path is not None else None
+        return info(header) if isinstance(header, dict) else None
+
+    @property
+    def dit_dtype(self) -> str | None:
+        w = self.weights(self.files.dit)
+        return w.dtype if w else None

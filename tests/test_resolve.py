@@ -1,0 +1,98 @@
+"""runner.job.resolve: the memory planner's choices pass the same checks as settings written by hand; model facts
+come from the target."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+from runner.errors import JobInvalid, UserError
+from runner.job import checks
+from runner.job.resolve import here, resolve
+from runner.spec import read_job
+
+VRAM_GIB = (8, 12, 16, 24, 48)
+
+
+def _errors(job) -> set[tuple[str, str]]:
+    return {(e.where, e.problem) for rule in checks.RULES for e in rule(job)}
+
+
+@pytest.mark.parametrize("trainer", ["musubi", "diffpipe"])
+def test_every_memory_auto_plan_passes_the_checks(workspace, trainer):
+    examples = sorted((workspace / "examples").glob("*.yaml"))
+    assert len(examples) >= 6
+    planned = 0
+    for example in examples:
+        text = re.sub(r"(?m)^trainer: \w+", f"trainer: {trainer}", example.read_text())
+        for gpus in (1, 2):
+            job_file = example.with_name(f"auto-{trainer}-{gpus}.yaml")
+            job_file.write_text(text + f"\ngpus: {gpus}\nmemory: auto\n")
+            as_written = _errors(read_job(job_file)[0])
+            for vram in VRAM_GIB:
+                try:
+                    resolved = resolve(read_job(job_file)[0], here(), vram_gib=vram, ram_gib=64, plan_needed=True)
+                except JobInvalid as e:
+                    # the example is invalid for this trainer as written; the plan must add nothing to that
+                    added = {(x.where, x.problem) for x in e.errors} - as_written
+                    assert not added, f"{example.name} on {trainer}, {gpus} GPU(s), {vram} GiB: the plan breaks {added}"
+                    continue
+                except UserError as e:  # no setting fits this card: the planner says so instead of choosing
+                    assert e.where == "memory: auto", f"{example.name} on {trainer}, {gpus} GPU(s), {vram} GiB: {e}"
+                    continue
+                assert resolved.memory_plan is not None and resolved.job.memory.blocks_to_swap == resolved.memory_plan.blocks_to_swap
+                planned += 1
+    assert planned >= len(examples) * 2  # most plans apply; the bar is that none is refused
+
+
+def test_model_facts_come_from_the_target_not_from_here(workspace, tmp_path):
+    """A target whose models folder is elsewhere (as a host's is): the first shard of the official 14B DiT and the
+    DiT's dtype are read there, where this machine has neither."""
+    from runner.job.resolve import Target
+    from runner.shell import LocalShell
+    from tests import modelfixtures
+
+    host = modelfixtures.models_root(tmp_path / "host-models")
+    shard = modelfixtures.dit(host / "Wan2.1-T2V-14B" / "diffusion_pytorch_model-00001-of-00006.safetensors", size="14B", dtype="F8_E4M3")
+    job_file = workspace / "examples" / "official-14b.yaml"
+    job_file.write_text("name: o\ntrainer: musubi\ntask: t2v-14B\nmodels:\n  root: ../models\n  preset: t2v-14B\n  format: official\n"
+                        "datasets:\n  - path: data/clips\nmemory:\n  transformer_dtype: float8\n")
+    assert not (workspace / "models" / "Wan2.1-T2V-14B" / shard.name).exists()
+    with pytest.raises(UserError, match="first shard is not under"):
+        resolve(read_job(job_file)[0], here())
+    shell = LocalShell()
+    resolved = resolve(read_job(job_file)[0], Target(shell, "gpuhost", models=lambda root: str(host)))
+    assert resolved.files.dit.relative_to(resolved.files.root) == Path("Wan2.1-T2V-14B") / shard.name
+    assert resolved.dit_dtype == "float8"
+
+
+def _imports(module_file: Path) -> set[str]:
+    import ast
+
+    tree = ast.parse(module_file.read_text())
+    names = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and node.module:
+            names |= {node.module} | {f"{node.module}.{a.name}" for a in node.names}
+        elif isinstance(node, ast.Import):
+            names |= {a.name for a in node.names}
+    return {n for n in names if n.startswith("runner")}
+
+
+def test_the_job_path_imports_only_from_below():
+    """runner/trainers/ renders a resolved job: it never reaches back into resolving, checking or rendering, nor into
+    what runs jobs; runner/job/ knows nothing of executors, launching or the CLI."""
+    import runner
+
+    root = Path(runner.__file__).parent
+    above_job = ("runner.cli", "runner.views", "runner.launch", "runner.jobs", "runner.executors", "runner.services",
+                 "runner.preflight", "runner.container", "runner.doctor")
+    for f in sorted((root / "job").glob("*.py")):
+        assert not {i for i in _imports(f) if i.startswith(above_job)}, f"{f.name} imports from above runner/job/"
+    for f in sorted((root / "trainers").glob("*.py")):
+        # the plan (runner.job.plan) is the trainers' output type, a dataclass with no behaviour
+        upward = {i for i in _imports(f) if i.startswith(above_job + ("runner.job", "runner.modelfiles.resolve"))} - {
+            "runner.job.plan", "runner.job.plan.Plan", "runner.job.plan.Step"}
+        assert not upward, f"{f.name} imports {upward}"
