@@ -233,14 +233,3 @@ class RemoteShell:
         if code == -1:
             raise lost(self.name, "no exit status")
         return Result(code, out.decode(errors="replace"), err.decode(errors="replace"))
-
-
-def shell_for(host_name: str | None):
-    """This machine's shell, or one over SSH to a hosts inventory entry (for doctor, env and plan --host)."""
-    from runner import hosts
-    from runner.shell import LocalShell
-
-    if host_name is None:
-        return LocalShell()
-    host = hosts.get(host_name)
-    return RemoteShell(host.name, connect(host))

@@ -7,6 +7,8 @@ from __future__ import annotations
 import logging
 import sys
 
+from pathlib import Path
+
 import typer
 
 from runner import views
@@ -68,6 +70,23 @@ def JsonOpt(keys: str):
 
 
 JobArg = typer.Argument(..., dir_okay=False, help="the job file (YAML); see examples/")
+HostOpt = typer.Option("local", "--host", "-H", help="a host from `runner hosts list` (default: this machine)")
+
+
+def target(host: str, gpus: bool = False):
+    """The machine of --host as resolving a job sees it (runner.job.resolve.Target); gpus: ask for its GPUs and RAM."""
+    from runner import launch
+    from runner.executors import executor_for
+
+    return launch.target_of(executor_for(host), gpus)
+
+
+def resolved_with_gpus(job: Path | None, host: str):
+    """The job (None: none) resolved on --host's machine with its GPUs and RAM, and that machine's Shell."""
+    from runner.job.render import load_checked
+
+    there = target(host, gpus=True)
+    return (load_checked(job, there) if job else None), there.shell
 
 
 def choice(enum: type, value: str | None, option: str):

@@ -7,41 +7,38 @@ from pathlib import Path
 import typer
 
 from runner import cli, views
-from runner.cli import JobArg, JsonOpt, app
+from runner.cli import HostOpt, JobArg, JsonOpt, app, resolved_with_gpus, target
 
 
 @app.command("env")
 def env_cmd(
     job: Path = typer.Argument(None, dir_okay=False, help="the job file (YAML); without it, the GPU rules alone"),
-    host: str = typer.Option(None, "--host", help="a host from `runner hosts list` instead of this machine"),
+    host: str = HostOpt,
     as_json: bool = JsonOpt('{"variables": [{"name", "value", "reason", "source"}]}'),
 ) -> None:
     """Print the environment runner would inject into the training container, and why."""
     from runner.gpu.envrules import env_for_job
-    from runner.spec import load_job
-    from runner.ssh import shell_for
 
-    variables = env_for_job(load_job(job) if job else None, shell_for(host))
+    variables = env_for_job(*resolved_with_gpus(job, host))
     views.emit_json(views.records_json("variables", variables)) if as_json else cli.out.print(views.env_table(variables))
 
 
 @app.command("plan")
 def plan_cmd(
     job: Path = JobArg,
-    vram: float = typer.Option(None, help="GPU memory in GiB (default: the smallest local GPU)"),
-    ram: float = typer.Option(None, help="host RAM in GiB (default: this machine's)"),
-    host: str = typer.Option(None, "--host", help="a host from `runner hosts list` instead of this machine"),
+    vram: float = typer.Option(None, help="GPU memory in GiB (default: the smallest GPU of the machine)"),
+    ram: float = typer.Option(None, help="host RAM in GiB (default: the machine's)"),
+    host: str = HostOpt,
     as_json: bool = JsonOpt('{"fits", "task", "trainer", "tokens", "vram_gib", "ram_gib", "gpu_gib", "margin_gib", "host_gib", '
                             '"caching_gpu_gib", "training_gpu_gib", "suggestions", "settings": {the job settings picked}, and the planner\'s raw fields}'),
 ) -> None:
-    """Pick precision, checkpointing, block swap and optimizer so the job fits the GPU, from measured memory.
+    """Pick precision, checkpointing, block swap and optimizer so the job fits the GPU, from measured memory: the plan
+    `memory: auto` gets when the job is resolved on this machine or --host.
 
     Exits 1 when nothing fits."""
-    from runner.gpu.planner import plan_job_on
-    from runner.spec import load_job
-    from runner.ssh import shell_for
+    from runner.job.render import memory_plan
 
-    p = plan_job_on(load_job(job), shell_for(host), vram, ram)
+    p = memory_plan(job, target(host, gpus=True), vram, ram)
     views.emit_json(views.memory_plan_json(p)) if as_json else views.memory_plan(cli.out, p)
     if not p.fits:
         raise typer.Exit(1)
@@ -50,16 +47,15 @@ def plan_cmd(
 @app.command("doctor")
 def doctor_cmd(
     job: Path = typer.Argument(None, dir_okay=False, help="a job file: also check its volume dirs and plan's RAM"),
-    host: str = typer.Option(None, "--host", help="a host from `runner hosts list` instead of this machine"),
+    host: str = HostOpt,
     as_json: bool = JsonOpt('{"ready", "checks": [{"name", "ok", "detail", "fix", "required"}]}'),
 ) -> None:
     """Check that this host can run training: Docker, NVIDIA Container Toolkit, GPUs, driver, disk, RAM, /dev/shm.
 
     Exits 1 when a required check fails."""
     from runner.doctor import doctor_for_job, ready
-    from runner.ssh import shell_for
 
-    checks = doctor_for_job(job, shell_for(host))
+    checks = doctor_for_job(*resolved_with_gpus(job, host))
     if as_json:
         views.emit_json(views.doctor_json(checks, ready(checks)))
     else:

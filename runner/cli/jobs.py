@@ -7,20 +7,20 @@ from pathlib import Path
 import typer
 
 from runner import cli, views
-from runner.cli import JobArg, JsonOpt, app, choice
+from runner.cli import HostOpt, JobArg, JsonOpt, app, choice, target
 from runner.errors import UserError
 
 
 @app.command()
-def validate(job: Path = JobArg, as_json: bool = JsonOpt('{"job", "name", "trainer", "task", "datasets": [paths]}')) -> None:
-    """Check a job file against the schema and every known trainer pitfall; nothing is written.
+def validate(job: Path = JobArg, host: str = HostOpt, as_json: bool = JsonOpt('{"job", "name", "trainer", "task", "datasets": [paths]}')) -> None:
+    """Check a job file against the schema and every known trainer pitfall, with the model files and caches as they
+    are on this machine or --host; nothing is written.
 
-    Model files that are not on this machine are checked again before a job starts. The job fields:
-    `runner fields`.
+    Model files missing there are refused when the job starts. The job fields: `runner fields`.
     """
     from runner.job.render import load_checked
 
-    j = load_checked(job).job
+    j = load_checked(job, target(host)).job
     views.emit_json(views.validated_json(job, j)) if as_json else views.validated(cli.out, job, j)
 
 
@@ -28,14 +28,16 @@ def validate(job: Path = JobArg, as_json: bool = JsonOpt('{"job", "name", "train
 def render(
     job: Path = JobArg,
     out_dir: Path = typer.Option(..., "--out", file_okay=False, help="folder for the rendered files (replaced whole)"),
-    vram: float = typer.Option(None, help="GPU memory in GiB for `memory: auto` (default: this machine's GPU)"),
-    ram: float = typer.Option(None, help="host RAM in GiB for `memory: auto` (default: this machine's)"),
+    vram: float = typer.Option(None, help="GPU memory in GiB for `memory: auto` (default: the smallest GPU of the machine)"),
+    ram: float = typer.Option(None, help="host RAM in GiB for `memory: auto` (default: the machine's)"),
+    host: str = HostOpt,
     as_json: bool = JsonOpt('{"out", "files": [names], "plan": the plan.json written}'),
 ) -> None:
-    """Write the trainer's files, the commands (command.sh) and plan.json for a job, without running it."""
+    """Write the trainer's files, the commands (command.sh) and plan.json for a job resolved on this machine or
+    --host, without running it. plan.json names secret variables without their values."""
     from runner.job import render as r
 
-    plan = r.render(job, out_dir, vram, ram)
+    plan = r.render(job, out_dir, vram, ram, target(host))
     views.emit_json(views.rendered_json(plan, out_dir)) if as_json else views.rendered(cli.out, plan, out_dir)
 
 
@@ -43,7 +45,7 @@ def render(
 def train(
     job: Path = JobArg,
     detach: bool = typer.Option(False, "--detach", "-d", help="start and return; follow later with `runner logs -f`"),
-    host: str = typer.Option("local", "--host", "-H", help="a host from `runner hosts list` (default: this machine)"),
+    host: str = HostOpt,
 ) -> None:
     """Train: render the job, run each step in the trainer's container, show live logs, exit with its code.
 
@@ -129,7 +131,7 @@ def pull(job: str = typer.Argument(..., help="job name (its newest run) or run i
 @app.command()
 def selftest(
     trainer: str = typer.Option(None, "--trainer", help="diffpipe or musubi (default: both)"),
-    host: str = typer.Option("local", "--host", "-H", help="a host from `runner hosts list` (default: this machine)"),
+    host: str = HostOpt,
     steps: int = typer.Option(4, "--steps", min=1, help="training steps per trainer (whole epochs over the 2 clips)"),
     fmt: str = typer.Option("comfy", "--format", help="model files as `runner download --format` lays them out: comfy or official"),
     as_json: bool = JsonOpt('[{"trainer", "passed", "steps", "s_per_step", "peak_gib", "plan_gib", "step_peaks_gib", "lora", "problems", "notes", …}], one per trainer'),
