@@ -45,11 +45,8 @@ def plan_cmd(
 
 
 @app.command("doctor")
-def doctor_cmd(
-    job: Path = typer.Argument(None, dir_okay=False, help="a job file: also check its volume dirs and plan's RAM"),
-    host: str = HostOpt,
-    as_json: bool = JsonOpt('{"ready", "checks": [{"name", "ok", "detail", "fix", "required"}]}'),
-) -> None:
+def doctor_cmd(job: Path = typer.Argument(None, dir_okay=False, help="a job file: also check its volume dirs and plan's RAM"),
+               host: str = HostOpt, as_json: bool = JsonOpt('{"ready", "checks": [{"name", "ok", "detail", "fix", "required"}]}')) -> None:
     """Check that this host can run training: Docker, NVIDIA Container Toolkit, GPUs, driver, disk, RAM, /dev/shm.
 
     Exits 1 when a required check fails."""
