@@ -18,7 +18,7 @@ import paramiko
 from fabric import Config, Connection
 
 from runner.errors import UserError
-from runner.hosts import Host
+from runner.remote.hosts import Host
 from runner.shell import Result
 
 log = logging.getLogger(__name__)
@@ -237,7 +237,7 @@ class RemoteShell:
 
 def shell_for(host_name: str | None):
     """This machine's shell, or one over SSH to a hosts inventory entry (for doctor, env and plan --host)."""
-    from runner import hosts
+    from runner.remote import hosts
     from runner.shell import LocalShell
 
     if host_name is None:
