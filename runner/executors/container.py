@@ -15,6 +15,10 @@ from runner.errors import UserError
 from runner.mounts import Mount
 
 RUN_PLAN = ["python", "/opt/runner/run_plan.py", "/job/plan.json"]
+# the labels a job's container carries: which record started it, for which job, on which rendezvous port
+LABEL_RECORD = "io.runner.record"
+LABEL_JOB = "io.runner.job"
+LABEL_PORT = "io.runner.master-port"
 
 # a word of a variable's name that says it holds a credential (HF_TOKEN, WANDB_API_KEY, AWS_SECRET_ACCESS_KEY, …)
 SECRET_WORDS = {"TOKEN", "SECRET", "PASSWORD", "PASSWD", "CREDENTIAL", "CREDENTIALS", "KEY", "APIKEY", "AUTH"}
