@@ -10,8 +10,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from runner.dataset import Settings, check_directory
-from runner.synth import write_caption, write_image, write_video
+from runner.data.check import Settings, check_directory
+from runner.data.synth import write_caption, write_image, write_video
 
 
 def build(d: Path, n: int) -> None:

@@ -15,9 +15,9 @@ from pathlib import Path
 
 import docker
 
-from runner import image_transfer
-from runner.hosts import Host
-from runner.ssh import RemoteShell, connect
+from runner.remote import image_transfer
+from runner.remote.hosts import Host
+from runner.remote.ssh import RemoteShell, connect
 
 INFRA = Path("/var/lib/runner-test")
 

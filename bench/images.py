@@ -27,8 +27,9 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from runner import config, images  # noqa: E402
+from runner import config  # noqa: E402
 from runner.executors.local import client  # noqa: E402
+from runner.images import builder  # noqa: E402
 
 
 def layer_table(docker_client, ref: str, base: str) -> list[tuple[str, int]]:
@@ -45,7 +46,7 @@ def layer_table(docker_client, ref: str, base: str) -> list[tuple[str, int]]:
 def timed_build(docker_client, pins, settings) -> tuple[float, str, int]:
     lines: list[str] = []
     t0 = time.perf_counter()
-    ref = images.build(docker_client, pins, settings.ca_bundle, settings.pip_index_url, lines.append)
+    ref = builder.build(docker_client, pins, settings.ca_bundle, settings.pip_index_url, lines.append)
     cached = sum("Using cache" in line for line in lines)
     return time.perf_counter() - t0, ref, cached
 
@@ -80,10 +81,10 @@ def main() -> int:
     ap.add_argument("--pins", type=Path, default=None)
     args = ap.parse_args()
     settings = config.load()
-    pins_file = (args.pins or settings.pins or images.default_pins_file()).resolve()
+    pins_file = (args.pins or settings.pins or builder.default_pins_file()).resolve()
     docker_client = client()
-    for trainer in images.TRAINERS:
-        pins = images.load_pins(trainer, pins_file=pins_file)
+    for trainer in builder.TRAINERS:
+        pins = builder.load_pins(trainer, pins_file=pins_file)
         seconds, ref, cached = timed_build(docker_client, pins, settings)
         rows = layer_table(docker_client, ref, pins.values["base_image"])
         print(f"\n{ref} (on {pins.values['base_image']}): build or check {seconds:.1f} s")
@@ -92,7 +93,7 @@ def main() -> int:
         print(f"  {sum(s for _, s in rows) / 2**20:9.1f} MiB  added in total")
 
         changed = pins.values | {"commit": secrets.token_hex(20)}  # a commit no build has seen
-        seconds, other, cached = timed_build(docker_client, images.Pins(trainer, pins.variant, changed, pins.base), settings)
+        seconds, other, cached = timed_build(docker_client, builder.Pins(trainer, pins.variant, changed, pins.base), settings)
         print(f"  rebuild after changing only the trainer commit: {seconds:.1f} s ({cached} steps from cache)")
         docker_client.images.remove(other)
         timed_build(docker_client, pins, settings)  # `latest` back on the real pins' image

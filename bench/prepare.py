@@ -15,8 +15,8 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from runner.prepare import Options, prepare
-from runner.synth import write_caption, write_video
+from runner.data.prepare import Options, prepare
+from runner.data.synth import write_caption, write_video
 
 FPS, SECONDS, WIDTH, HEIGHT = 30, 10, 640, 360
 

@@ -14,9 +14,9 @@ import time
 import uuid
 from pathlib import Path
 
-from runner import sync
-from runner.hosts import Host
-from runner.ssh import RemoteShell, connect
+from runner.remote import sync
+from runner.remote.hosts import Host
+from runner.remote.ssh import RemoteShell, connect
 
 INFRA = Path("/var/lib/runner-test")
 SSH_OPTS = ["-i", str(INFRA / "client_key"), "-o", f"UserKnownHostsFile={INFRA / 'known_hosts'}", "-o", "StrictHostKeyChecking=yes"]

@@ -1,5 +1,5 @@
 """Checks before a job starts, written once against the Shell protocol: the same code for this machine
-and for remote hosts (runner.shell.LocalShell, runner.ssh.RemoteShell). Each failure names its fix.
+and for remote hosts (runner.shell.LocalShell, runner.remote.ssh.RemoteShell). Each failure names its fix.
 """
 
 from __future__ import annotations

@@ -176,8 +176,8 @@ def test_remote_commands_are_logged_with_secret_names_only(caplog):
     from tests.remotefixtures import ADDRESS, CLIENT_KEY, KNOWN_HOSTS, require_remote
 
     require_remote()
-    from runner.hosts import Host
-    from runner.ssh import RemoteShell, connect
+    from runner.remote.hosts import Host
+    from runner.remote.ssh import RemoteShell, connect
 
     host = Host(name="gpu01", ssh=f"runnertest@{ADDRESS['gpu01']}", key=str(CLIENT_KEY), known_hosts=str(KNOWN_HOSTS))
     with caplog.at_level(logging.DEBUG, logger="runner"):

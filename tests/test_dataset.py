@@ -5,10 +5,10 @@ import pytest
 from typer.testing import CliRunner
 
 from runner.cli import app
-from runner.dataset import Settings, check_directory, dataset_problems, diffpipe_bucket, musubi_frames
+from runner.data.check import Settings, check_directory, dataset_problems, diffpipe_bucket, musubi_frames
+from runner.data.synth import write_caption, write_image, write_video
 from runner.errors import UserError
 from runner.spec import Dataset, Task, Trainer
-from runner.synth import write_caption, write_image, write_video
 
 
 @pytest.fixture(scope="module")

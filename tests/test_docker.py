@@ -178,8 +178,8 @@ def test_too_little_disk_for_a_build(env, tmp_path):
 
 
 def test_mount_path_missing(built, tmp_path):
-    from runner.container import ContainerSpec
     from runner.errors import UserError
+    from runner.executors.container import ContainerSpec
     from runner.executors.local import LocalDocker
     from runner.mounts import Mount
 
@@ -303,8 +303,10 @@ def test_one_train_gathers_each_fact_once_on_its_target(workspace, env, monkeypa
 
     from rich.console import Console
 
-    from runner import config, launch, weights
+    from runner import config
     from runner.executors.local import LocalDocker
+    from runner.jobs import launch
+    from runner.models import weights
 
     for k, v in env.items():
         monkeypatch.setenv(k, v)

@@ -2,7 +2,7 @@ from pathlib import Path
 
 from tests.fakeshell import FakeShell
 
-from runner.doctor import ready, run_checks
+from runner.executors.doctor import ready, run_checks
 from runner.preflight import _DF
 from runner.shell import Result
 

@@ -5,9 +5,9 @@ from typer.testing import CliRunner
 
 from tests.hubserver import HubServer, Repo
 from runner.cli import app
-from runner.download import fetch, plan
 from runner.errors import UserError
-from runner.models import COMFY_REPO, Format, preset_files
+from runner.models.download import fetch, plan
+from runner.models.presets import COMFY_REPO, Format, preset_files
 from runner.spec import Task, Trainer
 
 # huggingface_hub writes in 10 MiB chunks, so a resumable cut must fall after the first one.

@@ -1,8 +1,8 @@
 import os
 
-from runner.fingerprint import CacheState, fingerprint, state_of, why_stale
+from runner.data.fingerprint import CacheState, fingerprint, state_of, why_stale
+from runner.data.synth import write_caption, write_video
 from runner.spec import Dataset, Task, Trainer
-from runner.synth import write_caption, write_video
 
 
 def test_fresh_stale_missing(tmp_path):

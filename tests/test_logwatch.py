@@ -1,4 +1,4 @@
-"""The log classifier (runner.logwatch) on the messages trainers really print, and the advice after an out-of-memory.
+"""The log classifier (runner.jobs.logwatch) on the messages trainers really print, and the advice after an out-of-memory.
 
 Message texts follow their sources: torch's c10/cuda/CUDACachingAllocator.cpp in its three wordings (before 2.1,
 2.1's "capacty", since 2.2), C10_CUDA_CHECK's "CUDA error: out of memory", bitsandbytes' csrc/ops.cuh,
@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import pytest
 
-from runner import logwatch
+from runner.jobs import logwatch
 from tests.conftest import EXAMPLES
 
 NEW = ("torch.OutOfMemoryError: CUDA out of memory. Tried to allocate 1.95 GiB. GPU 0 has a total capacity of 14.57 GiB of which "

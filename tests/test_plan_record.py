@@ -41,8 +41,8 @@ def _files(root: Path) -> set[str]:
 
 @pytest.mark.parametrize("example", ["t2v-1.3B-musubi", "t2v-1.3B-diffpipe"])
 def test_plan_json_alone_replays_the_run(workspace, env, example):
-    from runner.container import ContainerSpec
     from runner.executors import Executor
+    from runner.executors.container import ContainerSpec
     from runner.executors.local import LocalDocker
 
     secret = f"wandb-{uuid.uuid4().hex}"
@@ -81,8 +81,8 @@ def test_plan_json_alone_replays_the_run(workspace, env, example):
 
 
 def test_plan_json_names_a_secret_that_is_not_set(tmp_path):
-    from runner.container import ContainerSpec
     from runner.errors import UserError
+    from runner.executors.container import ContainerSpec
     from runner.mounts import Mount
 
     spec = ContainerSpec(image="i", name="a", command=["true"], mounts=[Mount("job", "/j", "/job", True)], workdir="/",

@@ -3,10 +3,10 @@ from pathlib import Path
 import av
 import pytest
 
-from runner.dataset import Settings, check_directory
+from runner.data.check import Settings, check_directory
+from runner.data.prepare import STATE_DIR, Options, prepare
+from runner.data.synth import write_caption, write_image, write_video
 from runner.errors import UserError
-from runner.prepare import STATE_DIR, Options, prepare
-from runner.synth import write_caption, write_image, write_video
 
 
 def _frames_and_rate(path: Path) -> tuple[int, float]:

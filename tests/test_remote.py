@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from runner.jobs import LABEL_PORT
+from runner.executors.container import LABEL_PORT
 from tests.dockerfixtures import runner, runner_env
 from tests.remotefixtures import ADDRESS, CLIENT_KEY, KNOWN_HOSTS, SRV, add_host, engine, host_dirs, netns, require_remote
 
@@ -192,7 +192,7 @@ def _ids(user: str) -> tuple[int, int]:
 def test_ssh_config_alias(env, tmp_path, remote_models):
     """`--ssh gpu01` resolves through ~/.ssh/config: HostName, User, IdentityFile and UserKnownHostsFile."""
     from runner.executors.remote import RemoteDocker
-    from runner.hosts import Host
+    from runner.remote.hosts import Host
 
     home = tmp_path / "home"
     (home / ".ssh").mkdir(parents=True)
@@ -355,7 +355,7 @@ def test_secrets_reach_only_the_remote_process(remote_models):
     """HF_TOKEN travels on the channel's stdin into the remote process's environment: not argv, not disk, not logs."""
     from runner.executors import Executor
     from runner.executors.remote import RemoteDocker
-    from runner.hosts import Host
+    from runner.remote.hosts import Host
 
     secret = f"hf_{uuid.uuid4().hex}"
     ex = RemoteDocker(Host(name="gpu01", ssh=f"runnertest@{ADDRESS['gpu01']}", key=str(CLIENT_KEY), known_hosts=str(KNOWN_HOSTS)))
@@ -414,9 +414,9 @@ def test_an_fp8_dit_only_on_the_host_renders_without_fp8_scaled(workspace, env, 
     add_host(env, "fp8", "gpu01", str(models), host_dirs("gpu01"))
     for k, v in env.items():
         monkeypatch.setenv(k, v)
-    from runner import launch
     from runner.executors.remote import RemoteDocker
     from runner.job import render
+    from runner.jobs import launch
 
     job = workspace / "examples" / "fp8.yaml"
     job.write_text("name: fp8\ntrainer: musubi\ntask: t2v-1.3B\nmodels:\n  root: ../models\n  preset: t2v-1.3B\n  format: official\n"

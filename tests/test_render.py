@@ -183,8 +183,8 @@ def test_render_replaces_an_old_output_folder_whole(workspace, tmp_path):
 
 def test_memory_auto_fits_the_seeds_case_on_a_24gb_card_for_each_trainer(workspace, tmp_path):
     # the seed's bar: Wan2.1-T2V-1.3B at 832x480 with 81 frames on a 24 GB RTX 4090
+    from runner.data.synth import write_caption, write_video
     from runner.gpu.planner import plan_for_job
-    from runner.synth import write_caption, write_video
 
     (workspace / "examples" / "data" / "long").mkdir()
     write_caption(write_video(workspace / "examples" / "data" / "long" / "walk81.mp4", frames=81, fps=16))

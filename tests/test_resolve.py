@@ -68,36 +68,6 @@ def test_model_facts_come_from_the_target_not_from_here(workspace, tmp_path):
     assert resolved.dit_dtype == "float8"
 
 
-def _imports(module_file: Path) -> set[str]:
-    import ast
-
-    tree = ast.parse(module_file.read_text())
-    names = set()
-    for node in ast.walk(tree):
-        if isinstance(node, ast.ImportFrom) and node.module:
-            names |= {node.module} | {f"{node.module}.{a.name}" for a in node.names}
-        elif isinstance(node, ast.Import):
-            names |= {a.name for a in node.names}
-    return {n for n in names if n.startswith("runner")}
-
-
-def test_the_job_path_imports_only_from_below():
-    """runner/trainers/ renders a resolved job: it never reaches back into resolving, checking or rendering, nor into
-    what runs jobs; runner/job/ knows nothing of executors, launching or the CLI."""
-    import runner
-
-    root = Path(runner.__file__).parent
-    above_job = ("runner.cli", "runner.views", "runner.launch", "runner.jobs", "runner.executors", "runner.services",
-                 "runner.preflight", "runner.container", "runner.doctor")
-    for f in sorted((root / "job").glob("*.py")):
-        assert not {i for i in _imports(f) if i.startswith(above_job)}, f"{f.name} imports from above runner/job/"
-    for f in sorted((root / "trainers").glob("*.py")):
-        # the plan (runner.job.plan) is the trainers' output type, a dataclass with no behaviour
-        upward = {i for i in _imports(f) if i.startswith(above_job + ("runner.job", "runner.modelfiles.resolve"))} - {
-            "runner.job.plan", "runner.job.plan.Plan", "runner.job.plan.Step"}
-        assert not upward, f"{f.name} imports {upward}"
-
-
 def test_runner_plan_is_the_plan_resolve_makes(workspace, cli):
     """`runner plan` resolves the job like render and train: the plan it prints is the one `memory: auto` applies,
     and when nothing fits it still prints the planner's best try and suggestions, exiting 1."""

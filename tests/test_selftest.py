@@ -107,7 +107,7 @@ def test_tables_are_wan_2_1_t2v_1_3b():
 
 
 def test_files_follow_runner_download_layout():
-    from runner.models import Format
+    from runner.models.presets import Format
 
     comfy = {f["path"] for f in arch.files(Format.comfy, [Trainer.musubi])}
     assert comfy == {"Wan2.1-T2V-1.3B/config.json", "Wan2.1-T2V-1.3B/Wan2.1_VAE.pth", "Wan2.1-T2V-1.3B/google/umt5-xxl",

@@ -186,7 +186,7 @@ def test_a_video_and_an_image_may_share_a_stem_for_musubi(cli, workspace):
 
 def test_fps_and_frames_that_drop_a_video_out_of_every_bucket(cli, workspace, tmp_path):
     # the seed's case: 57 frames at 30 fps are 30 frames at 16 fps, shorter than the 33-frame bucket
-    from runner.synth import write_caption, write_video
+    from runner.data.synth import write_caption, write_video
 
     write_caption(write_video(workspace / "examples" / "data" / "clips" / "seed.mp4", frames=57, fps=30))
     text = job_text("diffpipe").replace("  - path: data/clips\n", "  - path: data/clips\n    frames: [33]\n")

@@ -75,7 +75,7 @@ HostOpt = typer.Option("local", "--host", "-H", help="a host from `runner hosts 
 
 def target(host: str, gpus: bool = False):
     """The machine of --host as resolving a job sees it (runner.job.resolve.Target); gpus: ask for its GPUs and RAM."""
-    from runner import launch
+    from runner.jobs import launch
     from runner.executors import executor_for
 
     return launch.target_of(executor_for(host), gpus)

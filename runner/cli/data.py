@@ -36,7 +36,7 @@ def dataset_check(
 ) -> None:
     """What each trainer will do with every file: read, captioned, bucketed, resampled, or dropped, and why.
     Exits 1 when anything would fail or silently drop out of training."""
-    from runner.dataset import check
+    from runner.data.check import check
     from runner.progress import counting
     from runner.spec import Task, Trainer
 
@@ -68,7 +68,7 @@ def dataset_prepare(
 ) -> None:
     """Re-encode videos to --fps and cut them into --frames clips, each with a copy of its caption; copy images.
     Resumes where it stopped; SRC is never written."""
-    from runner.prepare import Options, prepare
+    from runner.data.prepare import Options, prepare
     from runner.progress import counting
 
     given = {"min_frames": min_frames, "max_side": max_side, "workers": workers}
@@ -94,8 +94,8 @@ def download(
     """Fetch the model files a preset needs, verified against the hub's sizes and hashes; resumable, and a second
     run fetches nothing. Honors HF_ENDPOINT; reads the token from HF_TOKEN only."""
     from runner.config import default_hf_home
-    from runner.download import fetch, plan, summarize
-    from runner.models import Format
+    from runner.models.download import fetch, plan, summarize
+    from runner.models.presets import Format
     from runner.progress import transfer
     from runner.spec import Trainer
 

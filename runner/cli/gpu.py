@@ -50,7 +50,7 @@ def doctor_cmd(job: Path = typer.Argument(None, dir_okay=False, help="a job file
     """Check that this host can run training: Docker, NVIDIA Container Toolkit, GPUs, driver, disk, RAM, /dev/shm.
 
     Exits 1 when a required check fails."""
-    from runner.doctor import doctor_for_job, ready
+    from runner.executors.doctor import doctor_for_job, ready
 
     checks = doctor_for_job(*resolved_with_gpus(job, host))
     if as_json:

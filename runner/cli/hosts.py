@@ -26,7 +26,7 @@ def hosts_add(
     outputs: str = typer.Option("~/runner/outputs", help="outputs on the host; `runner pull` brings them back"),
 ) -> None:
     """Add or replace a host in the inventory. Nothing is contacted: `runner train --host` checks the host."""
-    from runner import hosts
+    from runner.remote import hosts
 
     h = hosts.add(hosts.Host(name=name, ssh=ssh, key=str(key.expanduser().resolve()) if key else None,
                              known_hosts=str(known_hosts.expanduser().resolve()) if known_hosts else None,
@@ -37,7 +37,7 @@ def hosts_add(
 @hosts_app.command("list")
 def hosts_list(as_json: bool = JsonOpt('{"hosts": [{"name", "ssh", "key", "known_hosts", "models", "data", "cache", "outputs"}]}')) -> None:
     """List the hosts of the inventory with their SSH targets and folders."""
-    from runner import hosts
+    from runner.remote import hosts
 
     inventory = list(hosts.load_all().values())
     views.emit_json({"hosts": [h.model_dump() for h in inventory]}) if as_json else cli.out.print(views.hosts_table(inventory))
@@ -46,7 +46,7 @@ def hosts_list(as_json: bool = JsonOpt('{"hosts": [{"name", "ssh", "key", "known
 @hosts_app.command("rm")
 def hosts_rm(name: str = typer.Argument(..., help="a host name from `runner hosts list`")) -> None:
     """Remove a host from the inventory (nothing on the host is touched)."""
-    from runner import hosts
+    from runner.remote import hosts
 
     hosts.remove(name)
     views.line(cli.out, f"removed {name}")

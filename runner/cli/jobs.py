@@ -54,7 +54,8 @@ def train(
     With --host the image, the rendered job and the datasets are sent to the host (only what changed), model
     files must already be in the host's models folder, and `runner pull` brings the outputs back.
     """
-    from runner import config, launch
+    from runner import config
+    from runner.jobs import launch
     from runner.executors import executor_for
 
     settings = config.load()
@@ -77,10 +78,10 @@ def logs(
     follow: bool = typer.Option(False, "--follow", "-f", help="keep streaming until the job ends"),
 ) -> None:
     """Show a job's log from its container, wherever it runs; -f reattaches to a running job."""
-    from runner import jobs, launch
+    from runner.jobs import launch, records
     from runner.executors import executor_for
 
-    record = launch.refresh([jobs.find(job)])[0]
+    record = launch.refresh([records.find(job)])[0]
     if record.status != "running":  # finished: the container is gone, its log was kept
         views.log_text(cli.out, record.log_file.read_text() if record.log_file.exists() else "(no log was kept)\n")
         raise typer.Exit(record.exit_code or 0)
@@ -98,19 +99,19 @@ def ps(
                             '"exit_code", "failure", "started", "finished", "master_port", "env_names", "fingerprints"}]}'),
 ) -> None:
     """List job runs with their state, refreshed from the engines that run them."""
-    from runner import jobs, launch
+    from runner.jobs import launch, records
 
-    records = launch.refresh([r for r in jobs.all_records() if host is None or r.host == host])
+    records = launch.refresh([r for r in records.all_records() if host is None or r.host == host])
     views.emit_json({"jobs": [r.model_dump(mode="json") for r in records]}) if as_json else cli.out.print(views.jobs_table(records))
 
 
 @app.command()
 def stop(job: str = typer.Argument(..., help="job name (its newest run) or run id")) -> None:
     """Stop a running job: the trainer gets SIGTERM, then SIGKILL after 30 s. Outputs stay."""
-    from runner import jobs, launch
+    from runner.jobs import launch, records
     from runner.executors import executor_for
 
-    record = jobs.find(job)
+    record = records.find(job)
     launch.stop(record, executor_for(record.host))
     views.line(cli.out, f"stopped {record.id}; its log: `runner logs {record.id}`")
 
@@ -118,10 +119,10 @@ def stop(job: str = typer.Argument(..., help="job name (its newest run) or run i
 @app.command()
 def pull(job: str = typer.Argument(..., help="job name (its newest run) or run id")) -> None:
     """Bring a remote job's outputs into its local output folder; only new or changed files move."""
-    from runner import jobs
+    from runner.jobs import records
     from runner.executors import executor_for
 
-    record = jobs.find(job)
+    record = records.find(job)
     stats = executor_for(record.host).pull_outputs(record.name, Path(record.output_dir))
     if stats is None:
         raise UserError(f"job {record.id}", f"ran on this machine; its outputs are already in {record.output_dir}.", "nothing to pull.")
@@ -141,7 +142,7 @@ def selftest(
     each trainer: cache latents, cache text, train, save. Checks the LoRA (key names, rank, tensor count, B matrices
     trained) and reports s/step and peak GPU memory against the planner's estimate. Exits 1 when a trainer fails."""
     from runner import selftest
-    from runner.models import Format
+    from runner.models.presets import Format
     from runner.spec import Trainer
 
     chosen = choice(Trainer, trainer, "--trainer")

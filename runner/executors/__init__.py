@@ -9,12 +9,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Iterator, Protocol, runtime_checkable
 
-from runner.container import ContainerSpec
+from runner.executors.container import ContainerSpec
 from runner.mounts import Mount
 from runner.shell import Shell
 
 if TYPE_CHECKING:
-    from runner.sync import Stats
+    from runner.remote.sync import Stats
 
 
 @runtime_checkable

@@ -8,9 +8,9 @@ import time
 from pathlib import Path
 from typing import Iterator
 
-from runner import preflight
-from runner.container import ContainerSpec
+from runner import files, preflight
 from runner.errors import UserError
+from runner.executors.container import ContainerSpec
 from runner.executors.refusals import start_refused
 from runner.mounts import Mount
 from runner.shell import LocalShell
@@ -65,10 +65,7 @@ class LocalDocker:
             return None
 
     def write_text(self, path: Path, text: str) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text(text)
-        tmp.replace(path)
+        files.write_text(path, text)
 
     def check_gpus(self) -> None:
         preflight.check_gpu_runtime(self.client.info(), self.shell)
@@ -88,7 +85,7 @@ class LocalDocker:
 
     def check_image(self, ref: str, build: str) -> None:
         """build: the arguments of the `runner build` that makes `ref`, for the fix."""
-        from runner.images import find_image
+        from runner.images.builder import find_image
 
         if find_image(self.client, ref) is None:
             raise UserError(f"image {ref}", "is not built on this machine.", f"run `runner build {build}`.")

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from runner.container import ContainerSpec
 from runner.errors import UserError
+from runner.executors.container import ContainerSpec
 from runner.preflight import TOOLKIT_FIX
 
 ULIMIT_FIX = (

@@ -14,14 +14,15 @@ from pathlib import Path, PurePosixPath
 from typing import Iterator
 
 from rich.console import Console
-from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TransferSpeedColumn
 
-from runner import hosts, image_transfer, jobs, preflight, ssh, sync
-from runner.container import ContainerSpec
+from runner import preflight
 from runner.errors import UserError
+from runner.executors.container import LABEL_PORT, LABEL_RECORD, ContainerSpec
 from runner.executors.refusals import start_refused
-from runner.hosts import Host
 from runner.mounts import Mount
+from runner.progress import bar as progress_bar
+from runner.remote import hosts, image_transfer, ssh, sync
+from runner.remote.hosts import Host
 from runner.shell import missing_files
 
 class RemoteDocker:
@@ -99,7 +100,7 @@ class RemoteDocker:
     def port_free(self, port: int) -> bool:
         """Not used by a runner container on the host (from any machine) nor by anything listening there."""
         if self._ports is None:
-            r = self.shell.run(["docker", "ps", "--filter", f"label={jobs.LABEL_RECORD}", "--format", f'{{{{.Label "{jobs.LABEL_PORT}"}}}}'])
+            r = self.shell.run(["docker", "ps", "--filter", f"label={LABEL_RECORD}", "--format", f'{{{{.Label "{LABEL_PORT}"}}}}'])
             taken = {int(x) for x in r.stdout.split() if x.isdigit()}
             ss = self.shell.run(["sh", "-c", "ss -Htln 2>/dev/null || netstat -tln 2>/dev/null"])
             for line in ss.stdout.splitlines():
@@ -118,8 +119,7 @@ class RemoteDocker:
     def prepare_mounts(self, spec: ContainerSpec, sources: list[Mount]) -> None:
         """Sync the datasets and the rendered job from this machine (sources) to their folders on the host
         (spec.mounts, from host_mounts); create runner's folders there."""
-        columns = [TextColumn("{task.description}"), BarColumn(), DownloadColumn(), TransferSpeedColumn()]
-        with Progress(*columns, console=self.console, transient=True) as progress:
+        with progress_bar("bytes", self.console) as progress:
             for local, there in zip(sources, spec.mounts):
                 if local.volume.startswith("data/") or local.volume == "job":
                     what = f"{local.volume} ({local.host})"

@@ -11,8 +11,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Callable, Iterator
 
-from runner import modelfiles, weights
 from runner.errors import JobInvalid, UserError
+from runner.models import modelfiles, weights
 from runner.spec import Job, Trainer, is_4k_plus_1, max_blocks_to_swap, round_4k1
 from runner.trainers import diffpipe, musubi
 from runner.trainers.resolved import ResolvedJob
@@ -164,8 +164,8 @@ def i2v_needs_video(job: Job) -> Iterator[UserError]:
 
 def dataset_contents(r: ResolvedJob) -> Iterator[UserError]:
     """Files the trainer would drop or fail on: videos outside every frame bucket (fps × frames), missing
-    captions, colliding stems, I2V folders without videos (runner.dataset reads container metadata only)."""
-    from runner.dataset import dataset_problems
+    captions, colliding stems, I2V folders without videos (runner.data.check reads container metadata only)."""
+    from runner.data.check import dataset_problems
 
     job = r.job
     for i, d in enumerate(job.datasets):

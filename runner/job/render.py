@@ -4,16 +4,14 @@ from __future__ import annotations
 
 import dataclasses
 import shlex
-import shutil
-import tempfile
 from pathlib import Path
 
-from runner import mounts
+from runner import files, mounts
 from runner.config import default_hf_home
 from runner.errors import JobInvalid
 from runner.gpu.planner import MemoryPlan
-from runner.job.plan import Plan, is_secret
 from runner.job.resolve import NothingFits, Target, here, no_memory_to_plan, resolve
+from runner.plan import Plan, is_secret
 from runner.spec import Job, Trainer, locate, read_job
 from runner.trainers import diffpipe, musubi
 from runner.trainers.resolved import ResolvedJob
@@ -73,20 +71,11 @@ def cache_dirs(job: Job, table: list[mounts.Mount]) -> list[Path]:
 
 def write(p: Plan, out: Path) -> None:
     """Write the plan's files and plan.json into `out` all at once: a failure leaves nothing half-written."""
-    out = out.resolve()
-    out.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    try:
+    with files.replacing_folder(out.resolve()) as staging:
         for name, content in p.files.items():
             (staging / name).write_text(content)
         (staging / PLAN_JSON).write_text(p.to_json())
         (staging / "command.sh").write_text(shell_script(p))
-        if out.exists():
-            shutil.rmtree(out)
-        staging.rename(out)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
 
 
 def shell_script(p: Plan) -> str:

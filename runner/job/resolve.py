@@ -15,11 +15,13 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Callable
 
-from runner import fingerprint, media, modelfiles, mounts, weights
+from runner import mounts
+from runner.data import fingerprint, media
 from runner.errors import UserError
 from runner.gpu.inventory import Inventory, gather, host_ram_gib
 from runner.gpu.planner import MemoryPlan, plan_for_job
 from runner.job import checks
+from runner.models import modelfiles, weights
 from runner.shell import Shell, missing_files
 from runner.spec import Job, Trainer
 from runner.trainers.resolved import Caches, Folder, ResolvedJob

@@ -16,9 +16,12 @@ from pathlib import Path
 import yaml
 from rich.console import Console
 
-from runner import config, images, jobs, launch, models
+from runner import config
 from runner.errors import UserError
-from runner.models import Format
+from runner.images import builder
+from runner.jobs import launch, records
+from runner.models import presets
+from runner.models.presets import Format
 from runner.selftest import lora, modelfiles, watch
 from runner.spec import Task, Trainer, load_job
 
@@ -53,7 +56,7 @@ def work_dir() -> Path:
 
 def write_clips(folder: Path) -> Path:
     """Synthetic captioned clips (runner owns the folder: it is made anew each run, so each run re-caches)."""
-    from runner.synth import write_caption, write_video
+    from runner.data.synth import write_caption, write_video
 
     shutil.rmtree(folder, ignore_errors=True)
     folder.mkdir(parents=True)
@@ -66,7 +69,7 @@ def write_job(folder: Path, trainer: Trainer, fmt: Format, model_set: modelfiles
               steps: int, gpu: bool) -> Path:
     """A job training `steps` steps (whole epochs over the clips, one save at the end) on the selftest models."""
     epochs = -(-steps // CLIPS)
-    paths = models.preset_files(Task.t2v_1_3b.value, fmt, trainer, Task.t2v_1_3b)
+    paths = presets.preset_files(Task.t2v_1_3b.value, fmt, trainer, Task.t2v_1_3b)
     model_paths = {k: str(model_set.relative / v.as_posix()) for k, v in paths.items() if v is not None}
     job = {
         "name": f"selftest-{trainer.value}", "trainer": trainer.value, "task": Task.t2v_1_3b.value,
@@ -83,19 +86,19 @@ def write_job(folder: Path, trainer: Trainer, fmt: Format, model_set: modelfiles
     return path
 
 
-def image_for(executor, trainer: Trainer, settings: config.Settings, inventory) -> tuple[str, images.Pins]:
+def image_for(executor, trainer: Trainer, settings: config.Settings, inventory) -> tuple[str, builder.Pins]:
     """The trainer image `runner train` would use on this host and its pins; the image is checked there (and
     sent to a remote host that lacks it)."""
     from runner.gpu import variant
 
     table = variant.choose(trainer.value, inventory).pins_table if inventory is not None else "default"
-    pins = images.load_pins(trainer.value, table, pins_file=settings.pins)
-    ref = images.image_ref(pins, settings.ca_bundle)
+    pins = builder.load_pins(trainer.value, table, pins_file=settings.pins)
+    ref = builder.image_ref(pins, settings.ca_bundle)
     executor.check_image(ref, trainer.value if table == "default" else f"{trainer.value} --variant {table}")
     return ref, pins
 
 
-def tokenizer_note(trainer: Trainer, pins: images.Pins, model_set: modelfiles.ModelSet) -> str:
+def tokenizer_note(trainer: Trainer, pins: builder.Pins, model_set: modelfiles.ModelSet) -> str:
     """Where the trainer's umT5 tokenizer comes from: diffusion-pipe reads the models folder's, musubi the HF
     cache, which the image seeds from the hub at build (pins: tokenizers)."""
     if trainer is Trainer.diffpipe:
@@ -111,7 +114,7 @@ def run(trainers: list[Trainer], host: str, steps: int, fmt: Format, console: Co
     settings = config.load()
     executor = executor_for(host)
     inventory = None
-    if jobs.gpus_wanted():
+    if records.gpus_wanted():
         from runner.gpu.inventory import gather
 
         executor.check_gpus()
@@ -135,7 +138,7 @@ def run(trainers: list[Trainer], host: str, steps: int, fmt: Format, console: Co
 def train_one(executor, trainer: Trainer, job_file: Path, settings: config.Settings, model_set: modelfiles.ModelSet,
               result: Result, console: Console) -> Result:
     console.rule(f"selftest: {trainer.value}")
-    gpu = jobs.gpus_wanted()
+    gpu = records.gpus_wanted()
     if model_set.fill == "holes":
         result.notes.append("model values are zeros: the image has no torch, so its trainer does no math")
     if gpu:

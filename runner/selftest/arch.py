@@ -1,5 +1,5 @@
 """Wan2.1 T2V-1.3B as tensors: key names, shapes, dtypes and a sensible random init, for each file that
-`runner download t2v-1.3B` fetches (runner.models), in each trainer's format.
+`runner download t2v-1.3B` fetches (runner.models.presets), in each trainer's format.
 
 Read from the upstream model code at the pins (musubi-tuner 30c658c src/musubi_tuner/wan/modules/{model,t5,vae}.py,
 which diffusion-pipe 8f83dbf's models/wan shares): WanModel(dim 1536, ffn 8960, 12 heads, 30 layers), the
@@ -13,13 +13,13 @@ from __future__ import annotations
 
 from math import prod
 
-from runner import models
-from runner.models import Format
+from runner.models import presets
+from runner.models.presets import Format
 from runner.spec import Task, Trainer
 
 Tensor = tuple[str, str, list[int], list]  # key, safetensors dtype, shape, init: ["normal", std] | ["const", value]
 
-PRESET = models.get_preset(Task.t2v_1_3b.value)
+PRESET = presets.get_preset(Task.t2v_1_3b.value)
 CONFIG = {"_class_name": "WanModel", "_diffusers_version": "0.30.0", "dim": 1536, "eps": 1e-06, "ffn_dim": 8960,
           "freq_dim": 256, "in_dim": 16, "model_type": "t2v", "num_heads": 12, "num_layers": 30, "out_dim": 16,
           "text_len": 512}
@@ -167,21 +167,21 @@ def files(fmt: Format, trainers: list[Trainer]) -> list[dict]:
     """What `runner download t2v-1.3B --format FMT` puts under the models root for these trainers, as entries
     for the writer (runner/selftest/make_files.py). The tokenizers musubi reads from the HF cache are the image's."""
     official = PRESET.official_dir.as_posix()
-    comfy = models.COMFY_REPO.split('/')[1]
+    comfy = presets.COMFY_REPO.split('/')[1]
     table = {
         f"{official}/config.json": {"kind": "json", "content": CONFIG},
-        f"{official}/{models.OFFICIAL_VAE}": {"kind": "pth", "tensors": vae()},
-        f"{official}/{models.T5_TOKENIZER[1]}": {"kind": "tokenizer", "repo": models.T5_TOKENIZER[0]},
+        f"{official}/{presets.OFFICIAL_VAE}": {"kind": "pth", "tensors": vae()},
+        f"{official}/{presets.T5_TOKENIZER[1]}": {"kind": "tokenizer", "repo": presets.T5_TOKENIZER[0]},
         f"{official}/diffusion_pytorch_model.safetensors": {"kind": "safetensors", "tensors": dit("F32")},
-        f"{official}/{models.OFFICIAL_T5}": {"kind": "pth", "tensors": umt5_official("BF16")},
+        f"{official}/{presets.OFFICIAL_T5}": {"kind": "pth", "tensors": umt5_official("BF16")},
         f"{comfy}/{PRESET.comfy_dit}": {"kind": "safetensors", "tensors": dit("BF16")},
-        f"{comfy}/{models.COMFY_T5}": {"kind": "safetensors", "tensors": umt5_comfy("F16")},
+        f"{comfy}/{presets.COMFY_T5}": {"kind": "safetensors", "tensors": umt5_comfy("F16")},
     }
-    wants = [w for w in models.wanted(PRESET, fmt, trainers) if w.folder is not None]
+    wants = [w for w in presets.wanted(PRESET, fmt, trainers) if w.folder is not None]
     return [{"path": path, **entry} for path, entry in table.items() if any(_wanted(w, path, entry["kind"]) for w in wants)]
 
 
-def _wanted(want: models.Want, path: str, kind: str) -> bool:
+def _wanted(want: presets.Want, path: str, kind: str) -> bool:
     folder = want.folder.as_posix() + "/"
     if not path.startswith(folder):
         return False

@@ -16,9 +16,9 @@ from pathlib import Path, PurePosixPath
 from rich.console import Console
 
 from runner import config
-from runner.container import ContainerSpec
 from runner.errors import UserError
-from runner.models import Format
+from runner.executors.container import ContainerSpec
+from runner.models.presets import Format
 from runner.mounts import MODELS, Mount
 from runner.selftest import arch
 from runner.spec import Trainer

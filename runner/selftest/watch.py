@@ -7,7 +7,7 @@ import re
 import threading
 import time
 
-from runner import logwatch
+from runner.jobs import logwatch
 
 SMI = ["nvidia-smi", "--query-gpu=memory.used", "--format=csv,noheader,nounits"]
 RATE = re.compile(r"(\d+(?:\.\d+)?)(s/it|it/s)")

@@ -9,9 +9,10 @@ from pathlib import Path, PurePosixPath
 
 import tomli_w
 
-from runner import media, mounts
-from runner.job.plan import Plan, Step
-from runner.modelfiles import ModelFiles
+from runner import mounts
+from runner.data import media
+from runner.models.modelfiles import ModelFiles
+from runner.plan import Plan, Step
 from runner.spec import Job
 from runner.trainers.resolved import Caches, ResolvedJob
 

@@ -10,12 +10,12 @@ from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
 
+from runner.data.media import FolderKind, media_kind
 from runner.gpu.inventory import Inventory
 from runner.gpu.planner import MemoryPlan
-from runner.media import FolderKind, media_kind
-from runner.modelfiles import ModelFiles
+from runner.models.modelfiles import ModelFiles
+from runner.models.weights import WeightsInfo, info
 from runner.spec import Job
-from runner.weights import WeightsInfo, info
 
 
 @dataclass(frozen=True)

@@ -7,11 +7,11 @@ from __future__ import annotations
 import time
 
 from rich.console import Console
-from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn, TransferSpeedColumn
 
 from runner import preflight
 from runner.errors import UserError
-from runner.ssh import RemoteShell
+from runner.progress import bar as progress_bar
+from runner.remote.ssh import RemoteShell
 
 CHUNK = 1 << 20
 
@@ -23,7 +23,7 @@ def remote_image_id(shell: RemoteShell, ref: str) -> str | None:
 
 def ensure(shell: RemoteShell, local_client, ref: str, build: str, docker_root: str, console: Console | None = None) -> float | None:
     """Make the host hold image `ref` with the local image's ID; returns seconds spent sending, None if it was there."""
-    from runner.images import find_image
+    from runner.images.builder import find_image
 
     image = find_image(local_client, ref)
     if image is None:
@@ -34,9 +34,8 @@ def ensure(shell: RemoteShell, local_client, ref: str, build: str, docker_root: 
     size = int(image.attrs.get("Size", 0))
     preflight.check_free(shell, docker_root, size, f"loading image {ref}")
     console = console or Console(stderr=True)
-    columns = [TextColumn("{task.description}"), BarColumn(), DownloadColumn(), TransferSpeedColumn(), TimeRemainingColumn()]
     started = time.monotonic()
-    with Progress(*columns, console=console, transient=True) as progress:
+    with progress_bar("bytes", console) as progress:
         task = progress.add_task(f"image → {shell.name}", total=size or None)
         result = shell.feed(["docker", "load"], image.save(chunk_size=CHUNK, named=ref), lambda n: progress.advance(task, n))
     seconds = time.monotonic() - started

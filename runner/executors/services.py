@@ -12,11 +12,12 @@ import sys
 import termios
 import tty
 
-from runner import config, images, mounts
-from runner.container import ContainerSpec
+from runner import config, mounts
 from runner.errors import UserError
 from runner.executors import Executor
+from runner.executors.container import ContainerSpec
 from runner.executors.local import LocalDocker, client
+from runner.images import builder
 from runner.job.render import TRAINERS
 from runner.mounts import Mount
 
@@ -62,8 +63,8 @@ def up(executor: Executor, trainer: str, settings: config.Settings, gpus: bool, 
 
         executor.check_gpus()
         table = variant.choose(trainer, gather(executor.shell)).pins_table
-    pins = images.load_pins(trainer, table, pins_file=settings.pins)
-    ref = images.build(client(), pins, settings.ca_bundle, settings.pip_index_url, log)
+    pins = builder.load_pins(trainer, table, pins_file=settings.pins)
+    ref = builder.build(client(), pins, settings.ca_bundle, settings.pip_index_url, log)
     executor.check_image(ref, trainer if table == "default" else f"{trainer} --variant {table}")
     if state:
         executor.remove(name)

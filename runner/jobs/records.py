@@ -13,12 +13,8 @@ from pathlib import Path
 
 from pydantic import BaseModel
 
-from runner import config
+from runner import config, files
 from runner.errors import UserError
-
-LABEL_RECORD = "io.runner.record"
-LABEL_JOB = "io.runner.job"
-LABEL_PORT = "io.runner.master-port"
 
 
 class JobRecord(BaseModel):
@@ -53,10 +49,7 @@ class JobRecord(BaseModel):
         return self.folder / "train.log"
 
     def save(self) -> None:
-        self.folder.mkdir(parents=True, exist_ok=True)
-        tmp = self.folder / "record.json.tmp"
-        tmp.write_text(self.model_dump_json(indent=2))
-        os.replace(tmp, self.folder / "record.json")
+        files.write_text(self.folder / "record.json", self.model_dump_json(indent=2))
 
 
 def jobs_dir() -> Path:

@@ -26,7 +26,7 @@ from typing import Callable, Iterable, Literal
 from pydantic import BaseModel
 
 from runner.errors import UserError
-from runner.media import (
+from runner.data.media import (
     DIFFPIPE_VIDEO_EXTENSIONS,
     MUSUBI_IMAGE_EXTENSIONS,
     MUSUBI_VIDEO_EXTENSIONS,

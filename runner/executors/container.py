@@ -11,10 +11,14 @@ from dataclasses import dataclass, field
 from typing import Mapping
 
 from runner.errors import UserError
-from runner.job.plan import is_secret
+from runner.plan import is_secret
 from runner.mounts import Mount
 
 RUN_PLAN = ["python", "/opt/runner/run_plan.py", "/job/plan.json"]
+# the labels a job's container carries: which record started it, for which job, on which rendezvous port
+LABEL_RECORD = "io.runner.record"
+LABEL_JOB = "io.runner.job"
+LABEL_PORT = "io.runner.master-port"
 
 @dataclass(frozen=True)
 class ContainerSpec:

@@ -18,7 +18,7 @@ import paramiko
 from fabric import Config, Connection
 
 from runner.errors import UserError
-from runner.hosts import Host
+from runner.remote.hosts import Host
 from runner.shell import Result
 
 log = logging.getLogger(__name__)
@@ -172,7 +172,10 @@ class RemoteShell:
             raise lost(self.name, e) from None
         finally:
             ch.close()
-        if code == -1:
+        return self._result(code, out, err)
+
+    def _result(self, code: int, out: bytes, err: bytes) -> Result:
+        if code == -1:  # the channel closed without the command's exit status
             raise lost(self.name, "no exit status")
         return Result(code, out.decode(errors="replace"), err.decode(errors="replace"))
 
@@ -230,6 +233,4 @@ class RemoteShell:
             raise lost(self.name, e) from None
         finally:
             ch.close()
-        if code == -1:
-            raise lost(self.name, "no exit status")
-        return Result(code, out.decode(errors="replace"), err.decode(errors="replace"))
+        return self._result(code, out, err)

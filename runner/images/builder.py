@@ -31,7 +31,7 @@ CONTEXT_FILES = ("entrypoint.sh", "run_plan.py", "install-system.sh", "fetch-tra
 
 def source_root() -> Path:
     """Where the Dockerfiles and images/ are: the checkout, or the data files of an installed package."""
-    checkout = Path(__file__).resolve().parent.parent
+    checkout = Path(__file__).resolve().parents[2]  # runner/images/builder.py → the checkout
     if (checkout / "Dockerfile.musubi").is_file():
         return checkout
     return Path(sys.prefix) / "share" / "runner"

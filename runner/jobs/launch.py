@@ -12,17 +12,20 @@ import threading
 from pathlib import Path
 
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from runner import config, fingerprint, images, jobs, logwatch, mounts
-from runner.container import RUN_PLAN, ContainerSpec
+from runner import config, mounts
+from runner.data import fingerprint
 from runner.errors import UserError
 from runner.executors import Executor
+from runner.executors.container import LABEL_JOB, LABEL_PORT, LABEL_RECORD, RUN_PLAN, ContainerSpec
+from runner.images import builder
 from runner.job import checks, render
-from runner.job.plan import Plan
 from runner.job.resolve import Target
-from runner.jobs import JobRecord
+from runner.jobs import logwatch, records
+from runner.jobs.records import JobRecord
 from runner.mounts import Mount
+from runner.plan import Plan
+from runner.progress import bar as progress_bar
 from runner.spec import Job
 from runner.trainers.resolved import ResolvedJob
 
@@ -53,7 +56,7 @@ def start(job_file: Path, executor: Executor, settings: config.Settings, console
 
     The job folder's plan.json is written once, after the container is fully decided: it lists the mounts as
     the target sees them, the whole environment (secrets by name only) and the facts the settings came from."""
-    gpus = jobs.gpus_wanted()
+    gpus = records.gpus_wanted()
     if gpus:
         executor.check_gpus()
     resolved = render.load_checked(job_file, target_of(executor, bool(gpus)), plan_needed=bool(gpus))
@@ -63,13 +66,13 @@ def start(job_file: Path, executor: Executor, settings: config.Settings, console
     for note in resolved.notes:
         console.print(note)
     gpu_env, variant_name = gpu_environment(inventory, job, resolved.memory_plan)
-    pins = images.load_pins(job.trainer.value, variant_name, pins_file=settings.pins)
-    ref = images.image_ref(pins, settings.ca_bundle)
+    pins = builder.load_pins(job.trainer.value, variant_name, pins_file=settings.pins)
+    ref = builder.image_ref(pins, settings.ca_bundle)
     executor.check_models(job.models.root, checks.missing_model_files(resolved))
     build = job.trainer.value if variant_name == "default" else f"{job.trainer.value} --variant {variant_name}"
     executor.check_image(ref, build)  # a remote host receives the image here: after the cheap checks
-    rid = jobs.new_id(job.name)
-    port = jobs.free_master_port(executor.host, executor.port_free)
+    rid = records.new_id(job.name)
+    port = records.free_master_port(executor.host, executor.port_free)
     record = JobRecord(
         id=rid, name=job.name, trainer=job.trainer.value, host=executor.host, image=ref, container=f"runner-{rid}",
         job_file=str(job_file.resolve()), output_dir=str(job.output / job.name), master_port=port,
@@ -82,12 +85,12 @@ def start(job_file: Path, executor: Executor, settings: config.Settings, console
         spec = ContainerSpec(
             image=ref, name=record.container, command=RUN_PLAN, mounts=target, env=env, user=executor.user,
             workdir=plan.workdir, gpus=gpus, shm_size=settings.shm_size, ulimits=settings.ulimits,
-            labels={jobs.LABEL_RECORD: rid, jobs.LABEL_JOB: job.name, jobs.LABEL_PORT: str(port)},
+            labels={LABEL_RECORD: rid, LABEL_JOB: job.name, LABEL_PORT: str(port)},
         )
         render.write(as_run(plan, spec, job, facts(executor, resolved, variant_name)), record.job_dir)
         executor.prepare_mounts(spec, sources=plan.mounts)
         record.env_names = sorted(env)
-        record.started = jobs.now()
+        record.started = records.now()
         record.status = "running"
         record.save()
         executor.start(spec)
@@ -122,7 +125,7 @@ def archive(record: JobRecord, executor: Executor) -> list[str]:
 def stop(record: JobRecord, executor: Executor) -> None:
     executor.stop(record.container)
     archive(record, executor)
-    record.status, record.finished = "stopped", jobs.now()
+    record.status, record.finished = "stopped", records.now()
     record.save()
 
 
@@ -132,7 +135,7 @@ def finish(record: JobRecord, executor: Executor, code: int) -> logwatch.OutOfMe
     lines = archive(record, executor)
     record.exit_code = code
     record.status = "exited" if code == 0 else "failed"
-    record.finished = jobs.now()
+    record.finished = records.now()
     if code == 0:
         for folder, fp in record.fingerprints.items():
             executor.write_text(Path(folder) / fingerprint.FILE_NAME, fp)
@@ -179,11 +182,10 @@ def follow(record: JobRecord, executor: Executor, console: Console) -> int:
     copy = Path(record.output_dir) / f"runner-{record.id}.log"
     if local:
         copy.parent.mkdir(parents=True, exist_ok=True)
-    columns = [TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn()]
     watch = logwatch.Watch(record.trainer)
     watchdog = StopUnlessExited(executor, record.container)
     warned = False
-    with (copy.open("w") if local else contextlib.nullcontext()) as log, Progress(*columns, console=console, transient=True) as progress:
+    with (copy.open("w") if local else contextlib.nullcontext()) as log, progress_bar("items", console) as progress:
         task = progress.add_task("starting", total=None)
         for text in executor.logs(record.container, follow=True):
             if log:
@@ -218,7 +220,7 @@ def card_memory(oom: logwatch.OutOfMemory, executor: Executor) -> tuple[float | 
     from runner.gpu.inventory import gather, host_ram_gib
 
     vram = oom.total_gib
-    if vram is None and jobs.gpus_wanted():
+    if vram is None and records.gpus_wanted():
         vram = min((g.memory_gib for g in gather(executor.shell).gpus), default=None)
     return vram, host_ram_gib(executor.shell)
 

@@ -23,7 +23,7 @@ from pathlib import Path
 
 from pydantic import BaseModel
 
-from runner.media import media_files
+from runner.data.media import media_files
 from runner.spec import Dataset, Task, Trainer
 
 FILE_NAME = "runner-fingerprint.json"

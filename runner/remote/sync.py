@@ -16,9 +16,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from runner import preflight
+from runner import files, preflight
 from runner.errors import UserError
-from runner.ssh import RemoteShell, lost
+from runner.remote.ssh import RemoteShell, lost
 
 Manifest = dict[str, tuple[int, int]]  # relative posix path → (size, mtime in whole seconds)
 Progress = Callable[[int], None]
@@ -116,15 +116,12 @@ def download(shell: RemoteShell, remote_root: str, local_root: Path, progress: P
     sftp = _sftp(shell) if todo else None
     for rel in todo:
         target = local_root / rel
-        target.parent.mkdir(parents=True, exist_ok=True)
-        part = target.with_name(f".{target.name}{PART}")
         size, mtime = src[rel]
         try:
-            sftp.get(posixpath.join(remote_root, rel), str(part))
-            os.utime(part, (mtime, mtime))
-            os.replace(part, target)
+            with files.replacing(target, Path(_part(str(target)))) as part:
+                sftp.get(posixpath.join(remote_root, rel), str(part))
+                os.utime(part, (mtime, mtime))
         except OSError as e:
-            part.unlink(missing_ok=True)
             if e.errno == errno.ENOSPC:
                 raise UserError(str(local_root), "the disk here filled up while pulling outputs.", "free space here and run `runner pull` again; it resumes.") from None
             raise lost(shell.name, e) from None

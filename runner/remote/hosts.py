@@ -6,14 +6,13 @@ file, and four folders on the host that become the container's /models, /data, /
 
 from __future__ import annotations
 
-import os
 import re
 from pathlib import Path
 
 import yaml
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from runner import config
+from runner import config, files
 from runner.errors import UserError
 
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
@@ -71,11 +70,8 @@ def load_all() -> dict[str, Host]:
 
 def save_all(hosts: dict[str, Host]) -> None:
     path = inventory_file()
-    path.parent.mkdir(parents=True, exist_ok=True)
     data = {"hosts": {n: h.model_dump(exclude={"name"}, exclude_none=True) for n, h in sorted(hosts.items())}}
-    tmp = path.with_suffix(".yaml.tmp")
-    tmp.write_text(yaml.safe_dump(data, sort_keys=False))
-    os.replace(tmp, path)
+    files.write_text(path, yaml.safe_dump(data, sort_keys=False))
 
 
 def get(name: str) -> Host:

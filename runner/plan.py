@@ -43,7 +43,7 @@ class Plan:
     mounts: list[Mount] = field(default_factory=list)
     output_dir: str = ""  # container path the trainer writes to
     # set by launch for the job it starts (`runner render` leaves them empty): how its container is started
-    # (runner.container.ContainerSpec.record), the job's resolved settings and the target's facts behind them
+    # (runner.executors.container.ContainerSpec.record), the job's resolved settings and the target's facts behind them
     container: dict = field(default_factory=dict)
     settings: dict = field(default_factory=dict)
     facts: dict = field(default_factory=dict)

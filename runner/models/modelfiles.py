@@ -40,7 +40,7 @@ def resolve(job: Job, listdir: Callable[[Path], list[str]] | None = None) -> Mod
     m = job.models
     root = m.root
     if m.preset:
-        from runner.models import preset_files
+        from runner.models.presets import preset_files
 
         given = {k: getattr(m, k) for k in ("ckpt_dir", "dit", "t5", "vae", "clip") if getattr(m, k) is not None}
         m = m.model_copy(update={**preset_files(m.preset, m.format, job.trainer, job.task, root, listdir), **given})

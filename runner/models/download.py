@@ -23,8 +23,9 @@ from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError
 from huggingface_hub.utils import disable_progress_bars, enable_progress_bars
 from rich.progress import Progress
 
+from runner import files
 from runner.errors import UserError
-from runner.models import Format, Want, get_preset, wanted
+from runner.models.presets import Format, Want, get_preset, wanted
 from runner.spec import Trainer
 
 RECORD = ".runner-verified.json"
@@ -126,10 +127,7 @@ class Verified:
     def add(self, item: Item) -> None:
         st = item.dest.stat()
         self.data[str(item.dest.resolve())] = {"size": st.st_size, "mtime_ns": st.st_mtime_ns, "hash": _expected(item)}
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(self.data, indent=1, sort_keys=True))
-        os.replace(tmp, self.path)
+        files.write_text(self.path, json.dumps(self.data, indent=1, sort_keys=True))
 
 
 def _incomplete(item: Item) -> bool:

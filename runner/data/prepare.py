@@ -21,10 +21,11 @@ from pathlib import Path
 import av
 from pydantic import BaseModel, Field
 
-from runner.dataset import Progress
-from runner.spec import round_4k1
+from runner import files
+from runner.data.check import Progress
+from runner.data.media import kind_of, media_files
 from runner.errors import UserError
-from runner.media import kind_of, media_files
+from runner.spec import round_4k1
 
 STATE_DIR = ".runner-prepare"
 
@@ -95,22 +96,21 @@ def _state_key(path: Path, opts: Options) -> dict:
 
 
 def _write_clip(frames: list[av.VideoFrame], final: Path, tmp_dir: Path, opts: Options, threads: int) -> None:
-    tmp = tmp_dir / final.name
-    width, height = frames[0].width, frames[0].height
-    rate = Fraction(opts.fps).limit_denominator(1001)
-    with av.open(str(tmp), "w") as out:
-        stream = out.add_stream("libx264", rate=rate)
-        stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
-        stream.options = {"crf": str(opts.crf), "preset": "veryfast"}
-        stream.codec_context.thread_count = threads
-        for i, frame in enumerate(frames):
-            frame.pts = i
-            frame.time_base = 1 / rate
-            for packet in stream.encode(frame):
+    with files.replacing(final, tmp_dir / final.name) as tmp:
+        width, height = frames[0].width, frames[0].height
+        rate = Fraction(opts.fps).limit_denominator(1001)
+        with av.open(str(tmp), "w") as out:
+            stream = out.add_stream("libx264", rate=rate)
+            stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
+            stream.options = {"crf": str(opts.crf), "preset": "veryfast"}
+            stream.codec_context.thread_count = threads
+            for i, frame in enumerate(frames):
+                frame.pts = i
+                frame.time_base = 1 / rate
+                for packet in stream.encode(frame):
+                    out.mux(packet)
+            for packet in stream.encode():
                 out.mux(packet)
-        for packet in stream.encode():
-            out.mux(packet)
-    os.replace(tmp, final)
 
 
 def _video(src: Path, names: list[Path], tmp_dir: Path, opts: Options, threads: int) -> tuple[list[str], int, int]:
@@ -162,27 +162,26 @@ def _video(src: Path, names: list[Path], tmp_dir: Path, opts: Options, threads: 
 
 
 def _image(src: Path, dst: Path, tmp_dir: Path, opts: Options) -> None:
-    tmp = tmp_dir / dst.name
-    resize = False
-    if opts.max_side:
-        with av.open(str(src)) as inp:
-            ctx = inp.streams.video[0].codec_context
-            resize = max(ctx.width, ctx.height) > opts.max_side
-    if resize:
-        with av.open(str(src)) as inp:
-            frame = next(inp.decode(video=0))
-        width, height = _target_size(frame.width, frame.height, opts.max_side)
-        codec, pix_fmt = ("mjpeg", "yuvj420p") if dst.suffix.lower() in (".jpg", ".jpeg") else ("png", "rgb24")
-        with av.open(str(tmp), "w", format="image2") as out:
-            stream = out.add_stream(codec, rate=1)
-            stream.width, stream.height, stream.pix_fmt = width, height, pix_fmt
-            for packet in stream.encode(frame.reformat(width, height, pix_fmt)):
-                out.mux(packet)
-            for packet in stream.encode():
-                out.mux(packet)
-    else:
-        shutil.copyfile(src, tmp)
-    os.replace(tmp, dst)
+    with files.replacing(dst, tmp_dir / dst.name) as tmp:
+        resize = False
+        if opts.max_side:
+            with av.open(str(src)) as inp:
+                ctx = inp.streams.video[0].codec_context
+                resize = max(ctx.width, ctx.height) > opts.max_side
+        if resize:
+            with av.open(str(src)) as inp:
+                frame = next(inp.decode(video=0))
+            width, height = _target_size(frame.width, frame.height, opts.max_side)
+            codec, pix_fmt = ("mjpeg", "yuvj420p") if dst.suffix.lower() in (".jpg", ".jpeg") else ("png", "rgb24")
+            with av.open(str(tmp), "w", format="image2") as out:
+                stream = out.add_stream(codec, rate=1)
+                stream.width, stream.height, stream.pix_fmt = width, height, pix_fmt
+                for packet in stream.encode(frame.reformat(width, height, pix_fmt)):
+                    out.mux(packet)
+                for packet in stream.encode():
+                    out.mux(packet)
+        else:
+            shutil.copyfile(src, tmp)
 
 
 def _clip_names(src: Path, stem: str, dst: Path, count: int) -> list[Path]:

@@ -1,0 +1,1 @@
+"""Running jobs: launch a resolved job on an executor, keep its record, follow its log."""
