@@ -6,9 +6,20 @@ Executors run a Plan as it is (argv lists, env, mounts); nothing downstream re-d
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import asdict, dataclass, field
 
 from runner.mounts import Mount
+
+# a word of a variable's name that says it holds a credential (HF_TOKEN, WANDB_API_KEY, AWS_SECRET_ACCESS_KEY, …)
+SECRET_WORDS = {"TOKEN", "SECRET", "PASSWORD", "PASSWD", "CREDENTIAL", "CREDENTIALS", "KEY", "APIKEY", "AUTH"}
+URL_CREDENTIALS = re.compile(r"://[^/?#@\s]+@")  # https://user:password@mirror/simple
+
+
+def is_secret(name: str, value: str) -> bool:
+    """Whether a variable's value must stay out of argv, files and logs: a credential by its name, or a URL with one."""
+    return bool(SECRET_WORDS & set(name.upper().split("_")) or URL_CREDENTIALS.search(value))
+
 
 
 @dataclass(frozen=True)

@@ -8,7 +8,7 @@ import json
 from pathlib import Path
 
 from runner.errors import UserError
-from runner.shell import Shell, missing_files
+from runner.shell import Shell
 
 TOOLKIT_FIX = (
     "install the NVIDIA Container Toolkit (https://docs.nvidia.com/datacenter/cloud-native/container-toolkit/"
@@ -79,12 +79,10 @@ def make_dirs(shell: Shell, paths: list[str]) -> None:
                         "give the SSH user write access there, or choose other folders with `runner hosts add NAME … --models/--data/--cache/--outputs DIR`.")
 
 
-def check_model_files(shell: Shell, folder: str, root: Path, used: dict[str, Path], where: str, fix: str) -> None:
-    """Every model file the job uses (job field → path under root on this machine) is in `folder`, the target's
-    models folder, in the layout of models.root (one round trip); where: the target, for the error."""
-    rel = {field: p.relative_to(root).as_posix() for field, p in used.items()}
-    missing = missing_files(shell, folder, list(rel.values()))
+def check_model_files(folder: str, root: Path, missing: dict[str, Path], where: str, fix: str) -> None:
+    """Refuse a job whose model files (job field → path under root on this machine) are missing in `folder`, the
+    target's models folder in the layout of models.root, as resolving the job found; where: the target, for the error."""
     if missing:
-        listing = ", ".join(f"{field} {r}" for field, r in rel.items() if r in missing)
+        listing = ", ".join(f"{field} {p.relative_to(root).as_posix()}" for field, p in missing.items())
         raise UserError(f"{where}: {folder}", f"lacks model files the job uses: {listing}; the trainer would stop when it opens them. "
                         "Nothing was started.", fix)

@@ -93,3 +93,23 @@ def test_plan_json_names_a_secret_that_is_not_set(tmp_path):
     with pytest.raises(UserError, match="not set here: PIP_INDEX_URL"):
         ContainerSpec.from_record(plan, "a", {"HF_TOKEN": "hf_x"})
     assert "--env" in spec.cli_argv() and "HF_TOKEN" in spec.cli_argv() and not any("hf_x" in a or "pw@" in a for a in spec.cli_argv())
+
+
+def test_render_names_secrets_without_their_values_and_records_what_it_resolved(workspace, cli, tmp_path, monkeypatch):
+    """`runner render` writes plan.json with the job's secret variables by name only, like a run's, and the facts
+    resolving the job on this machine gave: no GPU asked for, the caches to be made, the DiT's dtype from its header.
+    Rendering asks no Docker engine."""
+    monkeypatch.setenv("DOCKER_HOST", f"unix://{tmp_path}/no.sock")
+    token, password = f"wandb-{uuid.uuid4().hex}", uuid.uuid4().hex
+    job = workspace / "examples" / "secret.yaml"
+    job.write_text((workspace / "examples" / "t2v-1.3B-musubi.yaml").read_text()
+                   + f"env:\n  WANDB_API_KEY: {token}\n  PIP_INDEX_URL: https://me:{password}@mirror/simple\n  STANDIN_NOTE: kept\n")
+    code, _, stderr = cli("render", job, "--out", tmp_path / "r")
+    assert code == 0, stderr
+    for f in (tmp_path / "r").iterdir():
+        assert token not in f.read_text() and password not in f.read_text(), f"{f.name} holds a secret"
+    plan = json.loads((tmp_path / "r" / "plan.json").read_text())
+    assert plan["container"]["secret_env"] == ["PIP_INDEX_URL", "WANDB_API_KEY"] and plan["env"]["STANDIN_NOTE"] == "kept"
+    assert not {"WANDB_API_KEY", "PIP_INDEX_URL"} & set(plan["env"]) and plan["settings"]["name"] == "ball-1p3b"
+    assert plan["facts"] == {"target": "this machine", "gpus": None, "host_ram_gib": None, "memory_planned_for_gib": None,
+                             "caches": "make", "dit_dtype": "bfloat16"}

@@ -377,6 +377,32 @@ def test_doctor_env_and_plan_on_a_host(workspace, env, on_host):
     assert plan.returncode == 2 and "--vram" in plan.stderr  # no GPU there to size the plan for
 
 
+def test_validate_and_render_read_the_dit_on_the_host_with_host(workspace, env, on_host, tmp_path):
+    """--host resolves the job there: a DiT whose copy here is float16 (musubi refuses it with memory.dtype bfloat16)
+    and whose copy on the host is bfloat16 is refused without --host and validates and renders with it."""
+    from tests import modelfixtures
+
+    models = SRV / "gpu01" / "models" / f"t-dit-{uuid.uuid4().hex[:8]}"
+    modelfixtures.models_root(models)
+    modelfixtures.dit(models / "dit_there.safetensors", dtype="BF16")
+    modelfixtures.dit(workspace / "models" / "dit_there.safetensors", dtype="F16")
+    add_host(env, "dit", "gpu01", str(models), host_dirs("gpu01"))
+    job = workspace / "examples" / "there.yaml"
+    job.write_text("name: there\ntrainer: musubi\ntask: t2v-1.3B\nmodels:\n  root: ../models\n  preset: t2v-1.3B\n  format: official\n"
+                   "  dit: dit_there.safetensors\ndatasets:\n  - path: data/clips\n")
+    try:
+        here = runner(["validate", job], env, cwd=workspace)
+        there = runner(["validate", job, "--host", "dit"], env, cwd=workspace)
+        rendered = runner(["render", job, "--host", "dit", "--out", tmp_path / "r", "--json"], env, cwd=workspace)
+    finally:
+        shutil.rmtree(models, ignore_errors=True)
+    assert here.returncode == 2 and "memory.dtype" in here.stderr and "stores float16" in here.stderr, here.stderr
+    assert there.returncode == 0, there.stderr
+    assert rendered.returncode == 0, rendered.stderr
+    facts = json.loads((tmp_path / "r" / "plan.json").read_text())["facts"]
+    assert facts["target"] == "dit" and facts["dit_dtype"] == "bfloat16" and facts["caches"] == "make"
+
+
 def test_an_fp8_dit_only_on_the_host_renders_without_fp8_scaled(workspace, env, on_host, monkeypatch, tmp_path):
     """The DiT header is read on the host: an fp8 file there (absent here) gets --fp8_base alone, which musubi
     needs ("already in fp8 format" otherwise)."""

@@ -66,3 +66,27 @@ def test_model_facts_come_from_the_target_not_from_here(workspace, tmp_path):
     resolved = resolve(read_job(job_file)[0], Target(shell, "gpuhost", models=lambda root: str(host)))
     assert resolved.files.dit.relative_to(resolved.files.root) == Path("Wan2.1-T2V-14B") / shard.name
     assert resolved.dit_dtype == "float8"
+
+
+def test_runner_plan_is_the_plan_resolve_makes(workspace, cli):
+    """`runner plan` resolves the job like render and train: the plan it prints is the one `memory: auto` applies,
+    and when nothing fits it still prints the planner's best try and suggestions, exiting 1."""
+    import json
+
+    from runner.job import render
+
+    job = workspace / "examples" / "auto.yaml"
+    job.write_text((workspace / "examples" / "t2v-1.3B-musubi.yaml").read_text() + "memory: auto\n")
+    code, stdout, stderr = cli("plan", job, "--vram", "24", "--ram", "64", "--json")
+    applied = render.load_checked(job, vram_gib=24, ram_gib=64, plan_needed=True)
+    assert code == 0, stderr
+    printed = json.loads(stdout)
+    assert printed["gpu_gib"] == applied.memory_plan.gpu_gib and printed["settings"]
+    assert all(getattr(applied.job.memory, k) == v for k, v in printed["settings"].items() if k != "optimizer")
+    code, stdout, stderr = cli("plan", job, "--vram", "2", "--ram", "64", "--json")
+    plan = json.loads(stdout)
+    assert code == 1 and plan["fits"] is False and plan["suggestions"], stderr
+    hand = workspace / "examples" / "hand.yaml"
+    hand.write_text((workspace / "examples" / "t2v-1.3B-musubi.yaml").read_text())
+    code, _, stderr = cli("plan", hand)  # no GPU here and no --vram: nothing to plan for
+    assert code == 2 and "--vram" in stderr

@@ -7,11 +7,11 @@ name only; `from_record` starts the same container again, taking their values fr
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
 from typing import Mapping
 
 from runner.errors import UserError
+from runner.plan import is_secret
 from runner.mounts import Mount
 
 RUN_PLAN = ["python", "/opt/runner/run_plan.py", "/job/plan.json"]
@@ -19,16 +19,6 @@ RUN_PLAN = ["python", "/opt/runner/run_plan.py", "/job/plan.json"]
 LABEL_RECORD = "io.runner.record"
 LABEL_JOB = "io.runner.job"
 LABEL_PORT = "io.runner.master-port"
-
-# a word of a variable's name that says it holds a credential (HF_TOKEN, WANDB_API_KEY, AWS_SECRET_ACCESS_KEY, …)
-SECRET_WORDS = {"TOKEN", "SECRET", "PASSWORD", "PASSWD", "CREDENTIAL", "CREDENTIALS", "KEY", "APIKEY", "AUTH"}
-URL_CREDENTIALS = re.compile(r"://[^/?#@\s]+@")  # https://user:password@mirror/simple
-
-
-def is_secret(name: str, value: str) -> bool:
-    """Whether a variable's value must stay out of argv, files and logs: a credential by its name, or a URL with one."""
-    return bool(SECRET_WORDS & set(name.upper().split("_")) or URL_CREDENTIALS.search(value))
-
 
 @dataclass(frozen=True)
 class ContainerSpec:

@@ -117,21 +117,16 @@ def ready(checks: list[Check]) -> bool:
     return all(c.ok for c in checks if c.required)
 
 
-def doctor_for_job(job_file: Path | None, shell: Shell | None = None) -> list[Check]:
-    """`runner doctor [JOB]`: the checks for the job's trainer, volumes and planned RAM (or for both trainers)."""
-    from runner.shell import LocalShell
-    from runner.spec import load_job
-
-    shell = shell or LocalShell()
-    if job_file is None:
+def doctor_for_job(resolved, shell: Shell) -> list[Check]:
+    """`runner doctor [JOB]`: the checks for a resolved job's trainer, volumes and planned RAM (runner.job.resolve
+    makes its memory plan for the target's GPUs), or, without a job (None), for both trainers."""
+    if resolved is None:
         return run_checks(shell)
-    job = load_job(job_file)
+    job = resolved.job
     volumes = {"models": job.models.root, "output": job.output, "cache": job.cache}
     ram_need = None
-    inv = gather(shell)
-    if inv.gpus:
-        from runner.gpu.planner import HOST_RESERVE_GIB, plan_for_job
+    if resolved.memory_plan is not None:
+        from runner.gpu.planner import HOST_RESERVE_GIB
 
-        plan = plan_for_job(job, min(g.memory_gib for g in inv.gpus))
-        ram_need = plan.host_gib + HOST_RESERVE_GIB
+        ram_need = resolved.memory_plan.host_gib + HOST_RESERVE_GIB
     return run_checks(shell, (job.trainer.value,), volumes, ram_need)

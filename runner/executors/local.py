@@ -40,8 +40,15 @@ class LocalDocker:
     here = True
 
     def __init__(self, docker_client=None):
-        self.client = docker_client or client()
+        self._client = docker_client
         self.shell = LocalShell()
+
+    @property
+    def client(self):
+        """The engine, reached on first use: resolving a job here (`runner validate`) needs no Docker."""
+        if self._client is None:
+            self._client = client()
+        return self._client
 
     @staticmethod
     def host_mounts(mounts: list[Mount], job_name: str, container: str) -> list[Mount]:
@@ -83,8 +90,8 @@ class LocalDocker:
         if find_image(self.client, ref) is None:
             raise UserError(f"image {ref}", "is not built on this machine.", f"run `runner build {build}`.")
 
-    def check_models(self, root: Path, used: dict[str, Path]) -> None:
-        preflight.check_model_files(self.shell, str(root), root, used, "this machine",
+    def check_models(self, root: Path, missing: dict[str, Path]) -> None:
+        preflight.check_model_files(str(root), root, missing, "this machine",
                                     "download them (`runner download`) or correct the paths, which are relative to models.root.")
 
     def prepare_mounts(self, spec: ContainerSpec, sources: list[Mount]) -> None:

@@ -23,6 +23,7 @@ from runner.mounts import Mount
 from runner.progress import bar as progress_bar
 from runner.remote import hosts, image_transfer, ssh, sync
 from runner.remote.hosts import Host
+from runner.shell import missing_files
 
 class RemoteDocker:
     here = False
@@ -71,7 +72,7 @@ class RemoteDocker:
 
     def check_folders(self) -> None:
         paths = {v: self.folder(v) for v in ("models", "data", "cache", "outputs")}
-        missing = preflight.missing_files(self.shell, "/", [paths["models"].lstrip("/")])
+        missing = missing_files(self.shell, "/", [paths["models"].lstrip("/")])
         if missing:
             raise UserError(f"host {self.host}", f"has no models folder {paths['models']}.",
                             f"put the model files there (e.g. `runner download … --to {paths['models']}` on the host, or scp), "
@@ -89,10 +90,10 @@ class RemoteDocker:
         self.check_folders()
         image_transfer.ensure(self.shell, client(), ref, build, self.info().get("DockerRootDir", "/var/lib/docker"), self.console)
 
-    def check_models(self, root: Path, used: dict[str, Path]) -> None:
+    def check_models(self, root: Path, missing: dict[str, Path]) -> None:
         """Model files are not synced (tens of GB): they must be on the host, in the layout of models.root."""
         host_models = self.folder("models")
-        preflight.check_model_files(self.shell, host_models, root, used, f"host {self.host}",
+        preflight.check_model_files(host_models, root, missing, f"host {self.host}",
                                     f"put them there in the layout of models.root: `runner download … --to {host_models}` on the host, or "
                                     f"`scp -r {root}/. {self.spec_host.ssh}:{host_models}/` from here.")
 

@@ -86,20 +86,19 @@ def environment(ctx: Context, overrides: dict[str, str] | None = None) -> list[E
 
 def job_environment(job, inventory, memory_plan=None) -> list[EnvVar]:
     """The rules for `job` (None: the GPU rules alone) on the GPUs of `inventory` (None or empty: unknown GPUs).
-    memory_plan: the job's runner.gpu.planner.MemoryPlan for those GPUs, when it was already made."""
-    from runner.gpu.planner import plan_for_job
-
+    memory_plan: the job's runner.gpu.planner.MemoryPlan for those GPUs (runner.job.resolve makes it)."""
     gpus = inventory if inventory is not None and inventory.gpus else None
-    if job is not None and gpus and memory_plan is None:
-        memory_plan = plan_for_job(job, min(g.memory_gib for g in gpus.gpus))
-    low_vram = bool(job is not None and gpus and memory_plan.low_vram)
+    low_vram = bool(job is not None and gpus and memory_plan is not None and memory_plan.low_vram)
     trainer = job.trainer.value if job is not None else "diffpipe"
     used = job.gpus if job is not None else (gpus.count if gpus else 1)
     return environment(Context(gpus, trainer, used, low_vram), job.env if job is not None else None)
 
 
-def env_for_job(job, shell) -> list[EnvVar]:
-    """What `runner env` prints: the rules applied to the GPUs `shell` sees and the job's memory plan."""
+def env_for_job(resolved, shell) -> list[EnvVar]:
+    """What `runner env` prints: the rules for a job resolved with its target's GPUs (runner.job.resolve: its
+    inventory and memory plan), or, without a job (None), the GPU rules for the GPUs `shell` sees."""
     from runner.gpu.inventory import gather
 
-    return job_environment(job, gather(shell))
+    if resolved is None:
+        return job_environment(None, gather(shell))
+    return job_environment(resolved.job, resolved.inventory, resolved.memory_plan)

@@ -172,22 +172,3 @@ def plan_for_job(job, vram_gib: float, ram_gib: float | None = None) -> MemoryPl
                     best = (w, h, f)
     assert best is not None
     return plan(job.task.value, job.trainer.value, *best, job.schedule.batch_size, vram_gib, ram_gib, job.lora.rank)
-
-
-def gpu_memory(shell, vram_gib: float | None = None, ram_gib: float | None = None) -> tuple[float, float | None]:
-    """GPU and host memory to plan for: as given, else the smallest GPU and the RAM that `shell` sees."""
-    from runner.errors import UserError
-    from runner.gpu.inventory import gather, host_ram_gib
-
-    if vram_gib is None:
-        inv = gather(shell)
-        if not inv.gpus:
-            raise UserError(shell.name, (inv.problem or "no GPU found") + ", so there is no memory to plan for.",
-                            "pass the card's memory, e.g. --vram 24 (GiB), and --ram for host RAM")
-        vram_gib = min(g.memory_gib for g in inv.gpus)
-    return vram_gib, ram_gib if ram_gib is not None else host_ram_gib(shell)
-
-
-def plan_job_on(job, shell, vram_gib: float | None = None, ram_gib: float | None = None) -> MemoryPlan:
-    """`runner plan`: the job's plan for the given memory, or for the smallest GPU and the RAM `shell` sees."""
-    return plan_for_job(job, *gpu_memory(shell, vram_gib, ram_gib))

@@ -184,6 +184,11 @@ def used_model_files(job: Job, files: modelfiles.ModelFiles) -> dict[str, Path]:
     return {f: p for f, p in used.items() if p is not None}
 
 
+def missing_model_files(r: ResolvedJob) -> dict[str, Path]:
+    """The model files the job uses that resolving it did not find on its target (job field → path under models.root)."""
+    return {field: p for field, p in used_model_files(r.job, r.files).items() if not r.present.get(p, False)}
+
+
 def _unset(field: str, what: str, fix: str) -> Iterator[UserError]:
     yield UserError(field, f"is not set, but {what}.", fix)
 

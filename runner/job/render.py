@@ -9,8 +9,9 @@ from pathlib import Path
 from runner import files, mounts
 from runner.config import default_hf_home
 from runner.errors import JobInvalid
-from runner.job.resolve import Target, here, resolve
-from runner.plan import Plan
+from runner.gpu.planner import MemoryPlan
+from runner.job.resolve import NothingFits, Target, here, no_memory_to_plan, resolve
+from runner.plan import Plan, is_secret
 from runner.spec import Job, Trainer, locate, read_job
 from runner.trainers import diffpipe, musubi
 from runner.trainers.resolved import ResolvedJob
@@ -84,9 +85,43 @@ def shell_script(p: Plan) -> str:
     return "\n".join(lines) + "\n"
 
 
-def render(file: Path, out: Path, vram_gib: float | None = None, ram_gib: float | None = None) -> Plan:
-    """`runner render`: the job resolved against this machine (or the memory given), its files written to `out`."""
-    r = load_checked(file, vram_gib=vram_gib, ram_gib=ram_gib, plan_needed=True)
+def render(file: Path, out: Path, vram_gib: float | None = None, ram_gib: float | None = None, target: Target | None = None) -> Plan:
+    """`runner render`: the job resolved against `target` (default: this machine) or the memory given, its files
+    written to `out`. Its plan.json names the job's secret variables (container.secret_env) without their values."""
+    r = load_checked(file, target, vram_gib=vram_gib, ram_gib=ram_gib, plan_needed=True)
     p = trainer_plan(r, out)
+    secret = sorted(k for k, v in p.env.items() if is_secret(k, v))
+    p = dataclasses.replace(p, env={k: v for k, v in p.env.items() if k not in secret}, container={"secret_env": secret},
+                            settings=settings(r.job), facts=facts(r))
     write(p, out)
     return p
+
+
+def settings(job: Job) -> dict:
+    """The job's resolved settings as plan.json records them (its env is the plan's own, secrets by name)."""
+    # warnings=False: validated resolutions are [w, h] lists where the schema's type says tuple; they dump the same
+    return job.model_dump(mode="json", exclude={"env"}, warnings=False)
+
+
+def facts(r: ResolvedJob) -> dict:
+    """What the target reported that the job was resolved from, and what was decided there: its GPUs and RAM, the
+    GPU memory `memory: auto` was planned for (None for memory set by hand), the caches' fate and the DiT's dtype."""
+    return {
+        "target": r.target,
+        "gpus": r.inventory.model_dump(mode="json") if r.inventory is not None else None,
+        "host_ram_gib": r.ram_gib,
+        "memory_planned_for_gib": r.memory_plan.vram_gib if r.job.memory.auto and r.memory_plan else None,
+        "caches": r.caches.value,
+        "dit_dtype": r.dit_dtype,
+    }
+
+
+def memory_plan(file: Path, target: Target, vram_gib: float | None = None, ram_gib: float | None = None) -> MemoryPlan:
+    """`runner plan`: the memory plan resolving the job on `target` (or for the memory given) makes, fitting or not."""
+    try:
+        r = load_checked(file, target, vram_gib=vram_gib, ram_gib=ram_gib, plan_needed=True)
+    except NothingFits as e:
+        return e.plan
+    if r.memory_plan is None:
+        raise no_memory_to_plan(target.name, r.inventory)
+    return r.memory_plan

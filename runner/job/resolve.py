@@ -18,7 +18,7 @@ from typing import Callable
 from runner import mounts
 from runner.data import fingerprint, media
 from runner.errors import UserError
-from runner.gpu.inventory import gather, host_ram_gib
+from runner.gpu.inventory import Inventory, gather, host_ram_gib
 from runner.gpu.planner import MemoryPlan, plan_for_job
 from runner.job import checks
 from runner.models import modelfiles, weights
@@ -63,8 +63,7 @@ def resolve(job: Job, target: Target, vram_gib: float | None = None, ram_gib: fl
         memory_plan = plan_for_job(job, vram_gib, ram_gib)
     if job.memory.auto and (memory_plan is not None or plan_needed):
         if memory_plan is None:
-            raise UserError(target.name, ((inventory.problem if inventory else None) or "no GPU found") + ", so there is no memory to plan for.",
-                            "pass the card's memory, e.g. --vram 24 (GiB), and --ram for host RAM")
+            raise no_memory_to_plan(target.name, inventory)
         job = with_memory_plan(job, memory_plan)
     files = modelfiles.resolve(job, _listdir_on(target, job.models.root))
     present, headers = _model_facts(job, files, target)
@@ -74,15 +73,28 @@ def resolve(job: Job, target: Target, vram_gib: float | None = None, ram_gib: fl
     return _with_caches(r, target) if target.read_text and target.cache_dirs else r
 
 
+class NothingFits(UserError):
+    """No setting fits a `memory: auto` job in the GPU's memory; `plan` is the planner's best try, with suggestions."""
+
+    def __init__(self, job: Job, plan: MemoryPlan):
+        self.plan = plan
+        super().__init__(
+            "memory: auto",
+            f"no setting fits {job.task.value} on {job.trainer.value} in {plan.vram_gib:g} GiB of GPU memory "
+            f"(best estimate {plan.gpu_gib:.1f} GiB).",
+            "; ".join(plan.suggestions) or "use a larger GPU",
+        )
+
+
+def no_memory_to_plan(target_name: str, inventory: Inventory | None) -> UserError:
+    return UserError(target_name, ((inventory.problem if inventory else None) or "no GPU found") + ", so there is no memory to plan for.",
+                     "pass the card's memory, e.g. --vram 24 (GiB), and --ram for host RAM")
+
+
 def with_memory_plan(job: Job, p: MemoryPlan) -> Job:
     """A `memory: auto` job with the settings of the memory plan `p` applied."""
     if not p.fits:
-        raise UserError(
-            "memory: auto",
-            f"no setting fits {job.task.value} on {job.trainer.value} in {p.vram_gib:g} GiB of GPU memory "
-            f"(best estimate {p.gpu_gib:.1f} GiB).",
-            "; ".join(p.suggestions) or "use a larger GPU",
-        )
+        raise NothingFits(job, p)
     update = {"memory": job.memory.model_copy(update=p.memory_update())}
     if p.optimizer_type and job.optimizer.type is None:
         update["optimizer"] = job.optimizer.model_copy(update={"type": p.optimizer_type})

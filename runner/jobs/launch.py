@@ -27,6 +27,7 @@ from runner.mounts import Mount
 from runner.plan import Plan
 from runner.progress import bar as progress_bar
 from runner.spec import Job
+from runner.trainers.resolved import ResolvedJob
 
 def gpu_environment(inventory, job: Job, memory_plan=None) -> tuple[dict[str, str], str]:
     """Variables the GPUs need (runner.gpu.envrules) and the pins table of the image for them (runner.gpu.variant).
@@ -59,8 +60,7 @@ def start(job_file: Path, executor: Executor, settings: config.Settings, console
     if gpus:
         executor.check_gpus()
     resolved = render.load_checked(job_file, target_of(executor, bool(gpus)), plan_needed=bool(gpus))
-    job, inventory, ram_gib = resolved.job, resolved.inventory, resolved.ram_gib
-    planned_for = resolved.memory_plan.vram_gib if job.memory.auto and resolved.memory_plan else None
+    job, inventory = resolved.job, resolved.inventory
     if job.memory.auto and inventory is None:
         raise UserError("memory: auto", "needs a GPU to plan for, and RUNNER_GPUS=none starts containers without one.", "set memory settings explicitly")
     for note in resolved.notes:
@@ -68,7 +68,7 @@ def start(job_file: Path, executor: Executor, settings: config.Settings, console
     gpu_env, variant_name = gpu_environment(inventory, job, resolved.memory_plan)
     pins = builder.load_pins(job.trainer.value, variant_name, pins_file=settings.pins)
     ref = builder.image_ref(pins, settings.ca_bundle)
-    executor.check_models(job.models.root, checks.used_model_files(job, resolved.files))
+    executor.check_models(job.models.root, checks.missing_model_files(resolved))
     build = job.trainer.value if variant_name == "default" else f"{job.trainer.value} --variant {variant_name}"
     executor.check_image(ref, build)  # a remote host receives the image here: after the cheap checks
     rid = records.new_id(job.name)
@@ -87,7 +87,7 @@ def start(job_file: Path, executor: Executor, settings: config.Settings, console
             workdir=plan.workdir, gpus=gpus, shm_size=settings.shm_size, ulimits=settings.ulimits,
             labels={LABEL_RECORD: rid, LABEL_JOB: job.name, LABEL_PORT: str(port)},
         )
-        render.write(as_run(plan, spec, job, facts(executor, inventory, ram_gib, planned_for, variant_name)), record.job_dir)
+        render.write(as_run(plan, spec, job, facts(executor, resolved, variant_name)), record.job_dir)
         executor.prepare_mounts(spec, sources=plan.mounts)
         record.env_names = sorted(env)
         record.started = records.now()
@@ -104,21 +104,13 @@ def start(job_file: Path, executor: Executor, settings: config.Settings, console
 def as_run(plan: Plan, spec: ContainerSpec, job: Job, facts: dict) -> Plan:
     """The plan as the record of what runs: the container's mounts (the target's paths) and environment (secrets
     by name), how it is started, the job's resolved settings and the facts they were resolved from."""
-    # warnings=False: validated resolutions are [w, h] lists where the schema's type says tuple; they dump the same
-    settings = job.model_dump(mode="json", exclude={"env"}, warnings=False)
-    return dataclasses.replace(plan, **spec.record(), settings=settings, facts=facts)
+    return dataclasses.replace(plan, **spec.record(), settings=render.settings(job), facts=facts)
 
 
-def facts(executor: Executor, inventory, ram_gib: float | None, planned_for: float | None, variant_name: str) -> dict:
-    """What the target reported that the settings were chosen for; planned_for: the GPU memory `memory: auto` was
-    planned for (the smallest card), None for memory set by hand."""
-    return {
-        "host": executor.host,
-        "gpus": inventory.model_dump(mode="json") if inventory is not None else "none (RUNNER_GPUS=none)",
-        "host_ram_gib": ram_gib,
-        "memory_planned_for_gib": planned_for,
-        "image_variant": variant_name,
-    }
+def facts(executor: Executor, resolved: ResolvedJob, variant_name: str) -> dict:
+    """What the target reported that the settings were chosen for (runner.job.render.facts), where, and the image variant."""
+    f = render.facts(resolved)
+    return {"host": executor.host, **f, "gpus": f["gpus"] or "none (RUNNER_GPUS=none)", "image_variant": variant_name}
 
 
 def archive(record: JobRecord, executor: Executor) -> list[str]:

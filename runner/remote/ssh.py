@@ -234,14 +234,3 @@ class RemoteShell:
         finally:
             ch.close()
         return self._result(code, out, err)
-
-
-def shell_for(host_name: str | None):
-    """This machine's shell, or one over SSH to a hosts inventory entry (for doctor, env and plan --host)."""
-    from runner.remote import hosts
-    from runner.shell import LocalShell
-
-    if host_name is None:
-        return LocalShell()
-    host = hosts.get(host_name)
-    return RemoteShell(host.name, connect(host))

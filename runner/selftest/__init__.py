@@ -142,9 +142,9 @@ def train_one(executor, trainer: Trainer, job_file: Path, settings: config.Setti
     if model_set.fill == "holes":
         result.notes.append("model values are zeros: the image has no torch, so its trainer does no math")
     if gpu:
-        from runner.gpu.planner import plan_job_on
+        from runner.job import render
 
-        result.plan_gib = plan_job_on(load_job(job_file), executor.shell).gpu_gib
+        result.plan_gib = render.memory_plan(job_file, launch.target_of(executor, True)).gpu_gib
     peak = watch.GpuPeak(executor.shell) if gpu else None  # the memory in use before the job starts
     record = launch.start(job_file, executor, settings, console)
     if peak:

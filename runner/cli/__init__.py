@@ -1,0 +1,111 @@
+"""The command line: the app, its global options and error handling; the commands live in one module per group
+(jobs, images, hosts, gpu, data). Thin: parse, call one function, print through runner.views. Every UserError exits 2
+as one paragraph."""
+
+from __future__ import annotations
+
+import logging
+import sys
+
+from pathlib import Path
+
+import typer
+
+from runner import views
+from runner.errors import UserError
+
+app = typer.Typer(
+    help="Train Wan2.1 LoRAs with diffusion-pipe or musubi-tuner from one job file, in pinned images, locally or on remote GPU hosts.\n\n"
+    "Commands that print data take --json: one JSON document on stdout, its keys in the command's --help. A mistake you can "
+    "fix exits 2 with one paragraph on stderr; with --json, stderr gets one JSON object instead: "
+    '{"errors": [{"where", "problem", "fix"}], "exit_code": 2}.',
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+out = views.console()
+err = views.console(stderr=True)
+_json_errors = False  # set by --json: a UserError then goes to stderr as views.errors_json
+
+
+def _version(value: bool) -> None:
+    if value:
+        from importlib.metadata import version
+
+        views.line(out, f"runner {version('runner')}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    debug: bool = typer.Option(False, "--debug", help="log what runner does on stderr: commands run, SSH round trips, Docker API calls (secrets by name only)"),
+    _: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="print runner's version and exit"),
+) -> None:
+    global out, err, _json_errors
+    out, err = views.console(), views.console(stderr=True)  # this invocation's streams: piped or a terminal
+    _json_errors = False  # the command's --json, parsed after this, sets it
+    if debug:
+        _log_to_stderr()
+
+
+def _log_to_stderr() -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(name)s: %(message)s"))
+    # runner's own modules, and urllib3's request lines: the Docker SDK's API calls (and the hub's downloads)
+    for name in ("runner", "urllib3.connectionpool"):
+        logger = logging.getLogger(name)
+        logger.setLevel(logging.DEBUG)
+        logger.addHandler(handler)
+
+
+def _json_mode(value: bool) -> bool:
+    global _json_errors
+    _json_errors = _json_errors or value
+    return value
+
+
+def JsonOpt(keys: str):
+    """--json, with the document's keys for --help."""
+    return typer.Option(False, "--json", callback=_json_mode, help=f"print one JSON document on stdout instead: {keys}")
+
+
+JobArg = typer.Argument(..., dir_okay=False, help="the job file (YAML); see examples/")
+HostOpt = typer.Option("local", "--host", "-H", help="a host from `runner hosts list` (default: this machine)")
+
+
+def target(host: str, gpus: bool = False):
+    """The machine of --host as resolving a job sees it (runner.job.resolve.Target); gpus: ask for its GPUs and RAM."""
+    from runner.jobs import launch
+    from runner.executors import executor_for
+
+    return launch.target_of(executor_for(host), gpus)
+
+
+def resolved_with_gpus(job: Path | None, host: str):
+    """The job (None: none) resolved on --host's machine with its GPUs and RAM, and that machine's Shell."""
+    from runner.job.render import load_checked
+
+    there = target(host, gpus=True)
+    return (load_checked(job, there) if job else None), there.shell
+
+
+def choice(enum: type, value: str | None, option: str):
+    """An option's value as a member of `enum` (None stays None); a UserError naming the option otherwise."""
+    if value is None:
+        return None
+    try:
+        return enum(value)
+    except ValueError:
+        raise UserError(option, f"'{value}' is not one of {', '.join(e.value for e in enum)}.", "use one of those") from None
+
+
+def main() -> None:
+    try:
+        app()
+    except UserError as e:
+        views.user_error(err, e, as_json=_json_errors)
+        sys.exit(e.exit_code)
+
+
+# the command groups register their commands on `app`
+from runner.cli import jobs, images, hosts, gpu, data  # noqa: E402,F401

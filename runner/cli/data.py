@@ -1,0 +1,114 @@
+"""Training data and model files: fields, dataset check/prepare, download."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from runner import cli, views
+from runner.cli import JsonOpt, app, choice
+from runner.errors import UserError
+
+
+@app.command()
+def fields(as_json: bool = JsonOpt('{"fields": [{"name", "type", "default", "description"}]}')) -> None:
+    """List every field of the job file: name (a.b is b: inside a:), type, default and what it does (README.md#the-job-file)."""
+    from runner.fields import fields as all_fields
+
+    docs = all_fields()
+    views.emit_json(views.records_json("fields", docs)) if as_json else cli.out.print(views.fields_table(docs))
+
+
+dataset_app = typer.Typer(help="Check and prepare training data.", no_args_is_help=True)
+app.add_typer(dataset_app, name="dataset")
+
+
+@dataset_app.command("check")
+def dataset_check(
+    directory: Path = typer.Argument(..., help="folder of images/videos with captions"),
+    job: Path = typer.Option(None, "--job", help="take frames, source_fps, captions, task and trainer from this job"),
+    as_json: bool = JsonOpt('{"directory", "settings", "files": [{"name", …, "verdicts": {trainer: {"level", "text"}}}], "problems", "failed", "counts"}'),
+    frames: list[int] = typer.Option(None, "--frames", help="frame buckets / target frames (repeat the option)"),
+    source_fps: float = typer.Option(None, "--source-fps", help="musubi source_fps"),
+    task: str = typer.Option(None, "--task", help="t2v-1.3B, t2v-14B, i2v-14B-480P or i2v-14B-720P"),
+    trainer: str = typer.Option(None, "--trainer", help="diffpipe or musubi (default: both)"),
+) -> None:
+    """What each trainer will do with every file: read, captioned, bucketed, resampled, or dropped, and why.
+    Exits 1 when anything would fail or silently drop out of training."""
+    from runner.data.check import check
+    from runner.progress import counting
+    from runner.spec import Task, Trainer
+
+    with counting("reading", cli.err) as start:
+        report = check(
+            directory,
+            start,
+            job_file=job,
+            frames=frames or None,
+            source_fps=source_fps,
+            task=choice(Task, task, "--task"),
+            trainer=choice(Trainer, trainer, "--trainer"),
+        )
+    views.emit_json(views.dataset_report_json(report)) if as_json else views.dataset_report(report, cli.out)
+    if report.failed:
+        raise typer.Exit(1)
+
+
+@dataset_app.command("prepare")
+def dataset_prepare(
+    src: Path = typer.Argument(..., help="folder of source videos and images (only read)"),
+    dst: Path = typer.Option(..., "--out", help="folder for the clips"),
+    fps: float = typer.Option(16, "--fps", help="target frame rate (Wan2.1 trains at 16)"),
+    frames: int = typer.Option(81, "--frames", help="frames per clip, 4k+1"),
+    min_frames: int = typer.Option(None, "--min-frames", help="keep a last, shorter clip (4k+1) of at least this many frames"),
+    max_side: int = typer.Option(None, "--max-side", help="scale down so the longest side is at most this"),
+    workers: int = typer.Option(None, "--workers", help="parallel processes (default: one per core)"),
+    caption_extension: str = typer.Option(".txt", "--caption-extension"),
+) -> None:
+    """Re-encode videos to --fps and cut them into --frames clips, each with a copy of its caption; copy images.
+    Resumes where it stopped; SRC is never written."""
+    from runner.data.prepare import Options, prepare
+    from runner.progress import counting
+
+    given = {"min_frames": min_frames, "max_side": max_side, "workers": workers}
+    opts = Options(fps=fps, frames=frames, caption_extension=caption_extension, **{k: v for k, v in given.items() if v is not None})
+    with counting("preparing", cli.err) as start:
+        report = prepare(src, dst, opts, start)
+    views.prepared(cli.out, cli.err, report)
+    if any(r.error for r in report.results):
+        raise typer.Exit(1)
+
+
+@app.command()
+def download(
+    preset: str = typer.Argument(..., help="t2v-1.3B, t2v-14B, i2v-14B-480P or i2v-14B-720P"),
+    fmt: str = typer.Option("comfy", "--format", help="official (DiT and T5 from the official repo) or comfy (ComfyUI single files)"),
+    to: Path = typer.Option(Path("models"), "--to", help="models root (the job's models.root)"),
+    trainer: str = typer.Option(None, "--trainer", help="diffpipe or musubi (default: what both need)"),
+    hf_home: Path = typer.Option(None, "--hf-home", help="Hugging Face home for the tokenizers musubi reads (the job's hf_cache); default $HF_HOME"),
+    dry_run: bool = typer.Option(False, "--dry-run", help="show what would be fetched and stop"),
+    as_json: bool = JsonOpt('{"files": [{"repo", "revision", "filename", "size", "dest", "state"}], "bytes", "to_fetch": {"files", "bytes"}, '
+                            '"result": {"fetched", "verified", "skipped"} (null with --dry-run)}'),
+) -> None:
+    """Fetch the model files a preset needs, verified against the hub's sizes and hashes; resumable, and a second
+    run fetches nothing. Honors HF_ENDPOINT; reads the token from HF_TOKEN only."""
+    from runner.config import default_hf_home
+    from runner.models.download import fetch, plan, summarize
+    from runner.models.presets import Format
+    from runner.progress import transfer
+    from runner.spec import Trainer
+
+    chosen = choice(Trainer, trainer, "--trainer")
+    items = plan(preset, choice(Format, fmt, "--format"), [chosen] if chosen else list(Trainer), to, (hf_home or default_hf_home()) / "hub")
+    rows = summarize(items, to)
+    if not as_json:
+        views.download_plan(cli.out, rows)
+    counts = None
+    if not dry_run:
+        with transfer(cli.err) as progress:
+            counts = fetch(items, to, progress)
+    if as_json:
+        views.emit_json(views.download_json(rows, counts))
+    elif counts:
+        views.downloaded(cli.out, counts)

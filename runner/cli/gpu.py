@@ -1,0 +1,63 @@
+"""Whether a machine can run a job, and how: env, plan, doctor."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from runner import cli, views
+from runner.cli import HostOpt, JobArg, JsonOpt, app, resolved_with_gpus, target
+
+
+@app.command("env")
+def env_cmd(
+    job: Path = typer.Argument(None, dir_okay=False, help="the job file (YAML); without it, the GPU rules alone"),
+    host: str = HostOpt,
+    as_json: bool = JsonOpt('{"variables": [{"name", "value", "reason", "source"}]}'),
+) -> None:
+    """Print the environment runner would inject into the training container, and why."""
+    from runner.gpu.envrules import env_for_job
+
+    variables = env_for_job(*resolved_with_gpus(job, host))
+    views.emit_json(views.records_json("variables", variables)) if as_json else cli.out.print(views.env_table(variables))
+
+
+@app.command("plan")
+def plan_cmd(
+    job: Path = JobArg,
+    vram: float = typer.Option(None, help="GPU memory in GiB (default: the smallest GPU of the machine)"),
+    ram: float = typer.Option(None, help="host RAM in GiB (default: the machine's)"),
+    host: str = HostOpt,
+    as_json: bool = JsonOpt('{"fits", "task", "trainer", "tokens", "vram_gib", "ram_gib", "gpu_gib", "margin_gib", "host_gib", '
+                            '"caching_gpu_gib", "training_gpu_gib", "suggestions", "settings": {the job settings picked}, and the planner\'s raw fields}'),
+) -> None:
+    """Pick precision, checkpointing, block swap and optimizer so the job fits the GPU, from measured memory: the plan
+    `memory: auto` gets when the job is resolved on this machine or --host.
+
+    Exits 1 when nothing fits."""
+    from runner.job.render import memory_plan
+
+    p = memory_plan(job, target(host, gpus=True), vram, ram)
+    views.emit_json(views.memory_plan_json(p)) if as_json else views.memory_plan(cli.out, p)
+    if not p.fits:
+        raise typer.Exit(1)
+
+
+@app.command("doctor")
+def doctor_cmd(job: Path = typer.Argument(None, dir_okay=False, help="a job file: also check its volume dirs and plan's RAM"),
+               host: str = HostOpt, as_json: bool = JsonOpt('{"ready", "checks": [{"name", "ok", "detail", "fix", "required"}]}')) -> None:
+    """Check that this host can run training: Docker, NVIDIA Container Toolkit, GPUs, driver, disk, RAM, /dev/shm.
+
+    Exits 1 when a required check fails."""
+    from runner.executors.doctor import doctor_for_job, ready
+
+    checks = doctor_for_job(*resolved_with_gpus(job, host))
+    if as_json:
+        views.emit_json(views.doctor_json(checks, ready(checks)))
+    else:
+        views.doctor(cli.out, checks)
+    if not ready(checks):
+        if not as_json:
+            views.line(cli.err, "environment not ready: fix the FAIL lines above")
+        raise typer.Exit(1)

@@ -1,0 +1,52 @@
+"""The remote-hosts inventory: hosts add, list, rm."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from runner import cli, views
+from runner.cli import JsonOpt, app
+
+
+hosts_app = typer.Typer(help="Remote GPU hosts: `runner train JOB --host NAME` runs jobs there over SSH.", no_args_is_help=True)
+app.add_typer(hosts_app, name="hosts")
+
+
+@hosts_app.command("add")
+def hosts_add(
+    name: str = typer.Argument(..., help="a short name, e.g. gpu01"),
+    ssh: str = typer.Option(..., "--ssh", help="user@address[:port], or a Host alias of ~/.ssh/config"),
+    key: Path = typer.Option(None, "--key", help="private key file (default: ssh config, agent, ~/.ssh/id_*)"),
+    known_hosts: Path = typer.Option(None, "--known-hosts", help="known_hosts file (default: the alias's UserKnownHostsFile or ~/.ssh/known_hosts)"),
+    models: str = typer.Option("~/runner/models", help="models folder on the host (read-only in containers)"),
+    data: str = typer.Option("~/runner/data", help="datasets are synced to DATA/<job>/<i>-<folder> on the host"),
+    cache: str = typer.Option("~/runner/cache", help="caches on the host"),
+    outputs: str = typer.Option("~/runner/outputs", help="outputs on the host; `runner pull` brings them back"),
+) -> None:
+    """Add or replace a host in the inventory. Nothing is contacted: `runner train --host` checks the host."""
+    from runner.remote import hosts
+
+    h = hosts.add(hosts.Host(name=name, ssh=ssh, key=str(key.expanduser().resolve()) if key else None,
+                             known_hosts=str(known_hosts.expanduser().resolve()) if known_hosts else None,
+                             models=models, data=data, cache=cache, outputs=outputs))
+    views.line(cli.out, f"added {h.name} ({h.ssh}) to {hosts.inventory_file()}")
+
+
+@hosts_app.command("list")
+def hosts_list(as_json: bool = JsonOpt('{"hosts": [{"name", "ssh", "key", "known_hosts", "models", "data", "cache", "outputs"}]}')) -> None:
+    """List the hosts of the inventory with their SSH targets and folders."""
+    from runner.remote import hosts
+
+    inventory = list(hosts.load_all().values())
+    views.emit_json({"hosts": [h.model_dump() for h in inventory]}) if as_json else cli.out.print(views.hosts_table(inventory))
+
+
+@hosts_app.command("rm")
+def hosts_rm(name: str = typer.Argument(..., help="a host name from `runner hosts list`")) -> None:
+    """Remove a host from the inventory (nothing on the host is touched)."""
+    from runner.remote import hosts
+
+    hosts.remove(name)
+    views.line(cli.out, f"removed {name}")

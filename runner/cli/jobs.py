@@ -1,0 +1,152 @@
+"""Commands that check, render, run and follow jobs: validate, render, train, logs, ps, stop, pull, selftest."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from runner import cli, views
+from runner.cli import HostOpt, JobArg, JsonOpt, app, choice, target
+from runner.errors import UserError
+
+
+@app.command()
+def validate(job: Path = JobArg, host: str = HostOpt, as_json: bool = JsonOpt('{"job", "name", "trainer", "task", "datasets": [paths]}')) -> None:
+    """Check a job file against the schema and every known trainer pitfall, with the model files and caches as they
+    are on this machine or --host; nothing is written.
+
+    Model files missing there are refused when the job starts. The job fields: `runner fields`.
+    """
+    from runner.job.render import load_checked
+
+    j = load_checked(job, target(host)).job
+    views.emit_json(views.validated_json(job, j)) if as_json else views.validated(cli.out, job, j)
+
+
+@app.command()
+def render(
+    job: Path = JobArg,
+    out_dir: Path = typer.Option(..., "--out", file_okay=False, help="folder for the rendered files (replaced whole)"),
+    vram: float = typer.Option(None, help="GPU memory in GiB for `memory: auto` (default: the smallest GPU of the machine)"),
+    ram: float = typer.Option(None, help="host RAM in GiB for `memory: auto` (default: the machine's)"),
+    host: str = HostOpt,
+    as_json: bool = JsonOpt('{"out", "files": [names], "plan": the plan.json written}'),
+) -> None:
+    """Write the trainer's files, the commands (command.sh) and plan.json for a job resolved on this machine or
+    --host, without running it. plan.json names secret variables without their values."""
+    from runner.job import render as r
+
+    plan = r.render(job, out_dir, vram, ram, target(host))
+    views.emit_json(views.rendered_json(plan, out_dir)) if as_json else views.rendered(cli.out, plan, out_dir)
+
+
+@app.command()
+def train(
+    job: Path = JobArg,
+    detach: bool = typer.Option(False, "--detach", "-d", help="start and return; follow later with `runner logs -f`"),
+    host: str = HostOpt,
+) -> None:
+    """Train: render the job, run each step in the trainer's container, show live logs, exit with its code.
+
+    The full log is saved beside the outputs (<output>/<name>/runner-<id>.log). The job keeps running if
+    this command is interrupted; `runner logs -f`, `runner stop` and `runner ps` find it later.
+    With --host the image, the rendered job and the datasets are sent to the host (only what changed), model
+    files must already be in the host's models folder, and `runner pull` brings the outputs back.
+    """
+    from runner import config
+    from runner.jobs import launch
+    from runner.executors import executor_for
+
+    settings = config.load()
+    executor = executor_for(host)
+    record = launch.start(job, executor, settings, cli.out)
+    if detach:
+        views.line(cli.out, f"follow it with `runner logs -f {record.id}`")
+        return
+    try:
+        code = launch.follow(record, executor, cli.out)
+    except KeyboardInterrupt:
+        views.line(cli.err, f"the job keeps running: `runner logs -f {record.id}` follows it again, `runner stop {record.id}` stops it")
+        raise typer.Exit(130) from None
+    raise typer.Exit(code)
+
+
+@app.command()
+def logs(
+    job: str = typer.Argument(..., help="job name (its newest run) or run id from `runner ps`"),
+    follow: bool = typer.Option(False, "--follow", "-f", help="keep streaming until the job ends"),
+) -> None:
+    """Show a job's log from its container, wherever it runs; -f reattaches to a running job."""
+    from runner.jobs import launch, records
+    from runner.executors import executor_for
+
+    record = launch.refresh([records.find(job)])[0]
+    if record.status != "running":  # finished: the container is gone, its log was kept
+        views.log_text(cli.out, record.log_file.read_text() if record.log_file.exists() else "(no log was kept)\n")
+        raise typer.Exit(record.exit_code or 0)
+    executor = executor_for(record.host)
+    if follow:
+        raise typer.Exit(launch.follow(record, executor, cli.out))
+    for text in executor.logs(record.container, follow=False):
+        views.log_text(cli.out, text + "\n")
+
+
+@app.command()
+def ps(
+    host: str = typer.Option(None, help="only jobs on this host (\"local\" for this machine)"),
+    as_json: bool = JsonOpt('{"jobs": [{"id", "name", "trainer", "host", "image", "container", "job_file", "output_dir", "status", '
+                            '"exit_code", "failure", "started", "finished", "master_port", "env_names", "fingerprints"}]}'),
+) -> None:
+    """List job runs with their state, refreshed from the engines that run them."""
+    from runner.jobs import launch, records
+
+    records = launch.refresh([r for r in records.all_records() if host is None or r.host == host])
+    views.emit_json({"jobs": [r.model_dump(mode="json") for r in records]}) if as_json else cli.out.print(views.jobs_table(records))
+
+
+@app.command()
+def stop(job: str = typer.Argument(..., help="job name (its newest run) or run id")) -> None:
+    """Stop a running job: the trainer gets SIGTERM, then SIGKILL after 30 s. Outputs stay."""
+    from runner.jobs import launch, records
+    from runner.executors import executor_for
+
+    record = records.find(job)
+    launch.stop(record, executor_for(record.host))
+    views.line(cli.out, f"stopped {record.id}; its log: `runner logs {record.id}`")
+
+
+@app.command()
+def pull(job: str = typer.Argument(..., help="job name (its newest run) or run id")) -> None:
+    """Bring a remote job's outputs into its local output folder; only new or changed files move."""
+    from runner.jobs import records
+    from runner.executors import executor_for
+
+    record = records.find(job)
+    stats = executor_for(record.host).pull_outputs(record.name, Path(record.output_dir))
+    if stats is None:
+        raise UserError(f"job {record.id}", f"ran on this machine; its outputs are already in {record.output_dir}.", "nothing to pull.")
+    views.pulled(cli.out, stats, record)
+
+
+@app.command()
+def selftest(
+    trainer: str = typer.Option(None, "--trainer", help="diffpipe or musubi (default: both)"),
+    host: str = HostOpt,
+    steps: int = typer.Option(4, "--steps", min=1, help="training steps per trainer (whole epochs over the 2 clips)"),
+    fmt: str = typer.Option("comfy", "--format", help="model files as `runner download --format` lays them out: comfy or official"),
+    as_json: bool = JsonOpt('[{"trainer", "passed", "steps", "s_per_step", "peak_gib", "plan_gib", "step_peaks_gib", "lora", "problems", "notes", …}], one per trainer'),
+) -> None:
+    """Smoke-test the trainers on a GPU host: random-weight Wan2.1 T2V-1.3B files of the real architecture (made once,
+    on the host, in the trainer image, under <models>/runner-selftest/), two synthetic clips, then `runner train` for
+    each trainer: cache latents, cache text, train, save. Checks the LoRA (key names, rank, tensor count, B matrices
+    trained) and reports s/step and peak GPU memory against the planner's estimate. Exits 1 when a trainer fails."""
+    from runner import selftest
+    from runner.models.presets import Format
+    from runner.spec import Trainer
+
+    chosen = choice(Trainer, trainer, "--trainer")
+    results = selftest.run([chosen] if chosen else list(Trainer), host, steps, choice(Format, fmt, "--format"), cli.err if as_json else cli.out)
+    views.emit_json(views.selftest_data(results)) if as_json else cli.out.print(views.selftest_table(results))
+    if not all(r.passed for r in results):
+        raise typer.Exit(1)
