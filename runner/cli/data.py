@@ -8,7 +8,6 @@ import typer
 
 from runner import cli, views
 from runner.cli import JsonOpt, app, choice
-from runner.errors import UserError
 
 
 @app.command()
