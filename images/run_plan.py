@@ -2,7 +2,6 @@
 
 Prints a marker line before and after each step (runner's progress display reads them) and exits
 with the first failing step's code. SIGTERM/SIGINT go to the running step's process group, so `runner stop` is clean.
-Steps that only build caches are skipped when RUNNER_CACHE_FRESH=1 (the dataset fingerprint matched).
 A step's own `env` is set for that step over the container's environment.
 """
 
@@ -31,9 +30,6 @@ def main(plan_file: str) -> int:
     signal.signal(signal.SIGINT, forward)
     for i, step in enumerate(steps, 1):
         head = f"{MARK} step {i}/{len(steps)} {step['name']}"
-        if step.get("caches") and os.environ.get("RUNNER_CACHE_FRESH") == "1":
-            print(f"{head} skipped: the cache matches the dataset fingerprint", flush=True)
-            continue
         step_env = step.get("env") or {}
         shown = [f"{k}={v}" for k, v in step_env.items()] + step["argv"]
         print(f"{head} start: {shlex.join(shown)}", flush=True)

@@ -26,8 +26,6 @@ def is_secret(name: str, value: str) -> bool:
 class Step:
     name: str
     argv: list[str]
-    # Cache steps are skipped when the dataset fingerprint says the cache is fresh.
-    caches: bool = False
     # set for this step only, over the container's environment (images/run_plan.py)
     env: dict[str, str] = field(default_factory=dict)
 

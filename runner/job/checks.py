@@ -99,7 +99,7 @@ def optimizer_name(job: Job) -> Iterator[UserError]:
         yield UserError("optimizer.type", *problem)
 
 
-# images/run_plan.py skips the caching steps when it is set; runner decides that itself (runner.job.resolve)
+# images built before runner decided cache reuse itself (runner.job.resolve) skip their caching steps when it is set
 RESERVED_ENV = "RUNNER_CACHE_FRESH"
 
 

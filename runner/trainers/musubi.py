@@ -234,8 +234,8 @@ def render(r: ResolvedJob, master_port: int) -> Plan:
     train = launch + [str(SCRIPTS / "wan_train_network.py")] + train_args(r, config)
     offline = {k: v for k, v in CACHE_STEP_ENV.items() if k not in job.env}  # the job's env wins over runner's
     caching = [] if r.caches is Caches.reuse else [
-        Step("cache-latents", cache_latents, caches=True, env=offline),
-        Step("cache-text-encoder", cache_text, caches=True, env=offline),
+        Step("cache-latents", cache_latents, env=offline),
+        Step("cache-text-encoder", cache_text, env=offline),
     ]
     return Plan(
         job=job.name,
