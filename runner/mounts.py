@@ -115,7 +115,7 @@ HOLDS = {"data": "training data", "cache": "latent and text caches", "outputs": 
 
 @dataclass(frozen=True)
 class Overlap:
-    inner: Mount  # the folder inside the other; of one folder mounted twice, the read-only one
+    inner: Mount  # the folder inside the other; of one folder mounted twice, the read-only one, else a
     outer: Mount
     why: str  # what would go wrong
 
@@ -136,7 +136,7 @@ def overlap(a: Mount, b: Mount) -> Overlap | None:
     pa, pb = Path(a.host), Path(b.host)
     if not (pa.is_relative_to(pb) or pb.is_relative_to(pa)) or a.volume.startswith("data/") and b.volume.startswith("data/"):
         return None
-    inner, outer = (a, b) if (pa != pb and pa.is_relative_to(pb)) or (pa == pb and a.read_only) else (b, a)
+    inner, outer = (a, b) if (pa != pb and pa.is_relative_to(pb)) or (pa == pb and not b.read_only) else (b, a)
     if inner.read_only and not outer.read_only:
         return Overlap(inner, outer, f"that is mounted read-write at {outer.container}, so the trainer could change the "
                                      f"files mounted read-only at {inner.container}")
