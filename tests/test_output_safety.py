@@ -41,11 +41,15 @@ def tree(root: Path) -> dict[str, str]:
     return out
 
 
-def refused(cli, *args, where: str, says: str) -> str:
+def refused(cli, *args, where: str, says: str, untouched: Path | None = None) -> None:
+    """The command exits 2 with one paragraph naming `where`, saying `says`, with a fix; every file under
+    `untouched` is as it was."""
+    before = tree(untouched) if untouched else None
     code, stdout, stderr = cli(*args)
     assert code == 2, stdout + stderr
     assert f"{where}: " in stderr and says in stderr and "Fix: " in stderr, stderr
-    return stderr
+    if untouched:
+        assert tree(untouched) == before
 
 
 # --- 2. render --out ------------------------------------------------------------------------------
@@ -61,9 +65,7 @@ def test_render_refuses_a_folder_it_did_not_write_and_touches_nothing(cli, works
     examples = workspace / "examples"
     write_job(examples, job_text())
     monkeypatch.chdir(examples)
-    before = tree(workspace)
-    refused(cli, "render", "job.yaml", "--out", out, where="--out", says=says)
-    assert tree(workspace) == before
+    refused(cli, "render", "job.yaml", "--out", out, where="--out", says=says, untouched=workspace)
 
 
 def test_render_refuses_a_file_as_out_with_a_json_error(cli, workspace, monkeypatch):
@@ -84,9 +86,7 @@ def test_render_refuses_a_link_to_the_data_folder(cli, workspace):
     job = write_job(workspace / "examples", job_text())
     link = workspace / "rendered"
     link.symlink_to(workspace / "examples" / "data" / "clips")
-    before = tree(workspace)
-    refused(cli, "render", job, "--out", link, where="--out", says="clips is a folder that runner did not write")
-    assert tree(workspace) == before
+    refused(cli, "render", job, "--out", link, where="--out", says="clips is a folder that runner did not write", untouched=workspace)
 
 
 def test_render_keeps_a_file_the_user_put_into_an_earlier_render(cli, workspace):
@@ -94,9 +94,7 @@ def test_render_keeps_a_file_the_user_put_into_an_earlier_render(cli, workspace)
     out = workspace / "rendered"
     assert cli("render", job, "--out", out)[0] == 0
     (out / "my-notes.txt").write_text("mine")
-    before = tree(workspace)
-    refused(cli, "render", job, "--out", out, where="--out", says="holds files that runner did not write there: my-notes.txt")
-    assert tree(workspace) == before
+    refused(cli, "render", job, "--out", out, where="--out", says="holds files that runner did not write there: my-notes.txt", untouched=workspace)
 
 
 def test_render_writes_into_a_new_or_empty_folder_and_replaces_its_own(cli, workspace):
@@ -209,15 +207,13 @@ def test_folders_side_by_side_or_inside_the_read_only_models_are_allowed(cli, wo
 
 @pytest.mark.parametrize("command", ["validate", "render", "plan", "train"])
 def test_every_command_that_resolves_a_job_refuses_before_anything_runs(cli, workspace, monkeypatch, command):
-    state = workspace / "state"
-    monkeypatch.setenv("RUNNER_STATE", str(state))
+    monkeypatch.setenv("RUNNER_STATE", str(workspace / "state"))
     monkeypatch.setenv("RUNNER_GPUS", "none")
     monkeypatch.setenv("RUNNER_CONFIG", str(workspace / "no-config.yaml"))
     job = write_job(workspace / "examples", job_with(output="/etc"))
-    before = tree(workspace)
     args = {"render": ["--out", workspace / "rendered"], "plan": ["--vram", "24"]}.get(command, [])
-    refused(cli, command, job, *args, where="output", says="/etc is the system folder /etc")
-    assert tree(workspace) == before  # no render, no job record, no output folder
+    # untouched: no render, no job record in the state folder, no output folder
+    refused(cli, command, job, *args, where="output", says="/etc is the system folder /etc", untouched=workspace)
 
 
 def test_docker_mount_list_refuses_one_folder_with_two_modes(tmp_path):
