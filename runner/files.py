@@ -1,4 +1,5 @@
-"""Atomic writes: a reader (another runner, a trainer, a crash) sees the old file or the whole new one, never half."""
+"""Atomic writes: a reader (another runner, a trainer, a crash) sees the old file or folder or the whole new one, never
+half; a folder is replaced whole only when runner wrote everything in it (its marker file lists what)."""
 
 from __future__ import annotations
 
