@@ -27,7 +27,7 @@ def validate(job: Path = JobArg, host: str = HostOpt, as_json: bool = JsonOpt('{
 @app.command()
 def render(
     job: Path = JobArg,
-    out_dir: Path = typer.Option(..., "--out", file_okay=False, help="folder for the rendered files (replaced whole)"),
+    out_dir: Path = typer.Option(..., "--out", help="folder for the rendered files: a new or empty one, or an earlier render (replaced whole)"),
     vram: float = typer.Option(None, help="GPU memory in GiB for `memory: auto` (default: the smallest GPU of the machine)"),
     ram: float = typer.Option(None, help="host RAM in GiB for `memory: auto` (default: the machine's)"),
     host: str = HostOpt,

@@ -8,9 +8,12 @@ nothing read twice.
 
 from __future__ import annotations
 
+import dataclasses
+import os
 from pathlib import Path
 from typing import Callable, Iterator
 
+from runner import mounts
 from runner.errors import JobInvalid, UserError
 from runner.models import modelfiles, weights
 from runner.spec import Job, Trainer, is_4k_plus_1, max_blocks_to_swap, round_4k1
@@ -135,6 +138,58 @@ def diffpipe_resolutions(job: Job) -> Iterator[UserError]:
                 "without --i_know_what_i_am_doing, because each one multiplies the cache and the step count.",
                 f"keep at most {DIFFPIPE_MAX_RESOLUTIONS} resolutions, or split the data into datasets.",
             )
+
+
+MOUNT_FIELDS = {"models": "models.root", "cache": "cache", "outputs": "output", "hf-cache": "hf_cache"}
+
+
+def _field(m: mounts.Mount) -> str:
+    return f"datasets[{m.volume.split('/')[1]}].path" if m.volume.startswith("data/") else MOUNT_FIELDS[m.volume]
+
+
+def mount_folders(job: Job) -> Iterator[UserError]:
+    """Folders the containers would write where they must not: a system folder mounted read-write, or folders
+    that overlap (runner.mounts.overlap). Compared with symlinks resolved, so a link hides neither; only the
+    named folders' own links are followed, never their contents'."""
+    table = [dataclasses.replace(m, host=os.path.realpath(m.host)) for m in mounts.folder_mounts(job)]
+    system = {m.volume: mounts.system_folder(Path(m.host)) for m in table if not m.read_only}
+    for m in table:
+        if system.get(m.volume):
+            yield UserError(
+                _field(m),
+                f"{m.host} is {system[m.volume]}; the container would mount it read-write at {m.container}, and the "
+                "trainer (as you, or as root) could write anywhere in it.",
+                f"point {_field(m)} at a folder of its own, e.g. {m.volume.split('/')[0]}/ beside the job file.",
+            )
+    for i, a in enumerate(table):
+        for b in table[:i]:
+            o = mounts.overlap(a, b)
+            if o and not (system.get(a.volume) or system.get(b.volume)):  # refused already, with its own fix
+                yield UserError(
+                    _field(o.inner),
+                    f"{o.inner.host} is {'the same folder as' if o.same_folder else 'inside'} {_field(o.outer)} "
+                    f"({o.outer.host}); {o.why}.",
+                    f"give {_field(o.inner)} and {_field(o.outer)} folders of their own, side by side, neither inside "
+                    "the other (e.g. models/, data/clips, cache/, outputs/).",
+                )
+
+
+def diffpipe_shared_dataset_folder(job: Job) -> Iterator[UserError]:
+    """diffusion-pipe caches each dataset inside its folder, under one name per model: two datasets on one folder
+    would overwrite each other's cache."""
+    if job.trainer is not Trainer.diffpipe:
+        return
+    first: dict[str, int] = {}
+    for i, d in enumerate(job.datasets):
+        real = os.path.realpath(d.path)
+        if real in first:
+            yield UserError(
+                f"datasets[{i}].path",
+                f"{d.path} is the folder of datasets[{first[real]}] too; diffusion-pipe caches each dataset inside its "
+                f"folder ({real}/cache/), so the two would overwrite each other's cache files.",
+                "make them one dataset (resolutions and frames take lists), or give each its own folder.",
+            )
+        first.setdefault(real, i)
 
 
 def dataset_folders(r: ResolvedJob) -> Iterator[UserError]:
@@ -303,6 +358,8 @@ RULES: list[Rule] = [
     reserved_env,
     diffpipe_resolutions,
     i2v_needs_video,
+    mount_folders,
+    diffpipe_shared_dataset_folder,
 ]
 # the rules that read the facts gathered on the target
 FACT_RULES: list[FactRule] = [dataset_folders, dataset_contents, model_files]
