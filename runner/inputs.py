@@ -254,7 +254,7 @@ def schema_errors(err: ValidationError, path: Path, lines: Lines, model: type[Ba
         problem = f"{e['msg'].removeprefix('Value error, ')}{given}."
         fix = _FIXES.get(e["type"], f"{_GENERIC_FIX}; {example}")
         if e["type"] == "extra_forbidden":
-            problem = f"unknown key{given}; trainers reject unknown keys, so runner does too."
+            problem = f"unknown key{given}; runner refuses keys it does not know rather than ignore them (the trainers do too)."
             close = difflib.get_close_matches(str(loc[-1]), _siblings(model, loc), n=1)
             fix = f"rename it to `{close[0]}` if you meant that, or remove it; {fields_doc}" if close else f"remove it or check its spelling; {fields_doc}"
         out.append(UserError(f"{path}:{line}: {dotted(loc) or 'top level'}", problem, fix))

@@ -73,6 +73,18 @@ JobArg = typer.Argument(..., dir_okay=False, help="the job file (YAML); see exam
 HostOpt = typer.Option("local", "--host", "-H", help="a host from `runner hosts list` (default: this machine)")
 
 
+def VramOpt(help: str):
+    from runner.spec import GiB
+
+    return typer.Option(None, "--vram", parser=schema_option(GiB, "--vram", "give the GPU memory in GiB, a number above 0, e.g. --vram 24."), help=help)
+
+
+def RamOpt(help: str):
+    from runner.spec import GiB
+
+    return typer.Option(None, "--ram", parser=schema_option(GiB, "--ram", "give the host RAM in GiB, a number above 0, e.g. --ram 64."), help=help)
+
+
 def target(host: str, gpus: bool = False):
     """The machine of --host as resolving a job sees it (runner.job.resolve.Target); gpus: ask for its GPUs and RAM."""
     from runner.jobs import launch
@@ -97,6 +109,41 @@ def choice(enum: type, value: str | None, option: str):
         return enum(value)
     except ValueError:
         raise UserError(option, f"'{value}' is not one of {', '.join(e.value for e in enum)}.", "use one of those") from None
+
+
+def schema_option(annotation, option: str, fix: str):
+    """A typer `parser` that reads an option's text through a schema type of runner.spec, so a bad value fails like a
+    job field: a UserError naming the option (exit 2), never "no setting fits" later on."""
+    from pydantic import TypeAdapter, ValidationError
+
+    from runner.inputs import quote
+
+    adapter = TypeAdapter(annotation)
+
+    def parse(text: str):
+        try:
+            return adapter.validate_python(text)
+        except ValidationError as e:
+            problem = e.errors()[0]["msg"].removeprefix("Value error, ")
+            raise UserError(option, f"{problem} (given: {quote(text)}).", fix) from None
+
+    return parse
+
+
+def out_folder(option: str):
+    """A typer `parser` for a folder runner writes into: a path that is not a file and has no file above it."""
+    from runner.spec import HostPath
+
+    as_path = schema_option(HostPath, option, "give the path of a folder (it is made if missing).")
+
+    def parse(text: str) -> Path:
+        path = as_path(text)
+        blocker = next((p for p in (path, *path.parents) if p.exists() and not p.is_dir()), None)
+        if blocker is not None:
+            raise UserError(option, f"{path} cannot be a folder: {blocker} is a file.", "give the path of a folder (it is made if missing), not of a file.")
+        return path
+
+    return parse
 
 
 def main() -> None:

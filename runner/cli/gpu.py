@@ -7,7 +7,7 @@ from pathlib import Path
 import typer
 
 from runner import cli, views
-from runner.cli import HostOpt, JobArg, JsonOpt, app, resolved_with_gpus, target
+from runner.cli import HostOpt, JobArg, JsonOpt, RamOpt, VramOpt, app, resolved_with_gpus, target
 
 
 @app.command("env")
@@ -26,8 +26,8 @@ def env_cmd(
 @app.command("plan")
 def plan_cmd(
     job: Path = JobArg,
-    vram: float = typer.Option(None, help="GPU memory in GiB (default: the smallest GPU of the machine)"),
-    ram: float = typer.Option(None, help="host RAM in GiB (default: the machine's)"),
+    vram: float = VramOpt("GPU memory in GiB (default: the smallest GPU of the machine)"),
+    ram: float = RamOpt("host RAM in GiB (default: the machine's)"),
     host: str = HostOpt,
     as_json: bool = JsonOpt('{"fits", "task", "trainer", "tokens", "vram_gib", "ram_gib", "gpu_gib", "margin_gib", "host_gib", '
                             '"caching_gpu_gib", "training_gpu_gib", "suggestions", "settings": {the job settings picked}, and the planner\'s raw fields}'),

@@ -7,8 +7,9 @@ from pathlib import Path
 import typer
 
 from runner import cli, views
-from runner.cli import HostOpt, JobArg, JsonOpt, app, choice, target
+from runner.cli import HostOpt, JobArg, JsonOpt, RamOpt, VramOpt, app, choice, out_folder, schema_option, target
 from runner.errors import UserError
+from runner.spec import Count
 
 
 @app.command()
@@ -27,9 +28,9 @@ def validate(job: Path = JobArg, host: str = HostOpt, as_json: bool = JsonOpt('{
 @app.command()
 def render(
     job: Path = JobArg,
-    out_dir: Path = typer.Option(..., "--out", file_okay=False, help="folder for the rendered files (replaced whole)"),
-    vram: float = typer.Option(None, help="GPU memory in GiB for `memory: auto` (default: the smallest GPU of the machine)"),
-    ram: float = typer.Option(None, help="host RAM in GiB for `memory: auto` (default: the machine's)"),
+    out_dir: Path = typer.Option(..., "--out", parser=out_folder("--out"), help="folder for the rendered files (replaced whole)"),
+    vram: float = VramOpt("GPU memory in GiB for `memory: auto` (default: the smallest GPU of the machine)"),
+    ram: float = RamOpt("host RAM in GiB for `memory: auto` (default: the machine's)"),
     host: str = HostOpt,
     as_json: bool = JsonOpt('{"out", "files": [names], "plan": the plan.json written}'),
 ) -> None:
@@ -133,7 +134,7 @@ def pull(job: str = typer.Argument(..., help="job name (its newest run) or run i
 def selftest(
     trainer: str = typer.Option(None, "--trainer", help="diffpipe or musubi (default: both)"),
     host: str = HostOpt,
-    steps: int = typer.Option(4, "--steps", min=1, help="training steps per trainer (whole epochs over the 2 clips)"),
+    steps: int = typer.Option(4, "--steps", parser=schema_option(Count, "--steps", "give a whole number of steps, 1 or more, e.g. --steps 4."), help="training steps per trainer (whole epochs over the 2 clips)"),
     fmt: str = typer.Option("comfy", "--format", help="model files as `runner download --format` lays them out: comfy or official"),
     as_json: bool = JsonOpt('[{"trainer", "passed", "steps", "s_per_step", "peak_gib", "plan_gib", "step_peaks_gib", "lora", "problems", "notes", …}], one per trainer'),
 ) -> None:
