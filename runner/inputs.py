@@ -224,7 +224,7 @@ def dotted(loc: tuple) -> str:
     return out
 
 
-_FIXES = {"missing": "add it", "literal_error": "use one of the values listed", "enum": "use one of the values listed"}
+_FIXES = {"literal_error": "use one of the values listed", "enum": "use one of the values listed"}
 _GENERIC_FIX = "set it as the message asks"
 
 
@@ -252,7 +252,7 @@ def schema_errors(err: ValidationError, path: Path, lines: Lines, model: type[Ba
         line = next((lines[loc[:n]] for n in range(len(loc), -1, -1) if loc[:n] in lines), 1)
         given = f" (given: {quote(e['input'])})" if e["type"] != "missing" and not isinstance(e["input"], dict) else ""
         problem = f"{e['msg'].removeprefix('Value error, ')}{given}."
-        fix = _FIXES.get(e["type"], f"{_GENERIC_FIX}; {example}")
+        fix = f"add it; {example}" if e["type"] == "missing" else _FIXES.get(e["type"], f"{_GENERIC_FIX}; {example}")
         if e["type"] == "extra_forbidden":
             problem = f"unknown key{given}; runner refuses keys it does not know rather than ignore them (the trainers do too)."
             close = difflib.get_close_matches(str(loc[-1]), _siblings(model, loc), n=1)

@@ -150,11 +150,18 @@ def is_4k_plus_1(n: int) -> bool:
     return n >= 1 and round_4k1(n) == n
 
 
+def _preset(name: str) -> str:
+    # `runner download` presets are named after the task they train (runner.models.presets), in any case
+    if name.lower() not in {t.value.lower() for t in Task}:
+        raise ValueError(f"is not a `runner download` preset; the presets are {', '.join(t.value for t in Task)}")
+    return name
+
+
 class Models(Strict):
     """Model files. Relative paths are under `root`, which is mounted read-only at /models."""
 
     root: HostPath = Field(Path("models"), description="host folder mounted read-only at /models; the model paths below are relative to it")
-    preset: Text | None = Field(None, description="a `runner download` preset (t2v-1.3B, t2v-14B, i2v-14B-480P, i2v-14B-720P): the files as `runner download` lays them out; fills the paths below")
+    preset: Annotated[Text, AfterValidator(_preset)] | None = Field(None, description="a `runner download` preset (t2v-1.3B, t2v-14B, i2v-14B-480P, i2v-14B-720P): the files as `runner download` lays them out; fills the paths below")
     format: Literal["comfy", "official"] = Field("comfy", description="with preset: ComfyUI repackaged single files (comfy) or the official repo (official; its DiT is float32, which musubi keeps unless memory.transformer_dtype is float8: twice the GPU memory of bf16, and the memory planner counts it)")
     ckpt_dir: HostPath | None = Field(None, description="official Wan2.1 folder (config.json, VAE, tokenizers); the official file names inside it are the defaults of dit, t5, vae and clip")
     dit: HostPath | None = Field(None, description="single-file DiT (.safetensors), e.g. ComfyUI repackaged")

@@ -38,7 +38,7 @@ def plan_cmd(
     Exits 1 when nothing fits."""
     from runner.job.render import memory_plan
 
-    p = memory_plan(job, target(host, gpus=True), vram, ram)
+    p = memory_plan(job, target(host, gpus=True, job=job), vram, ram)
     views.emit_json(views.memory_plan_json(p)) if as_json else views.memory_plan(cli.out, p)
     if not p.fits:
         raise typer.Exit(1)

@@ -7,7 +7,7 @@ from pathlib import Path
 import typer
 
 from runner import cli, views
-from runner.cli import HostOpt, JobArg, JsonOpt, RamOpt, VramOpt, app, choice, out_folder, schema_option, target
+from runner.cli import HostOpt, JobArg, JsonOpt, RamOpt, VramOpt, app, choice, out_folder, read_first, schema_option, target
 from runner.errors import UserError
 from runner.spec import Count
 
@@ -21,7 +21,7 @@ def validate(job: Path = JobArg, host: str = HostOpt, as_json: bool = JsonOpt('{
     """
     from runner.job.render import load_checked
 
-    j = load_checked(job, target(host)).job
+    j = load_checked(job, target(host, job=job)).job
     views.emit_json(views.validated_json(job, j)) if as_json else views.validated(cli.out, job, j)
 
 
@@ -38,7 +38,7 @@ def render(
     --host, without running it. plan.json names secret variables without their values."""
     from runner.job import render as r
 
-    plan = r.render(job, out_dir, vram, ram, target(host))
+    plan = r.render(job, out_dir, vram, ram, target(host, job=job))
     views.emit_json(views.rendered_json(plan, out_dir)) if as_json else views.rendered(cli.out, plan, out_dir)
 
 
@@ -59,6 +59,7 @@ def train(
     from runner.jobs import launch
     from runner.executors import executor_for
 
+    read_first(job)
     settings = config.load()
     executor = executor_for(host)
     record = launch.start(job, executor, settings, cli.out)

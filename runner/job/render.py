@@ -8,7 +8,7 @@ from pathlib import Path
 
 from runner import files, mounts
 from runner.config import default_hf_home
-from runner.errors import JobInvalid
+from runner.errors import JobInvalid, UserError
 from runner.gpu.planner import MemoryPlan
 from runner.job.resolve import NothingFits, Target, here, no_memory_to_plan, resolve
 from runner.plan import Plan, is_secret
@@ -29,6 +29,10 @@ def load_checked(file: Path, target: Target | None = None, **options) -> Resolve
         return resolve(job, target or here(), **options)
     except JobInvalid as e:
         raise JobInvalid(locate(e.errors, file, lines)) from None
+    except UserError as e:
+        if e.where not in lines:  # not about a field (a host, a folder): as it is
+            raise
+        raise JobInvalid(locate([e], file, lines)) from None
 
 
 def job_mounts(job: Job, job_dir: Path) -> list[mounts.Mount]:
