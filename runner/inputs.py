@@ -224,8 +224,29 @@ def dotted(loc: tuple) -> str:
     return out
 
 
-_FIXES = {"literal_error": "use one of the values listed", "enum": "use one of the values listed"}
-_GENERIC_FIX = "set it as the message asks"
+_FIXES = {
+    "literal_error": "use one of the values listed",
+    "enum": "use one of the values listed",
+    "greater_than": "use a number greater than {gt}",
+    "greater_than_equal": "use a number of at least {ge}",
+    "less_than": "use a number below {lt}",
+    "less_than_equal": "use a number of at most {le}",
+    "int_parsing": "use a whole number, e.g. 4",
+    "int_type": "use a whole number, e.g. 4",
+    "int_from_float": "use a whole number, e.g. 4",
+    "float_parsing": "use a number, e.g. 0.0002",
+    "float_type": "use a number, e.g. 0.0002",
+    "string_type": "write it as text (quote it if YAML reads it as something else: '…')",
+    "string_pattern_mismatch": "use the characters the field's description lists",
+    "list_type": "write a YAML list, e.g. [33]",
+    "tuple_type": "write a YAML list of the length the field takes",
+    "too_short": "give at least one value",
+    "too_long": "give as many values as the field takes",
+    "dict_type": "write a YAML mapping (key: value lines)",
+    "model_type": "write a YAML mapping (key: value lines)",
+    "bool_type": "use true or false",
+    "path_type": "write a path",
+}
 
 
 def _siblings(model: type[BaseModel], loc: tuple) -> list[str]:
@@ -252,7 +273,8 @@ def schema_errors(err: ValidationError, path: Path, lines: Lines, model: type[Ba
         line = next((lines[loc[:n]] for n in range(len(loc), -1, -1) if loc[:n] in lines), 1)
         given = f" (given: {quote(e['input'])})" if e["type"] != "missing" and not isinstance(e["input"], dict) else ""
         problem = f"{e['msg'].removeprefix('Value error, ')}{given}."
-        fix = f"add it; {example}" if e["type"] == "missing" else _FIXES.get(e["type"], f"{_GENERIC_FIX}; {example}")
+        fix = f"add it; {example}" if e["type"] == "missing" else _FIXES.get(e["type"], "change it as the message says").format(**e.get("ctx", {}))
+        fix += "" if e["type"] == "missing" else f"; {example}"
         if e["type"] == "extra_forbidden":
             problem = f"unknown key{given}; runner refuses keys it does not know rather than ignore them (the trainers do too)."
             close = difflib.get_close_matches(str(loc[-1]), _siblings(model, loc), n=1)

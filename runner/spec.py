@@ -264,7 +264,7 @@ class Job(Strict):
         if v == "auto":
             return {"auto": True}
         if isinstance(v, str):
-            raise ValueError(f"is `auto` or a mapping of the settings below (dtype, blocks_to_swap, …), not {inputs.quote(v)}; "
+            raise ValueError("is `auto` or a mapping of the settings below (dtype, blocks_to_swap, …); "
                              "write `memory: auto` to let the planner pick them")
         return v
 

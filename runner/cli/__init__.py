@@ -69,7 +69,7 @@ def JsonOpt(keys: str):
     return typer.Option(False, "--json", callback=_json_mode, help=f"print one JSON document on stdout instead: {keys}")
 
 
-JobArg = typer.Argument(..., dir_okay=False, help="the job file (YAML); see examples/")
+JobArg = typer.Argument(..., help="the job file (YAML); see examples/")
 HostOpt = typer.Option("local", "--host", "-H", help="a host from `runner hosts list` (default: this machine)")
 
 

@@ -12,7 +12,7 @@ from runner.cli import HostOpt, JobArg, JsonOpt, RamOpt, VramOpt, app, resolved_
 
 @app.command("env")
 def env_cmd(
-    job: Path = typer.Argument(None, dir_okay=False, help="the job file (YAML); without it, the GPU rules alone"),
+    job: Path = typer.Argument(None, help="the job file (YAML); without it, the GPU rules alone"),
     host: str = HostOpt,
     as_json: bool = JsonOpt('{"variables": [{"name", "value", "reason", "source"}]}'),
 ) -> None:
@@ -45,7 +45,7 @@ def plan_cmd(
 
 
 @app.command("doctor")
-def doctor_cmd(job: Path = typer.Argument(None, dir_okay=False, help="a job file: also check its volume dirs and plan's RAM"),
+def doctor_cmd(job: Path = typer.Argument(None, help="a job file: also check its volume dirs and plan's RAM"),
                host: str = HostOpt, as_json: bool = JsonOpt('{"ready", "checks": [{"name", "ok", "detail", "fix", "required"}]}')) -> None:
     """Check that this host can run training: Docker, NVIDIA Container Toolkit, GPUs, driver, disk, RAM, /dev/shm.
 
