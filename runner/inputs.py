@@ -44,7 +44,7 @@ def _file_kind(mode: int) -> str | None:
 
 def _not_regular(path: Path, what: str, kind: str) -> UserError:
     return UserError(str(path), f"is {kind}, not a regular file; runner reads a {what} only from a regular file.",
-                     f"give the path of the {what} itself (a YAML file).")
+                     f"give the path of the {what} itself.")
 
 
 def _blocked_by_file(path: Path, what: str) -> UserError:

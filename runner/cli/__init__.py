@@ -139,6 +139,20 @@ def schema_option(annotation, option: str, fix: str):
             problem = e.errors()[0]["msg"].removeprefix("Value error, ")
             raise UserError(option, f"{problem} (given: {quote(text)}).", fix) from None
 
+    parse.schema = annotation  # tests/test_bad_inputs.py generates bad values from it
+    return parse
+
+
+def trainer_name(option: str):
+    """A typer `parser` for a trainer argument: its name, checked before any engine is contacted."""
+    from runner.spec import Trainer
+
+    as_trainer = schema_option(Trainer, option, "use diffpipe or musubi.")
+
+    def parse(text: str) -> str:
+        return as_trainer(text).value
+
+    parse.schema = Trainer
     return parse
 
 
@@ -155,6 +169,7 @@ def out_folder(option: str):
             raise UserError(option, f"{path} cannot be a folder: {blocker} is a file.", "give the path of a folder (it is made if missing), not of a file.")
         return path
 
+    parse.schema = HostPath
     return parse
 
 

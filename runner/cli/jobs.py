@@ -102,8 +102,14 @@ def ps(
 ) -> None:
     """List job runs with their state, refreshed from the engines that run them."""
     from runner.jobs import launch, records
+    from runner.remote import hosts
 
-    records = launch.refresh([r for r in records.all_records() if host is None or r.host == host])
+    every = records.all_records()
+    known = {"local", *hosts.load_all(), *(r.host for r in every)}
+    if host is not None and host not in known:
+        raise UserError("--host", f"{host!r} is neither a host of the inventory nor one that ran a job.",
+                        f"use one of {', '.join(sorted(known))} (`runner hosts list`).")
+    records = launch.refresh([r for r in every if host is None or r.host == host])
     views.emit_json({"jobs": [r.model_dump(mode="json") for r in records]}) if as_json else cli.out.print(views.jobs_table(records))
 
 
