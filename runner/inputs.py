@@ -192,22 +192,24 @@ def _key_lines(node: yaml.Node, path: tuple = ()) -> Lines:
 
 def parse_yaml(text: str, path: Path) -> tuple[object, Lines]:
     """The document of `text` and the line of every key path; a UserError at file:line when it is not valid YAML."""
-    loader = _Loader(text)
+    loader = None
     try:
+        loader = _Loader(text)  # its reader refuses non-printable characters at once
         node = loader.get_single_node()
         data = loader.construct_document(node) if node is not None else None
     except _Refused as e:
         raise UserError(f"{path}:{e.problem_mark.line + 1}", e.problem, e.fix) from None
     except yaml.reader.ReaderError as e:
         line = text.count("\n", 0, e.position) + 1
-        raise UserError(f"{path}:{line}", f"holds the character {e.character!r}, which YAML does not allow in a file.",
+        raise UserError(f"{path}:{line}", f"holds the control character U+{e.character:04X}, which YAML does not allow in a file.",
                         "remove it (a control character pasted by accident?).") from None
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f"{path}:{mark.line + 1}" if mark else str(path)
         raise UserError(where, f"is not valid YAML ({getattr(e, 'problem', None) or e}).", "fix the syntax at that line.") from None
     finally:
-        loader.dispose()
+        if loader is not None:
+            loader.dispose()
     return data, (_key_lines(node) if node is not None else {})
 
 

@@ -139,7 +139,7 @@ def schema_option(annotation, option: str, fix: str):
             problem = e.errors()[0]["msg"].removeprefix("Value error, ")
             raise UserError(option, f"{problem} (given: {quote(text)}).", fix) from None
 
-    parse.schema = annotation  # tests/test_bad_inputs.py generates bad values from it
+    parse.schema, parse.option = annotation, option  # tests/test_bad_inputs.py generates bad values from them
     return parse
 
 
@@ -152,7 +152,7 @@ def trainer_name(option: str):
     def parse(text: str) -> str:
         return as_trainer(text).value
 
-    parse.schema = Trainer
+    parse.schema, parse.option = Trainer, option
     return parse
 
 
@@ -169,7 +169,7 @@ def out_folder(option: str):
             raise UserError(option, f"{path} cannot be a folder: {blocker} is a file.", "give the path of a folder (it is made if missing), not of a file.")
         return path
 
-    parse.schema = HostPath
+    parse.schema, parse.option, parse.folder = HostPath, option, True
     return parse
 
 
