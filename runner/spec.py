@@ -33,6 +33,13 @@ def _number(value: object) -> object:
     return value
 
 
+def _not_number(value: object) -> object:
+    # 1 and 0 would pass as true/false: a true/false field takes true or false
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        raise ValueError(f"expects true or false, not the number {value}")
+    return value
+
+
 def _finite(value: float) -> float:
     if not math.isfinite(value):
         raise ValueError(f"must be a finite number, not {value}")
@@ -231,7 +238,7 @@ class Memory(Strict):
     auto: bool = Field(False, strict=True, description="`memory: auto` lets the planner pick the settings below for the GPU")
     dtype: Literal["bfloat16", "float16"] = Field("bfloat16", description="mixed precision and base dtype")
     transformer_dtype: Literal["bfloat16", "float16", "float8"] = Field("bfloat16", description="float8: fp8 base weights")
-    activation_checkpointing: Literal[True, False, "unsloth"] = Field(
+    activation_checkpointing: Annotated[Literal[True, False, "unsloth"], BeforeValidator(_not_number)] = Field(
         True, description="recompute activations in the backward pass; unsloth also offloads them to host RAM"
     )
     blocks_to_swap: Int = Field(0, ge=0, description="transformer blocks kept in host RAM and swapped onto the GPU when needed")

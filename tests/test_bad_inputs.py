@@ -180,7 +180,7 @@ def bad_values(annotation, metadata=()) -> list:
     if annotation is Path:
         return [["a", "list"], "", "a\nb"]
     if origin is typing.Literal or (isinstance(annotation, type) and issubclass(annotation, Enum)):
-        return ["no-such-value"]
+        return ["no-such-value", *([1] if True in args else [])]
     if isinstance(annotation, type) and issubclass(annotation, BaseModel):
         return ["not a mapping"]
     if origin is list:
@@ -482,3 +482,28 @@ def test_every_cli_option_refuses_bad_values(refused, sandbox, name, command, pa
     assert values, f"runner {name} {param.opts[0]}: its schema type gives no bad value a command line can hold"
     for value in values:
         refused(_argv(name, command, param, value), *names)
+
+
+def test_a_bad_option_with_json_is_one_json_error(sandbox, capsys, monkeypatch):
+    monkeypatch.setattr(sys, "argv", ["runner", "plan", "job.yaml", "--vram", "-5", "--json"])
+    with pytest.raises(SystemExit) as exit_:
+        runner_cli.main()
+    assert exit_.value.code == 2
+    assert json.loads(capsys.readouterr().err)["errors"][0]["where"] == "--vram"
+
+
+def _succeeds(monkeypatch, *argv: str) -> None:
+    monkeypatch.setattr(sys, "argv", ["runner", *argv])
+    with pytest.raises(SystemExit) as exit_:
+        runner_cli.main()
+    assert exit_.value.code == 0
+
+
+def test_a_duplicate_host_is_refused_unless_replaced(refused, sandbox, monkeypatch):
+    hosts_file = sandbox.parent / "config" / "runner" / "hosts.yaml"
+    _succeeds(monkeypatch, "hosts", "add", "gpu01", "--ssh", "ubuntu@10.0.0.5")
+    first = hosts_file.read_text()
+    refused(["hosts", "add", "gpu01", "--ssh", "ubuntu@10.0.0.6"], "host 'gpu01'", "already in the hosts inventory", "--replace")
+    assert hosts_file.read_text() == first
+    _succeeds(monkeypatch, "hosts", "add", "gpu01", "--ssh", "ubuntu@10.0.0.6", "--replace")
+    assert "ubuntu@10.0.0.6" in hosts_file.read_text() and "10.0.0.5" not in hosts_file.read_text()

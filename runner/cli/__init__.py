@@ -66,7 +66,7 @@ def _json_mode(value: bool) -> bool:
 
 def JsonOpt(keys: str):
     """--json, with the document's keys for --help."""
-    return typer.Option(False, "--json", callback=_json_mode, help=f"print one JSON document on stdout instead: {keys}")
+    return typer.Option(False, "--json", callback=_json_mode, is_eager=True, help=f"print one JSON document on stdout instead: {keys}")
 
 
 JobArg = typer.Argument(..., help="the job file (YAML); see examples/")
