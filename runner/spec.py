@@ -214,7 +214,7 @@ class Optimizer(Strict):
     )
     lr: PositiveFloat | None = Field(None, description="default: 2e-5 (diffpipe), 2e-4 (musubi)")
     weight_decay: Float = Field(0.01, ge=0, description="AdamW weight decay")
-    betas: tuple[Fraction, Fraction] = Field((0.9, 0.99), description="Adam betas, each in [0, 1)")
+    betas: tuple[Fraction, Fraction] = Field((0.9, 0.99), description="Adam betas")
     eps: PositiveFloat = Field(1e-8, description="Adam epsilon")
 
 
@@ -262,7 +262,7 @@ class Job(Strict):
     output: HostPath = Field(Path("outputs"), description="host directory; the job writes to `<output>/<name>`")
     cache: HostPath = Field(Path("cache"), description="host directory for latent and text-encoder caches")
     hf_cache: HostPath | None = Field(None, description="host Hugging Face cache; default $HF_HOME or ~/.cache/huggingface")
-    seed: Int = Field(42, ge=0, lt=2**32, description="random seed, 0 to 2^32 - 1 (numpy's range)")
+    seed: Int = Field(42, ge=0, lt=2**32, description="random seed (numpy takes 0 to 2^32 - 1)")
     env: dict[EnvName, EnvValue] = Field(default_factory=dict, description="extra container environment; wins over runner's rules")
 
     @field_validator("memory", mode="before")
