@@ -31,6 +31,7 @@ from pydantic import BaseModel
 from runner import cli as runner_cli
 from runner import inputs
 from runner.fields import fields as documented_fields
+from runner.fields import nested_model
 from runner.spec import Job, read_job
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "t2v-1.3B-musubi.yaml"
@@ -123,22 +124,12 @@ def refused(sandbox: Path, capsys, monkeypatch):
 # --- the job schema, field by field -----------------------------------------------------------------------------
 
 
-def _nested(annotation) -> tuple[type[BaseModel] | None, bool]:
-    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
-        return annotation, False
-    if typing.get_origin(annotation) is list:
-        inner = typing.get_args(annotation)[0]
-        if isinstance(inner, type) and issubclass(inner, BaseModel):
-            return inner, True
-    return None, False
-
-
 def schema_fields(model: type[BaseModel] = Job, prefix: tuple = ()):
     """(path, annotation, metadata) of every field, depth first; a list of models contributes its item 0."""
     for name, info in model.model_fields.items():
         path = prefix + (name,)
         yield path, info.annotation, info.metadata
-        nested, is_list = _nested(info.annotation)
+        nested, is_list = nested_model(info.annotation)
         if nested:
             yield from schema_fields(nested, path + ((0,) if is_list else ()))
 
@@ -184,7 +175,7 @@ def bad_values(annotation, metadata=()) -> list:
     if isinstance(annotation, type) and issubclass(annotation, BaseModel):
         return ["not a mapping"]
     if origin is list:
-        inner = ["not a mapping"] if _nested(annotation)[0] else bad_values(args[0])[:1]
+        inner = ["not a mapping"] if nested_model(annotation)[0] else bad_values(args[0])[:1]
         return ["not a list", *([[]] if "min_length" in c else []), *([inner] if inner else [])]
     if origin is tuple:
         first = bad_values(args[0])[:1]

@@ -120,7 +120,9 @@ def choice(enum: type, value: str | None, option: str):
     try:
         return enum(value)
     except ValueError:
-        raise UserError(option, f"'{value}' is not one of {', '.join(e.value for e in enum)}.", "use one of those") from None
+        from runner.inputs import quote
+
+        raise UserError(option, f"{quote(value)} is not one of {', '.join(e.value for e in enum)}.", "use one of those.") from None
 
 
 def schema_option(annotation, option: str, fix: str):
