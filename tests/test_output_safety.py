@@ -78,7 +78,7 @@ def test_render_refuses_a_file_as_out_with_a_json_error(cli, workspace, monkeypa
         code, _, stderr = cli("render", "job.yaml", "--out", out, "--json")
         assert code == 2
         error = json.loads(stderr)["errors"][0]
-        assert error["where"] == "--out" and "is a file, not a folder" in error["problem"] and error["fix"]
+        assert error["where"] == "--out" and "is a file" in error["problem"] and error["fix"]
     assert tree(workspace) == before
 
 

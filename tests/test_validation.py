@@ -81,7 +81,7 @@ def test_bad_resolution(cli, workspace):
 
 def test_job_file_missing(cli, workspace):
     code, _, stderr = cli("validate", workspace / "nope.yaml")
-    assert code == 2 and "cannot read the job file" in stderr
+    assert code == 2 and "does not exist (no job file there)" in stderr
 
 
 # --- one test per trainer pitfall ------------------------------------------------------------------

@@ -29,6 +29,10 @@ def load_checked(file: Path, target: Target | None = None, **options) -> Resolve
         return resolve(job, target or here(), **options)
     except JobInvalid as e:
         raise JobInvalid(locate(e.errors, file, lines)) from None
+    except UserError as e:
+        if e.where not in lines:  # not about a field (a host, a folder): as it is
+            raise
+        raise JobInvalid(locate([e], file, lines)) from None
 
 
 def job_env(job: Job) -> dict[str, str]:
