@@ -186,7 +186,7 @@ def used_model_files(job: Job, files: modelfiles.ModelFiles) -> dict[str, Path]:
 
 def missing_model_files(r: ResolvedJob) -> dict[str, Path]:
     """The model files the job uses that resolving it did not find on its target (job field → path under models.root)."""
-    return {field: p for field, p in used_model_files(r.job, r.files).items() if not r.present.get(p, False)}
+    return {field: p for field, p in used_model_files(r.job, r.files).items() if not r.present(p)}
 
 
 def _unset(field: str, what: str, fix: str) -> Iterator[UserError]:
@@ -205,12 +205,35 @@ def model_files(r: ResolvedJob) -> Iterator[UserError]:
     if job.trainer is Trainer.diffpipe:
         if files.ckpt_dir is None:
             yield from _unset("models.ckpt_dir", "diffusion-pipe's ckpt_path must be the official Wan2.1 folder", DIFFPIPE_CKPT_FIX)
-        elif r.present.get(files.ckpt_dir):
+        elif r.kinds.get(files.ckpt_dir) == "folder":
             yield from _diffpipe_ckpt_dir(r, files.ckpt_dir)
     else:
         yield from _musubi_file_names(r)
     if files.dit is not None and files.dit in r.headers:
         yield from _dit_file(job, files.dit, r.headers[files.dit])
+
+
+_KIND_FIX = {
+    "root": "set models.root to the folder that holds the model files (`runner download PRESET --to DIR` fills one).",
+    "ckpt_dir": "set models.ckpt_dir to the official Wan2.1 folder (config.json, Wan2.1_VAE.pth, google/); a single DiT file goes in models.dit.",
+    "dit": "set models.dit to the DiT .safetensors file itself; an official Wan2.1 folder goes in models.ckpt_dir.",
+}
+_WHAT = {"folder": "a folder", "file": "a file", "broken link": "a symlink that loops or points nowhere", "special": "a FIFO or device"}
+
+
+def model_path_kinds(r: ResolvedJob) -> Iterator[UserError]:
+    """models.root and ckpt_dir must be folders and the weight files regular files, as the trainers open them."""
+    files = r.files
+    paths = {"root": files.root, **{name: getattr(files, name) for name in modelfiles.FIELDS}}
+    for name, path in paths.items():
+        kind, expected = r.kinds.get(path), modelfiles.EXPECTED_KIND[name]
+        if path is None or kind in (None, "missing", expected):
+            continue
+        yield UserError(
+            f"models.{name}",
+            f"{path} is {_WHAT[kind]}, but models.{name} must be {_WHAT[expected]} on {r.target}.",
+            _KIND_FIX.get(name, f"set models.{name} to the {name} file itself, relative to models.root."),
+        )
 
 
 def ckpt_dir_needs(job: Job, files: modelfiles.ModelFiles) -> list[str]:
@@ -225,7 +248,7 @@ def ckpt_dir_needs(job: Job, files: modelfiles.ModelFiles) -> list[str]:
 
 def _diffpipe_ckpt_dir(r: ResolvedJob, ckpt_dir: Path) -> Iterator[UserError]:
     for name in ckpt_dir_needs(r.job, r.files):
-        if not r.present.get(ckpt_dir / name, False):
+        if not r.present(ckpt_dir / name):
             yield UserError(
                 "models.ckpt_dir",
                 f"{ckpt_dir} lacks {name}; diffusion-pipe reads it from ckpt_path even when ComfyUI "
@@ -305,7 +328,7 @@ RULES: list[Rule] = [
     i2v_needs_video,
 ]
 # the rules that read the facts gathered on the target
-FACT_RULES: list[FactRule] = [dataset_folders, dataset_contents, model_files]
+FACT_RULES: list[FactRule] = [dataset_folders, dataset_contents, model_path_kinds, model_files]
 
 
 def check(r: ResolvedJob) -> None:
