@@ -204,7 +204,9 @@ def _diffpipe(path: Path, p: Probe, caption: Caption, s: Settings) -> Verdict:
         return Verdict(level="drop", text=f"{head}: diffpipe takes it for an image, not a video")
     bucket = diffpipe_bucket(n16, s.frames)
     if bucket is None:
-        smallest = min(b for b in s.frames if b > 1)
+        smallest = min((b for b in s.frames if b > 1), default=None)
+        if smallest is None:
+            return Verdict(level="drop", text=f"{head} → dropped: frames {s.frames} has no video bucket (1 is for images)")
         return Verdict(level="drop", text=f"{head} → dropped: shorter than the smallest bucket {smallest}")
     buckets = sorted(set(s.frames))
     text = f"{head} → bucket {bucket}" + (f" (of {'/'.join(map(str, buckets))})" if len(buckets) > 1 else "")

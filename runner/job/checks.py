@@ -138,15 +138,32 @@ def diffpipe_resolutions(job: Job) -> Iterator[UserError]:
 
 
 def dataset_folders(r: ResolvedJob) -> Iterator[UserError]:
+    from runner.data.media import folder_problem
+
     for i, d in enumerate(r.job.datasets):
         if r.folders[i].media is None:
-            yield UserError(f"datasets[{i}].path", f"{d.path} is not a folder.", "point it at the folder of your clips and captions.")
-        elif r.kind(i) == "empty":
+            yield UserError(f"datasets[{i}].path", f"{d.path} {folder_problem(d.path) or 'is not a folder'}.", "point it at the folder of your clips and captions.")
+        elif r.folders[i].holds == "empty":
             yield UserError(
                 f"datasets[{i}].path",
                 f"{d.path} holds no images or videos the trainers read (e.g. .mp4, .webm, .mov, .png, .jpg).",
                 "put the media and their caption files in that folder.",
             )
+        elif d.kind != "auto" and d.kind != r.folders[i].holds:
+            yield dataset_kind_mismatch(i, d.kind, r.folders[i].holds)
+
+
+_KIND_WORDS = {"video": "only videos", "image": "only images", "mixed": "both images and videos"}
+
+
+def dataset_kind_mismatch(index: int, declared: str, holds: str) -> UserError:
+    """`kind:` says one thing and the folder holds another: the trainers would train on part of it, or on nothing."""
+    return UserError(
+        f"datasets[{index}].kind",
+        f"is {declared}, but the folder holds {_KIND_WORDS[holds]}; the trainers read a {declared} dataset's folder for "
+        f"{_KIND_WORDS[declared].removeprefix('only ')} and would leave the rest out or find nothing.",
+        f"remove kind: (auto reads it from the folder) or set kind: {holds}.",
+    )
 
 
 def i2v_needs_video(job: Job) -> Iterator[UserError]:
@@ -170,7 +187,7 @@ def dataset_contents(r: ResolvedJob) -> Iterator[UserError]:
     job = r.job
     for i, d in enumerate(job.datasets):
         folder = r.folders[i]
-        if folder.media is not None and r.kind(i) != "empty":
+        if folder.media is not None and folder.holds != "empty":
             for e in dataset_problems(d, job.trainer, job.task, (folder.media, folder.ignored)):
                 yield UserError(f"datasets[{i}].path", f"{e.where}: {e.problem}", e.fix)
 
