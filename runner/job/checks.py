@@ -226,7 +226,12 @@ def model_files(r: ResolvedJob) -> Iterator[UserError]:
             yield from _diffpipe_ckpt_dir(r, files.ckpt_dir)
     else:
         yield from _musubi_file_names(r)
-    if files.dit is not None and files.dit in r.headers:
+    field_of = {path: field for field, path in used_model_files(job, files).items()}
+    for path, problem in r.headers.items():
+        if isinstance(problem, str):  # a file inside ckpt_dir that diffusion-pipe reads is the folder's problem
+            yield UserError(field_of.get(path, "models.ckpt_dir"), f"{path} cannot be read as {path.suffix} ({problem}).",
+                            "download it again (`runner download` verifies sizes and hashes).")
+    if files.dit is not None and isinstance(r.headers.get(files.dit), dict):
         yield from _dit_file(job, files.dit, r.headers[files.dit])
 
 
@@ -236,21 +241,26 @@ _KIND_FIX = {
     "dit": "set models.dit to the DiT .safetensors file itself; an official Wan2.1 folder goes in models.ckpt_dir.",
 }
 _WHAT = {"folder": "a folder", "file": "a file", "broken link": "a symlink that loops or points nowhere", "special": "a FIFO or device"}
+_OUTSIDE = (
+    "is a symlink out of models.root; the container mounts only the root (at /models) and cannot follow it.",
+    "put the file itself under models.root (move or copy it there), or set models.root to a folder that holds it.",
+)
 
 
 def model_path_kinds(r: ResolvedJob) -> Iterator[UserError]:
-    """models.root and ckpt_dir must be folders and the weight files regular files, as the trainers open them."""
+    """models.root and ckpt_dir must be folders and the weight files regular files under the root, as the trainers
+    open them in the container."""
     files = r.files
     paths = {"root": files.root, **{name: getattr(files, name) for name in modelfiles.FIELDS}}
     for name, path in paths.items():
         kind, expected = r.kinds.get(path), modelfiles.EXPECTED_KIND[name]
         if path is None or kind in (None, "missing", expected):
             continue
-        yield UserError(
-            f"models.{name}",
-            f"{path} is {_WHAT[kind]}, but models.{name} must be {_WHAT[expected]} on {r.target}.",
-            _KIND_FIX.get(name, f"set models.{name} to the {name} file itself, relative to models.root."),
-        )
+        if kind == "outside":
+            yield UserError(f"models.{name}", f"{path} {_OUTSIDE[0]}", _OUTSIDE[1])
+        else:
+            yield UserError(f"models.{name}", f"{path} is {_WHAT[kind]}, but models.{name} must be {_WHAT[expected]} on {r.target}.",
+                            _KIND_FIX.get(name, f"set models.{name} to the {name} file itself, relative to models.root."))
 
 
 def ckpt_dir_needs(job: Job, files: modelfiles.ModelFiles) -> list[str]:
@@ -297,10 +307,7 @@ def _musubi_file_names(r: ResolvedJob) -> Iterator[UserError]:
         yield from _unset("models.dit", "musubi-tuner needs a DiT file (--dit)", "set models.dit to a bf16 or fp16 Wan2.1 DiT .safetensors.")
 
 
-def _dit_file(job: Job, path: Path, header: dict | str) -> Iterator[UserError]:
-    if isinstance(header, str):
-        yield UserError("models.dit", f"{path} cannot be read as .safetensors ({header}).", "re-download the file.")
-        return
+def _dit_file(job: Job, path: Path, header: dict) -> Iterator[UserError]:
     info = weights.info(header)
     if info.fp8_scaled:
         yield UserError(

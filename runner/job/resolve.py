@@ -116,13 +116,14 @@ def _listing(folder: Path, caption_extension: str) -> Folder:
 
 
 def _model_facts(job: Job, files: modelfiles.ModelFiles, target: Target) -> tuple[dict[Path, str], dict[Path, dict | str]]:
-    """The kind of models.root and each model path on the target (one round trip: modelfiles.path_kinds) and the
-    headers of the DiT and, for musubi, a .safetensors T5 (one each), read there when they are files."""
+    """The kind of models.root and each model path on the target (one round trip: modelfiles.path_kinds), the
+    headers of the DiT and, for musubi, a .safetensors T5 (one each), and why a .pth the trainer loads would not
+    load (one round trip), read there when they are files."""
     wanted = {files.root} | set(checks.used_model_files(job, files).values())
     if job.trainer is Trainer.diffpipe and files.ckpt_dir is not None:
         wanted |= {files.ckpt_dir / name for name in checks.ckpt_dir_needs(job, files)}
     there = {p: _on_target(p, files.root, target) for p in sorted(wanted)}
-    kinds = dict(zip(there, modelfiles.path_kinds(target.shell, list(there.values()))))
+    kinds = dict(zip(there, modelfiles.path_kinds(target.shell, there[files.root], list(there.values()))))
     to_read = [files.dit]
     if job.trainer is Trainer.musubi and files.t5 is not None and files.t5.suffix == ".safetensors":
         to_read.append(files.t5)
@@ -133,6 +134,12 @@ def _model_facts(job: Job, files: modelfiles.ModelFiles, target: Target) -> tupl
                 headers[p] = weights.read_header_on(target.shell, there[p])
             except (OSError, weights.NotSafetensors) as e:
                 headers[p] = str(e)
+    pth = [p for p in there if p.suffix == ".pth" and kinds.get(p) == "file"]
+    try:
+        problems = weights.pth_problems(target.shell, [there[p] for p in pth])
+    except OSError as e:
+        problems = [str(e)] * len(pth)
+    headers |= {p: problem for p, problem in zip(pth, problems) if problem}
     return kinds, headers
 
 

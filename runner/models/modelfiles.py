@@ -93,18 +93,22 @@ def outside_root(files: ModelFiles) -> list[UserError]:
 # What each model path must be: models.root and ckpt_dir are folders, the weight files regular files.
 EXPECTED_KIND = {"root": "folder", "ckpt_dir": "folder", "dit": "file", "t5": "file", "vae": "file", "clip": "file"}
 
-# One round trip: the kind of each path, one per line, in order (a dangling or looping link: "broken link").
+# One round trip: the kind of each path, one per line, in order ("$1" is models.root). A dangling or looping link is
+# "broken link"; a path whose real location is not under models.root's (a symlink out of it) is "outside": the
+# container mounts only the root and cannot follow it.
 KINDS_COMMAND = (
-    'for f do if [ -d "$f" ]; then echo folder; elif [ -f "$f" ]; then echo file; elif [ -L "$f" ]; then echo "broken link"; '
-    'elif [ -e "$f" ]; then echo special; else echo missing; fi; done'
+    'root=$(readlink -f -- "$1"); shift; for f do '
+    'if [ -L "$f" ] && [ ! -e "$f" ]; then echo "broken link"; continue; fi; '
+    'real=$(readlink -f -- "$f"); if [ -e "$f" ] && [ "$real" != "$root" ]; then case $real in "$root"/*) ;; *) echo outside; continue;; esac; fi; '
+    'if [ -d "$f" ]; then echo folder; elif [ -f "$f" ]; then echo file; elif [ -e "$f" ]; then echo special; else echo missing; fi; done'
 )
 
 
-def path_kinds(shell, paths: list[str]) -> list[str]:
-    """folder, file, broken link, special (a FIFO, a device) or missing for each path, on the shell's machine."""
+def path_kinds(shell, root: str, paths: list[str]) -> list[str]:
+    """folder, file, broken link, outside, special (a FIFO, a device) or missing for each path, on the shell's machine."""
     if not paths:
         return []
-    r = shell.run(["sh", "-c", KINDS_COMMAND, "sh", *paths], timeout=30)
+    r = shell.run(["sh", "-c", KINDS_COMMAND, "sh", root, *paths], timeout=30)
     kinds = r.stdout.splitlines()
     if not r.ok or len(kinds) != len(paths):
         raise UserError(shell.name, f"cannot look up the model files there ({r.stderr.strip()[:200] or 'no answer'}).",

@@ -131,6 +131,32 @@ def read_header_on(shell, path: str) -> dict:
     return parse_header(size, length, body.encode())
 
 
+# What torch.load needs of a .pth, for each file "$@", one verdict per line: "empty"; "zip" (torch.save's format
+# since 1.6) with its end-of-central-directory record in the last 64 KiB, else "cut"; "pickle" (the legacy format
+# opens with pickle's PROTO opcode 0x80); anything else "other". POSIX tools only, like HEADER_COMMAND.
+PTH_COMMAND = (
+    'for f do [ -s "$f" ] || { echo empty; continue; }; h=$(head -c 4 -- "$f" | od -An -tx1 | tr -d " \n"); '
+    'if [ "$h" = 504b0304 ]; then tail -c 65558 -- "$f" | od -An -tx1 -v | tr -d " \n" | grep -q 504b0506 && echo zip || echo cut; '
+    'else case $h in 80*) echo pickle;; *) echo other;; esac; fi; done'
+)
+_PTH_PROBLEMS = {
+    "empty": "the file is empty",
+    "cut": "it is a zip archive (torch.save's format) without its end record: the file is cut short",
+    "other": "it is neither torch.save's zip archive nor a pickle: not a .pth file",
+}
+
+
+def pth_problems(shell, paths: list[str]) -> list[str | None]:
+    """Why torch.load would fail on each .pth file (None: it has the shape of one), read on the shell's machine."""
+    if not paths:
+        return []
+    r = shell.run(["sh", "-c", PTH_COMMAND, "sh", *paths], timeout=60)
+    verdicts = r.stdout.splitlines()
+    if not r.ok or len(verdicts) != len(paths):
+        raise OSError(f"cannot read the .pth files on {shell.name} ({r.stderr.strip()[:200]})")
+    return [_PTH_PROBLEMS.get(v) for v in verdicts]
+
+
 def info(header: dict) -> WeightsInfo:
     """What a safetensors header says about its weights."""
     tensors = {k: v for k, v in header.items() if k != "__metadata__"}

@@ -46,7 +46,8 @@ class ResolvedJob:
     folders: list[Folder]  # one per dataset, in order
     # what each model path (and models.root) is on the target: folder, file, broken link, special or missing
     kinds: dict[Path, str] = field(default_factory=dict)
-    headers: dict[Path, dict | str] = field(default_factory=dict)  # safetensors headers read on the target, or why not
+    # safetensors headers read on the target, or why a model file (a .safetensors, a .pth) cannot be read there
+    headers: dict[Path, dict | str] = field(default_factory=dict)
     caches: Caches = Caches.make
     memory_plan: MemoryPlan | None = None  # for the target's GPU (or the memory given); applied to `memory: auto`
     inventory: Inventory | None = None  # the target's GPUs, when they were asked for
