@@ -121,6 +121,10 @@ def probe(path: Path, folder: Path | None = None) -> Probe:
             if not width or not height:
                 return Probe(kind, error="no picture size in the container")
             if kind == "image":
+                # one picture: decoding it is cheap, and the trainers' PIL refuses a broken one
+                next(container.decode(stream))
+                if path.suffix.lower() in (".jpg", ".jpeg") and not _jpeg_ends(path):
+                    return Probe(kind, width, height, error="is cut short: the JPEG has no end-of-image marker")
                 return Probe(kind, width, height, 1, 0.0, "image")
             rate = stream.average_rate or stream.guessed_rate
             fps = float(rate) if rate else 0.0
@@ -139,8 +143,15 @@ def probe(path: Path, folder: Path | None = None) -> Probe:
         if fps <= 0:
             return Probe(kind, width, height, frames, error="no frame rate in the container")
         return Probe(kind, width, height, frames, fps, "header" if claimed else "packets")
-    except (av.FFmpegError, OSError, UnicodeDecodeError) as e:
-        return Probe(kind, error=_short(e))
+    except (av.FFmpegError, OSError, UnicodeDecodeError, StopIteration) as e:
+        return Probe(kind, error=_short(e) if not isinstance(e, StopIteration) else "no picture in the file")
+
+
+def _jpeg_ends(path: Path) -> bool:
+    """Whether a JPEG's end-of-image marker (FF D9) is in its last KiB; ffmpeg conceals a cut JPEG, PIL does not."""
+    with path.open("rb") as f:
+        f.seek(max(0, path.stat().st_size - 1024))
+        return b"\xff\xd9" in f.read()
 
 
 def _last_packet_whole(container: av.container.InputContainer, stream: av.VideoStream) -> bool:
@@ -179,18 +190,19 @@ FolderKind = Literal["video", "image", "mixed", "empty"]
 
 def media_files(directory: Path, caption_extension: str = ".txt") -> tuple[list[Path], list[Path]]:
     """(media, ignored) in one folder, sorted; sub-folders are never read by either trainer. Entries with a media
-    name that are no regular file (a FIFO, a dangling or looping link) count as media: musubi globs them by
-    name and fails on them, so probe() names them."""
+    name that are no regular file (a folder, a FIFO, a dangling or looping link) count as media: musubi globs them
+    by name and fails on them, so probe() names them."""
     media, ignored = [], []
     try:
         with os.scandir(directory) as entries:
             for entry in entries:
                 path = Path(entry.path)
-                if entry.name.startswith(".") or _is_dir(entry):
+                if entry.name.startswith(".") or path.suffix in DIFFPIPE_SKIPPED_SUFFIXES or path.suffix == caption_extension:
                     continue
-                if path.suffix in DIFFPIPE_SKIPPED_SUFFIXES or path.suffix == caption_extension:
-                    continue
-                (ignored if kind_of(path) == "other" else media).append(path)
+                if kind_of(path) != "other":
+                    media.append(path)
+                elif not _is_dir(entry):
+                    ignored.append(path)
     except OSError as e:
         raise UserError(str(directory), f"cannot be listed ({folder_problem(directory) or e.strerror}).",
                         "point it at a readable folder of clips and captions") from None
@@ -211,7 +223,9 @@ def folder_problem(directory: Path) -> str | None:
         return None
     if problem is None:
         return "is a file, not a folder"
-    return "does not exist" if problem == os.strerror(errno.ENOENT) else problem
+    if problem == os.strerror(errno.ENOENT):
+        return "does not exist"
+    return problem.replace("not a regular file", "not a folder")
 
 
 def media_kind(media: list[Path]) -> FolderKind:
