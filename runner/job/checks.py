@@ -160,8 +160,8 @@ def dataset_kind_mismatch(index: int, declared: str, holds: str) -> UserError:
     """`kind:` says one thing and the folder holds another: the trainers would train on part of it, or on nothing."""
     return UserError(
         f"datasets[{index}].kind",
-        f"is {declared}, but the folder holds {_KIND_WORDS[holds]}; the trainers read a {declared} dataset's folder for "
-        f"{_KIND_WORDS[declared].removeprefix('only ')} and would leave the rest out or find nothing.",
+        f"is {declared}, but the folder holds {_KIND_WORDS[holds]}; the trainers would look in it for "
+        f"{_KIND_WORDS[declared].removeprefix('only ')} and leave the rest out or find nothing.",
         f"remove kind: (auto reads it from the folder) or set kind: {holds}.",
     )
 

@@ -126,8 +126,8 @@ def read_header_on(shell, path: str) -> dict:
     except (ValueError, IndexError):
         raise OSError(f"cannot read {path} on {shell.name} ({r.stderr.strip()[:200]})") from None
     body = lines[2] if len(lines) > 2 else ""
-    if "\ufffd" in body:  # the shell decoded the bytes as UTF-8 and replaced what was not
-        raise NotSafetensors("its header is not UTF-8 text")
+    if "\ufffd" in body:  # the shell decoded the bytes as UTF-8 and replaced what was not; all before it was UTF-8
+        raise NotSafetensors(f"its header is not UTF-8 text (byte {8 + len(body[:body.index(chr(0xFFFD))].encode())})")
     return parse_header(size, length, body.encode())
 
 
