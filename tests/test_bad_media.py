@@ -465,3 +465,33 @@ def test_prepare_names_a_fifo_source_and_prepares_the_rest(cli, ws):
     assert "clip2.mp4: is a FIFO, not a regular file" in err and "Traceback" not in stdout + err
     assert (out / "clip1_000.mp4").is_file() and (out / "clip1_000.txt").is_file()
     assert tree(src) == before
+
+
+# --- dataset check / prepare options and the caption extension (the examples) ---------------------------
+
+OPTION_CASES = [
+    ("check", ["--frames", "0"], "--frames"),
+    ("check", ["--source-fps", "-5"], "--source-fps"),
+    ("check", ["--source-fps", "0"], "--source-fps"),
+    ("check", ["--source-fps", "nan"], "--source-fps"),
+    ("prepare", ["--fps", "0"], "--fps"),
+    ("prepare", ["--fps", "-16"], "--fps"),
+    ("prepare", ["--fps", "nan"], "--fps"),
+    ("prepare", ["--max-side", "0"], "--max-side"),
+    ("prepare", ["--workers", "0"], "--workers"),
+    ("prepare", ["--caption-extension", "txt"], "--caption-extension"),
+]
+
+
+@pytest.mark.parametrize("command,options,named", OPTION_CASES, ids=[f"{c}{' '.join(o)}" for c, o, _ in OPTION_CASES])
+def test_dataset_option_out_of_range(cli, ws, command, options, named):
+    out = ws / "elsewhere" / "prepared"
+    args = ["dataset", command, ws / "data" / "clips", *(["--out", out] if command == "prepare" else []), *options]
+    refused(cli, ws, args, [named])
+    assert not out.exists()
+
+
+def test_caption_extension_that_is_a_path(cli, ws):
+    job = ws / "jobs" / "clips.yaml"
+    job.write_text(job.read_text() + "    caption_extension: ./captions.txt\n")
+    refused(cli, ws, ["validate", job], [f"{job}:10: datasets[0].caption_extension", "./captions.txt"])
