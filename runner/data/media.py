@@ -129,10 +129,13 @@ def probe(path: Path, folder: Path | None = None) -> Probe:
             rate = stream.average_rate or stream.guessed_rate
             fps = float(rate) if rate else 0.0
             claimed, seconds = stream.frames, (container.duration or 0) / av.time_base
-            if claimed > 0 and _last_packet_whole(container, stream):
+            if not claimed:
+                frames, cut = _count_packets(container, stream)
+            elif _last_packet_whole(container, stream):
                 frames, cut = claimed, None
-            else:
-                frames, cut = _demux_from_start(path)
+            else:  # rare: the file ends early; read it again from the start to find where
+                with av.open(str(path)) as again:
+                    frames, cut = _count_packets(again, again.streams.video[0])
         # without a frame count (Matroska, WebM), the duration in the header says how many frames to expect
         expected = claimed or round(seconds * fps)
         if cut or 0 < frames < (claimed or expected * 0.95 - 1):
@@ -164,17 +167,16 @@ def _last_packet_whole(container: av.container.InputContainer, stream: av.VideoS
     return bool(tail) and not any(packet.is_corrupt for packet in tail)
 
 
-def _demux_from_start(path: Path) -> tuple[int, str | None]:
-    """(whole packets, why the demuxer stopped early or None) of the first video stream, read to its end."""
+def _count_packets(container: av.container.InputContainer, stream: av.VideoStream) -> tuple[int, str | None]:
+    """(whole packets, why the demuxer stopped early or None) of one stream, read from the start to its end."""
     frames = 0
-    with av.open(str(path)) as container:
-        try:
-            for packet in container.demux(container.streams.video[0]):
-                if packet.is_corrupt:
-                    return frames, "its last packet is incomplete"
-                frames += packet.size > 0
-        except av.FFmpegError as e:
-            return frames, _short(e)
+    try:
+        for packet in container.demux(stream):
+            if packet.is_corrupt:
+                return frames, "its last packet is incomplete"
+            frames += packet.size > 0
+    except av.FFmpegError as e:
+        return frames, _short(e)
     return frames, None
 
 
