@@ -16,6 +16,7 @@ import random
 import shutil
 import signal
 import struct
+import zipfile
 from collections.abc import Callable
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -201,6 +202,7 @@ def _huge_box(path: Path, _: Path) -> None:
     path.write_bytes(bytes(data))
 
 
+MEDIA_DAMAGE = {**COMMON, "latin1": _latin1}
 MEDIA_PROBLEMS = {
     "empty": "cannot be",
     "garbage": "cannot be",
@@ -218,8 +220,7 @@ MEDIA_CASES = [
     ("stills", "still.png", "cut", _cut, "cannot be"),
     ("stills", "photo.jpg", "cut", _cut, "cannot be"),
     ("stills", "photo.jpg", "cut-tail", lambda p, _: p.write_bytes(p.read_bytes()[:-64]), "the JPEG has no end-of-image marker"),
-    *[("clips", "clip1.mp4", d, {**COMMON, "latin1": _latin1}[d], p) for d, p in MEDIA_PROBLEMS.items()],
-    *[("stills", "still.png", d, {**COMMON, "latin1": _latin1}[d], p) for d, p in MEDIA_PROBLEMS.items()],
+    *[(folder, name, d, MEDIA_DAMAGE[d], p) for folder, name in (("clips", "clip1.mp4"), ("stills", "still.png")) for d, p in MEDIA_PROBLEMS.items()],
 ]
 
 
@@ -356,7 +357,7 @@ def test_bad_pth_t5(cli, ws, damage):
     fn, problem = PTH_CASES[damage]
     path = ws / "models" / T5
     if damage == "cut":  # a zip big enough that half of it loses the end record
-        with __import__("zipfile").ZipFile(path, "w") as z:
+        with zipfile.ZipFile(path, "w") as z:
             z.writestr("archive/data/0", GARBAGE * 4)
     fn(path, ws)
     refused(cli, ws, ["validate", ws / "jobs" / "clips.yaml"], [f"models.t5: {path}", problem])
