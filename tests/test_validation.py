@@ -257,7 +257,7 @@ def test_diffpipe_swaps_blocks_with_several_gpus(cli, workspace):
 
 
 def test_dataset_folder_missing(cli, workspace):
-    assert_refused(cli, workspace, job_text().replace("data/clips", "data/nothing"), "datasets[0].path", "is not a folder", line=9)
+    assert_refused(cli, workspace, job_text().replace("data/clips", "data/nothing"), "datasets[0].path", "does not exist", line=9)
 
 
 def test_every_problem_is_reported_at_once(cli, workspace):
