@@ -39,7 +39,8 @@ def state_dir() -> Path:
 SETTINGS_DOC = "the settings are listed in README.md (Images, compose and networks)"
 URLS = {"pip_index_url": "https://pypi.example/simple", "hf_endpoint": "https://hf-mirror.example"}  # URL settings: an example each
 _HTTP_URL = TypeAdapter(HttpUrl)
-_PASSWORD = re.compile(r"^(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*://)?(?P<user>[^:@/]*):.*@", re.S)  # to the last @: a password may hold one
+_SCHEME = r"[A-Za-z][A-Za-z0-9+.-]*://"
+_PASSWORD = re.compile(rf"^(?P<scheme>{_SCHEME}|(?!{_SCHEME}))(?P<user>[^:@/]*):.*@", re.S)  # to the last @: a password may hold one
 
 
 def redacted(url: str) -> str:
@@ -58,7 +59,7 @@ def check_url(value: object, where: str, field: str, unset: str = "") -> None:
     if not isinstance(value, str):
         problem = f"is {_YAML_KINDS.get(type(value), type(value).__name__)}, not a URL."
     elif not value.isprintable() or any(c.isspace() for c in value):
-        problem = f"{inputs.quote(redacted(value))} holds whitespace or a control character; a URL has none."
+        problem = f"{inputs.quote(redacted(value))} is not an http(s) URL: it holds whitespace or a control character."
     else:
         try:
             _HTTP_URL.validate_python(value)
