@@ -16,6 +16,7 @@ import typer.main
 
 from runner import cli as runner_cli
 from runner.cli import usage
+from runner.cli.usage import click_errors
 from tests.test_bad_inputs import REQUIRED, sandbox  # noqa: F401  (sandbox: a fixture)
 
 ROOT = typer.main.get_command(runner_cli.app)
@@ -137,3 +138,12 @@ def test_help_is_unchanged(cli, sandbox, argv, shows):
 def test_a_group_without_a_command_prints_its_help(cli, sandbox, argv):
     code, out, err = cli(*argv)
     assert code == 2 and "Usage: " in out + err and "Commands" in out + err and "error:" not in err
+
+
+def test_a_value_typer_itself_refuses_names_the_option():
+    """Every option runner has parses through a schema type (a UserError of its own); one that typer converts would
+    raise click's BadParameter, which names the option all the same."""
+    validate = ROOT.commands["validate"]
+    host = next(p for p in validate.params if p.name == "host")
+    error = usage.user_error(click_errors.BadParameter("'x' is not a valid integer.", param=host), ROOT, ["validate", "job.yaml", "--host", "x"])
+    assert (error.where, error.problem) == ("--host", "'x' is not a valid integer.") and "`runner validate --help`" in error.fix

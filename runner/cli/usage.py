@@ -135,8 +135,10 @@ def _about(param) -> str:
 
 
 def _word(text: str) -> str:
-    """A word of the command line as typed, or quoted (cut, escaped) where it is long or has control characters."""
-    return text if text.isprintable() and len(text) <= 60 else quote(text)
+    """A word of the command line as typed; quoted (cut, escaped) where it is empty, long, or has spaces or control
+    characters."""
+    plain = text and text.isprintable() and not any(c.isspace() for c in text) and len(text) <= 60
+    return text if plain else quote(text)
 
 
 def _printable(text: str) -> str:
