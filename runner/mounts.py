@@ -51,3 +51,14 @@ def to_host(container_path: PurePosixPath, table: list[Mount]) -> Path:
     if best is None:
         raise ValueError(f"{container_path} is not under any mount")
     return Path(best.host) / container_path.relative_to(best.container)
+
+
+HF_LOGIN_FILES = ("token", "stored_tokens")  # where huggingface_hub keeps the tokens of `hf auth login`
+
+
+def hf_mounts(hf_home: Path) -> list[Mount]:
+    """The Hugging Face cache, read-write (hub downloads, musubi's tokenizers), with the login token files it holds
+    mounted read-only over it: a trainer can read a token but never change it."""
+    table = [Mount("hf-cache", str(hf_home), str(HF_HOME), False)]
+    return table + [Mount(f"hf-cache/{name}", str(hf_home / name), str(HF_HOME / name), True)
+                    for name in HF_LOGIN_FILES if (hf_home / name).is_file()]

@@ -39,7 +39,7 @@ def job_mounts(job: Job, job_dir: Path) -> list[mounts.Mount]:
     m += [
         mounts.Mount("cache", str(job.cache), str(mounts.CACHE), False),
         mounts.Mount("outputs", str(job.output), str(mounts.OUTPUTS), False),
-        mounts.Mount("hf-cache", str(job.hf_cache or default_hf_home()), str(mounts.HF_HOME), False),
+        *mounts.hf_mounts(job.hf_cache or default_hf_home()),
         mounts.Mount("job", str(job_dir), str(mounts.JOB), True),
     ]
     return m
