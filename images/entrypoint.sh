@@ -6,7 +6,7 @@ if [ -n "${RUNNER_SECRET_ENV:-}" ]; then
     # one NAME=value line per name in RUNNER_SECRET_ENV, written by runner after the start (runner/executors/container.py):
     # the values live in this process's environment only, never in the container's configuration or on disk
     expected=$(printf '%s\n' $RUNNER_SECRET_ENV | wc -l)
-    lines=$(timeout "${RUNNER_SECRET_WAIT_S:-120}" head -n "$expected") || true
+    lines=$(timeout "${RUNNER_STDIN_WAIT_S:-120}" head -n "$expected") || true
     got=0
     saved_ifs=$IFS
     IFS='
