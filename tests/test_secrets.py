@@ -106,13 +106,15 @@ class Watch(threading.Thread):
     def _inspect(self) -> None:
         import docker
 
-        for c in self.client.containers.list(all=True, filters={"label": LABEL_RECORD}):
-            if c.labels.get(LABEL_RECORD, "").split("-")[0] == self.job_name:  # record ids start with the job's name
-                try:
-                    self.container_log = c.logs().decode(errors="replace")
-                except docker.errors.APIError:
-                    continue  # being removed
-                self.inspected.append(c.attrs)
+        api = self.client.api
+        for c in api.containers(all=True, filters={"label": LABEL_RECORD}):
+            if c["Labels"].get(LABEL_RECORD, "").split("-")[0] != self.job_name:  # record ids start with the job's name
+                continue
+            try:
+                self.container_log = api.logs(c["Id"]).decode(errors="replace")
+                self.inspected.append(api.inspect_container(c["Id"]))
+            except docker.errors.APIError:
+                continue  # it is being removed
 
 
 def _run_watched(planted: Planted, args: list, env: dict, cwd: Path, docker_client, name: str) -> tuple[subprocess.CompletedProcess, Watch]:

@@ -122,8 +122,10 @@ class RemoteDocker:
         """Sync the datasets and the rendered job from this machine (sources) to their folders on the host
         (spec.mounts, from host_mounts); create runner's folders there."""
         with progress_bar("bytes", self.console) as progress:
-            for local, there in zip(sources, spec.mounts):
+            on_host = {m.volume: m for m in spec.mounts}  # host_mounts leaves some out (the HF login)
+            for local in sources:
                 if local.volume.startswith("data/") or local.volume == "job":
+                    there = on_host[local.volume]
                     what = f"{local.volume} ({local.host})"
                     task = progress.add_task(f"sync {local.volume} → {self.host}", total=None)
                     skip = sync.DATASET_KEEP if local.volume.startswith("data/") else ()
