@@ -228,3 +228,76 @@ def test_a_secret_with_a_line_break_is_refused_before_anything_starts(images, wo
     assert "env HF_TOKEN" in r.stderr and "line break" in r.stderr and "remove it from the value" in r.stderr
     assert not list(tmp_path.glob("state/jobs/*")), "no record"
     assert not docker.from_env().containers.list(all=True, filters={"label": f"{LABEL_JOB}={name}"}), "no container"
+
+
+class PasswordIndex:
+    """A pip index on 127.0.0.1 that wants a password: its pages are PyPI's (their files stay on PyPI's file host)."""
+
+    def __init__(self, password: str):
+        import base64
+        import http.server
+        import urllib.request
+
+        wanted = "Basic " + base64.b64encode(f"me:{password}".encode()).decode()
+        index = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self):
+                if self.headers.get("Authorization") != wanted:
+                    self.send_response(401)
+                    self.send_header("WWW-Authenticate", 'Basic realm="test"')
+                    self.end_headers()
+                    return
+                index.served += 1
+                upstream = urllib.request.Request("https://pypi.org" + self.path, headers={"Accept": self.headers.get("Accept", "*/*")})
+                with urllib.request.urlopen(upstream, timeout=60) as page:
+                    body, kind = page.read(), page.headers.get("Content-Type", "text/html")
+                self.send_response(200)
+                self.send_header("Content-Type", kind)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args):
+                pass
+
+        self.served = 0
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        self.url = f"http://me:{password}@127.0.0.1:{self.server.server_port}/simple"
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def test_a_build_from_an_index_with_a_password_keeps_it_out_of_the_image(images, tmp_path):
+    """PIP_INDEX_URL with credentials: the build installs through that index, and neither `docker history`, the
+    image's config nor any byte of its layers (`docker save`) holds the password."""
+    import docker
+
+    password = f"pw{uuid.uuid4().hex}"
+    index = PasswordIndex(password)
+    variant = f"sectest{uuid.uuid4().hex[:8]}"  # its own repository (runner-musubi-<variant>), removed afterwards
+    standin = REPO / "tests" / "standin"
+    pins = tmp_path / "pins.toml"
+    table = (standin / "pins.toml").read_text().split("[musubi]", 1)[1]
+    table = table.replace('trainer_src = "musubi-tuner"', f'trainer_src = "{standin / "musubi-tuner"}"')
+    pins.write_text(f"[musubi-{variant}]" + table.replace('requirements = "requirements.lock"', f'requirements = "{standin / "requirements.lock"}"'))
+    client = docker.from_env()
+    try:
+        r = runner(["build", "musubi", "--variant", variant], runner_env(tmp_path, RUNNER_PINS=str(pins), PIP_INDEX_URL=index.url))
+        assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+        assert index.served >= 7, "pip read every locked package's page from the index, with its password"
+        image = client.images.get(f"runner-musubi-{variant}:latest")
+        assert password not in json.dumps([image.history(), image.attrs]), "`docker history` or the image's config"
+        assert password not in r.stdout + r.stderr, "the build log"
+        tail, scanned = b"", 0
+        for chunk in client.api.get_image(image.id, chunk_size=1 << 20):  # every layer, as `docker save` writes it
+            assert password.encode() not in tail + chunk, "a layer holds the password"
+            tail, scanned = chunk[-len(password):], scanned + len(chunk)
+        assert scanned > 100 << 20
+    finally:
+        index.close()
+        for tag in {t for i in client.images.list(name=f"runner-musubi-{variant}") for t in i.tags}:
+            client.images.remove(tag, force=True)
