@@ -215,17 +215,21 @@ def test_a_container_started_again_outside_runner_gets_no_secret_and_says_so(ima
         ex.remove(spec.name)
 
 
-def test_a_secret_with_a_line_break_is_refused_before_anything_starts(images, workspace, tmp_path):
+@pytest.mark.parametrize("line,said", [
+    ('HF_TOKEN: "hf_one\\nhf_two"', ["env HF_TOKEN", "line break", "remove it from the value"]),
+    ("RUNNER_SECRET_ENV: HF_TOKEN", ["env.RUNNER_SECRET_ENV", "is runner's own", "remove RUNNER_SECRET_ENV from env:"]),
+])
+def test_env_that_would_break_the_secrets_path_is_refused_before_anything_starts(images, workspace, tmp_path, line, said):
     import docker
 
     from runner.executors.container import LABEL_JOB
 
     name = f"sec{uuid.uuid4().hex[:8]}"
     job = workspace / "examples" / "broken.yaml"
-    job.write_text((workspace / MUSUBI).read_text().replace("name: ball-1p3b", f"name: {name}") + 'env:\n  HF_TOKEN: "hf_one\\nhf_two"\n')
+    job.write_text((workspace / MUSUBI).read_text().replace("name: ball-1p3b", f"name: {name}") + f"env:\n  {line}\n")
     r = runner(["train", job], runner_env(tmp_path), cwd=workspace)
     assert r.returncode == 2, r.stdout + r.stderr
-    assert "env HF_TOKEN" in r.stderr and "line break" in r.stderr and "remove it from the value" in r.stderr
+    assert all(s in r.stderr for s in said), r.stderr
     assert not list(tmp_path.glob("state/jobs/*")), "no record"
     assert not docker.from_env().containers.list(all=True, filters={"label": f"{LABEL_JOB}={name}"}), "no container"
 

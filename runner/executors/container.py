@@ -43,6 +43,9 @@ class ContainerSpec:
     labels: dict[str, str] = field(default_factory=dict)
 
     def __post_init__(self):
+        if SECRET_NAMES in self.env:
+            raise UserError(f"env.{SECRET_NAMES}", "is runner's own: it tells the container which secrets to read on its stdin.",
+                            f"remove {SECRET_NAMES} from env:.")
         for k, v in self.secret_env().items():
             if "\n" in v or "\0" in v:
                 raise UserError(f"env {k}", "holds a line break or a NUL byte, and secrets reach the container one line each.",
