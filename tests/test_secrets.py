@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from runner.executors.container import LABEL_RECORD, ContainerSpec
+from runner.executors.container import LABEL_JOB, LABEL_RECORD, ContainerSpec
 from tests.dockerfixtures import REPO, require_docker, runner, runner_env
 from tests.remotefixtures import add_host, engine, host_dirs
 from tests.test_remote import remote_models  # noqa: F401 (fixture: stand-in images built, models on the hosts)
@@ -78,6 +78,9 @@ class Watch(threading.Thread):
         self.argv_leaks: list[str] = []
         self.trainer_env: dict[str, str] = {}
         self.inspected: list[dict] = []
+        self.engine_files: set[str] = set()  # the engine's own files of the container (config.v2.json, its log), read as it ran
+        self.engine_file_leaks: list[str] = []
+        self.engine_root = Path(docker_client.info()["DockerRootDir"])
         self.container_log = ""
         self.scans = 0
         self.done = threading.Event()
@@ -115,6 +118,14 @@ class Watch(threading.Thread):
                 self.inspected.append(api.inspect_container(c["Id"]))
             except docker.errors.APIError:
                 continue  # it is being removed
+            for f in (self.engine_root / "containers" / c["Id"]).rglob("*"):
+                try:
+                    if f.is_file() and f.stat().st_size < 1 << 24:
+                        self.engine_files.add(f.name)
+                        if self.planted.leaks(f.read_text(errors="replace")):
+                            self.engine_file_leaks.append(str(f))
+                except OSError:
+                    continue
 
 
 def _run_watched(planted: Planted, args: list, env: dict, cwd: Path, docker_client, name: str) -> tuple[subprocess.CompletedProcess, Watch]:
@@ -125,6 +136,8 @@ def _run_watched(planted: Planted, args: list, env: dict, cwd: Path, docker_clie
     finally:
         watch.done.set()
         watch.join()
+        for c in docker_client.containers.list(all=True, filters={"label": f"{LABEL_JOB}={name}"}):  # a run that failed midway
+            c.remove(force=True)
     return r, watch
 
 
@@ -146,6 +159,7 @@ def _check(planted: Planted, r: subprocess.CompletedProcess, watch: Watch, image
         assert watch.trainer_env.get(k) == v, f"the trainer's environment lacks {k}"
     attrs = watch.inspected[-1]
     assert not planted.leaks(json.dumps(watch.inspected)), "`docker inspect` shows a secret"
+    assert "config.v2.json" in watch.engine_files and not watch.engine_file_leaks, f"the engine's files: {watch.engine_file_leaks}"
     names = [e.split("=", 1)[1].split() for e in attrs["Config"]["Env"] if e.startswith("RUNNER_SECRET_ENV=")]
     assert names and sorted(names[0]) == sorted(planted.container_env), "the container is told the secrets' names only"
     assert watch.container_log and not planted.leaks(watch.container_log), "the container's log, while it ran"
@@ -221,8 +235,6 @@ def test_a_container_started_again_outside_runner_gets_no_secret_and_says_so(ima
 ])
 def test_env_that_would_break_the_secrets_path_is_refused_before_anything_starts(images, workspace, tmp_path, line, said):
     import docker
-
-    from runner.executors.container import LABEL_JOB
 
     name = f"sec{uuid.uuid4().hex[:8]}"
     job = workspace / "examples" / "broken.yaml"
