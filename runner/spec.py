@@ -273,6 +273,13 @@ SampleFrames = Annotated[int, BeforeValidator(_number), Field(ge=1, le=201), Aft
 Prompt = Annotated[str, AfterValidator(_text), AfterValidator(_prompt), Field(max_length=2000)]
 
 
+def _comma_list(value: object) -> object:
+    return [v.strip() for v in value.split(",")] if isinstance(value, str) else value
+
+
+EpochList = Annotated[list[Count], BeforeValidator(_comma_list), Field(min_length=1)]  # `runner sample --epochs 2,4,6`
+
+
 class Samples(Strict):
     """Sample videos of the LoRA: musubi renders them while it trains; `runner sample` renders them for any saved LoRA."""
 
