@@ -250,7 +250,7 @@ class Memory(Strict):
 
 def _sample_side(n: int) -> int:
     if n % 16:
-        raise ValueError(f"{n} px: Wan renders sides that are multiples of 16 (8× VAE, 2×2 patches), e.g. 832 or 480")
+        raise ValueError(f"{n} px: each side of a Wan video is a multiple of 16 (8× VAE, 2×2 patches), e.g. {max(n // 16 * 16, 16)}")
     return n
 
 

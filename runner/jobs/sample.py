@@ -16,12 +16,13 @@ from pathlib import Path, PurePosixPath
 
 from rich.console import Console
 
-from runner import config, mounts
+from runner import config, mounts, shell
 from runner.errors import UserError
 from runner.executors import Executor
 from runner.executors.container import LABEL_JOB, RUN_PLAN, ContainerSpec
 from runner.images import builder
-from runner.job import checks, render
+from runner.job import render
+from runner.models import modelfiles
 from runner.jobs import contact_sheet, launch, records
 from runner.mounts import Mount
 from runner.plan import Plan, Step
@@ -173,7 +174,8 @@ def start(job_file: Path, executor: Executor, settings: config.Settings, epochs:
     gpus = records.gpus_wanted()
     if gpus:
         executor.check_gpus()
-    resolved = render.load_checked(job_file, launch.target_of(executor, bool(gpus)))
+    target = launch.target_of(executor, bool(gpus))
+    resolved = as_musubi(render.load_checked(job_file, target))
     job = resolved.job
     if job.task.is_i2v:
         raise UserError("task", f"{job.task.value}: sampling an I2V LoRA needs a start image per prompt, which runner does not pass yet.",
@@ -186,10 +188,10 @@ def start(job_file: Path, executor: Executor, settings: config.Settings, epochs:
     chosen = choose(saved_loras(job, executor), epochs, every, job_file, job, f"{folder} on {executor.host}")
     estimate = memory_estimate(resolved)
     console.print(f"sampling {len(chosen)} LoRA(s) × {len(prompts)} prompt(s) of {job.name}; GPU memory, an estimate: {estimate}")
-    gpu_env, variant_name = launch.gpu_environment(resolved.inventory, job.model_copy(update={"trainer": Trainer.musubi}))
+    gpu_env, variant_name = launch.gpu_environment(resolved.inventory, job)
     pins = builder.load_pins(Trainer.musubi.value, variant_name, pins_file=settings.pins)
     ref = builder.image_ref(pins, settings.ca_bundle)
-    executor.check_models(job.models.root, checks.missing_model_files(resolved))
+    executor.check_models(job.models.root, missing_model_files(resolved, target.models(job.models.root) if target.models else str(job.models.root), executor))
     executor.check_image(ref, "musubi" if variant_name == "default" else f"musubi --variant {variant_name}")
     rid = records.new_id(f"{job.name}-sample")
     job_dir = config.state_dir() / "samples" / rid / "job"
@@ -213,6 +215,27 @@ def start(job_file: Path, executor: Executor, settings: config.Settings, epochs:
                                  {prompt_id(p): p for p in prompts})
     console.print(f"samples → {folder / SAMPLES}; contact sheet: {sheet}" + ("" if executor.here else f" (on {executor.host}; `runner pull {job.name}` brings it here)"))
     return code
+
+
+def as_musubi(r: ResolvedJob) -> ResolvedJob:
+    """The job as musubi's generate script loads it: musubi's model files (its umT5 is the official .pth, where
+    diffusion-pipe may load ComfyUI's), whichever trainer saved the LoRAs."""
+    if r.job.trainer is Trainer.musubi:
+        return r
+    job = r.job.model_copy(update={"trainer": Trainer.musubi})
+    return dataclasses.replace(r, job=job, files=modelfiles.resolve(job))
+
+
+def missing_model_files(r: ResolvedJob, root_there: str, executor: Executor) -> dict[str, Path]:
+    """The DiT, VAE and umT5 sampling loads that are missing on the target (job field → path under models.root)."""
+    needed = {"models.dit": r.files.dit, "models.vae": r.files.vae, "models.t5": r.files.t5}
+    for field, path in needed.items():
+        if path is None:
+            raise UserError(field, "is not set, but musubi's wan_generate_video.py, which makes the samples, needs that file.",
+                            f"set {field} (a `runner download` preset sets them all).")
+    rel = {field: str(p.relative_to(r.files.root)) for field, p in needed.items()}
+    missing = set(shell.missing_files(executor.shell, root_there, list(rel.values())))
+    return {field: needed[field] for field, p in rel.items() if p in missing}
 
 
 def memory_estimate(r: ResolvedJob) -> str:
