@@ -180,3 +180,9 @@ def test_sample_makes_one_video_per_epoch_and_prompt_and_a_contact_sheet(built, 
     sheet = (out / "samples" / "index.html").read_text()
     assert all(f"epoch {e}" in sheet for e in (1, 2, 3)) and sheet.count("<video ") == len(videos) + 1
     shutil.rmtree(out, ignore_errors=True)
+
+
+def test_i2v_jobs_refuse_sample_prompts(cli, workspace):
+    text = (workspace / "examples" / "i2v-14B-480P-musubi.yaml").read_text() + "samples: {prompts: ['a wave']}\n"
+    code, out, err = cli("validate", write_job(workspace / "examples", text, "i2v.yaml"))
+    assert code == 2 and "samples.prompts" in err and "start image" in err, err
