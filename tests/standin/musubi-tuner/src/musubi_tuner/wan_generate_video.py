@@ -6,7 +6,8 @@ refused; task defaults for --video_length (81, t2i 1) and --infer_steps; height 
 The model files (--dit, --vae, --t5, each --lora_weight) must exist; a LoRA's keys merge only where they are
 musubi's own (`lora_unet_…lora_down/lora_up`, utils/lora_utils.py): others are skipped without an error, as upstream
 does, and the count of merged modules is printed. Writes `{save_path}/{%Y%m%d-%H%M%S-%f[:-3]}_{seed}.mp4`:
-a real video of --video_length frames at --video_size and --fps (mpeg4 through PyAV, mid-grey frames), not a sample.
+a real video of --video_length frames at --video_size and --fps, encoded as upstream's save_videos_grid does
+(hv_generate_video.py: PyAV, libx264, yuv420p, 4 Mbit/s), of mid-grey frames: not a sample.
 """
 
 from __future__ import annotations
@@ -83,8 +84,9 @@ def write_video(path: str, frames: int, width: int, height: int, fps: int) -> No
     import numpy as np
 
     with av.open(path, "w") as out:
-        stream = out.add_stream("mpeg4", rate=fps)
+        stream = out.add_stream("libx264", rate=fps)
         stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
+        stream.bit_rate = 4000000
         grey = np.full((height, width, 3), 128, dtype=np.uint8)
         for _ in range(frames):
             out.mux(stream.encode(av.VideoFrame.from_ndarray(grey, format="rgb24")))
