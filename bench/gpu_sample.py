@@ -34,7 +34,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 sys.path.insert(0, str(HERE))
 
-from gpu_smoke import DevicePoller, mapper, run_step, seed_tokenizer  # noqa: E402
+from gpu_smoke import DevicePoller, add_run_args, mapper, run_step, seed_tokenizer  # noqa: E402
 
 RANK = 4
 BLOCKS, DIM, FFN = 30, 1536, 8960  # Wan2.1 T2V-1.3B (runner.gpu.wan.ARCH)
@@ -166,15 +166,8 @@ def main() -> int:
     r.add_argument("--out", type=Path, required=True)
     r.add_argument("--prompt", action="append", default=[])
     g = sub.add_parser("run", help="run a sample plan with the real wan_generate_video.py (GPU machine)")
-    g.add_argument("--plan", type=Path, required=True, help="folder written by `gpu_sample.py render`")
-    g.add_argument("--src", type=Path, required=True, help="musubi-tuner's source at its pin (holds src/musubi_tuner)")
-    g.add_argument("--models", type=Path, required=True, help="random-weight model files in the preset's layout")
-    g.add_argument("--work", type=Path, required=True)
-    g.add_argument("--name", required=True)
+    add_run_args(g, "folder written by `gpu_sample.py render`", "musubi-tuner's source at its pin (holds src/musubi_tuner)", 600)
     g.add_argument("--lora", type=Path, help="the LoRA to sample (default: a random one in the job's trainer's format)")
-    g.add_argument("--tokenizer", type=Path, help="STAND-IN umT5 tokenizer folder, seeded into the HF cache")
-    g.add_argument("--timeout", type=float, default=600, help="seconds per step")
-    g.add_argument("--jsonl", type=Path, required=True)
     a = ap.parse_args()
     if a.command == "render":
         render(a.job, a.out, a.prompt)
