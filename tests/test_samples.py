@@ -16,6 +16,7 @@ from runner.job import render
 from runner.jobs import sample as sampling
 from runner.trainers import musubi
 from tests.conftest import write_job
+from tests.test_remote import env, on_host, remote_models  # noqa: F401 (fixtures of the SSH test hosts)
 
 PROMPTS = ["a red ball bouncing on grass", "a blue ball rolling down a ramp"]
 SAMPLES = """samples:
@@ -186,3 +187,27 @@ def test_i2v_jobs_refuse_sample_prompts(cli, workspace):
     text = (workspace / "examples" / "i2v-14B-480P-musubi.yaml").read_text() + "samples: {prompts: ['a wave']}\n"
     code, out, err = cli("validate", write_job(workspace / "examples", text, "i2v.yaml"))
     assert code == 2 and "samples.prompts" in err and "start image" in err, err
+
+
+def test_sample_on_the_jobs_host_then_pull(workspace, env, on_host):
+    """Through the SSH test host: the LoRAs are found there, the videos and the sheet are made there, `runner pull`
+    brings both back."""
+    from tests.dockerfixtures import runner
+
+    dirs = on_host()
+    name = f"ball-remote-{os.urandom(3).hex()}"
+    text = (workspace / "examples" / "t2v-1.3B-musubi.yaml").read_text().replace("name: ball-1p3b\n", f"name: {name}\n")
+    job = write_job(workspace / "examples", text + SAMPLES + "schedule: {epochs: 2}\n", f"{name}.yaml")
+    r = runner(["train", job, "--host", "gpu01"], env, cwd=workspace)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-2000:]
+    r = runner(["sample", job, "--host", "gpu01", "--all"], env, cwd=workspace)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-2000:]
+    there = Path(dirs["outputs"]) / name / "samples"
+    videos = sorted(there.glob("*/*/*.mp4"))
+    assert len(videos) == 2 * len(PROMPTS) and all(_video(v) == (9, 320, 192, 16.0) for v in videos)
+    assert "runner pull" in r.stdout
+    local = workspace / "examples" / "outputs" / name / "samples"
+    assert not local.exists(), "the videos stay on the host until pulled"
+    assert runner(["pull", name], env).returncode == 0
+    sheet = (local / "index.html").read_text()
+    assert all((local / src).is_file() for src in re.findall(r'<video src="([^"]+)"', sheet)) and sheet.count("<video ") == len(videos)
