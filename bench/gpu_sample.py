@@ -53,7 +53,7 @@ def render(job_file: Path, out: Path, prompts: list[str]) -> None:
     plan = sample.sample_plan(r, [lora], prompts or list(r.job.samples.prompts) or ["a red ball bouncing on green grass"], out)
     job_render.write(plan, out)
     print(f"[gpu_sample] {out}: {len(plan.steps)} steps for the {trainer} LoRA {rel}; GPU memory, runner's estimate: "
-          f"{sample.memory_estimate(r)}")
+          f"{sample.memory_estimate(r).describe()}")
 
 
 def lora_modules() -> list[tuple[str, int, int]]:

@@ -75,7 +75,7 @@ def test_generate_argv_is_height_then_width_and_converts_diffpipe_keys(workspace
 
 
 def test_memory_estimate_says_it_is_one(workspace):
-    text = sampling.memory_estimate(_resolved(workspace, "t2v-1.3B-musubi", SAMPLES))
+    text = sampling.memory_estimate(_resolved(workspace, "t2v-1.3B-musubi", SAMPLES)).describe()
     peak = float(re.search(r"~([\d.]+) GiB peak", text)[1])
     assert "estimate" in text and 8 < peak < 20, text  # 1.3B bf16: umT5 (~11 GiB) is the largest phase
 

@@ -98,7 +98,11 @@ def sample(
     read_first(job)
     if every and epochs:
         raise UserError("--all", "and --epochs both choose the LoRAs to sample.", "give one of them.")
-    code = sampling.start(job, executor_for(host), config.load(), epochs or None, every, prompts or None, cli.out)
+    try:
+        code = sampling.start(job, executor_for(host), config.load(), epochs or None, every, prompts or None, cli.out)
+    except KeyboardInterrupt:
+        views.line(cli.err, "sampling stopped (its container removed); the videos made so far stay under the job's samples/ folder")
+        raise typer.Exit(130) from None
     raise typer.Exit(code)
 
 

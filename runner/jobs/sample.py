@@ -20,6 +20,7 @@ from runner import config, mounts, shell
 from runner.errors import UserError
 from runner.executors import Executor
 from runner.executors.container import LABEL_JOB, RUN_PLAN, ContainerSpec
+from runner.gpu.sampling import SampleMemory, estimate
 from runner.images import builder
 from runner.job import render
 from runner.models import modelfiles
@@ -186,8 +187,14 @@ def start(job_file: Path, executor: Executor, settings: config.Settings, epochs:
                         f"add `samples: {{prompts: [\"a red ball bouncing\"]}}` to the job, or give --prompt \"…\".")
     folder = output_folder(job, executor)
     chosen = choose(saved_loras(job, executor), epochs, every, job_file, job, f"{folder} on {executor.host}")
-    estimate = memory_estimate(resolved)
+    memory = memory_estimate(resolved)
+    estimate = memory.describe()
     console.print(f"sampling {len(chosen)} LoRA(s) × {len(prompts)} prompt(s) of {job.name}; GPU memory, an estimate: {estimate}")
+    card = min((g.memory_gib for g in resolved.inventory.gpus), default=None) if resolved.inventory else None
+    if card is not None and memory.peak_gib > card:
+        console.print(f"runner: that is more than the {card:.0f} GiB of the GPU; memory.text_encoder_dtype: float8 halves umT5, "
+                      "memory.transformer_dtype: float8 and memory.blocks_to_swap shrink the DiT, smaller samples.width/height/frames "
+                      "shrink the VAE decode", style="bold yellow", highlight=False)
     gpu_env, variant_name = launch.gpu_environment(resolved.inventory, job)
     pins = builder.load_pins(Trainer.musubi.value, variant_name, pins_file=settings.pins)
     ref = builder.image_ref(pins, settings.ca_bundle)
@@ -238,10 +245,7 @@ def missing_model_files(r: ResolvedJob, root_there: str, executor: Executor) -> 
     return {field: needed[field] for field, p in rel.items() if p in missing}
 
 
-def memory_estimate(r: ResolvedJob) -> str:
+def memory_estimate(r: ResolvedJob) -> SampleMemory:
     """Peak GPU memory of sampling, a rough estimate (runner.gpu.sampling)."""
-    from runner.gpu.sampling import estimate
-
     s = r.job.samples
-    return estimate(r.job.task.size, musubi.dit_bytes_per_param(r), r.job.memory.text_encoder_dtype == "float8",
-                    s.width, s.height, s.frames).describe()
+    return estimate(r.job.task.size, musubi.dit_bytes_per_param(r), r.job.memory.text_encoder_dtype == "float8", s.width, s.height, s.frames)
