@@ -1,5 +1,6 @@
-"""One run of a job at a time: a lock per job output folder, kept where the job runs (runner's state on this machine,
-the host's cache folder on a remote host), so that two `runner train` of one job never share outputs and caches.
+"""One run of a job at a time: a lock per job output folder (`<output>/<name>` on the machine that starts it, where a
+remote job's outputs are pulled to), kept where the job runs (runner's state on this machine, the host's cache folder
+on a remote host), so that two `runner train` of one job never share outputs, caches and datasets.
 
 The lock is a file naming its holder (run id, container, since when, pid and machine of the `runner` that took it),
 written only while holding a short-lived mutex (an atomic `mkdir`), so checking the holder and taking over a stale
@@ -27,15 +28,10 @@ START_GRACE_S = 3600  # a run with no container yet may still be sending its ima
 MUTEX_WAIT_S = 30.0  # a mutex older than this was left by a runner killed inside the few steps it guards
 
 
-def lock_file(executor: Executor, output: str) -> str:
-    """The lock of the job whose outputs go to `output` (a folder on the executor's machine)."""
-    return posixpath.join(executor.locks_folder, hashlib.sha256(output.encode()).hexdigest()[:24] + ".json")
-
-
-def claim(executor: Executor, output: str, record: JobRecord) -> str:
-    """Take the lock of `output` for `record`'s run, or raise UserError naming the run that holds it."""
-    path = lock_file(executor, output)
-    owner = {"run": record.id, "container": record.container, "output": output, "since": now(), "pid": os.getpid(),
+def claim(executor: Executor, record: JobRecord) -> str:
+    """Take the lock of `record`'s job for its run, or raise UserError naming the run that holds it; returns the lock."""
+    path = posixpath.join(executor.locks_folder, hashlib.sha256(f"{socket.gethostname()}:{record.output_dir}".encode()).hexdigest()[:24] + ".json")
+    owner = {"run": record.id, "container": record.container, "output": record.output_dir, "since": now(), "pid": os.getpid(),
              "machine": socket.gethostname()}
     with _mutex(executor, path):
         holder = _holder(executor, path)
@@ -43,15 +39,14 @@ def claim(executor: Executor, output: str, record: JobRecord) -> str:
             raise UserError(
                 f"job {record.name}",
                 f"is already running as run {holder['run']} (since {holder['since']}, started by pid {holder['pid']} on "
-                f"{holder['machine']}), writing to {output}; two runs of one job would overwrite each other's outputs and caches.",
+                f"{holder['machine']}), writing to {record.output_dir}; two runs of one job would overwrite each other's outputs and caches.",
                 f"follow it with `runner logs -f {holder['run']}`, stop it with `runner stop {holder['run']}`, or wait until it ends.")
         executor.write_text(Path(path), json.dumps(owner, indent=2))
     return path
 
 
-def release(executor: Executor, output: str, run: str) -> None:
+def release(executor: Executor, path: str, run: str) -> None:
     """Give the lock back if `run` holds it (a later run may have taken it over since)."""
-    path = lock_file(executor, output)
     with _mutex(executor, path):
         holder = _holder(executor, path)
         if holder and holder.get("run") == run:

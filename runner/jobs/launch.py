@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import posixpath
 import shutil
 import threading
 from pathlib import Path
@@ -76,9 +75,7 @@ def start(job_file: Path, executor: Executor, settings: config.Settings, console
         id=rid, name=job.name, trainer=job.trainer.value, host=executor.host, image=ref, container=f"runner-{rid}",
         job_file=str(job_file.resolve()), output_dir=str(job.output / job.name),
     )
-    outputs = executor.host_mounts([Mount("outputs", str(job.output), str(mounts.OUTPUTS), False)], job.name, record.container)[0]
-    record.locked = posixpath.join(outputs.host, job.name)
-    joblock.claim(executor, record.locked, record)  # before anything is sent or written: a second run launches nothing
+    record.locked = joblock.claim(executor, record)  # before anything is sent or written: a second run launches nothing
     try:
         executor.check_image(ref, build)  # a remote host receives the image here: after the cheap checks
         record.master_port = port = records.free_master_port(executor.host, executor.port_free)
@@ -164,10 +161,10 @@ def end(record: JobRecord, executor: Executor) -> JobRecord:
         lines = archive(saved, executor)
         saved.exit_code = code
         saved.finished = records.now()
-        if saved.stop_requested:
-            saved.status = "stopped"
-        elif code is None:
+        if code is None:
             saved.status, saved.failure = "lost", f"its container {saved.container} was removed outside runner: exit code and log are gone"
+        elif saved.stop_requested:
+            saved.status = "stopped"
         else:
             saved.status = "exited" if code == 0 else "failed"
         if saved.status == "exited":
@@ -258,33 +255,36 @@ def follow(record: JobRecord, executor: Executor, console: Console) -> int:
     watchdog = StopUnlessExited(executor, record.container)
     warned = False
     try:
-        with progress_bar("items", console) as progress:
-            task = progress.add_task("starting", total=None)
-            for text in executor.logs(record.container, follow=True):
-                if copy:
-                    copy.write(text)
-                progress.console.print(text, markup=False, highlight=False)
-                line = watch.feed(text)
-                if line.marker:
-                    progress.update(task, description=line.marker, completed=0, total=None)
-                elif line.progress:
-                    progress.update(task, completed=line.progress[0], total=line.progress[1])
-                if line.nan and not warned:
-                    progress.console.print(f"runner: {logwatch.NAN_HINT.format(id=record.id)}", style="bold yellow", highlight=False)
-                    warned = True
-                if watch.oom and watchdog.start():
-                    progress.console.print(f"runner: {watch.oom.summary()}; the trainer has {OOM_GRACE_S} s to exit before runner stops its container",
-                                           style="bold yellow", highlight=False)
-    except ContainerGone:
-        pass  # removed while followed: end() records it
+        try:
+            with progress_bar("items", console) as progress:
+                task = progress.add_task("starting", total=None)
+                for text in executor.logs(record.container, follow=True):
+                    if copy:
+                        copy.write(text)
+                    progress.console.print(text, markup=False, highlight=False)
+                    line = watch.feed(text)
+                    if line.marker:
+                        progress.update(task, description=line.marker, completed=0, total=None)
+                    elif line.progress:
+                        progress.update(task, completed=line.progress[0], total=line.progress[1])
+                    if line.nan and not warned:
+                        progress.console.print(f"runner: {logwatch.NAN_HINT.format(id=record.id)}", style="bold yellow", highlight=False)
+                        warned = True
+                    if watch.oom and watchdog.start():
+                        progress.console.print(f"runner: {watch.oom.summary()}; the trainer has {OOM_GRACE_S} s to exit before runner stops its container",
+                                               style="bold yellow", highlight=False)
+        except ContainerGone:
+            pass  # removed while followed: end() records it
+        stopped = watchdog.end()
+        saved = end(record, executor)
     except BaseException as e:  # Ctrl-C, SIGTERM (the CLI's Terminated), the engine gone: the copy says where it ends
         if copy:
             copy.write(f"runner: stopped following {record.id} at {records.now()} ({type(e).__name__}); `runner ps` shows "
                        f"the run's state, `runner logs -f {record.id}` follows it again from its first line")
             copy.close()
         raise
-    stopped = watchdog.end()
-    saved = end(record, executor)
+    if copy:
+        copy.close()
     said = [] if copy is None or copy.problem() is None else [copy.problem()]
     if saved.status == "stopped":
         said.append(f"{saved.id} was stopped with `runner stop`; its log: `runner logs {saved.id}`")
@@ -297,8 +297,6 @@ def follow(record: JobRecord, executor: Executor, console: Console) -> int:
         for kept in [saved.log_file] + ([copy.path] if copy and copy.error is None else []):  # `runner logs JOB` and the copy say it too
             with contextlib.suppress(OSError), kept.open("a") as f:
                 f.write(f"runner: {text}\n")
-    if copy:
-        copy.close()
     return exit_code(saved)
 
 

@@ -37,7 +37,7 @@ class JobRecord(BaseModel):
     master_port: int = 29500
     env_names: list[str] = []
     stop_requested: bool = False  # `runner stop` ran: the run ends as stopped, whoever records its end
-    locked: str = ""  # the output folder on the job's host whose lock this run holds (runner.jobs.joblock)
+    locked: str = ""  # the lock file this run holds on its host (runner.jobs.joblock)
     # cache folder on the job's host → fingerprint JSON, recorded there once the job succeeds
     fingerprints: dict[str, str] = {}
 
