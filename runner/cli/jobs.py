@@ -53,7 +53,8 @@ def train(
     """Train: render the job, run each step in the trainer's container, show live logs, exit with its code.
 
     The full log is saved beside the outputs (<output>/<name>/runner-<id>.log). The job keeps running if
-    this command is interrupted; `runner logs -f`, `runner stop` and `runner ps` find it later.
+    this command is interrupted (Ctrl-C: exit 130, SIGTERM: 143); `runner logs -f`, `runner stop` and `runner ps`
+    find it later. A second run of a job that runs is refused (exit 2). Exit 75: the Docker engine went away.
     With --host the image, the rendered job and the datasets are sent to the host (only what changed), model
     files must already be in the host's models folder, and `runner pull` brings the outputs back.
     """
@@ -125,7 +126,7 @@ def logs(
 def ps(
     host: str = typer.Option(None, help="only jobs on this host (\"local\" for this machine)"),
     as_json: bool = JsonOpt('{"jobs": [{"id", "name", "trainer", "host", "image", "container", "job_file", "output_dir", "status", '
-                            '"exit_code", "failure", "started", "finished", "master_port", "env_names", "fingerprints"}]}'),
+                            '"exit_code", "failure", "started", "finished", "master_port", "env_names", "fingerprints", "stop_requested", "locked"}]}'),
 ) -> None:
     """List job runs with their state, refreshed from the engines that run them."""
     from runner.jobs import launch, records
