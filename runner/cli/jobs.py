@@ -62,7 +62,6 @@ def train(
     from runner.jobs import launch
     from runner.executors import executor_for
 
-    signal.signal(signal.SIGTERM, _terminated)  # like Ctrl-C: let the log copy and the records close cleanly
     settings = config.load()
     executor = executor_for(host)
     with _interrupted("the job was not started"):
@@ -85,12 +84,16 @@ def _terminated(signum, frame) -> None:
 
 @contextlib.contextmanager
 def _interrupted(then: str):
-    """Ctrl-C exits 130 and SIGTERM 143, saying `then` (what became of the job), without a traceback."""
+    """Ctrl-C exits 130 and SIGTERM 143, saying `then` (what became of the job), without a traceback; SIGTERM is
+    raised as Terminated meanwhile, like Ctrl-C, so that the log copy and the records close cleanly."""
+    previous = signal.signal(signal.SIGTERM, _terminated)
     try:
         yield
     except (KeyboardInterrupt, Terminated) as e:
         views.line(cli.err, f"runner: {'SIGTERM' if isinstance(e, Terminated) else 'interrupted'}; {then}")
         raise typer.Exit(143 if isinstance(e, Terminated) else 130) from None
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 @app.command()
@@ -106,7 +109,6 @@ def logs(
     if record.status == "running":
         executor = executor_for(record.host)
         if follow:
-            signal.signal(signal.SIGTERM, _terminated)
             with _interrupted(f"the job keeps running: `runner logs -f {record.id}` follows it again"):
                 raise typer.Exit(launch.follow(record, executor, cli.out))
         try:

@@ -94,8 +94,12 @@ def start(job_file: Path, executor: Executor, settings: config.Settings, console
         record.started = records.now()
         record.save()  # status created: `runner ps` knows the container before it exists
         executor.start(spec)
-        record.status = "running"
-        record.save()
+        with record.deciding() as saved:
+            if saved.ended:  # `runner stop` ended it while it started
+                executor.remove(record.container)
+                return saved
+            record.status = "running"
+            record.save()
     except BaseException:
         # nothing half-started: no container, no record of a run that never ran, the job's lock given back
         with contextlib.suppress(Exception):
