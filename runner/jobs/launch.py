@@ -301,7 +301,7 @@ def follow(record: JobRecord, executor: Executor, console: Console) -> int:
         for kept in [saved.log_file] + ([copy.path] if copy and copy.error is None else []):  # `runner logs JOB` and the copy say it too
             with contextlib.suppress(OSError), kept.open("a") as f:
                 f.write(f"runner: {text}\n")
-    return exit_code(saved)
+    return 1 if saved.status == "failed" and watch.oom else exit_code(saved)
 
 
 def exit_code(record: JobRecord) -> int:
