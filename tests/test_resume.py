@@ -132,3 +132,47 @@ def test_diffpipe_resume_continues_its_run_folder(workspace: Path):
     assert "Resuming at epoch: 3, step: 7" in second.stdout
     assert [p.name for p in out.iterdir() if p.is_dir()] == [run]  # the same run folder, no new one
     assert {k: v for k, v in tree(out).items() if k in earlier and "/epoch" in k} == {k: v for k, v in earlier.items() if "/epoch" in k}
+
+
+# ---------------------------------------------------------------- with the real Docker engine and the stand-in images
+
+
+@pytest.mark.parametrize("how", ["docker kill", "runner stop"])
+def test_resume_after_a_killed_or_stopped_container(workspace: Path, tmp_path: Path, how: str):
+    import subprocess
+    import time
+
+    from tests.dockerfixtures import require_docker, runner, runner_env
+
+    require_docker()
+    env = runner_env(tmp_path)
+    built = runner(["build", "musubi"], env)  # unchanged stand-in pins: the image is reused
+    assert built.returncode == 0, built.stdout + built.stderr
+    job = workspace / "examples" / f"{MUSUBI_JOB}.yaml"
+    text = job.read_text()
+    job.write_text(text + "env:\n  STANDIN_STEP_SECONDS: '0.3'\n")
+    started = runner(["train", job, "-d"], env)
+    assert started.returncode == 0, started.stdout + started.stderr
+    run_id = re.search(r"started (\S+) on", started.stdout)[1]
+    out = output(workspace, MUSUBI_JOB)
+    deadline = time.monotonic() + 120
+    while not (out / "ball-1p3b-000002-state").is_dir() and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert (out / "ball-1p3b-000002-state").is_dir(), runner(["logs", run_id], env).stdout
+    if how == "docker kill":
+        subprocess.run(["docker", "kill", f"runner-{run_id}"], check=True, capture_output=True)
+    else:
+        assert runner(["stop", run_id], env).returncode == 0
+    earlier = tree(out)
+    job.write_text(text)  # the rest at full speed
+    refused = runner(["train", job], env)
+    assert refused.returncode == 2 and "runner resume" in refused.stderr, refused.stdout + refused.stderr
+    resumed = runner(["resume", job], env)
+    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+    assert "resuming from ball-1p3b-0000" in resumed.stdout
+    assert "ball-1p3b.safetensors" in {p.name for p in out.iterdir()}
+    assert {f"ball-1p3b-{e:06d}.safetensors" for e in range(1, 16)} <= {p.name for p in out.iterdir()}
+    _, meta = st(out / "ball-1p3b.safetensors")
+    assert (meta["ss_epoch"], meta["ss_steps"]) == ("16", "48")
+    assert {k: v for k, v in tree(out).items() if k in earlier and not k.startswith("runner-")} == {
+        k: v for k, v in earlier.items() if not k.startswith("runner-")}
