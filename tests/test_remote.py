@@ -353,8 +353,8 @@ def test_two_jobs_at_once_on_one_host(workspace, env, on_host):
     on_host()
     job = workspace / "examples" / "dp.yaml"
     job.write_text((workspace / "examples" / "t2v-1.3B-diffpipe.yaml").read_text() + "env:\n  STANDIN_STEP_SECONDS: '0.2'\n")
-    for _ in range(2):
-        r = runner(["train", job, "--host", "gpu01", "--detach"], env, cwd=workspace)
+    for _ in range(2):  # --fresh: the second starts beside the first one's first saves
+        r = runner(["train", job, "--host", "gpu01", "--detach", "--fresh"], env, cwd=workspace)
         assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
     a, b = sorted(_records(env), key=lambda r: r["id"])
     assert a["container"] != b["container"] and a["master_port"] != b["master_port"]
