@@ -134,6 +134,20 @@ def test_diffpipe_resume_continues_its_run_folder(workspace: Path):
     assert {k: v for k, v in tree(out).items() if k in earlier and "/epoch" in k} == {k: v for k, v in earlier.items() if "/epoch" in k}
 
 
+
+def test_diffpipe_resume_refuses_an_epoch_lora_saved_after_the_checkpoint(workspace: Path, cli):
+    job = workspace / "examples" / f"{DIFFPIPE_JOB}.yaml"
+    job.write_text(job.read_text() + "schedule:\n  save_every_epochs: 1\n  checkpoint_every_epochs: 2\n")
+    _, _, first = run_job(workspace, DIFFPIPE_JOB, Earlier.refuse, {"STANDIN_FAIL_AT_STEP": "11"})  # 3 steps an epoch
+    assert first.returncode != 0
+    (run,) = [p.name for p in output(workspace, DIFFPIPE_JOB).iterdir() if p.is_dir()]
+    assert (output(workspace, DIFFPIPE_JOB) / run / "latest").read_text() == "global_step6"
+    before = tree(workspace)
+    code, stdout, stderr = cli("resume", str(job))
+    assert code == 2 and f"{run}/epoch3" in stderr and f"{run}/epoch2" not in stderr and "move them out" in stderr, stdout + stderr
+    assert tree(workspace) == before
+
+
 # ---------------------------------------------------------------- with the real Docker engine and the stand-in images
 
 

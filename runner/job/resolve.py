@@ -182,10 +182,15 @@ def _outputs(job: Job, target: Target) -> Outputs:
     """The job's output folder on the target: its entries three levels down (one round trip) and readers for the
     few files a resume decision needs."""
     folder = target.output_dir(job) if target.output_dir else str(job.output / job.name)
-    listing = target.shell.run(["sh", "-c", '[ -d "$1" ] || exit 0; find "$1" -mindepth 1 -maxdepth 3 -printf "%P\\t%y\\n"', "sh", folder], timeout=60)
+    listing = target.shell.run(["sh", "-c", '[ -d "$1" ] || exit 0; find "$1" -mindepth 1 -maxdepth 3 -printf "%y\\t%T@\\t%P\\n"', "sh", folder], timeout=60)
     if not listing.ok:
         raise UserError(folder, f"cannot be listed on {target.name} ({listing.stderr.strip()[:200]}).", "check the folder's permissions.")
-    entries = frozenset(name + ("/" if kind == "d" else "") for name, _, kind in (line.rpartition("\t") for line in listing.stdout.splitlines()))
+    entries = {}
+    for line in listing.stdout.splitlines():
+        if line.count("\t") < 2:
+            continue  # the rest of a name holding a newline
+        kind, mtime, name = line.split("\t", 2)
+        entries[name + ("/" if kind == "d" else "")] = float(mtime)
 
     def read_text(relative: str) -> str | None:
         r = target.shell.run(["cat", "--", f"{folder}/{relative}"], timeout=30)

@@ -17,7 +17,7 @@ from runner.errors import UserError
 from runner.models.modelfiles import ModelFiles
 from runner.plan import Plan, Step
 from runner.spec import Job
-from runner.trainers.resolved import Caches, Outputs, ResolvedJob, Resume
+from runner.trainers.resolved import Caches, Entries, Outputs, ResolvedJob, Resume
 
 WORKDIR = "/opt/musubi-tuner"
 DATASET_TOML = "musubi_dataset.toml"
@@ -313,7 +313,7 @@ def run_dir(r: ResolvedJob) -> PurePosixPath:
     return mounts.job_output_dir(r.job.name) / r.start.run_folder
 
 
-def _saves(job: Job, entries: frozenset[str], run: str) -> dict[str, tuple[str, int]]:
+def _saves(job: Job, entries: Entries, run: str) -> dict[str, tuple[str, int]]:
     """Each save of `run` ("" = the output folder itself): its name → (kind: epoch|step|final, number)."""
     saves = {}
     pattern = re.compile(rf"{re.escape(job.name)}(?:-(\d{{6}})|-step(\d{{8}}))?(\.safetensors|-state/)")
@@ -325,18 +325,18 @@ def _saves(job: Job, entries: frozenset[str], run: str) -> dict[str, tuple[str, 
     return saves
 
 
-def _runs(job: Job, entries: frozenset[str]) -> list[str]:
+def _runs(job: Job, entries: Entries) -> list[str]:
     """Run folders holding saves, oldest first: the output folder itself, then each --fresh run."""
     stamps = sorted({e.split("/")[0] for e in entries if RUN_FOLDER.fullmatch(e.split("/")[0])})
     return [run for run in ["", *stamps] if _saves(job, entries, run)]
 
 
-def earlier_files(job: Job, entries: frozenset[str]) -> list[str]:
+def earlier_files(job: Job, entries: Entries) -> list[str]:
     """The LoRAs and states earlier runs left in the job's output folder."""
     return sorted(name for run in _runs(job, entries) for name in _saves(job, entries, run))
 
 
-def fresh_run(job: Job, entries: frozenset[str], stamp: str) -> Resume:
+def fresh_run(job: Job, entries: Entries, stamp: str) -> Resume:
     """A new run writes into a new folder named like diffusion-pipe's runs (UTC time), beside the earlier files."""
     return Resume(run_folder=stamp) if earlier_files(job, entries) else Resume()
 

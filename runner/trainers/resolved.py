@@ -47,13 +47,16 @@ class Earlier(str, Enum):
     fresh = "fresh"  # start a new run that cannot overwrite the earlier files
 
 
+Entries = dict[str, float]  # paths under a folder, three levels down ("run/x-state/file"; folders end in "/") → mtime
+
+
 @dataclass(frozen=True)
 class Outputs:
-    """The job's output folder as the target sees it: entries up to three levels down ("run/x-state/file"), folders
-    with a trailing "/", and the readers a trainer module uses for the few files its resume decision needs."""
+    """The job's output folder as the target sees it: its entries and the readers a trainer module uses for the few
+    files its resume decision needs."""
 
     folder: str  # on the target
-    entries: frozenset[str]
+    entries: Entries
     read_text: Callable[[str], str | None]  # a file under folder, None when unreadable
     read_header: Callable[[str], dict | None]  # a safetensors header under folder, None when unreadable
 
