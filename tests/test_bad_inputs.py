@@ -401,7 +401,7 @@ NOT_A_HOST = (["nosuch"], "nosuch")
 # options that are not parsed through a schema type: bad values and what the message must name
 CASES = {
     "host": NOT_A_HOST,
-    ("validate", "job"): (["data"], "folder"), ("render", "job"): (["data"], "folder"), ("train", "job"): (["data"], "folder"),
+    ("validate", "job"): (["data"], "folder"), ("render", "job"): (["data"], "folder"), ("train", "job"): (["data"], "folder"), ("resume", "job"): (["data"], "folder"),
     ("plan", "job"): (["data"], "folder"), ("env", "job"): (["data"], "folder"), ("doctor", "job"): (["data"], "folder"),
     ("sample", "job"): (["data"], "folder"),
     ("dataset check", "job"): (["data"], "folder"),
@@ -422,7 +422,7 @@ CASES = {
 EXTRA_CLI = {"--caption-extension": ["txt", "./captions.txt", ""], "--frames": ["0", "-3"], "--min-frames": ["0"],
              "--prompt": ["", "a ball --w 64", "a\nb"], "--epochs": ["", "0", "2,,4"]}
 EXEMPT = {
-    "as_json": FLAG, "detach": FLAG, "follow": FLAG, "dry_run": FLAG, "replace": FLAG, "every": FLAG,
+    "as_json": FLAG, "detach": FLAG, "follow": FLAG, "resume": FLAG, "fresh": FLAG, "dry_run": FLAG, "replace": FLAG, "every": FLAG,
 }
 
 

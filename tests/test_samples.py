@@ -211,3 +211,26 @@ def test_sample_on_the_jobs_host_then_pull(workspace, env, on_host):
     assert runner(["pull", name], env).returncode == 0
     sheet = (local / "index.html").read_text()
     assert all((local / src).is_file() for src in re.findall(r'<video src="([^"]+)"', sheet)) and sheet.count("<video ") == len(videos)
+
+
+def test_saved_loras_of_every_run_the_newest_run_winning(tmp_path):
+    from runner.shell import LocalShell
+    from runner.spec import Job
+
+    job = Job.model_validate({"name": "j", "trainer": "musubi", "task": "t2v-1.3B", "models": {"preset": "t2v-1.3B"},
+                              "datasets": [{"path": "d"}], "output": str(tmp_path), "schedule": {"epochs": 3}})
+    names = ["j/j-000001.safetensors", "j/j-000002.safetensors", "j/20260102_00-00-00/j-000002.safetensors", "j/j.safetensors",
+             "j/20260101_00-00-00/epoch1/adapter_model.safetensors", "j/j-000001-state/model.safetensors", "j/samples/loras/epoch0001.safetensors"]
+    for n in names:
+        (tmp_path / n).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / n).write_bytes(b"")
+
+    class Here:
+        shell = LocalShell()
+
+        def host_mounts(self, mounts, job_name, container):
+            return mounts
+
+    found = {lo.key: lo.path for lo in sampling.saved_loras(job, Here())}
+    assert found == {"epoch0001": "20260101_00-00-00/epoch1/adapter_model.safetensors", "epoch0002": "20260102_00-00-00/j-000002.safetensors",
+                     "final": "j.safetensors"}

@@ -32,10 +32,12 @@ from runner.trainers import musubi
 from runner.trainers.resolved import ResolvedJob
 
 SAMPLES = "samples"
-# musubi: <name>-000002.safetensors (epoch), <name>-step00000010.safetensors, <name>.safetensors (the last save);
-# diffusion-pipe: <run %Y%m%d_%H-%M-%S>/epoch2/adapter_model.safetensors, …/step10/…
+# musubi: [<run>/]<name>-000002.safetensors (epoch), …-step00000010.safetensors, <name>.safetensors (the last save),
+# where a `runner train --fresh` run writes into a run folder beside the first run's files;
+# diffusion-pipe: <run>/epoch2/adapter_model.safetensors, <run>/step10/…; a run folder is named %Y%m%d_%H-%M-%S (UTC)
+RUN = r"(?:(?P<run>\d{8}_\d{2}-\d{2}-\d{2})/)"
 MUSUBI_SAVE = r"(?:-(?P<epoch>\d{6})|-step(?P<step>\d{8}))?\.safetensors"
-DIFFPIPE_SAVE = re.compile(r"(?P<run>\d{8}_\d{2}-\d{2}-\d{2})/(?:epoch(?P<epoch>\d+)|step(?P<step>\d+))/adapter_model\.safetensors")
+DIFFPIPE_SAVE = re.compile(RUN + r"(?:epoch(?P<epoch>\d+)|step(?P<step>\d+))/adapter_model\.safetensors")
 # a loss as each trainer logs it (musubi's progress bar, diffusion-pipe's step lines) and the save that follows it
 LOSS = re.compile(r"(?:avr_loss=|\bloss: )(?P<loss>[-+0-9.eE]+|nan|inf)")
 SAVED = re.compile(r"saving checkpoint: (?P<musubi>\S+)|Saving model to directory (?P<diffpipe>\S+)")
@@ -59,18 +61,19 @@ class Lora:
 
 
 def _musubi_lora(job: Job, rel: str) -> Lora | None:
-    m = re.fullmatch(re.escape(job.name) + MUSUBI_SAVE, rel)
+    m = re.fullmatch(RUN + "?" + re.escape(job.name) + MUSUBI_SAVE, rel)
     if not m:
         return None
+    name = PurePosixPath(rel).name  # as musubi's log names the save
     if m["epoch"]:
         e = int(m["epoch"])
-        return Lora(f"epoch{e:04d}", f"epoch {e}", e, None, rel, False, rel)
+        return Lora(f"epoch{e:04d}", f"epoch {e}", e, None, rel, False, name)
     if m["step"]:
         s = int(m["step"])
-        return Lora(f"step{s:08d}", f"step {s}", None, s, rel, False, rel)
+        return Lora(f"step{s:08d}", f"step {s}", None, s, rel, False, name)
     # the save after the last epoch; musubi names no epoch then
     epoch = None if job.schedule.max_steps else job.schedule.epochs
-    return Lora("final", f"epoch {epoch} (final)" if epoch else "final", epoch, None, rel, False, rel)
+    return Lora("final", f"epoch {epoch} (final)" if epoch else "final", epoch, None, rel, False, name)
 
 
 def _diffpipe_lora(rel: str) -> Lora | None:
@@ -95,9 +98,10 @@ def saved_loras(job: Job, executor: Executor) -> list[Lora]:
     run's save replaces an earlier run's of the same epoch), in training order."""
     folder = output_folder(job, executor)
     found = executor.shell.run(["find", str(folder), "-maxdepth", "3", "-type", "f", "-name", "*.safetensors"], timeout=60)
-    rels = sorted(str(PurePosixPath(p).relative_to(folder)) for p in found.stdout.split("\n") if p.startswith(str(folder) + "/")) if found.ok else []
+    rels = [str(PurePosixPath(p).relative_to(folder)) for p in found.stdout.split("\n") if p.startswith(str(folder) + "/")] if found.ok else []
     loras: dict[str, Lora] = {}
-    for rel in rels:  # sorted: diffusion-pipe's run folders by time, so the newest run's save wins
+    # the first run's files (no run folder) first, then the run folders by time: the newest run's save of an epoch wins
+    for rel in sorted(rels, key=lambda r: (bool(re.match(RUN, r)), r)):
         lora = _musubi_lora(job, rel) or _diffpipe_lora(rel)
         if lora:
             loras[lora.key] = lora
