@@ -16,6 +16,7 @@ from runner.job import render
 from runner.jobs import sample as sampling
 from runner.trainers import musubi
 from tests.conftest import write_job
+from tests.test_docker import built  # noqa: F401 (fixture: both stand-in images built once per session)
 from tests.test_remote import env, on_host, remote_models  # noqa: F401 (fixtures of the SSH test hosts)
 
 PROMPTS = ["a red ball bouncing on grass", "a blue ball rolling down a ramp"]
@@ -107,19 +108,6 @@ def test_bad_samples_fields_are_refused_at_their_line(cli, workspace, extra, nam
 
 
 # --- `runner sample` against the real engine and the stand-in images -----------------------------------------
-
-
-@pytest.fixture(scope="module")
-def built(tmp_path_factory) -> Path:
-    from tests.dockerfixtures import require_docker, runner, runner_env
-
-    require_docker()
-    tmp = tmp_path_factory.mktemp("images")
-    r = runner(["build", "musubi"], runner_env(tmp))
-    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
-    r = runner(["build", "diffpipe"], runner_env(tmp))
-    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
-    return tmp
 
 
 def _video(path: Path) -> tuple[int, int, int, float]:
