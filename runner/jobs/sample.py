@@ -222,9 +222,11 @@ def start(job_file: Path, executor: Executor, settings: config.Settings, epochs:
         code = executor.wait(name)
     finally:
         executor.remove(name)
-    sheet = contact_sheet.update(executor, folder, [(lo.key, lo.label, losses(job.name).get(lo.saved_as)) for lo in chosen],
-                                 {prompt_id(p): p for p in prompts})
+    logged = losses(job.name)
+    sheet = contact_sheet.update(executor, folder, [(lo.key, lo.label, logged.get(lo.saved_as)) for lo in chosen], {prompt_id(p): p for p in prompts})
     console.print(f"samples → {folder / SAMPLES}; contact sheet: {sheet}" + ("" if executor.here else f" (on {executor.host}; `runner pull {job.name}` brings it here)"))
+    if code != 0:
+        console.print(f"runner: sampling exited with {code}; its whole log: {job_dir.parent / 'sample.log'}", style="bold red", highlight=False)
     return code
 
 
