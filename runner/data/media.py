@@ -118,13 +118,20 @@ def media_files(directory: Path, caption_extension: str = ".txt") -> tuple[list[
     media, ignored = [], []
     with os.scandir(directory) as entries:
         for entry in entries:
-            if not entry.is_file() or entry.name.startswith("."):
+            if entry.name.startswith(".") or not _is_file(entry):
                 continue
             path = Path(entry.path)
             if path.suffix in DIFFPIPE_SKIPPED_SUFFIXES or path.suffix == caption_extension:
                 continue
             (ignored if kind_of(path) == "other" else media).append(path)
     return sorted(media), sorted(ignored)
+
+
+def _is_file(entry: os.DirEntry) -> bool:
+    try:
+        return entry.is_file()
+    except OSError:  # a symbolic link loop: not a file, as pathlib (and so the trainers) see it
+        return False
 
 
 def media_kind(media: list[Path]) -> FolderKind:
