@@ -70,17 +70,18 @@ _PREPARE = 'mkdir -p -- "$1" && [ -w "$1" ] || { echo "cannot create or write $1
 
 def remote_manifest(shell: RemoteShell, root: str, skip: tuple[str, ...] = ()) -> tuple[Manifest, list[str]]:
     """The files under root on the host, and runner's half-written copies there (relative paths)."""
-    manifest, parts, _ = _survey(shell, _LIST, root, skip)
+    manifest, parts, _ = _survey(shell, root, skip, prepare=False)
     return manifest, parts
 
 
-def _survey(shell: RemoteShell, script: str, root: str, skip: tuple[str, ...]) -> tuple[Manifest, list[str], str]:
+def _survey(shell: RemoteShell, root: str, skip: tuple[str, ...], prepare: bool) -> tuple[Manifest, list[str], str]:
+    """remote_manifest, and with prepare the folder made first and its `df` line (else "")."""
     prune = [a for name in skip for a in ("-path", f"./{name}", "-prune", "-o")]
-    r = shell.run(["sh", "-c", script, "sh", root, *prune], timeout=300)
+    r = shell.run(["sh", "-c", _PREPARE if prepare else _LIST, "sh", root, *prune], timeout=300)
     if not r.ok:
         raise UserError(f"host {shell.name}: {root}", f"cannot be listed or written ({r.stderr.strip()[:300]}).",
                         "give the SSH user write access there, or choose other folders with `runner hosts add NAME … --data/--cache DIR`.")
-    head, _, listing = r.stdout.partition("\n") if script is _PREPARE else ("", "", r.stdout)
+    head, _, listing = r.stdout.partition("\n") if prepare else ("", "", r.stdout)
     fields = listing.split("\0")
     out: Manifest = {}
     parts: list[str] = []
@@ -99,7 +100,7 @@ def upload(shell: RemoteShell, local_root: Path, remote_root: str, what: str, sk
     how: rsync or sftp (default: way(shell))."""
     src = scan(local_root, skip)
     how = how or way(shell)
-    dst, parts, df = _survey(shell, _PREPARE, remote_root, skip)
+    dst, parts, df = _survey(shell, remote_root, skip, prepare=True)
     stats = Stats(total_files=len(src), way=how)
     if how == "sftp":
         stats.clamped = [rel for rel, e in src.items() if _clamp(e.mtime) != e.mtime]
