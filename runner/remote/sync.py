@@ -113,6 +113,8 @@ def upload(shell: RemoteShell, local_root: Path, remote_root: str, what: str, sk
     if not (stale or extra or parts or by_content) and all(dst[rel].mode == e.mode for rel, e in src.items()):
         return stats
     if how == "rsync":
+        # checksums matter only where a file of the same size is there already (not on a first, cold sync)
+        by_content = by_content and any(rel in dst and dst[rel].size == e.size for rel, e in src.items())
         try:
             pushed = rsync.push(shell, local_root, remote_root, skip, by_content, f"*{PART}", progress)
         except rsync.Failed as e:
