@@ -67,7 +67,7 @@ def stage(plan_dir: Path, plan: dict, work: Path, models: Path, clips: Path):
     shutil.rmtree(work / "job", ignore_errors=True)
     (work / "job").mkdir(parents=True)
     for f in plan_dir.iterdir():
-        if f.suffix == ".toml":
+        if f.suffix in (".toml", ".yaml"):  # trainer configs; plan.json and command.sh are runner's own
             (work / "job" / f.name).write_text(to_local(f.read_text()))
     for container, local in table.items():
         if container.startswith("/data/"):

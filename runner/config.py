@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Annotated
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 
+from runner import inputs
 from runner.errors import UserError
+from runner.spec import HostPath, Int, Text
 
 
 def default_hf_home() -> Path:
@@ -33,19 +35,22 @@ def state_dir() -> Path:
     return Path(os.environ.get("RUNNER_STATE", Path(os.environ.get("XDG_STATE_HOME", Path.home() / ".local" / "state")) / "runner"))
 
 
+SETTINGS_DOC = "the settings are listed in README.md (Images, compose and networks)"
+
+
 class Settings(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    ca_bundle: Path | None = Field(None, description="extra CA certificates (PEM) for TLS-intercepting proxies")
-    pip_index_url: str | None = Field(None, description="pip index or mirror used in image builds")
-    hf_endpoint: str | None = Field(None, description="Hugging Face mirror, passed to containers as HF_ENDPOINT")
-    pins: Path | None = Field(None, description="pins file for images (default: images/pins.toml of runner)")
-    models: Path = Field(Path.home() / "runner" / "models", description="`runner up`: host folder mounted at /models")
-    data: Path = Field(Path.home() / "runner" / "data", description="`runner up`: host folder mounted at /data")
-    cache: Path = Field(Path.home() / "runner" / "cache", description="`runner up`: host folder mounted at /cache")
-    outputs: Path = Field(Path.home() / "runner" / "outputs", description="`runner up`: host folder mounted at /outputs")
-    shm_size: str = Field("16g", description="/dev/shm size for containers (DeepSpeed and data loaders need more than 64 MB)")
-    ulimits: dict[str, int] = Field(
+    ca_bundle: HostPath | None = Field(None, description="extra CA certificates (PEM) for TLS-intercepting proxies")
+    pip_index_url: Text | None = Field(None, description="pip index or mirror used in image builds")
+    hf_endpoint: Text | None = Field(None, description="Hugging Face mirror, passed to containers as HF_ENDPOINT")
+    pins: HostPath | None = Field(None, description="pins file for images (default: images/pins.toml of runner)")
+    models: HostPath = Field(Path.home() / "runner" / "models", description="`runner up`: host folder mounted at /models")
+    data: HostPath = Field(Path.home() / "runner" / "data", description="`runner up`: host folder mounted at /data")
+    cache: HostPath = Field(Path.home() / "runner" / "cache", description="`runner up`: host folder mounted at /cache")
+    outputs: HostPath = Field(Path.home() / "runner" / "outputs", description="`runner up`: host folder mounted at /outputs")
+    shm_size: str = Field("16g", pattern=r"^[1-9][0-9]*[bkmg]?$", description="/dev/shm size for containers (DeepSpeed and data loaders need more than 64 MB)")
+    ulimits: dict[Text, Annotated[Int, Field(ge=-1)]] = Field(
         default_factory=lambda: {"memlock": -1, "stack": 67108864},
         description="container ulimits in bytes (-1 = unlimited); DeepSpeed pins memory and needs a large memlock",
     )
@@ -57,15 +62,11 @@ def config_file() -> Path:
 
 def load() -> Settings:
     path = config_file()
-    data: dict = {}
-    if path.is_file():
-        try:
-            data = yaml.safe_load(path.read_text()) or {}
-            settings = Settings.model_validate(data)
-        except (yaml.YAMLError, ValidationError) as e:
-            raise UserError(str(path), f"is not a valid runner config ({e}).", "fix or delete the file; `runner --help` lists settings") from e
-    else:
+    found = inputs.read_yaml(path, "runner config", missing_ok=True)
+    if found is None or found[0] is None:  # no config, or an empty one: the defaults
         settings = Settings()
+    else:
+        settings = inputs.validate(Settings, found[0], path, found[1], "runner config", SETTINGS_DOC, SETTINGS_DOC)
     overrides = {field: os.environ[var] for field, var in ENV.items() if os.environ.get(var)}
     settings = settings.model_copy(update={k: (Path(v) if k in ("ca_bundle", "pins") else v) for k, v in overrides.items()})
     if settings.ca_bundle is not None and not settings.ca_bundle.is_file():

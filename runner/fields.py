@@ -30,7 +30,7 @@ class FieldDoc:
     description: str
 
 
-def _model(annotation) -> tuple[type[BaseModel] | None, bool]:
+def nested_model(annotation) -> tuple[type[BaseModel] | None, bool]:
     """The nested model of a field's type, and whether it is a list of them."""
     if isinstance(annotation, type) and issubclass(annotation, BaseModel):
         return annotation, False
@@ -58,7 +58,7 @@ def type_name(annotation) -> str:
         kept = [a for a in args if a is not type(None)]
         return " or ".join(type_name(a) for a in kept)
     if origin is list:
-        inner = "mappings" if _model(annotation)[0] else type_name(args[0])
+        inner = "mappings" if nested_model(annotation)[0] else type_name(args[0])
         return f"list of ({inner})" if " or " in inner else f"list of {inner}"
     if origin is tuple:
         return "[" + ", ".join(type_name(a) for a in args) + "]"
@@ -92,14 +92,37 @@ def _default(info: FieldInfo) -> str:
     return f"`{_yaml(value)}`"
 
 
+_BOUNDS = (("gt", ">"), ("ge", "≥"), ("lt", "<"), ("le", "≤"))
+
+
+def _metadata(annotation, metadata) -> list:
+    """A field's constraints: its own and those of the Annotated types inside its annotation (Count | None)."""
+    found = list(metadata)
+    for arg in typing.get_args(annotation):
+        found += _metadata(arg, ())
+    if typing.get_origin(annotation) is typing.Annotated:
+        found += typing.get_args(annotation)[1:]
+    return found
+
+
+def bounds(annotation, metadata) -> str:
+    """The numeric range a field allows, e.g. "≥ 1" or "≥ 0, < 1"; empty when unbounded."""
+    shown = []
+    for m in _metadata(annotation, metadata):
+        for part in [m, *getattr(m, "metadata", ())]:
+            shown += [f"{sign} {getattr(part, key)}" for key, sign in _BOUNDS if getattr(part, key, None) is not None]
+    return ", ".join(dict.fromkeys(shown))
+
+
 def fields(model: type[BaseModel] = Job, prefix: str = "") -> list[FieldDoc]:
     """Every field of the job schema, depth first, in the schema's order."""
     docs = []
     for name, info in model.model_fields.items():
         dotted = prefix + name
         shown_type = (info.json_schema_extra or {}).get("doc_type") or type_name(info.annotation)
+        shown_type += f" ({bounds(info.annotation, info.metadata)})" if bounds(info.annotation, info.metadata) else ""
         docs.append(FieldDoc(dotted, shown_type, _default(info), info.description or ""))
-        nested, is_list = _model(info.annotation)
+        nested, is_list = nested_model(info.annotation)
         if nested:
             docs += fields(nested, dotted + ("[]." if is_list else "."))
     return docs

@@ -6,21 +6,110 @@ Rules that need the trainer, the model files or the data live in `runner.job.che
 
 from __future__ import annotations
 
-import difflib
+import math
 import os
-import typing
+import re
 from enum import Enum
 from pathlib import Path
 from typing import Annotated, Literal, Union
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, PlainValidator, ValidationError, field_validator
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, PlainValidator, field_validator
 
-from runner.errors import JobInvalid, UserError
+from runner import inputs
+from runner.errors import UserError
 
 
 class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+# --- value types shared by job fields and CLI options (runner.cli parses options through them) ---------------------
+
+
+def _number(value: object) -> object:
+    # YAML's true/false would pass as 1/0: a number field takes numbers only
+    if isinstance(value, bool):
+        raise ValueError(f"expects a number, not {str(value).lower()}")
+    return value
+
+
+def _not_number(value: object) -> object:
+    # 1 and 0 would pass as true/false: a true/false field takes true or false
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        raise ValueError(f"expects true or false, not the number {value}")
+    return value
+
+
+def _finite(value: float) -> float:
+    if not math.isfinite(value):
+        raise ValueError(f"must be a finite number, not {value}")
+    return value
+
+
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
+def _text(value: str) -> str:
+    if _CONTROL.search(value):
+        raise ValueError("holds a control character (newline, tab, NUL, …)")
+    return value
+
+
+def _path(value: object) -> object:
+    if isinstance(value, str) and not value.strip():
+        raise ValueError("is empty; give a path")
+    if isinstance(value, str):
+        _text(value)
+    return value
+
+
+Int = Annotated[int, BeforeValidator(_number)]
+Float = Annotated[float, BeforeValidator(_number), AfterValidator(_finite)]
+PositiveFloat = Annotated[float, BeforeValidator(_number), AfterValidator(_finite), Field(gt=0)]
+Count = Annotated[int, BeforeValidator(_number), Field(ge=1)]
+GiB = PositiveFloat  # memory sizes: --vram, --ram
+HostPath = Annotated[Path, BeforeValidator(_path)]
+Text = Annotated[str, AfterValidator(_text)]
+Fraction = Annotated[float, BeforeValidator(_number), AfterValidator(_finite), Field(ge=0, lt=1)]
+
+
+def _frame_count(n: int) -> int:
+    if n < 1:
+        raise ValueError(f"{n} frames: a frame count is 4k+1 and at least 1 (1, 5, 9, …, 33, …, 81)")
+    return n
+
+
+FrameCount = Annotated[int, BeforeValidator(_number), AfterValidator(_frame_count)]
+CAPTION_EXTENSION = re.compile(r"\.[A-Za-z0-9][A-Za-z0-9._-]{0,31}")
+
+
+def _caption_extension(value: str) -> str:
+    if not CAPTION_EXTENSION.fullmatch(value):
+        stem = re.sub(r"[^A-Za-z0-9._-]", "", value.rsplit("/", 1)[-1]).lstrip(".") or "txt"
+        raise ValueError(f"is the suffix after each media file's stem, a dot then letters or digits, e.g. '.{stem}'")
+    return value
+
+
+CaptionExtension = Annotated[str, AfterValidator(_caption_extension)]
+ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+
+def _env_name(name: str) -> str:
+    if not ENV_NAME.fullmatch(name):
+        raise ValueError("an environment variable name is letters, digits and _, not starting with a digit")
+    return name
+
+
+EnvName = Annotated[str, AfterValidator(_env_name)]
+
+
+def _no_nul(value: str) -> str:
+    if "\x00" in value:
+        raise ValueError("holds a NUL character")
+    return value
+
+
+EnvValue = Annotated[str, AfterValidator(_no_nul)]
 
 
 class Trainer(str, Enum):
@@ -68,17 +157,24 @@ def is_4k_plus_1(n: int) -> bool:
     return n >= 1 and round_4k1(n) == n
 
 
+def _preset(name: str) -> str:
+    # `runner download` presets are named after the task they train (runner.models.presets), in any case
+    if name.lower() not in {t.value.lower() for t in Task}:
+        raise ValueError(f"is not a `runner download` preset; the presets are {', '.join(t.value for t in Task)}")
+    return name
+
+
 class Models(Strict):
     """Model files. Relative paths are under `root`, which is mounted read-only at /models."""
 
-    root: Path = Field(Path("models"), description="host folder mounted read-only at /models; the model paths below are relative to it")
-    preset: str | None = Field(None, description="a `runner download` preset (t2v-1.3B, t2v-14B, i2v-14B-480P, i2v-14B-720P): the files as `runner download` lays them out; fills the paths below")
+    root: HostPath = Field(Path("models"), description="host folder mounted read-only at /models; the model paths below are relative to it")
+    preset: Annotated[Text, AfterValidator(_preset)] | None = Field(None, description="a `runner download` preset (t2v-1.3B, t2v-14B, i2v-14B-480P, i2v-14B-720P): the files as `runner download` lays them out; fills the paths below")
     format: Literal["comfy", "official"] = Field("comfy", description="with preset: ComfyUI repackaged single files (comfy) or the official repo (official; its DiT is float32, which musubi keeps unless memory.transformer_dtype is float8: twice the GPU memory of bf16, and the memory planner counts it)")
-    ckpt_dir: Path | None = Field(None, description="official Wan2.1 folder (config.json, VAE, tokenizers); the official file names inside it are the defaults of dit, t5, vae and clip")
-    dit: Path | None = Field(None, description="single-file DiT (.safetensors), e.g. ComfyUI repackaged")
-    t5: Path | None = Field(None, description="T5 encoder: official models_t5_umt5-xxl-enc-bf16.pth")
-    vae: Path | None = Field(None, description="VAE: Wan2.1_VAE.pth or ComfyUI safetensors")
-    clip: Path | None = Field(None, description="I2V CLIP: official models_clip_open-clip-xlm-roberta-large-vit-huge-14.pth")
+    ckpt_dir: HostPath | None = Field(None, description="official Wan2.1 folder (config.json, VAE, tokenizers); the official file names inside it are the defaults of dit, t5, vae and clip")
+    dit: HostPath | None = Field(None, description="single-file DiT (.safetensors), e.g. ComfyUI repackaged")
+    t5: HostPath | None = Field(None, description="T5 encoder: official models_t5_umt5-xxl-enc-bf16.pth")
+    vae: HostPath | None = Field(None, description="VAE: Wan2.1_VAE.pth or ComfyUI safetensors")
+    clip: HostPath | None = Field(None, description="I2V CLIP: official models_clip_open-clip-xlm-roberta-large-vit-huge-14.pth")
 
 
 def _resolution(value: object) -> int | tuple[int, int]:
@@ -93,70 +189,63 @@ Resolution = Annotated[Union[int, tuple[int, int]], PlainValidator(_resolution)]
 
 
 class Dataset(Strict):
-    path: Path = Field(description="host directory of images or videos with `<stem><caption_extension>` captions")
+    path: HostPath = Field(description="host directory of images or videos with `<stem><caption_extension>` captions")
     kind: Literal["auto", "video", "image", "mixed"] = Field("auto", description="auto: from the files in path")
     resolutions: list[Resolution] = Field(
         default_factory=lambda: [(832, 480)], min_length=1, description="training resolutions: [width, height], or one side such as 512 for a square area"
     )
-    frames: list[int] | None = Field(
+    frames: list[FrameCount] | None = Field(
         None, description="frame buckets (diffpipe) / target frames (musubi); each 4k+1. Default: " + f"{DEFAULT_VIDEO_FRAMES} for videos; images always train as 1 frame"
     )
-    repeats: int = Field(1, ge=1, description="times each file counts per epoch")
-    source_fps: float | None = Field(None, gt=0, description="fps of the source videos; musubi drops frames to 16 fps")
-    caption_extension: str = Field(".txt", description="each media file's caption is `<stem><caption_extension>`")
-
-    @field_validator("caption_extension")
-    @classmethod
-    def _dot(cls, v: str) -> str:
-        if not v.startswith("."):
-            raise ValueError(f"must start with a dot, e.g. '.{v}'")
-        return v
+    repeats: Count = Field(1, description="times each file counts per epoch")
+    source_fps: PositiveFloat | None = Field(None, description="fps of the source videos; musubi drops frames to 16 fps")
+    caption_extension: CaptionExtension = Field(".txt", description="each media file's caption is `<stem><caption_extension>`")
 
 
 class Lora(Strict):
-    rank: int = Field(32, ge=1, description="LoRA rank")
-    alpha: float | None = Field(None, gt=0, description="musubi only; default = rank, which is what diffusion-pipe always uses")
+    rank: Count = Field(32, description="LoRA rank")
+    alpha: PositiveFloat | None = Field(None, description="musubi only; default = rank, which is what diffusion-pipe always uses")
     dtype: Literal["bfloat16", "float32"] = Field("bfloat16", description="dtype of the saved LoRA (both trainers)")
 
 
 class Optimizer(Strict):
-    type: str | None = Field(
+    type: Text | None = Field(
         None, description="default: adamw_optimi (diffpipe), adamw8bit (musubi); adamw, adamw8bit and sgd mean the same on both, a name only one trainer loads is refused with the other's equivalent"
     )
-    lr: float | None = Field(None, gt=0, description="default: 2e-5 (diffpipe), 2e-4 (musubi)")
-    weight_decay: float = Field(0.01, ge=0, description="AdamW weight decay")
-    betas: tuple[float, float] = Field((0.9, 0.99), description="Adam betas")
-    eps: float = Field(1e-8, description="Adam epsilon")
+    lr: PositiveFloat | None = Field(None, description="default: 2e-5 (diffpipe), 2e-4 (musubi)")
+    weight_decay: Float = Field(0.01, ge=0, description="AdamW weight decay")
+    betas: tuple[Fraction, Fraction] = Field((0.9, 0.99), description="Adam betas")
+    eps: PositiveFloat = Field(1e-8, description="Adam epsilon")
 
 
 class Schedule(Strict):
-    epochs: int = Field(16, ge=1, description="passes over the datasets")
-    max_steps: int | None = Field(
-        None, ge=1, description="alone: train that many optimizer steps; with epochs set too, diffpipe stops at whichever comes first and musubi refuses"
+    epochs: Count = Field(16, description="passes over the datasets")
+    max_steps: Count | None = Field(
+        None, description="alone: train that many optimizer steps; with epochs set too, diffpipe stops at whichever comes first and musubi refuses"
     )
-    batch_size: int = Field(1, ge=1, description="clips per GPU per micro-batch")
-    gradient_accumulation_steps: int = Field(1, ge=1, description="micro-batches per optimizer step")
-    warmup_steps: int = Field(0, ge=0, description="optimizer steps of linear warmup, on any number of GPUs")
-    save_every_epochs: int | None = Field(1, ge=1, description="save the LoRA every N epochs")
-    save_every_steps: int | None = Field(None, ge=1, description="save the LoRA every N optimizer steps")
-    checkpoint_every_epochs: int | None = Field(
-        None, ge=1, description="resumable state (DeepSpeed / accelerate) every N epochs; musubi saves state with each LoRA, so only equal to save_every_epochs"
+    batch_size: Count = Field(1, description="clips per GPU per micro-batch")
+    gradient_accumulation_steps: Count = Field(1, description="micro-batches per optimizer step")
+    warmup_steps: Int = Field(0, ge=0, description="optimizer steps of linear warmup, on any number of GPUs")
+    save_every_epochs: Count | None = Field(1, description="save the LoRA every N epochs")
+    save_every_steps: Count | None = Field(None, description="save the LoRA every N optimizer steps")
+    checkpoint_every_epochs: Count | None = Field(
+        None, description="resumable state (DeepSpeed / accelerate) every N epochs; musubi saves state with each LoRA, so only equal to save_every_epochs"
     )
-    checkpoint_every_minutes: int | None = Field(None, ge=1, description="diffpipe only: resumable state every N minutes")
+    checkpoint_every_minutes: Count | None = Field(None, description="diffpipe only: resumable state every N minutes")
 
 
 class Memory(Strict):
-    auto: bool = Field(False, description="`memory: auto` lets the planner pick the settings below for the GPU")
+    auto: bool = Field(False, strict=True, description="`memory: auto` lets the planner pick the settings below for the GPU")
     dtype: Literal["bfloat16", "float16"] = Field("bfloat16", description="mixed precision and base dtype")
     transformer_dtype: Literal["bfloat16", "float16", "float8"] = Field("bfloat16", description="float8: fp8 base weights")
-    activation_checkpointing: Literal[True, False, "unsloth"] = Field(
+    activation_checkpointing: Annotated[Literal[True, False, "unsloth"], BeforeValidator(_not_number)] = Field(
         True, description="recompute activations in the backward pass; unsloth also offloads them to host RAM"
     )
-    blocks_to_swap: int = Field(0, ge=0, description="transformer blocks kept in host RAM and swapped onto the GPU when needed")
+    blocks_to_swap: Int = Field(0, ge=0, description="transformer blocks kept in host RAM and swapped onto the GPU when needed")
     text_encoder_dtype: Literal["bfloat16", "float8"] = Field(
         "bfloat16", description="umT5 while caching text: float8 caches in fp8, about 4 GiB less (musubi --fp8_t5, diffpipe text_encoder_fp8)"
     )
-    text_encoder_batch: int = Field(16, ge=1, description="musubi only: captions per umT5 batch while caching (its recipe: 16)")
+    text_encoder_batch: Count = Field(16, description="musubi only: captions per umT5 batch while caching (its recipe: 16)")
 
 
 class Job(Strict):
@@ -169,80 +258,26 @@ class Job(Strict):
     optimizer: Optimizer = Field(Optimizer(), description="the optimizer")
     schedule: Schedule = Field(Schedule(), description="how long to train and when to save")
     memory: Memory = Field(Memory(), description="`auto`, or the settings below by hand", json_schema_extra={"doc_type": "`auto` or mapping"})
-    gpus: int = Field(1, ge=1, description="number of GPUs to train on")
-    output: Path = Field(Path("outputs"), description="host directory; the job writes to `<output>/<name>`")
-    cache: Path = Field(Path("cache"), description="host directory for latent and text-encoder caches")
-    hf_cache: Path | None = Field(None, description="host Hugging Face cache; default $HF_HOME or ~/.cache/huggingface")
-    seed: int = Field(42, description="random seed")
-    env: dict[str, str] = Field(default_factory=dict, description="extra container environment; wins over runner's rules")
+    gpus: Count = Field(1, description="number of GPUs to train on")
+    output: HostPath = Field(Path("outputs"), description="host directory; the job writes to `<output>/<name>`")
+    cache: HostPath = Field(Path("cache"), description="host directory for latent and text-encoder caches")
+    hf_cache: HostPath | None = Field(None, description="host Hugging Face cache; default $HF_HOME or ~/.cache/huggingface")
+    seed: Int = Field(42, ge=0, lt=2**32, description="random seed (numpy takes 0 to 2^32 - 1)")
+    env: dict[EnvName, EnvValue] = Field(default_factory=dict, description="extra container environment; wins over runner's rules")
 
     @field_validator("memory", mode="before")
     @classmethod
     def _auto(cls, v: object) -> object:
-        return {"auto": True} if v == "auto" else v
-
-
-def _key_lines(node: yaml.Node, path: tuple = ()) -> dict[tuple, int]:
-    """Map every key path in a YAML document to its 1-based line, so schema errors point at the file."""
-    lines = {path: node.start_mark.line + 1}
-    if isinstance(node, yaml.MappingNode):
-        for key, value in node.value:
-            sub = path + (key.value,)
-            lines.update(_key_lines(value, sub))
-            lines[sub] = key.start_mark.line + 1
-    elif isinstance(node, yaml.SequenceNode):
-        for i, item in enumerate(node.value):
-            lines.update(_key_lines(item, path + (i,)))
-    return lines
-
-
-def _dotted(loc: tuple) -> str:
-    out = ""
-    for part in loc:
-        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
-    return out
+        if v == "auto":
+            return {"auto": True}
+        if isinstance(v, str):
+            raise ValueError("is `auto` or a mapping of the settings below (dtype, blocks_to_swap, …); "
+                             "write `memory: auto` to let the planner pick them")
+        return v
 
 
 FIELDS_DOC = "the job fields are listed in README.md#the-job-file and by `runner fields`"
-_FIXES = {
-    "extra_forbidden": f"remove it or check its spelling; {FIELDS_DOC}",
-    "missing": "add it",
-    "literal_error": "use one of the values listed",
-    "enum": "use one of the values listed",
-}
-_GENERIC_FIX = "set it as the message asks; the files in examples/ show valid jobs"
-
-
-def _siblings(loc: tuple) -> list[str]:
-    """The field names allowed beside the last key of loc (for "did you mean")."""
-    model: type[BaseModel] = Job
-    for part in loc[:-1]:
-        if isinstance(part, int):
-            continue
-        annotation = model.model_fields[part].annotation
-        model = typing.get_args(annotation)[0] if typing.get_origin(annotation) is list else annotation
-        if not (isinstance(model, type) and issubclass(model, BaseModel)):
-            return []
-    return list(model.model_fields)
-
-
-def _unknown_key_fix(loc: tuple) -> str:
-    close = difflib.get_close_matches(str(loc[-1]), _siblings(loc), n=1)
-    return f"rename it to `{close[0]}` if you meant that, or remove it; {FIELDS_DOC}" if close else _FIXES["extra_forbidden"]
-
-
-def _schema_errors(err: ValidationError, file: Path, lines: dict[tuple, int]) -> list[UserError]:
-    out = []
-    for e in err.errors():
-        loc = e["loc"]
-        line = next((lines[loc[:n]] for n in range(len(loc), -1, -1) if loc[:n] in lines), 1)
-        given = f" (given: {e['input']!r})" if e["type"] not in ("missing",) and not isinstance(e["input"], dict) else ""
-        problem = f"{e['msg'].removeprefix('Value error, ')}{given}."
-        if e["type"] == "extra_forbidden":
-            problem = f"unknown key{given}; trainers reject unknown keys, so runner does too."
-        fix = _unknown_key_fix(loc) if e["type"] == "extra_forbidden" else _FIXES.get(e["type"], _GENERIC_FIX)
-        out.append(UserError(f"{file}:{line}: {_dotted(loc) or 'job'}", problem, fix))
-    return out
+EXAMPLE = "the files in examples/ show valid jobs"
 
 
 def load_job(file: Path) -> Job:
@@ -252,25 +287,9 @@ def load_job(file: Path) -> Job:
 
 def read_job(file: Path) -> tuple[Job, dict[str, int]]:
     """The job, with relative host paths resolved against the job file's folder, and the line of each field."""
-    try:
-        text = file.read_text()
-    except OSError as e:
-        raise UserError(str(file), f"cannot read the job file ({e.strerror}).", "check the path") from e
-    try:
-        node = yaml.compose(text, Loader=yaml.SafeLoader)
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        where = f"{file}:{mark.line + 1}" if mark else str(file)
-        raise UserError(where, f"is not valid YAML ({getattr(e, 'problem', e)}).", "fix the syntax at that line") from e
-    if not isinstance(data, dict):
-        raise UserError(str(file), "is not a YAML mapping of job fields.", "start from a file in examples/")
-    lines = _key_lines(node)
-    try:
-        job = Job.model_validate(data)
-    except ValidationError as e:
-        raise JobInvalid(_schema_errors(e, file, lines)) from e
-    return resolve_paths(job, file.parent.resolve()), {_dotted(k): v for k, v in lines.items()}
+    data, lines = inputs.read_yaml(file, "job file")
+    job = inputs.validate(Job, data, file, lines, "job file", FIELDS_DOC, EXAMPLE)
+    return resolve_paths(job, file.parent.resolve()), {inputs.dotted(k): v for k, v in lines.items()}
 
 
 def locate(errors: list[UserError], file: Path, lines: dict[str, int]) -> list[UserError]:

@@ -6,7 +6,9 @@ Only headers are written (runner reads nothing else), so a "14B" DiT costs a few
 from __future__ import annotations
 
 import json
+import pickle
 import struct
+import zipfile
 from pathlib import Path
 
 # patch_embedding.weight shape by model: [dim, in_channels, 1, 2, 2]; I2V has 36 input channels
@@ -44,6 +46,13 @@ def dit(path: Path, size: str = "1.3B", i2v: bool = False, dtype: str = "BF16", 
     return write_safetensors_header(path, tensors)
 
 
+def pth(path: Path) -> Path:
+    """A .pth in torch.save's zip layout, holding an empty state dict (runner reads only its shape)."""
+    with zipfile.ZipFile(path, "w") as z:
+        z.writestr("archive/data.pkl", pickle.dumps({}, protocol=2))
+    return path
+
+
 def official_dir(root: Path, name: str, i2v: bool) -> Path:
     d = root / name
     (d / "google" / "umt5-xxl").mkdir(parents=True, exist_ok=True)
@@ -51,10 +60,10 @@ def official_dir(root: Path, name: str, i2v: bool) -> Path:
     config = {"_class_name": "WanModel", "model_type": "i2v" if i2v else "t2v", "dim": dim, "num_layers": layers, "in_dim": 36 if i2v else 16}
     (d / "config.json").write_text(json.dumps(config))
     for f in ["Wan2.1_VAE.pth", "models_t5_umt5-xxl-enc-bf16.pth"]:
-        (d / f).write_bytes(b"")
+        pth(d / f)
     if i2v:
         (d / "xlm-roberta-large").mkdir(exist_ok=True)
-        (d / "models_clip_open-clip-xlm-roberta-large-vit-huge-14.pth").write_bytes(b"")
+        pth(d / "models_clip_open-clip-xlm-roberta-large-vit-huge-14.pth")
     return d
 
 

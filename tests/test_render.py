@@ -173,12 +173,12 @@ def test_diffpipe_max_steps_and_master_port(workspace, tmp_path):
     assert argv[argv.index("train.py") :][-2:] == ["--master_port", "29611"]
 
 
-def test_render_replaces_an_old_output_folder_whole(workspace, tmp_path):
+def test_render_replaces_an_earlier_render_whole(workspace, tmp_path):
     out = tmp_path / "out"
-    out.mkdir()
-    (out / "stale.toml").write_text("old")
+    rendered(workspace, job_text("diffpipe"), tmp_path)
+    assert (out / "diffpipe.toml").is_file()
     rendered(workspace, job_text(), tmp_path)
-    assert not (out / "stale.toml").exists() and (out / "plan.json").is_file()
+    assert not (out / "diffpipe.toml").exists() and (out / "musubi_dataset.toml").is_file()
 
 
 def test_memory_auto_fits_the_seeds_case_on_a_24gb_card_for_each_trainer(workspace, tmp_path):

@@ -25,7 +25,7 @@ def test_example_renders_as_golden(workspace: Path, tmp_path: Path, name: str):
     plan = render.render(workspace / "examples" / f"{name}.yaml", out)
     expected_dir = GOLDEN / name
     produced = sorted(p.name for p in out.iterdir())
-    assert produced == sorted([*plan.files, "plan.json", "command.sh"])
+    assert produced == sorted([*plan.files, "plan.json", "command.sh", render.MARKER])
     for file in [*plan.files, "command.sh"]:
         text = (out / file).read_text()
         if os.environ.get("UPDATE_GOLDEN"):

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 
+from runner.models import weights
 from runner.selftest import arch, lora, make_files, watch
 from runner.spec import Trainer
 from tests.dockerfixtures import runner, runner_env
@@ -87,7 +88,7 @@ def test_safetensors_header_and_holes(tmp_path):
     path = tmp_path / "big.safetensors"
     big = [["w", "BF16", [4096, 65536], ["normal", 0.02]], ["n", "F32", [4096], ["const", 1.0]]]
     make_files.write_safetensors(str(path), big, make_files.Values("holes", 0), {"format": "pt"})
-    header, start = lora.read_header(path)
+    header, start = weights.read_header_and_offset(path)
     assert header["__metadata__"] == {"format": "pt"}
     assert header["w"] == {"dtype": "BF16", "shape": [4096, 65536], "data_offsets": [0, 2 * 4096 * 65536]}
     assert path.stat().st_size == start + 2 * 4096 * 65536 + 4 * 4096 and start % 8 == 0
@@ -255,7 +256,7 @@ def test_selftest_both_trainers_on_the_local_engine(built, tmp_path):
     assert "runner selftest" in (folder / "README.txt").read_text()
     assert (folder / "Wan2.1-T2V-1.3B" / "google" / "umt5-xxl" / "STAND-IN.txt").is_file()
     t5 = folder / "Wan_2.1_ComfyUI_repackaged/split_files/text_encoders/umt5_xxl_fp16.safetensors"
-    assert lora.read_header(t5)[0]["shared.weight"]["shape"] == [256384, 4096]
+    assert weights.read_header_and_offset(t5)[0]["shared.weight"]["shape"] == [256384, 4096]
     stamps = {p: p.stat().st_mtime_ns for p in folder.rglob("*") if p.is_file()}
 
     table = runner(["selftest", "--trainer", "musubi", "--steps", "2"], env)

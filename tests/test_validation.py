@@ -81,7 +81,7 @@ def test_bad_resolution(cli, workspace):
 
 def test_job_file_missing(cli, workspace):
     code, _, stderr = cli("validate", workspace / "nope.yaml")
-    assert code == 2 and "cannot read the job file" in stderr
+    assert code == 2 and "does not exist (no job file there)" in stderr
 
 
 # --- one test per trainer pitfall ------------------------------------------------------------------
@@ -257,7 +257,7 @@ def test_diffpipe_swaps_blocks_with_several_gpus(cli, workspace):
 
 
 def test_dataset_folder_missing(cli, workspace):
-    assert_refused(cli, workspace, job_text().replace("data/clips", "data/nothing"), "datasets[0].path", "is not a folder", line=9)
+    assert_refused(cli, workspace, job_text().replace("data/clips", "data/nothing"), "datasets[0].path", "does not exist", line=9)
 
 
 def test_every_problem_is_reported_at_once(cli, workspace):

@@ -66,17 +66,41 @@ def _json_mode(value: bool) -> bool:
 
 def JsonOpt(keys: str):
     """--json, with the document's keys for --help."""
-    return typer.Option(False, "--json", callback=_json_mode, help=f"print one JSON document on stdout instead: {keys}")
+    return typer.Option(False, "--json", callback=_json_mode, is_eager=True, help=f"print one JSON document on stdout instead: {keys}")
 
 
-JobArg = typer.Argument(..., dir_okay=False, help="the job file (YAML); see examples/")
+JobArg = typer.Argument(..., help="the job file (YAML); see examples/")
 HostOpt = typer.Option("local", "--host", "-H", help="a host from `runner hosts list` (default: this machine)")
 
 
-def target(host: str, gpus: bool = False):
-    """The machine of --host as resolving a job sees it (runner.job.resolve.Target); gpus: ask for its GPUs and RAM."""
+def VramOpt(help: str):
+    from runner.spec import GiB
+
+    return typer.Option(None, "--vram", parser=schema_option(GiB, "--vram", "give the GPU memory in GiB, a number above 0, e.g. --vram 24."), help=help)
+
+
+def RamOpt(help: str):
+    from runner.spec import GiB
+
+    return typer.Option(None, "--ram", parser=schema_option(GiB, "--ram", "give the host RAM in GiB, a number above 0, e.g. --ram 64."), help=help)
+
+
+def read_first(job: Path | None) -> None:
+    """Read and validate the job file before Docker or SSH is contacted: a bad job is reported as itself, not as an
+    unreachable engine or host."""
+    from runner.spec import read_job
+
+    if job is not None:
+        read_job(job)
+
+
+def target(host: str, gpus: bool = False, job: Path | None = None):
+    """The machine of --host as resolving a job sees it (runner.job.resolve.Target); gpus: ask for its GPUs and RAM;
+    job: the job file the command resolves there, read first (read_first)."""
     from runner.jobs import launch
     from runner.executors import executor_for
+
+    read_first(job)
 
     return launch.target_of(executor_for(host), gpus)
 
@@ -85,7 +109,7 @@ def resolved_with_gpus(job: Path | None, host: str):
     """The job (None: none) resolved on --host's machine with its GPUs and RAM, and that machine's Shell."""
     from runner.job.render import load_checked
 
-    there = target(host, gpus=True)
+    there = target(host, gpus=True, job=job)
     return (load_checked(job, there) if job else None), there.shell
 
 
@@ -96,7 +120,59 @@ def choice(enum: type, value: str | None, option: str):
     try:
         return enum(value)
     except ValueError:
-        raise UserError(option, f"'{value}' is not one of {', '.join(e.value for e in enum)}.", "use one of those") from None
+        from runner.inputs import quote
+
+        raise UserError(option, f"{quote(value)} is not one of {', '.join(e.value for e in enum)}.", "use one of those.") from None
+
+
+def schema_option(annotation, option: str, fix: str):
+    """A typer `parser` that reads an option's text through a schema type of runner.spec, so a bad value fails like a
+    job field: a UserError naming the option (exit 2), never "no setting fits" later on."""
+    from pydantic import TypeAdapter, ValidationError
+
+    from runner.inputs import quote
+
+    adapter = TypeAdapter(annotation)
+
+    def parse(text: str):
+        try:
+            return adapter.validate_python(text)
+        except ValidationError as e:
+            problem = e.errors()[0]["msg"].removeprefix("Value error, ")
+            raise UserError(option, f"{problem} (given: {quote(text)}).", fix) from None
+
+    parse.schema, parse.option = annotation, option  # tests/test_bad_inputs.py generates bad values from them
+    return parse
+
+
+def trainer_name(option: str):
+    """A typer `parser` for a trainer argument: its name, checked before any engine is contacted."""
+    from runner.spec import Trainer
+
+    as_trainer = schema_option(Trainer, option, "use diffpipe or musubi.")
+
+    def parse(text: str) -> str:
+        return as_trainer(text).value
+
+    parse.schema, parse.option = Trainer, option
+    return parse
+
+
+def out_folder(option: str):
+    """A typer `parser` for a folder runner writes into: a path that is not a file and has no file above it."""
+    from runner.spec import HostPath
+
+    as_path = schema_option(HostPath, option, "give the path of a folder (it is made if missing).")
+
+    def parse(text: str) -> Path:
+        path = as_path(text)
+        blocker = next((p for p in (path, *path.parents) if p.exists() and not p.is_dir()), None)
+        if blocker is not None:
+            raise UserError(option, f"{path} cannot be a folder: {blocker} is a file.", "give the path of a folder (it is made if missing), not of a file.")
+        return path
+
+    parse.schema, parse.option, parse.folder = HostPath, option, True
+    return parse
 
 
 def main() -> None:

@@ -7,7 +7,8 @@ from pathlib import Path
 import typer
 
 from runner import cli, views
-from runner.cli import JsonOpt, app, choice
+from runner.cli import JsonOpt, app, choice, out_folder, schema_option
+from runner.spec import CaptionExtension, Count, FrameCount, PositiveFloat
 
 
 @app.command()
@@ -19,6 +20,7 @@ def fields(as_json: bool = JsonOpt('{"fields": [{"name", "type", "default", "des
     views.emit_json(views.records_json("fields", docs)) if as_json else cli.out.print(views.fields_table(docs))
 
 
+FRAMES_FIX = "give a frame count of the form 4k+1, e.g. 33 or 81."
 dataset_app = typer.Typer(help="Check and prepare training data.", no_args_is_help=True)
 app.add_typer(dataset_app, name="dataset")
 
@@ -28,8 +30,8 @@ def dataset_check(
     directory: Path = typer.Argument(..., help="folder of images/videos with captions"),
     job: Path = typer.Option(None, "--job", help="take frames, source_fps, captions, task and trainer from this job"),
     as_json: bool = JsonOpt('{"directory", "settings", "files": [{"name", …, "verdicts": {trainer: {"level", "text"}}}], "problems", "failed", "counts"}'),
-    frames: list[int] = typer.Option(None, "--frames", help="frame buckets / target frames (repeat the option)"),
-    source_fps: float = typer.Option(None, "--source-fps", help="musubi source_fps"),
+    frames: list[int] = typer.Option(None, "--frames", parser=schema_option(FrameCount, "--frames", FRAMES_FIX), help="frame buckets / target frames (repeat the option)"),
+    source_fps: float = typer.Option(None, "--source-fps", parser=schema_option(PositiveFloat, "--source-fps", "give the videos' frame rate, a number above 0, e.g. --source-fps 30."), help="musubi source_fps"),
     task: str = typer.Option(None, "--task", help="t2v-1.3B, t2v-14B, i2v-14B-480P or i2v-14B-720P"),
     trainer: str = typer.Option(None, "--trainer", help="diffpipe or musubi (default: both)"),
 ) -> None:
@@ -57,13 +59,13 @@ def dataset_check(
 @dataset_app.command("prepare")
 def dataset_prepare(
     src: Path = typer.Argument(..., help="folder of source videos and images (only read)"),
-    dst: Path = typer.Option(..., "--out", help="folder for the clips"),
-    fps: float = typer.Option(16, "--fps", help="target frame rate (Wan2.1 trains at 16)"),
-    frames: int = typer.Option(81, "--frames", help="frames per clip, 4k+1"),
-    min_frames: int = typer.Option(None, "--min-frames", help="keep a last, shorter clip (4k+1) of at least this many frames"),
-    max_side: int = typer.Option(None, "--max-side", help="scale down so the longest side is at most this"),
-    workers: int = typer.Option(None, "--workers", help="parallel processes (default: one per core)"),
-    caption_extension: str = typer.Option(".txt", "--caption-extension"),
+    dst: Path = typer.Option(..., "--out", parser=out_folder("--out"), help="folder for the clips"),
+    fps: float = typer.Option(16, "--fps", parser=schema_option(PositiveFloat, "--fps", "give the frame rate to train at, a number above 0, e.g. --fps 16."), help="target frame rate (Wan2.1 trains at 16)"),
+    frames: int = typer.Option(81, "--frames", parser=schema_option(FrameCount, "--frames", FRAMES_FIX), help="frames per clip, 4k+1"),
+    min_frames: int = typer.Option(None, "--min-frames", parser=schema_option(FrameCount, "--min-frames", FRAMES_FIX), help="keep a last, shorter clip (4k+1) of at least this many frames"),
+    max_side: int = typer.Option(None, "--max-side", parser=schema_option(Count, "--max-side", "give the longest side in pixels, e.g. --max-side 832."), help="scale down so the longest side is at most this"),
+    workers: int = typer.Option(None, "--workers", parser=schema_option(Count, "--workers", "give a number of processes, 1 or more, e.g. --workers 4."), help="parallel processes (default: one per core)"),
+    caption_extension: str = typer.Option(".txt", "--caption-extension", parser=schema_option(CaptionExtension, "--caption-extension", "give the caption files' suffix with its dot, e.g. --caption-extension .txt."), help="each media file's caption is <stem><caption extension>"),
 ) -> None:
     """Re-encode videos to --fps and cut them into --frames clips, each with a copy of its caption; copy images.
     Resumes where it stopped; SRC is never written."""
@@ -83,9 +85,9 @@ def dataset_prepare(
 def download(
     preset: str = typer.Argument(..., help="t2v-1.3B, t2v-14B, i2v-14B-480P or i2v-14B-720P"),
     fmt: str = typer.Option("comfy", "--format", help="official (DiT and T5 from the official repo) or comfy (ComfyUI single files)"),
-    to: Path = typer.Option(Path("models"), "--to", help="models root (the job's models.root)"),
+    to: Path = typer.Option(Path("models"), "--to", parser=out_folder("--to"), help="models root (the job's models.root)"),
     trainer: str = typer.Option(None, "--trainer", help="diffpipe or musubi (default: what both need)"),
-    hf_home: Path = typer.Option(None, "--hf-home", help="Hugging Face home for the tokenizers musubi reads (the job's hf_cache); default $HF_HOME"),
+    hf_home: Path = typer.Option(None, "--hf-home", parser=out_folder("--hf-home"), help="Hugging Face home for the tokenizers musubi reads (the job's hf_cache); default $HF_HOME"),
     dry_run: bool = typer.Option(False, "--dry-run", help="show what would be fetched and stop"),
     as_json: bool = JsonOpt('{"files": [{"repo", "revision", "filename", "size", "dest", "state"}], "bytes", "to_fetch": {"files", "bytes"}, '
                             '"result": {"fetched", "verified", "skipped"} (null with --dry-run)}'),

@@ -7,12 +7,12 @@ from pathlib import Path
 import typer
 
 from runner import cli, views
-from runner.cli import HostOpt, JobArg, JsonOpt, app, resolved_with_gpus, target
+from runner.cli import HostOpt, JobArg, JsonOpt, RamOpt, VramOpt, app, resolved_with_gpus, target
 
 
 @app.command("env")
 def env_cmd(
-    job: Path = typer.Argument(None, dir_okay=False, help="the job file (YAML); without it, the GPU rules alone"),
+    job: Path = typer.Argument(None, help="the job file (YAML); without it, the GPU rules alone"),
     host: str = HostOpt,
     as_json: bool = JsonOpt('{"variables": [{"name", "value", "reason", "source"}]}'),
 ) -> None:
@@ -26,8 +26,8 @@ def env_cmd(
 @app.command("plan")
 def plan_cmd(
     job: Path = JobArg,
-    vram: float = typer.Option(None, help="GPU memory in GiB (default: the smallest GPU of the machine)"),
-    ram: float = typer.Option(None, help="host RAM in GiB (default: the machine's)"),
+    vram: float = VramOpt("GPU memory in GiB (default: the smallest GPU of the machine)"),
+    ram: float = RamOpt("host RAM in GiB (default: the machine's)"),
     host: str = HostOpt,
     as_json: bool = JsonOpt('{"fits", "task", "trainer", "tokens", "vram_gib", "ram_gib", "gpu_gib", "margin_gib", "host_gib", '
                             '"caching_gpu_gib", "training_gpu_gib", "suggestions", "settings": {the job settings picked}, and the planner\'s raw fields}'),
@@ -38,14 +38,14 @@ def plan_cmd(
     Exits 1 when nothing fits."""
     from runner.job.render import memory_plan
 
-    p = memory_plan(job, target(host, gpus=True), vram, ram)
+    p = memory_plan(job, target(host, gpus=True, job=job), vram, ram)
     views.emit_json(views.memory_plan_json(p)) if as_json else views.memory_plan(cli.out, p)
     if not p.fits:
         raise typer.Exit(1)
 
 
 @app.command("doctor")
-def doctor_cmd(job: Path = typer.Argument(None, dir_okay=False, help="a job file: also check its volume dirs and plan's RAM"),
+def doctor_cmd(job: Path = typer.Argument(None, help="a job file: also check its volume dirs and plan's RAM"),
                host: str = HostOpt, as_json: bool = JsonOpt('{"ready", "checks": [{"name", "ok", "detail", "fix", "required"}]}')) -> None:
     """Check that this host can run training: Docker, NVIDIA Container Toolkit, GPUs, driver, disk, RAM, /dev/shm.
 

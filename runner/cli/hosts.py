@@ -24,13 +24,15 @@ def hosts_add(
     data: str = typer.Option("~/runner/data", help="datasets are synced to DATA/<job>/<i>-<folder> on the host"),
     cache: str = typer.Option("~/runner/cache", help="caches on the host"),
     outputs: str = typer.Option("~/runner/outputs", help="outputs on the host; `runner pull` brings them back"),
+    replace: bool = typer.Option(False, "--replace", help="replace a host of the same name (without it, adding one is refused)"),
 ) -> None:
-    """Add or replace a host in the inventory. Nothing is contacted: `runner train --host` checks the host."""
+    """Add a host to the inventory (--replace: replace one of the same name). Nothing is contacted: `runner train --host`
+    checks the host."""
     from runner.remote import hosts
 
-    h = hosts.add(hosts.Host(name=name, ssh=ssh, key=str(key.expanduser().resolve()) if key else None,
+    h = hosts.add(hosts.make(name, ssh=ssh, key=str(key.expanduser().resolve()) if key else None,
                              known_hosts=str(known_hosts.expanduser().resolve()) if known_hosts else None,
-                             models=models, data=data, cache=cache, outputs=outputs))
+                             models=models, data=data, cache=cache, outputs=outputs), replace=replace)
     views.line(cli.out, f"added {h.name} ({h.ssh}) to {hosts.inventory_file()}")
 
 
@@ -40,7 +42,7 @@ def hosts_list(as_json: bool = JsonOpt('{"hosts": [{"name", "ssh", "key", "known
     from runner.remote import hosts
 
     inventory = list(hosts.load_all().values())
-    views.emit_json({"hosts": [h.model_dump() for h in inventory]}) if as_json else cli.out.print(views.hosts_table(inventory))
+    views.emit_json({"hosts": [{"name": h.name, **h.model_dump(exclude={"name"})} for h in inventory]}) if as_json else cli.out.print(views.hosts_table(inventory))
 
 
 @hosts_app.command("rm")

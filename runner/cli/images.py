@@ -7,10 +7,10 @@ from pathlib import Path
 import typer
 
 from runner import cli, views
-from runner.cli import JsonOpt, app
+from runner.cli import JsonOpt, app, trainer_name
 
 
-TrainerArg = typer.Argument(..., help="diffpipe or musubi")
+TrainerArg = typer.Argument(..., parser=trainer_name("TRAINER"), help="diffpipe or musubi")
 
 
 @app.command()
@@ -62,7 +62,7 @@ def up(trainer: str = TrainerArg) -> None:
 
 
 @app.command()
-def down(trainer: list[str] = typer.Argument(None, help="trainers to stop (default: both)")) -> None:
+def down(trainer: list[str] = typer.Argument(None, parser=trainer_name("TRAINER"), help="trainers to stop (default: both)")) -> None:
     """Stop and remove the containers started by `runner up`. Mounted folders are untouched."""
     from runner.executors import services
     from runner.images import builder

@@ -7,8 +7,9 @@ from pathlib import Path
 import typer
 
 from runner import cli, views
-from runner.cli import HostOpt, JobArg, JsonOpt, app, choice, target
+from runner.cli import HostOpt, JobArg, JsonOpt, RamOpt, VramOpt, app, choice, out_folder, read_first, schema_option, target
 from runner.errors import UserError
+from runner.spec import Count
 
 
 @app.command()
@@ -20,16 +21,16 @@ def validate(job: Path = JobArg, host: str = HostOpt, as_json: bool = JsonOpt('{
     """
     from runner.job.render import load_checked
 
-    j = load_checked(job, target(host)).job
+    j = load_checked(job, target(host, job=job)).job
     views.emit_json(views.validated_json(job, j)) if as_json else views.validated(cli.out, job, j)
 
 
 @app.command()
 def render(
     job: Path = JobArg,
-    out_dir: Path = typer.Option(..., "--out", file_okay=False, help="folder for the rendered files (replaced whole)"),
-    vram: float = typer.Option(None, help="GPU memory in GiB for `memory: auto` (default: the smallest GPU of the machine)"),
-    ram: float = typer.Option(None, help="host RAM in GiB for `memory: auto` (default: the machine's)"),
+    out_dir: Path = typer.Option(..., "--out", parser=out_folder("--out"), help="folder for the rendered files: a new or empty one, or an earlier render (replaced whole)"),
+    vram: float = VramOpt("GPU memory in GiB for `memory: auto` (default: the smallest GPU of the machine)"),
+    ram: float = RamOpt("host RAM in GiB for `memory: auto` (default: the machine's)"),
     host: str = HostOpt,
     as_json: bool = JsonOpt('{"out", "files": [names], "plan": the plan.json written}'),
 ) -> None:
@@ -37,7 +38,7 @@ def render(
     --host, without running it. plan.json names secret variables without their values."""
     from runner.job import render as r
 
-    plan = r.render(job, out_dir, vram, ram, target(host))
+    plan = r.render(job, out_dir, vram, ram, target(host, job=job))
     views.emit_json(views.rendered_json(plan, out_dir)) if as_json else views.rendered(cli.out, plan, out_dir)
 
 
@@ -58,6 +59,7 @@ def train(
     from runner.jobs import launch
     from runner.executors import executor_for
 
+    read_first(job)
     settings = config.load()
     executor = executor_for(host)
     record = launch.start(job, executor, settings, cli.out)
@@ -100,8 +102,14 @@ def ps(
 ) -> None:
     """List job runs with their state, refreshed from the engines that run them."""
     from runner.jobs import launch, records
+    from runner.remote import hosts
 
-    records = launch.refresh([r for r in records.all_records() if host is None or r.host == host])
+    every = records.all_records()
+    known = {"local", *hosts.load_all(), *(r.host for r in every)}
+    if host is not None and host not in known:
+        raise UserError("--host", f"{host!r} is neither a host of the inventory nor one that ran a job.",
+                        f"use one of {', '.join(sorted(known))} (`runner hosts list`).")
+    records = launch.refresh([r for r in every if host is None or r.host == host])
     views.emit_json({"jobs": [r.model_dump(mode="json") for r in records]}) if as_json else cli.out.print(views.jobs_table(records))
 
 
@@ -133,7 +141,7 @@ def pull(job: str = typer.Argument(..., help="job name (its newest run) or run i
 def selftest(
     trainer: str = typer.Option(None, "--trainer", help="diffpipe or musubi (default: both)"),
     host: str = HostOpt,
-    steps: int = typer.Option(4, "--steps", min=1, help="training steps per trainer (whole epochs over the 2 clips)"),
+    steps: int = typer.Option(4, "--steps", parser=schema_option(Count, "--steps", "give a whole number of steps, 1 or more, e.g. --steps 4."), help="training steps per trainer (whole epochs over the 2 clips)"),
     fmt: str = typer.Option("comfy", "--format", help="model files as `runner download --format` lays them out: comfy or official"),
     as_json: bool = JsonOpt('[{"trainer", "passed", "steps", "s_per_step", "peak_gib", "plan_gib", "step_peaks_gib", "lora", "problems", "notes", …}], one per trainer'),
 ) -> None:

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import os
 from collections import defaultdict
+from dataclasses import dataclass
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Callable, Iterable, Literal
@@ -31,6 +32,8 @@ from runner.data.media import (
     MUSUBI_IMAGE_EXTENSIONS,
     MUSUBI_VIDEO_EXTENSIONS,
     Probe,
+    entry_problem,
+    folder_problem,
     media_files,
     probe,
 )
@@ -40,7 +43,7 @@ WAN_FPS = 16
 
 Level = Literal["ok", "warn", "drop", "error"]
 _RANK = {"ok": 0, "warn": 1, "drop": 2, "error": 3}
-CaptionState = Literal["ok", "empty", "missing"]
+CaptionState = Literal["ok", "empty", "missing", "unreadable"]
 
 
 def diffpipe_frames(source_frames: int, source_fps: float) -> int:
@@ -93,6 +96,7 @@ class Settings(BaseModel):
 class Verdict(BaseModel):
     level: Level
     text: str
+    fix: str | None = None  # where the generic fix for its kind of problem (_fix_for) does not fit
 
 
 class FileReport(BaseModel):
@@ -143,26 +147,51 @@ class CheckReport(BaseModel):
         return out
 
 
-def _caption_state(path: Path) -> CaptionState:
+# The text encoder keeps 512 tokens (a few KB); a caption file far larger is some other file.
+MAX_CAPTION_BYTES = 2**20
+
+
+@dataclass(frozen=True)
+class Caption:
+    state: CaptionState
+    problem: str | None = None  # why an "unreadable" caption cannot be read, with the byte where it applies
+
+
+def read_caption(path: Path) -> Caption:
+    """A caption as the trainers read it: whole, as UTF-8 (musubi opens it with encoding="utf-8"; diffusion-pipe
+    with Python's default, UTF-8 in the images). Nothing that is no regular file is opened (a FIFO blocks)."""
+    if not os.path.lexists(path):
+        return Caption("missing")
+    problem = entry_problem(path, path.parent)
+    if problem:
+        return Caption("unreadable", problem)
     try:
-        return "ok" if path.read_text(encoding="utf-8", errors="replace").strip() else "empty"
-    except FileNotFoundError:
-        return "missing"
-    except OSError:
-        return "missing"
+        with path.open("rb") as f:
+            raw = f.read(MAX_CAPTION_BYTES + 1)
+    except OSError as e:
+        return Caption("unreadable", f"cannot be read ({e.strerror})")
+    if len(raw) > MAX_CAPTION_BYTES:
+        return Caption("unreadable", f"is over {MAX_CAPTION_BYTES // 2**20} MiB, far more than the 512 tokens the text encoder reads: not a caption")
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        return Caption("unreadable", f"is not UTF-8: byte {e.start} is 0x{raw[e.start]:02x}")
+    return Caption("ok" if text.strip() else "empty")
 
 
 def _fps(value: float) -> str:
     return f"{value:g}" if abs(value - round(value)) < 1e-6 else f"{value:.3f}"
 
 
-def _diffpipe(path: Path, p: Probe, caption: CaptionState, s: Settings) -> Verdict:
+def _diffpipe(path: Path, p: Probe, caption: Caption, s: Settings) -> Verdict:
     if path.suffix not in DIFFPIPE_VIDEO_EXTENSIONS and p.kind == "video":
         return Verdict(level="drop", text=f"'{path.suffix}' is not a video extension to diffpipe (case matters): opened as an image, fails, skipped")
     if not p.ok:
-        return Verdict(level="drop", text=f"cannot be opened ({p.error}): skipped with a warning")
-    if caption == "missing":
+        return Verdict(level="drop", text=f"cannot be opened ({p.error}): skipped with a warning", fix=_media_fix(p))
+    if caption.state == "missing":
         return Verdict(level="drop", text=f"no caption {path.stem}.txt (diffpipe always reads .txt): skipped")
+    if caption.state == "unreadable":
+        return _unreadable_caption(path.stem + ".txt", caption)
     if p.kind == "image":
         if s.task.is_i2v:
             return Verdict(level="error", text="an image in an I2V dataset: diffpipe stops ('i2v/flf2v must train on videos')")
@@ -175,7 +204,9 @@ def _diffpipe(path: Path, p: Probe, caption: CaptionState, s: Settings) -> Verdi
         return Verdict(level="drop", text=f"{head}: diffpipe takes it for an image, not a video")
     bucket = diffpipe_bucket(n16, s.frames)
     if bucket is None:
-        smallest = min(b for b in s.frames if b > 1)
+        smallest = min((b for b in s.frames if b > 1), default=None)
+        if smallest is None:
+            return Verdict(level="drop", text=f"{head} → dropped: frames {s.frames} has no video bucket (1 is for images)")
         return Verdict(level="drop", text=f"{head} → dropped: shorter than the smallest bucket {smallest}")
     buckets = sorted(set(s.frames))
     text = f"{head} → bucket {bucket}" + (f" (of {'/'.join(map(str, buckets))})" if len(buckets) > 1 else "")
@@ -184,13 +215,15 @@ def _diffpipe(path: Path, p: Probe, caption: CaptionState, s: Settings) -> Verdi
     return _with_caption(Verdict(level="ok", text=text), caption)
 
 
-def _musubi(path: Path, p: Probe, caption: CaptionState, s: Settings) -> Verdict:
+def _musubi(path: Path, p: Probe, caption: Caption, s: Settings) -> Verdict:
     accepted = MUSUBI_VIDEO_EXTENSIONS if p.kind == "video" else MUSUBI_IMAGE_EXTENSIONS
     if path.suffix not in accepted:
         return Verdict(level="drop", text=f"musubi does not read '{path.suffix}' files: ignored")
     if not p.ok:
-        return Verdict(level="error", text=f"cannot be decoded ({p.error}): latent caching stops on it")
-    if caption == "missing":
+        return Verdict(level="error", text=f"cannot be decoded ({p.error}): latent caching stops on it", fix=_media_fix(p))
+    if caption.state == "unreadable":
+        return _unreadable_caption(path.stem + s.caption_extension, caption)
+    if caption.state == "missing":
         if p.kind == "image":
             return Verdict(level="drop", text=f"no caption {path.stem}{s.caption_extension}: left out silently")
         return Verdict(level="error", text=f"no caption {path.stem}{s.caption_extension}: caching stops (file not found)")
@@ -218,13 +251,27 @@ def _musubi(path: Path, p: Probe, caption: CaptionState, s: Settings) -> Verdict
     return _with_caption(verdict, caption)
 
 
-def _with_caption(v: Verdict, caption: CaptionState) -> Verdict:
-    if caption == "empty" and v.level == "ok":
+def _media_fix(p: Probe) -> str | None:
+    if (p.error or "").startswith("is cut short"):
+        return "copy the file again from its source (this copy ends early), or remove it"
+    if (p.error or "").startswith("is a"):
+        return "put the file itself in the dataset folder (not a link out of it, a FIFO or a device), or remove the entry"
+    return None
+
+
+def _unreadable_caption(name: str, caption: Caption) -> Verdict:
+    fix = ("save it as UTF-8 text (e.g. `iconv -f latin1 -t utf-8`)" if "UTF-8" in (caption.problem or "")
+           else f"make {name} a regular text file in the folder (not a link out of it, a FIFO or a folder)")
+    return Verdict(level="error", text=f"caption {name} {caption.problem}: caching stops on it", fix=fix)
+
+
+def _with_caption(v: Verdict, caption: Caption) -> Verdict:
+    if caption.state == "empty" and v.level == "ok":
         return Verdict(level="warn", text=f"{v.text}; empty caption: trains as unconditioned")
     return v
 
 
-_RULES: dict[Trainer, Callable[[Path, Probe, CaptionState, Settings], Verdict]] = {
+_RULES: dict[Trainer, Callable[[Path, Probe, Caption, Settings], Verdict]] = {
     Trainer.diffpipe: _diffpipe,
     Trainer.musubi: _musubi,
 }
@@ -235,8 +282,8 @@ def _caption_path(media: Path, trainer: Trainer, s: Settings) -> Path:
 
 
 def _file_report(path: Path, s: Settings) -> FileReport:
-    p = probe(path)
-    captions = {t.value: _caption_state(_caption_path(path, t, s)) for t in s.trainers}
+    p = probe(path, path.parent)
+    captions = {t.value: read_caption(_caption_path(path, t, s)) for t in s.trainers}
     verdicts = {t.value: _RULES[t](path, p, captions[t.value], s) for t in s.trainers}
     return FileReport(
         name=path.name,
@@ -247,7 +294,7 @@ def _file_report(path: Path, s: Settings) -> FileReport:
         fps=p.fps,
         frames_from=p.frames_from,
         error=p.error,
-        captions=captions,
+        captions={t: c.state for t, c in captions.items()},
         verdicts=verdicts,
     )
 
@@ -294,8 +341,9 @@ Listing = tuple[list[Path], list[Path]]
 def check_directory(directory: Path, settings: Settings, on_start: Progress | None = None, listing: Listing | None = None) -> CheckReport:
     """Check every file of `directory`. `on_start(total)` returns a callback run once per file (a progress bar).
     listing: (media, ignored) of the folder when the caller has already listed it (media.media_files)."""
-    if listing is None and not directory.is_dir():
-        raise UserError(str(directory), "is not a folder.", "pass the folder that holds the images or videos")
+    problem = folder_problem(directory) if listing is None else None
+    if problem:
+        raise UserError(str(directory), f"{problem}.", "pass the folder that holds the images or videos")
     media, ignored = listing or media_files(directory, settings.caption_extension)
     advance = on_start(len(media)) if on_start else (lambda: None)
 
@@ -332,6 +380,8 @@ def dataset_problems(dataset: Dataset, trainer: Trainer, task: Task, listing: Li
 
 
 def _fix_for(v: Verdict, trainer: Trainer) -> str:
+    if v.fix:
+        return v.fix
     if "bucket" in v.text or "target" in v.text:
         return "add a smaller 4k+1 value to the dataset's `frames`, or cut the video with `runner dataset prepare`"
     if "caption" in v.text:

@@ -23,7 +23,7 @@ from pydantic import BaseModel, Field
 
 from runner import files
 from runner.data.check import Progress
-from runner.data.media import kind_of, media_files
+from runner.data.media import entry_problem, folder_problem, kind_of, media_files
 from runner.errors import UserError
 from runner.spec import round_4k1
 
@@ -191,6 +191,9 @@ def _clip_names(src: Path, stem: str, dst: Path, count: int) -> list[Path]:
 def _one(src: Path, stem: str, dst: Path, opts: Options, threads: int) -> SourceResult:
     """Prepare one source file; runs in a worker process."""
     kind = kind_of(src)
+    problem = entry_problem(src)
+    if problem:  # a FIFO would block the decoder, a broken link fails its stat
+        return SourceResult(source=src.name, kind=kind, error=problem)
     state_dir = dst / STATE_DIR
     tmp_dir = state_dir / "tmp"
     record = state_dir / f"{src.name}.json"
@@ -232,8 +235,9 @@ def _stems(sources: list[Path]) -> dict[Path, str]:
 
 
 def prepare(src: Path, dst: Path, opts: Options, on_start: Progress | None = None) -> PrepareReport:
-    if not src.is_dir():
-        raise UserError(str(src), "is not a folder.", "pass the folder that holds the source videos and images")
+    problem = folder_problem(src)
+    if problem:
+        raise UserError(str(src), f"{problem}.", "pass the folder that holds the source videos and images")
     if opts.frames < 5 or opts.frames != round_4k1(opts.frames):
         raise UserError("--frames", f"{opts.frames} is not 4k+1; the Wan VAE encodes 1 + 4k frames.", f"use {max(5, round_4k1(opts.frames))} or {max(5, round_4k1(opts.frames)) + 4}")
     if opts.min_frames is not None and not 5 <= opts.min_frames <= opts.frames:
@@ -243,7 +247,11 @@ def prepare(src: Path, dst: Path, opts: Options, on_start: Progress | None = Non
         raise UserError(str(dst), "lies inside SRC; prepare never writes into its source.", "choose an --out folder outside SRC")
     started = time.monotonic()
     sources, _ = media_files(src, opts.caption_extension)
-    (dst / STATE_DIR / "tmp").mkdir(parents=True, exist_ok=True)
+    try:
+        (dst / STATE_DIR / "tmp").mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise UserError("--out", f"{dst} cannot be made a folder ({folder_problem(dst) or e.strerror}).",
+                        "give the path of a folder (it is made if missing), not of a file or a link") from None
     stems = _stems(sources)
     threads = max(1, (os.cpu_count() or 1) // min(opts.workers, max(1, len(sources))))
     advance = on_start(len(sources)) if on_start else (lambda: None)

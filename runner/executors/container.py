@@ -12,7 +12,7 @@ from typing import Mapping
 
 from runner.errors import UserError
 from runner.plan import is_secret
-from runner.mounts import Mount
+from runner.mounts import Mount, docker_volumes
 
 RUN_PLAN = ["python", "/opt/runner/run_plan.py", "/job/plan.json"]
 # the labels a job's container carries: which record started it, for which job, on which rendezvous port
@@ -69,7 +69,7 @@ class ContainerSpec:
             user=self.user,
             environment=self.env,
             working_dir=self.workdir,
-            volumes={m.host: {"bind": m.container, "mode": "ro" if m.read_only else "rw"} for m in self.mounts},
+            volumes=docker_volumes(self.mounts),
             network_mode="host",
             shm_size=self.shm_size,
             ulimits=[Ulimit(name=n, soft=v, hard=v) for n, v in self.ulimits.items()],
@@ -87,8 +87,8 @@ class ContainerSpec:
         argv += [f"--ulimit={n}={v}:{v}" for n, v in self.ulimits.items()]
         if self.gpus:
             argv += ["--gpus", "all"]
-        for m in self.mounts:
-            argv += ["--volume", f"{m.host}:{m.container}:{'ro' if m.read_only else 'rw'}"]
+        for v in docker_volumes(self.mounts):
+            argv += ["--volume", v]
         secret = self.secret_env()
         for k, v in self.env.items():  # a secret's value comes from the docker CLI's own environment (see RemoteShell)
             argv += ["--env", k if k in secret else f"{k}={v}"]

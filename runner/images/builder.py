@@ -21,6 +21,7 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover
     import tomli as tomllib
 
+from runner import inputs
 from runner.errors import UserError
 from runner.spec import Trainer
 
@@ -68,8 +69,8 @@ def load_pins(trainer: str, variant: str = "default", pins_file: Path | None = N
         raise UserError("trainer", f"{trainer!r} is not a trainer runner knows.", f"use one of {', '.join(TRAINERS)}.")
     pins_file = pins_file or default_pins_file()
     try:
-        tables = tomllib.loads(pins_file.read_text())
-    except (OSError, tomllib.TOMLDecodeError) as e:
+        tables = tomllib.loads(inputs.read_text(pins_file, "pins file"))  # a regular UTF-8 file of at most 1 MiB
+    except tomllib.TOMLDecodeError as e:
         raise UserError(str(pins_file), f"cannot be read as a pins file ({e}).", "check the path given by --pins or RUNNER_PINS, or restore images/pins.toml from the repository.") from e
     key = trainer if variant == "default" else f"{trainer}-{variant}"
     if key not in tables:

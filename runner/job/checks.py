@@ -8,9 +8,12 @@ nothing read twice.
 
 from __future__ import annotations
 
+import dataclasses
+import os
 from pathlib import Path
 from typing import Callable, Iterator
 
+from runner import mounts
 from runner.errors import JobInvalid, UserError
 from runner.models import modelfiles, weights
 from runner.spec import Job, Trainer, is_4k_plus_1, max_blocks_to_swap, round_4k1
@@ -137,16 +140,85 @@ def diffpipe_resolutions(job: Job) -> Iterator[UserError]:
             )
 
 
+MOUNT_FIELDS = {"models": "models.root", "cache": "cache", "outputs": "output", "hf-cache": "hf_cache"}
+
+
+def _field(m: mounts.Mount) -> str:
+    return f"datasets[{m.volume.split('/')[1]}].path" if m.volume.startswith("data/") else MOUNT_FIELDS[m.volume]
+
+
+def mount_folders(job: Job) -> Iterator[UserError]:
+    """Folders the containers would write where they must not: a system folder mounted read-write, or folders
+    that overlap (runner.mounts.overlap). Compared with symlinks resolved, so a link hides neither; only the
+    named folders' own links are followed, never their contents'."""
+    table = [dataclasses.replace(m, host=os.path.realpath(m.host)) for m in mounts.folder_mounts(job)]
+    system = {m.volume: mounts.system_folder(Path(m.host)) for m in table if not m.read_only}
+    for m in table:
+        if system.get(m.volume):
+            yield UserError(
+                _field(m),
+                f"{m.host} is {system[m.volume]}; the container would mount it read-write at {m.container}, and the "
+                "trainer (as you, or as root) could write anywhere in it.",
+                f"point {_field(m)} at a folder of its own, e.g. {m.volume.split('/')[0]}/ beside the job file.",
+            )
+    for i, a in enumerate(table):
+        for b in table[:i]:
+            o = mounts.overlap(a, b)
+            if o and not (system.get(a.volume) or system.get(b.volume)):  # refused already, with its own fix
+                yield UserError(
+                    _field(o.inner),
+                    f"{o.inner.host} is {'the same folder as' if o.same_folder else 'inside'} {_field(o.outer)} "
+                    f"({o.outer.host}); {o.why}.",
+                    f"give {_field(o.inner)} and {_field(o.outer)} folders of their own, side by side, neither inside "
+                    "the other (e.g. models/, data/clips, cache/, outputs/).",
+                )
+
+
+def diffpipe_shared_dataset_folder(job: Job) -> Iterator[UserError]:
+    """diffusion-pipe caches each dataset inside its folder, under one name per model: two datasets on one folder
+    would overwrite each other's cache."""
+    if job.trainer is not Trainer.diffpipe:
+        return
+    first: dict[str, int] = {}
+    for i, d in enumerate(job.datasets):
+        real = os.path.realpath(d.path)
+        if real in first:
+            yield UserError(
+                f"datasets[{i}].path",
+                f"{d.path} is the folder of datasets[{first[real]}] too; diffusion-pipe caches each dataset inside its "
+                f"folder ({real}/cache/), so the two would overwrite each other's cache files.",
+                "make them one dataset (resolutions and frames take lists), or give each its own folder.",
+            )
+        first.setdefault(real, i)
+
+
 def dataset_folders(r: ResolvedJob) -> Iterator[UserError]:
+    from runner.data.media import folder_problem
+
     for i, d in enumerate(r.job.datasets):
         if r.folders[i].media is None:
-            yield UserError(f"datasets[{i}].path", f"{d.path} is not a folder.", "point it at the folder of your clips and captions.")
-        elif r.kind(i) == "empty":
+            yield UserError(f"datasets[{i}].path", f"{d.path} {folder_problem(d.path) or 'is not a folder'}.", "point it at the folder of your clips and captions.")
+        elif r.folders[i].holds == "empty":
             yield UserError(
                 f"datasets[{i}].path",
                 f"{d.path} holds no images or videos the trainers read (e.g. .mp4, .webm, .mov, .png, .jpg).",
                 "put the media and their caption files in that folder.",
             )
+        elif d.kind != "auto" and d.kind != r.folders[i].holds:
+            yield dataset_kind_mismatch(i, d.kind, r.folders[i].holds)
+
+
+_KIND_WORDS = {"video": "only videos", "image": "only images", "mixed": "both images and videos"}
+
+
+def dataset_kind_mismatch(index: int, declared: str, holds: str) -> UserError:
+    """`kind:` says one thing and the folder holds another: the trainers would train on part of it, or on nothing."""
+    return UserError(
+        f"datasets[{index}].kind",
+        f"is {declared}, but the folder holds {_KIND_WORDS[holds]}; the trainers would look in it for "
+        f"{_KIND_WORDS[declared].removeprefix('only ')} and leave the rest out or find nothing.",
+        f"remove kind: (auto reads it from the folder) or set kind: {holds}.",
+    )
 
 
 def i2v_needs_video(job: Job) -> Iterator[UserError]:
@@ -170,7 +242,7 @@ def dataset_contents(r: ResolvedJob) -> Iterator[UserError]:
     job = r.job
     for i, d in enumerate(job.datasets):
         folder = r.folders[i]
-        if folder.media is not None and r.kind(i) != "empty":
+        if folder.media is not None and folder.holds != "empty":
             for e in dataset_problems(d, job.trainer, job.task, (folder.media, folder.ignored)):
                 yield UserError(f"datasets[{i}].path", f"{e.where}: {e.problem}", e.fix)
 
@@ -186,7 +258,7 @@ def used_model_files(job: Job, files: modelfiles.ModelFiles) -> dict[str, Path]:
 
 def missing_model_files(r: ResolvedJob) -> dict[str, Path]:
     """The model files the job uses that resolving it did not find on its target (job field → path under models.root)."""
-    return {field: p for field, p in used_model_files(r.job, r.files).items() if not r.present.get(p, False)}
+    return {field: p for field, p in used_model_files(r.job, r.files).items() if not r.present(p)}
 
 
 def _unset(field: str, what: str, fix: str) -> Iterator[UserError]:
@@ -205,12 +277,45 @@ def model_files(r: ResolvedJob) -> Iterator[UserError]:
     if job.trainer is Trainer.diffpipe:
         if files.ckpt_dir is None:
             yield from _unset("models.ckpt_dir", "diffusion-pipe's ckpt_path must be the official Wan2.1 folder", DIFFPIPE_CKPT_FIX)
-        elif r.present.get(files.ckpt_dir):
+        elif r.kinds.get(files.ckpt_dir) == "folder":
             yield from _diffpipe_ckpt_dir(r, files.ckpt_dir)
     else:
         yield from _musubi_file_names(r)
-    if files.dit is not None and files.dit in r.headers:
+    field_of = {path: field for field, path in used_model_files(job, files).items()}
+    for path, problem in r.headers.items():
+        if isinstance(problem, str):  # a file inside ckpt_dir that diffusion-pipe reads is the folder's problem
+            yield UserError(field_of.get(path, "models.ckpt_dir"), f"{path} cannot be read as {path.suffix} ({problem}).",
+                            "download it again (`runner download` verifies sizes and hashes).")
+    if files.dit is not None and isinstance(r.headers.get(files.dit), dict):
         yield from _dit_file(job, files.dit, r.headers[files.dit])
+
+
+_KIND_FIX = {
+    "root": "set models.root to the folder that holds the model files (`runner download PRESET --to DIR` fills one).",
+    "ckpt_dir": "set models.ckpt_dir to the official Wan2.1 folder (config.json, Wan2.1_VAE.pth, google/); a single DiT file goes in models.dit.",
+    "dit": "set models.dit to the DiT .safetensors file itself; an official Wan2.1 folder goes in models.ckpt_dir.",
+}
+_WHAT = {"folder": "a folder", "file": "a file", "broken link": "a symlink that loops or points nowhere", "special": "a FIFO or device"}
+_OUTSIDE = (
+    "is a symlink out of models.root; the container mounts only the root (at /models) and cannot follow it.",
+    "put the file itself under models.root (move or copy it there), or set models.root to a folder that holds it.",
+)
+
+
+def model_path_kinds(r: ResolvedJob) -> Iterator[UserError]:
+    """models.root and ckpt_dir must be folders and the weight files regular files under the root, as the trainers
+    open them in the container."""
+    files = r.files
+    paths = {"root": files.root, **{name: getattr(files, name) for name in modelfiles.FIELDS}}
+    for name, path in paths.items():
+        kind, expected = r.kinds.get(path), modelfiles.EXPECTED_KIND[name]
+        if path is None or kind in (None, "missing", expected):
+            continue
+        if kind == "outside":
+            yield UserError(f"models.{name}", f"{path} {_OUTSIDE[0]}", _OUTSIDE[1])
+        else:
+            yield UserError(f"models.{name}", f"{path} is {_WHAT[kind]}, but models.{name} must be {_WHAT[expected]} on {r.target}.",
+                            _KIND_FIX.get(name, f"set models.{name} to the {name} file itself, relative to models.root."))
 
 
 def ckpt_dir_needs(job: Job, files: modelfiles.ModelFiles) -> list[str]:
@@ -225,7 +330,7 @@ def ckpt_dir_needs(job: Job, files: modelfiles.ModelFiles) -> list[str]:
 
 def _diffpipe_ckpt_dir(r: ResolvedJob, ckpt_dir: Path) -> Iterator[UserError]:
     for name in ckpt_dir_needs(r.job, r.files):
-        if not r.present.get(ckpt_dir / name, False):
+        if not r.present(ckpt_dir / name):
             yield UserError(
                 "models.ckpt_dir",
                 f"{ckpt_dir} lacks {name}; diffusion-pipe reads it from ckpt_path even when ComfyUI "
@@ -257,10 +362,7 @@ def _musubi_file_names(r: ResolvedJob) -> Iterator[UserError]:
         yield from _unset("models.dit", "musubi-tuner needs a DiT file (--dit)", "set models.dit to a bf16 or fp16 Wan2.1 DiT .safetensors.")
 
 
-def _dit_file(job: Job, path: Path, header: dict | str) -> Iterator[UserError]:
-    if isinstance(header, str):
-        yield UserError("models.dit", f"{path} cannot be read as .safetensors ({header}).", "re-download the file.")
-        return
+def _dit_file(job: Job, path: Path, header: dict) -> Iterator[UserError]:
     info = weights.info(header)
     if info.fp8_scaled:
         yield UserError(
@@ -303,9 +405,11 @@ RULES: list[Rule] = [
     reserved_env,
     diffpipe_resolutions,
     i2v_needs_video,
+    mount_folders,
+    diffpipe_shared_dataset_folder,
 ]
 # the rules that read the facts gathered on the target
-FACT_RULES: list[FactRule] = [dataset_folders, dataset_contents, model_files]
+FACT_RULES: list[FactRule] = [dataset_folders, dataset_contents, model_path_kinds, model_files]
 
 
 def check(r: ResolvedJob) -> None:

@@ -7,8 +7,7 @@ import shlex
 from pathlib import Path
 
 from runner import files, mounts
-from runner.config import default_hf_home
-from runner.errors import JobInvalid
+from runner.errors import JobInvalid, UserError
 from runner.gpu.planner import MemoryPlan
 from runner.job.resolve import NothingFits, Target, here, no_memory_to_plan, resolve
 from runner.plan import Plan, is_secret
@@ -19,6 +18,7 @@ from runner.trainers.resolved import ResolvedJob
 TRAINERS = {Trainer.diffpipe: diffpipe, Trainer.musubi: musubi}
 DEFAULT_MASTER_PORT = 29500
 PLAN_JSON = "plan.json"
+MARKER = ".runner-render"  # in every folder render writes: the names of its files, so only such a folder is replaced
 
 
 def load_checked(file: Path, target: Target | None = None, **options) -> ResolvedJob:
@@ -29,20 +29,10 @@ def load_checked(file: Path, target: Target | None = None, **options) -> Resolve
         return resolve(job, target or here(), **options)
     except JobInvalid as e:
         raise JobInvalid(locate(e.errors, file, lines)) from None
-
-
-def job_mounts(job: Job, job_dir: Path) -> list[mounts.Mount]:
-    """Host → container for this job on this machine; remote executors swap the host side per volume."""
-    m = [mounts.Mount("models", str(job.models.root), str(mounts.MODELS), True)]
-    # diffusion-pipe writes its cache into the dataset folder, so data is mounted read-write
-    m += [mounts.Mount(f"data/{i}", str(d.path), str(mounts.dataset_dir(i, d.path)), False) for i, d in enumerate(job.datasets)]
-    m += [
-        mounts.Mount("cache", str(job.cache), str(mounts.CACHE), False),
-        mounts.Mount("outputs", str(job.output), str(mounts.OUTPUTS), False),
-        mounts.Mount("hf-cache", str(job.hf_cache or default_hf_home()), str(mounts.HF_HOME), False),
-        mounts.Mount("job", str(job_dir), str(mounts.JOB), True),
-    ]
-    return m
+    except UserError as e:
+        if e.where not in lines:  # not about a field (a host, a folder): as it is
+            raise
+        raise JobInvalid(locate([e], file, lines)) from None
 
 
 def job_env(job: Job) -> dict[str, str]:
@@ -54,7 +44,7 @@ def job_env(job: Job) -> dict[str, str]:
 def trainer_plan(r: ResolvedJob, job_dir: Path, master_port: int = DEFAULT_MASTER_PORT) -> Plan:
     """The trainer's plan for a resolved job, with the job's env and its mounts on this machine (job files in job_dir)."""
     p = TRAINERS[r.job.trainer].render(r, master_port)
-    return dataclasses.replace(p, env=job_env(r.job), mounts=job_mounts(r.job, job_dir.resolve()))
+    return dataclasses.replace(p, env=job_env(r.job), mounts=mounts.job_mounts(r.job, job_dir.resolve()))
 
 
 def dit_bytes_per_param(r: ResolvedJob) -> int:
@@ -70,12 +60,32 @@ def cache_dirs(job: Job, table: list[mounts.Mount]) -> list[Path]:
 
 
 def write(p: Plan, out: Path) -> None:
-    """Write the plan's files and plan.json into `out` all at once: a failure leaves nothing half-written."""
-    with files.replacing_folder(out.resolve()) as staging:
-        for name, content in p.files.items():
-            (staging / name).write_text(content)
-        (staging / PLAN_JSON).write_text(p.to_json())
-        (staging / "command.sh").write_text(shell_script(p))
+    """Write the plan's files and plan.json into `out` all at once: a failure leaves the old files or nothing,
+    never half. `out` must be new, empty or written by runner before (out_refused)."""
+    try:
+        with files.replacing_folder(out.resolve(), MARKER) as staging:
+            for name, content in p.files.items():
+                (staging / name).write_text(content)
+            (staging / PLAN_JSON).write_text(p.to_json())
+            (staging / "command.sh").write_text(shell_script(p))
+    except files.NotOurs as e:
+        raise out_refused(out, str(e)) from None
+
+
+def check_out(out: Path) -> None:
+    """Refuse, before any work, an --out that render may not replace."""
+    problem = files.not_ours(out.resolve(), MARKER)
+    if problem:
+        raise out_refused(out, problem)
+
+
+def out_refused(out: Path, problem: str) -> UserError:
+    return UserError(
+        "--out",
+        f"{problem}; render replaces the whole folder, so it writes only into a new or empty folder, or one it "
+        f"rendered before (marked by its {MARKER} file). Nothing was written.",
+        "name a new or empty folder (e.g. --out rendered), or a folder rendered before.",
+    )
 
 
 def shell_script(p: Plan) -> str:
@@ -88,6 +98,7 @@ def shell_script(p: Plan) -> str:
 def render(file: Path, out: Path, vram_gib: float | None = None, ram_gib: float | None = None, target: Target | None = None) -> Plan:
     """`runner render`: the job resolved against `target` (default: this machine) or the memory given, its files
     written to `out`. Its plan.json names the job's secret variables (container.secret_env) without their values."""
+    check_out(out)
     r = load_checked(file, target, vram_gib=vram_gib, ram_gib=ram_gib, plan_needed=True)
     p = trainer_plan(r, out)
     secret = sorted(k for k, v in p.env.items() if is_secret(k, v))

@@ -22,7 +22,7 @@ from runner.gpu.inventory import Inventory, gather, host_ram_gib
 from runner.gpu.planner import MemoryPlan, plan_for_job
 from runner.job import checks
 from runner.models import modelfiles, weights
-from runner.shell import Shell, missing_files
+from runner.shell import Shell
 from runner.spec import Job, Trainer
 from runner.trainers.resolved import Caches, Folder, ResolvedJob
 
@@ -66,9 +66,9 @@ def resolve(job: Job, target: Target, vram_gib: float | None = None, ram_gib: fl
             raise no_memory_to_plan(target.name, inventory)
         job = with_memory_plan(job, memory_plan)
     files = modelfiles.resolve(job, _listdir_on(target, job.models.root))
-    present, headers = _model_facts(job, files, target)
+    kinds, headers = _model_facts(job, files, target)
     folders = [_listing(d.path, d.caption_extension) for d in job.datasets]
-    r = ResolvedJob(job, target.name, files, folders, present, headers, memory_plan=memory_plan, inventory=inventory, ram_gib=ram_gib)
+    r = ResolvedJob(job, target.name, files, folders, kinds, headers, memory_plan=memory_plan, inventory=inventory, ram_gib=ram_gib)
     checks.check(r)
     return _with_caches(r, target) if target.read_text and target.cache_dirs else r
 
@@ -115,26 +115,32 @@ def _listing(folder: Path, caption_extension: str) -> Folder:
     return Folder(*media.media_files(folder, caption_extension))
 
 
-def _model_facts(job: Job, files: modelfiles.ModelFiles, target: Target) -> tuple[dict[Path, bool], dict[Path, dict | str]]:
-    """Which model paths exist on the target (one round trip) and the headers of the DiT and, for musubi, a
-    .safetensors T5 (one each), read there."""
-    wanted = set(checks.used_model_files(job, files).values())
+def _model_facts(job: Job, files: modelfiles.ModelFiles, target: Target) -> tuple[dict[Path, str], dict[Path, dict | str]]:
+    """The kind of models.root and each model path on the target (one round trip: modelfiles.path_kinds), the
+    headers of the DiT and, for musubi, a .safetensors T5 (one each), and why a .pth the trainer loads would not
+    load (one round trip), read there when they are files."""
+    wanted = {files.root} | set(checks.used_model_files(job, files).values())
     if job.trainer is Trainer.diffpipe and files.ckpt_dir is not None:
         wanted |= {files.ckpt_dir / name for name in checks.ckpt_dir_needs(job, files)}
     there = {p: _on_target(p, files.root, target) for p in sorted(wanted)}
-    missing = set(missing_files(target.shell, "/", [t.lstrip("/") for t in there.values()])) if there else set()
-    present = {p: t.lstrip("/") not in missing for p, t in there.items()}
+    kinds = dict(zip(there, modelfiles.path_kinds(target.shell, there[files.root], list(there.values()))))
     to_read = [files.dit]
     if job.trainer is Trainer.musubi and files.t5 is not None and files.t5.suffix == ".safetensors":
         to_read.append(files.t5)
     headers: dict[Path, dict | str] = {}
     for p in to_read:
-        if p is not None and present.get(p):
+        if p is not None and kinds.get(p) == "file":
             try:
                 headers[p] = weights.read_header_on(target.shell, there[p])
             except (OSError, weights.NotSafetensors) as e:
                 headers[p] = str(e)
-    return present, headers
+    pth = [p for p in there if p.suffix == ".pth" and kinds.get(p) == "file"]
+    try:
+        problems = weights.pth_problems(target.shell, [there[p] for p in pth])
+    except OSError as e:
+        problems = [str(e)] * len(pth)
+    headers |= {p: problem for p, problem in zip(pth, problems) if problem}
+    return kinds, headers
 
 
 def _on_target(path: Path, root: Path, target: Target) -> str:

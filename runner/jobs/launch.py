@@ -45,8 +45,8 @@ def target_of(executor: Executor, gpus: bool) -> Target:
         return executor.host_mounts([Mount("models", str(root), str(mounts.MODELS), True)], "", "")[0].host
 
     def cache_dirs(job: Job) -> list[Path]:
-        # cache folders come from the data and cache mounts; the job folder's (not made yet) does not matter here
-        return render.cache_dirs(job, executor.host_mounts(render.job_mounts(job, Path("job")), job.name, ""))
+        # cache folders come from the data and cache mounts
+        return render.cache_dirs(job, executor.host_mounts(mounts.folder_mounts(job), job.name, ""))
 
     return Target(executor.shell, "this machine" if executor.here else executor.host, models_there, gpus, executor.read_text, cache_dirs)
 

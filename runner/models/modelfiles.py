@@ -6,10 +6,12 @@ under fixed names; single files given in the job take precedence. Paths are rela
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
+from runner.errors import JobInvalid, UserError
 from runner.spec import Job
 
 VAE = "Wan2.1_VAE.pth"
@@ -49,14 +51,15 @@ def resolve(job: Job, listdir: Callable[[Path], list[str]] | None = None) -> Mod
         if p is None:
             return None
         p = p.expanduser()
-        return p if p.is_absolute() else root / p
+        # normpath: a "sub/../x" inside the root renders as /models/x, one that leaves it is refused below
+        return Path(os.path.normpath(p if p.is_absolute() else root / p))
 
     ckpt = under_root(m.ckpt_dir)
 
     def official(name: str) -> Path | None:
         return ckpt / name if ckpt else None
 
-    return ModelFiles(
+    files = ModelFiles(
         root=root,
         ckpt_dir=ckpt,
         dit=under_root(m.dit),
@@ -64,3 +67,50 @@ def resolve(job: Job, listdir: Callable[[Path], list[str]] | None = None) -> Mod
         vae=under_root(m.vae) or official(VAE),
         clip=(under_root(m.clip) or official(CLIP)) if job.task.is_i2v else None,
     )
+    outside = outside_root(files)
+    if outside:
+        raise JobInvalid(outside)
+    return files
+
+
+FIELDS = ("ckpt_dir", "dit", "t5", "vae", "clip")
+
+
+def outside_root(files: ModelFiles) -> list[UserError]:
+    """Model paths that leave models.root: the container mounts only the root (at /models), so it cannot open them."""
+    root = Path(os.path.normpath(files.root))
+    return [
+        UserError(
+            f"models.{name}",
+            f"{path} is outside models.root ({root}); only models.root is mounted (at /models), so the trainer cannot open it.",
+            f"move it into {root} and give models.{name} relative to it, or set models.root to a folder that holds every model file.",
+        )
+        for name in FIELDS
+        if (path := getattr(files, name)) is not None and not path.is_relative_to(root)
+    ]
+
+
+# What each model path must be: models.root and ckpt_dir are folders, the weight files regular files.
+EXPECTED_KIND = {"root": "folder", "ckpt_dir": "folder", "dit": "file", "t5": "file", "vae": "file", "clip": "file"}
+
+# One round trip: the kind of each path, one per line, in order ("$1" is models.root). A dangling or looping link is
+# "broken link"; a path whose real location is not under models.root's (a symlink out of it) is "outside": the
+# container mounts only the root and cannot follow it.
+KINDS_COMMAND = (
+    'root=$(readlink -f -- "$1"); shift; for f do '
+    'if [ -L "$f" ] && [ ! -e "$f" ]; then echo "broken link"; continue; fi; '
+    'real=$(readlink -f -- "$f"); if [ -e "$f" ] && [ "$real" != "$root" ]; then case $real in "$root"/*) ;; *) echo outside; continue;; esac; fi; '
+    'if [ -d "$f" ]; then echo folder; elif [ -f "$f" ]; then echo file; elif [ -e "$f" ]; then echo special; else echo missing; fi; done'
+)
+
+
+def path_kinds(shell, root: str, paths: list[str]) -> list[str]:
+    """folder, file, broken link, outside, special (a FIFO, a device) or missing for each path, on the shell's machine."""
+    if not paths:
+        return []
+    r = shell.run(["sh", "-c", KINDS_COMMAND, "sh", root, *paths], timeout=30)
+    kinds = r.stdout.splitlines()
+    if not r.ok or len(kinds) != len(paths):
+        raise UserError(shell.name, f"cannot look up the model files there ({r.stderr.strip()[:200] or 'no answer'}).",
+                        "check that the host is reachable and its models folder readable")
+    return kinds

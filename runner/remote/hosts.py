@@ -8,29 +8,73 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
+from typing import Annotated
 
 import yaml
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import AfterValidator, BaseModel, ConfigDict, ValidationError
 
-from runner import config, files
-from runner.errors import UserError
+from runner import config, files, inputs
+from runner.errors import JobInvalid, UserError
+from runner.spec import Text
 
-NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
-SSH_TARGET = re.compile(r"^(?:(?P<user>[^@\s]+)@)?(?P<address>\[[0-9A-Fa-f:.]+\]|[^@:\s\[\]]+)(?::(?P<port>\d{1,5}))?$")
+NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+# user@address:port with the characters ssh, a shell and ssh_config aliases agree on: no leading '-' (an option to
+# ssh), no whitespace, no '$' or backquote (runner's fix messages print `ssh <target>` for the user to paste)
+SSH_TARGET = re.compile(r"(?:(?P<user>[A-Za-z0-9_][A-Za-z0-9._-]*)@)?(?P<address>\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9_][A-Za-z0-9._-]*)"
+                        r"(?::(?P<port>[0-9]{1,5}))?")
 VOLUMES = ("models", "data", "cache", "outputs")
+TARGET_FIX = "write user@address, user@address:port (port 1-65535), or a Host alias of ~/.ssh/config, e.g. ubuntu@10.0.0.5:2222."
 
 
-class Host(BaseModel):
+def _host_name(name: str) -> str:
+    if not NAME.fullmatch(name) or name == "local":
+        raise ValueError('a host name is letters, digits, ".", "_" or "-" (not "local"), e.g. gpu01')
+    return name
+
+
+def _ssh_target(ssh: str) -> str:
+    m = SSH_TARGET.fullmatch(ssh)
+    if m and 1 <= int(m["port"] or 22) <= 65535:
+        return ssh
+    if ssh.startswith("-"):
+        raise ValueError("an SSH target cannot start with '-': ssh would read it as an option")
+    if re.search(r"[\s\x00-\x1f\x7f]", ssh):
+        raise ValueError("an SSH target holds no whitespace or control characters (a trailing newline?)")
+    if re.search(r"[$`;|&<>()'\"\\]", ssh):
+        raise ValueError("an SSH target holds no shell characters ($, `, ;, |, &, quotes, parentheses)")
+    if m:
+        raise ValueError(f"port {int(m['port'])} is outside 1-65535")
+    raise ValueError("is not [user@]address[:port] or an ssh_config alias")
+
+
+def _folder(path: str) -> str:
+    # docker's --volume syntax splits at ':'; a newline would end the remote command line
+    if ":" in path or re.search(r"[\x00-\x1f\x7f]", path) or not (path.startswith("/") or path.startswith("~/")):
+        raise ValueError("a host folder is an absolute path or one starting with ~/, without ':' or control characters")
+    return path
+
+
+HostName = Annotated[str, AfterValidator(_host_name)]
+SshTarget = Annotated[str, AfterValidator(_ssh_target)]
+Folder = Annotated[str, AfterValidator(_folder)]
+
+
+class HostFields(BaseModel):
+    """A host as hosts.yaml stores it under its name."""
+
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    name: str
-    ssh: str  # user@address[:port], or an alias of ~/.ssh/config
-    key: str | None = None
-    known_hosts: str | None = None  # default: the alias's UserKnownHostsFile, else ~/.ssh/known_hosts
-    models: str = "~/runner/models"
-    data: str = "~/runner/data"
-    cache: str = "~/runner/cache"
-    outputs: str = "~/runner/outputs"
+    ssh: SshTarget  # user@address[:port], or an alias of ~/.ssh/config
+    key: Text | None = None
+    known_hosts: Text | None = None  # default: the alias's UserKnownHostsFile, else ~/.ssh/known_hosts
+    models: Folder = "~/runner/models"
+    data: Folder = "~/runner/data"
+    cache: Folder = "~/runner/cache"
+    outputs: Folder = "~/runner/outputs"
+
+
+class Host(HostFields):
+    name: HostName
 
     @property
     def user(self) -> str | None:
@@ -46,11 +90,31 @@ class Host(BaseModel):
         return int(p) if p else None
 
 
+class Inventory(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    hosts: dict[HostName, HostFields] = {}
+
+
 def _target(ssh: str) -> dict:
-    m = SSH_TARGET.match(ssh)
+    m = SSH_TARGET.fullmatch(ssh)
     if not m:
-        raise UserError("--ssh", f"{ssh!r} is not an SSH target.", "write user@address, user@address:port, or a Host alias of ~/.ssh/config.")
+        raise UserError("--ssh", f"{inputs.quote(ssh)} is not an SSH target.", TARGET_FIX)
     return m.groupdict()
+
+
+def make(name: str, **fields) -> Host:
+    """A host from `runner hosts add`'s arguments; a UserError naming the option of each bad one."""
+    try:
+        return Host(name=name, **fields)
+    except ValidationError as e:
+        errors = []
+        for x in e.errors():
+            field = str(x["loc"][0]) if x["loc"] else "name"
+            option = "NAME" if field == "name" else "--" + field.replace("_", "-")
+            fix = TARGET_FIX if field == "ssh" else "give a value the message allows."
+            errors.append(UserError(option, f"{x['msg'].removeprefix('Value error, ')} (given: {inputs.quote(x['input'])}).", fix))
+        raise JobInvalid(errors) from None
 
 
 def inventory_file() -> Path:
@@ -59,13 +123,12 @@ def inventory_file() -> Path:
 
 def load_all() -> dict[str, Host]:
     path = inventory_file()
-    if not path.is_file():
+    found = inputs.read_yaml(path, "hosts inventory", missing_ok=True)
+    if found is None or found[0] is None:
         return {}
-    try:
-        raw = yaml.safe_load(path.read_text()) or {}
-        return {name: Host(name=name, **fields) for name, fields in (raw.get("hosts") or {}).items()}
-    except (yaml.YAMLError, ValidationError, TypeError, AttributeError) as e:
-        raise UserError(str(path), f"is not a valid hosts inventory ({e}).", "fix it, or remove it and add the hosts again with `runner hosts add`.") from e
+    fix = "fix that line, or `runner hosts rm` the host and add it again with `runner hosts add`"
+    inventory = inputs.validate(Inventory, found[0], path, found[1], "hosts inventory", fix, fix)
+    return {name: Host(name=name, **fields.model_dump()) for name, fields in inventory.hosts.items()}
 
 
 def save_all(hosts: dict[str, Host]) -> None:
@@ -83,20 +146,17 @@ def get(name: str) -> Host:
     return hosts[name]
 
 
-def add(host: Host) -> Host:
-    if not NAME.match(host.name) or host.name == "local":
-        raise UserError("host name", f"{host.name!r} cannot name a host.", "use letters, digits, '.', '_' or '-' (not \"local\"), e.g. gpu01.")
-    _target(host.ssh)
-    for v in VOLUMES:
-        path = getattr(host, v)
-        # docker's --volume syntax splits at ':'; a newline would end the remote command line
-        if ":" in path or "\n" in path or not (path.startswith("/") or path.startswith("~/")):
-            raise UserError(f"--{v}", f"{path!r} cannot be a host folder.", "give an absolute path or one starting with ~/, without ':' or newlines.")
+def add(host: Host, replace: bool = False) -> Host:
+    """Store a host; one of the same name is replaced only when `replace` says so."""
     for opt in ("key", "known_hosts"):
         f = getattr(host, opt)
         if f is not None and not Path(f).expanduser().is_file():
             raise UserError(f"--{opt.replace('_', '-')}", f"{f} is not a file on this machine.", "give the path of an existing file.")
     hosts = load_all()
+    old = hosts.get(host.name)
+    if old is not None and old != host and not replace:
+        raise UserError(f"host {host.name!r}", f"is already in the hosts inventory (ssh {old.ssh}).",
+                        f"add --replace to replace it, or pick another name; `runner hosts list` shows it.")
     hosts[host.name] = host
     save_all(hosts)
     return host

@@ -3,13 +3,12 @@ and that training moved the B matrices off their zero init."""
 
 from __future__ import annotations
 
-import json
 import re
-import struct
 from array import array
 from dataclasses import dataclass
 from pathlib import Path
 
+from runner.models import weights
 from runner.spec import Trainer
 
 BLOCKS = 30  # Wan2.1 T2V-1.3B
@@ -36,12 +35,6 @@ class LoraCheck:
     problems: tuple[str, ...]
 
 
-def read_header(path: Path) -> tuple[dict, int]:
-    with path.open("rb") as f:
-        (n,) = struct.unpack("<Q", f.read(8))
-        return json.loads(f.read(n)), 8 + n
-
-
 def _scan(f, start: int, info: dict) -> tuple[bool, bool]:
     """(any value non-zero, every value finite) of one tensor, from its raw bits."""
     a, b = info["data_offsets"]
@@ -52,7 +45,7 @@ def _scan(f, start: int, info: dict) -> tuple[bool, bool]:
 
 
 def check(path: Path, trainer: Trainer, rank: int) -> LoraCheck:
-    header, start = read_header(path)
+    header, start = weights.read_header_and_offset(path)
     header.pop("__metadata__", None)
     problems: list[str] = []
     pattern = KEY[trainer]

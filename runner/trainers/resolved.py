@@ -44,14 +44,20 @@ class ResolvedJob:
     target: str  # the machine the facts were gathered on
     files: ModelFiles  # host paths as the job names them (under models.root)
     folders: list[Folder]  # one per dataset, in order
-    present: dict[Path, bool] = field(default_factory=dict)  # model files and folders looked up on the target
-    headers: dict[Path, dict | str] = field(default_factory=dict)  # safetensors headers read on the target, or why not
+    # what each model path (and models.root) is on the target: folder, file, broken link, special or missing
+    kinds: dict[Path, str] = field(default_factory=dict)
+    # safetensors headers read on the target, or why a model file (a .safetensors, a .pth) cannot be read there
+    headers: dict[Path, dict | str] = field(default_factory=dict)
     caches: Caches = Caches.make
     memory_plan: MemoryPlan | None = None  # for the target's GPU (or the memory given); applied to `memory: auto`
     inventory: Inventory | None = None  # the target's GPUs, when they were asked for
     ram_gib: float | None = None
     fingerprints: dict[str, str] = field(default_factory=dict)  # cache folder on the target → fingerprint to record
     notes: list[str] = field(default_factory=list)  # what the user should know about the decisions (a stale cache)
+
+    def present(self, path: Path) -> bool:
+        """Whether a model file or folder the job uses is on the target."""
+        return self.kinds.get(path, "missing") in ("file", "folder", "special")
 
     def kind(self, index: int) -> FolderKind:
         """The dataset's `kind:`, or what its folder holds when it is auto."""
