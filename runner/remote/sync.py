@@ -153,10 +153,13 @@ def _sftp_upload(shell: RemoteShell, local_root: Path, remote_root: str, what: s
         stats.bytes += src[rel].size
     for rel in sorted(kept):
         target, e = posixpath.join(remote_root, rel), src[rel]
-        if dst[rel].mtime != e.mtime:
-            sftp.utime(target, (e.mtime, e.mtime))
-        if dst[rel].mode != e.mode:
-            sftp.chmod(target, e.mode)
+        try:
+            if dst[rel].mtime != e.mtime:
+                sftp.utime(target, (e.mtime, e.mtime))
+            if dst[rel].mode != e.mode:
+                sftp.chmod(target, e.mode)
+        except (OSError, EOFError) as err:
+            _raise_write(shell, remote_root, what, rel, err)
     for rel in extra:
         _discard(sftp, posixpath.join(remote_root, rel))
     stats.deleted = len(extra)
