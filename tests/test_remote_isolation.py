@@ -279,16 +279,17 @@ def _bad_link(data: Path, kind: str, outside: Path) -> str:
     if kind == "out":
         link = data / "notes.txt"
         link.symlink_to(outside)
-    elif kind == "loop":
-        link = data / "loop.mp4"
-        link.symlink_to("loop.mp4")
+    elif kind == "loop":  # names no trainer reads (media names are refused earlier, by the dataset checks)
+        link = data / "notes"
+        link.symlink_to("notes")
     elif kind == "folder-loop":
         (data / "sub").mkdir()
         link = data / "sub" / "up"
         link.symlink_to("..")
     else:
-        link = data / "clip9.mp4"
-        link.symlink_to("gone.mp4")
+        link = data / "extras" / "readme"
+        link.parent.mkdir()
+        link.symlink_to("gone")
     return str(link)
 
 
