@@ -7,10 +7,11 @@ Secrets (HF_TOKEN) are never stored here: they are read from the environment whe
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 from typing import Annotated
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, HttpUrl, TypeAdapter, ValidationError
 
 from runner import inputs
 from runner.errors import UserError
@@ -36,6 +37,38 @@ def state_dir() -> Path:
 
 
 SETTINGS_DOC = "the settings are listed in README.md (Images, compose and networks)"
+URLS = {"pip_index_url": "https://pypi.example/simple", "hf_endpoint": "https://hf-mirror.example"}  # URL settings: an example each
+_HTTP_URL = TypeAdapter(HttpUrl)
+_SCHEME = r"[A-Za-z][A-Za-z0-9+.-]*://"
+_PASSWORD = re.compile(rf"^(?P<scheme>{_SCHEME}|(?!{_SCHEME}))(?P<user>[^:@/]*):.*@", re.S)  # to the last @: a password may hold one
+
+
+def redacted(url: str) -> str:
+    """A URL as messages may quote it: the password of a user:password@ part replaced by ***."""
+    return _PASSWORD.sub(r"\g<scheme>\g<user>:***@", url)
+
+
+_YAML_KINDS = {list: "a list", dict: "a mapping", bool: "true or false", int: "a number", float: "a number"}
+
+
+def check_url(value: object, where: str, field: str, unset: str = "") -> None:
+    """A UserError naming `where` unless value is an http(s) URL (a user and password in it are fine). The value is
+    kept as given; messages quote it without its password."""
+    if value is None:
+        return
+    if not isinstance(value, str):
+        problem = f"is {_YAML_KINDS.get(type(value), type(value).__name__)}, not a URL."
+    elif not value.isprintable() or any(c.isspace() for c in value):
+        problem = f"{inputs.quote(redacted(value))} is not an http(s) URL: it holds whitespace or a control character."
+    else:
+        try:
+            _HTTP_URL.validate_python(value)
+            return
+        except ValidationError as e:
+            reason = e.errors()[0]["msg"].removeprefix("Input should be a valid URL, ")
+            problem = f"{inputs.quote(redacted(value))} is not an http(s) URL: {reason}."
+    raise UserError(where, problem, f"give the full URL, e.g. {URLS[field]} (a user and password go before the host: "
+                                    f"https://USER:PASSWORD@host/…; encode @ : / in them as %40 %3A %2F){unset}.")
 
 
 class Settings(BaseModel):
@@ -66,8 +99,13 @@ def load() -> Settings:
     if found is None or found[0] is None:  # no config, or an empty one: the defaults
         settings = Settings()
     else:
-        settings = inputs.validate(Settings, found[0], path, found[1], "runner config", SETTINGS_DOC, SETTINGS_DOC)
+        data, lines = found
+        for field in URLS if isinstance(data, dict) else ():  # before the schema, whose messages quote values whole
+            check_url(data.get(field), f"{path}:{lines.get((field,), 1)}: {field}", field)
+        settings = inputs.validate(Settings, data, path, lines, "runner config", SETTINGS_DOC, SETTINGS_DOC)
     overrides = {field: os.environ[var] for field, var in ENV.items() if os.environ.get(var)}
+    for field in URLS.keys() & overrides.keys():
+        check_url(overrides[field], f"{ENV[field]} (environment)", field, f", or unset it for runner: `env -u {ENV[field]} runner …`")
     settings = settings.model_copy(update={k: (Path(v) if k in ("ca_bundle", "pins") else v) for k, v in overrides.items()})
     if settings.ca_bundle is not None and not settings.ca_bundle.is_file():
         raise UserError(

@@ -66,7 +66,7 @@ def folder_mounts(job: Job) -> list[Mount]:
     m += [
         Mount("cache", str(job.cache), str(CACHE), False),
         Mount("outputs", str(job.output), str(OUTPUTS), False),
-        Mount("hf-cache", str(job.hf_cache or default_hf_home()), str(HF_HOME), False),
+        *hf_mounts(job.hf_cache or default_hf_home()),
     ]
     return m
 
@@ -134,6 +134,8 @@ def overlap(a: Mount, b: Mount) -> Overlap | None:
     folders side by side, a read-write folder inside a read-only one (it can only change itself), and
     datasets sharing or nesting folders (each is mounted on its own; trainers read no sub-folders)."""
     pa, pb = Path(a.host), Path(b.host)
+    if a.volume.split("/")[0] == b.volume.split("/")[0] == "hf-cache":  # login files read-only over their own cache
+        return None
     if not (pa.is_relative_to(pb) or pb.is_relative_to(pa)) or a.volume.startswith("data/") and b.volume.startswith("data/"):
         return None
     inner, outer = (a, b) if (pa != pb and pa.is_relative_to(pb)) or (pa == pb and not b.read_only) else (b, a)
@@ -145,3 +147,14 @@ def overlap(a: Mount, b: Mount) -> Overlap | None:
     held = [HOLDS[m.volume.split("/")[0]] for m in (inner, outer)]
     return Overlap(inner, outer, f"both are mounted read-write ({inner.container}, {outer.container}), so the {held[0]} "
                                  f"and the {held[1]} would share one folder, and runs, syncs and pulls would take one for the other")
+
+
+HF_LOGIN_FILES = ("token", "stored_tokens")  # where huggingface_hub keeps the tokens of `hf auth login`
+
+
+def hf_mounts(hf_home: Path) -> list[Mount]:
+    """The Hugging Face cache, read-write (hub downloads, musubi's tokenizers), with the login token files it holds
+    mounted read-only over it: a trainer can read a token but never change it."""
+    table = [Mount("hf-cache", str(hf_home), str(HF_HOME), False)]
+    return table + [Mount(f"hf-cache/{name}", str(hf_home / name), str(HF_HOME / name), True)
+                    for name in HF_LOGIN_FILES if (hf_home / name).is_file()]

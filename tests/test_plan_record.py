@@ -75,7 +75,8 @@ def test_plan_json_alone_replays_the_run(workspace, env, example):
     finally:
         executor.remove(spec.name)
     assert code == 0, "\n".join(replayed[-40:])
-    assert f"WANDB_API_KEY={secret}" in env_seen, "the secret's value came from the replaying environment"
+    # the value, from the replaying environment, went to the container's stdin (tests/test_secrets.py follows it to the trainer)
+    assert "RUNNER_SECRET_ENV=WANDB_API_KEY" in env_seen and not any(secret in e for e in env_seen)
     assert _markers(replayed) == _markers((folder / "train.log").read_text().splitlines())
     assert _files(outputs) == _files(first) and _files(outputs)
 
@@ -92,7 +93,8 @@ def test_plan_json_names_a_secret_that_is_not_set(tmp_path):
     assert ContainerSpec.from_record(plan, "a", {"HF_TOKEN": "hf_x", "PIP_INDEX_URL": "https://me:pw@mirror/simple"}) == spec
     with pytest.raises(UserError, match="not set here: PIP_INDEX_URL"):
         ContainerSpec.from_record(plan, "a", {"HF_TOKEN": "hf_x"})
-    assert "--env" in spec.cli_argv() and "HF_TOKEN" in spec.cli_argv() and not any("hf_x" in a or "pw@" in a for a in spec.cli_argv())
+    assert "RUNNER_SECRET_ENV=HF_TOKEN PIP_INDEX_URL" in spec.cli_argv() and not any("hf_x" in a or "pw@" in a for a in spec.cli_argv())
+    assert spec.secrets_on_stdin() == b"HF_TOKEN=hf_x\nPIP_INDEX_URL=https://me:pw@mirror/simple\n"
 
 
 def test_render_names_secrets_without_their_values_and_records_what_it_resolved(workspace, cli, tmp_path, monkeypatch):

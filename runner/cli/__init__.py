@@ -10,11 +10,36 @@ import sys
 from pathlib import Path
 
 import typer
+from typer.core import TyperGroup
 
 from runner import views
+from runner.cli import usage
 from runner.errors import UserError
 
+ARGV = "runner.argv"  # the command line, kept in the root context's meta for the usage errors raised below it
+
+
+class _Root(TyperGroup):
+    """The root command. Every click usage error below it (a missing argument, an unknown option or command, an option
+    without its value) becomes a UserError (runner.cli.usage), printed like any other; --json anywhere on the
+    command line prints errors as JSON."""
+
+    def make_context(self, info_name, args, parent=None, **extra):
+        global _json_errors
+        argv = list(args)  # click's parser consumes the list it is given
+        _json_errors = "--json" in argv
+        with usage.converted(self, argv):
+            ctx = super().make_context(info_name, args, parent, **extra)
+        ctx.meta[ARGV] = argv
+        return ctx
+
+    def invoke(self, ctx):
+        with usage.converted(self, ctx.meta[ARGV]):
+            return super().invoke(ctx)
+
+
 app = typer.Typer(
+    cls=_Root,
     help="Train Wan2.1 LoRAs with diffusion-pipe or musubi-tuner from one job file, in pinned images, locally or on remote GPU hosts.\n\n"
     "Commands that print data take --json: one JSON document on stdout, its keys in the command's --help. A mistake you can "
     "fix exits 2 with one paragraph on stderr; with --json, stderr gets one JSON object instead: "
@@ -25,7 +50,7 @@ app = typer.Typer(
 )
 out = views.console()
 err = views.console(stderr=True)
-_json_errors = False  # set by --json: a UserError then goes to stderr as views.errors_json
+_json_errors = False  # --json on the command line: a UserError then goes to stderr as JSON (views.user_error)
 
 
 def _version(value: bool) -> None:
@@ -41,9 +66,8 @@ def _root(
     debug: bool = typer.Option(False, "--debug", help="log what runner does on stderr: commands run, SSH round trips, Docker API calls (secrets by name only)"),
     _: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="print runner's version and exit"),
 ) -> None:
-    global out, err, _json_errors
+    global out, err
     out, err = views.console(), views.console(stderr=True)  # this invocation's streams: piped or a terminal
-    _json_errors = False  # the command's --json, parsed after this, sets it
     if debug:
         _log_to_stderr()
 
@@ -58,15 +82,9 @@ def _log_to_stderr() -> None:
         logger.addHandler(handler)
 
 
-def _json_mode(value: bool) -> bool:
-    global _json_errors
-    _json_errors = _json_errors or value
-    return value
-
-
 def JsonOpt(keys: str):
     """--json, with the document's keys for --help."""
-    return typer.Option(False, "--json", callback=_json_mode, is_eager=True, help=f"print one JSON document on stdout instead: {keys}")
+    return typer.Option(False, "--json", help=f"print one JSON document on stdout instead: {keys}")
 
 
 JobArg = typer.Argument(..., help="the job file (YAML); see examples/")

@@ -3,6 +3,12 @@
 The same ContainerSpec becomes Docker SDK arguments (local engine) or a `docker run` argv (remote hosts,
 over SSH), so every host gets identical containers. Its record in plan.json (`record()`) holds secrets by
 name only; `from_record` starts the same container again, taking their values from the environment.
+
+Secrets (runner.plan.is_secret) never enter the container's configuration: it is created with stdin open and
+their names in RUNNER_SECRET_ENV; once started, the executor writes `NAME=value` lines to its stdin through the
+engine's attach endpoint, and images/entrypoint.sh exports them and execs the command. So no argv, file,
+`docker inspect` or image holds a value, and every start of a container (a resumed job is a new one) is given them
+again; a container restarted outside runner receives none and says so.
 """
 
 from __future__ import annotations
@@ -19,6 +25,8 @@ RUN_PLAN = ["python", "/opt/runner/run_plan.py", "/job/plan.json"]
 LABEL_RECORD = "io.runner.record"
 LABEL_JOB = "io.runner.job"
 LABEL_PORT = "io.runner.master-port"
+SECRET_NAMES = "RUNNER_SECRET_ENV"  # the names whose values images/entrypoint.sh reads from stdin, space-separated
+
 
 @dataclass(frozen=True)
 class ContainerSpec:
@@ -34,8 +42,27 @@ class ContainerSpec:
     ulimits: dict[str, int] = field(default_factory=dict)
     labels: dict[str, str] = field(default_factory=dict)
 
+    def __post_init__(self):
+        if SECRET_NAMES in self.env:
+            raise UserError(f"env.{SECRET_NAMES}", "is runner's own: it tells the container which secrets to read on its stdin.",
+                            f"remove {SECRET_NAMES} from env:.")
+        for k, v in self.secret_env().items():
+            if "\n" in v or "\0" in v:
+                raise UserError(f"env {k}", "holds a line break or a NUL byte, and secrets reach the container one line each.",
+                                "remove it from the value.")
+
     def secret_env(self) -> dict[str, str]:
         return {k: v for k, v in self.env.items() if is_secret(k, v)}
+
+    def config_env(self) -> dict[str, str]:
+        """The environment the container is created with: the values that are not secret, and the secrets' names."""
+        secret = self.secret_env()
+        env = {k: v for k, v in self.env.items() if k not in secret}
+        return {**env, SECRET_NAMES: " ".join(secret)} if secret else env
+
+    def secrets_on_stdin(self) -> bytes:
+        """What the entrypoint reads from stdin: one `NAME=value` line per secret (b"" when there are none)."""
+        return "".join(f"{k}={v}\n" for k, v in self.secret_env().items()).encode()
 
     def record(self) -> dict:
         """plan.json's fields for this container: `env` (secrets by name only, in `container.secret_env`), `mounts`,
@@ -67,7 +94,8 @@ class ContainerSpec:
             command=self.command,
             name=self.name,
             user=self.user,
-            environment=self.env,
+            environment=self.config_env(),
+            stdin_open=bool(self.secret_env()),
             working_dir=self.workdir,
             volumes=docker_volumes(self.mounts),
             network_mode="host",
@@ -83,15 +111,16 @@ class ContainerSpec:
     def cli_argv(self) -> list[str]:
         """`docker run` arguments for an engine reached through a shell (quote with shlex.join)."""
         argv = ["docker", "run", "--detach", "--name", self.name, "--user", self.user, "--workdir", self.workdir]
+        if self.secret_env():
+            argv.append("--interactive")
         argv += ["--network", "host", "--shm-size", self.shm_size]
         argv += [f"--ulimit={n}={v}:{v}" for n, v in self.ulimits.items()]
         if self.gpus:
             argv += ["--gpus", "all"]
         for v in docker_volumes(self.mounts):
             argv += ["--volume", v]
-        secret = self.secret_env()
-        for k, v in self.env.items():  # a secret's value comes from the docker CLI's own environment (see RemoteShell)
-            argv += ["--env", k if k in secret else f"{k}={v}"]
+        for k, v in self.config_env().items():
+            argv += ["--env", f"{k}={v}"]
         for k, v in self.labels.items():
             argv += ["--label", f"{k}={v}"]
         return argv + [self.image, *self.command]

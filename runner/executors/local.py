@@ -108,11 +108,29 @@ class LocalDocker:
     def start(self, spec: ContainerSpec) -> str:
         import docker
 
+        secrets = spec.secrets_on_stdin()
         try:
-            self.client.containers.run(**spec.sdk_kwargs())
+            container = self.client.containers.run(**spec.sdk_kwargs())
         except docker.errors.APIError as e:
             raise start_refused(str(e.explanation or e), spec, "Docker", "read the message; `runner doctor` checks the setup.") from e
+        if secrets:
+            try:
+                self._write_stdin(container.id, secrets)
+            except (OSError, docker.errors.APIError) as e:
+                self.remove(container.id)  # it would wait for them, then fail
+                raise start_refused(f"its secrets could not be written to its stdin: {e}", spec, "Docker",
+                                    "run the command again; `runner doctor` checks the setup.") from e
         return spec.name
+
+    def _write_stdin(self, container: str, data: bytes) -> None:
+        """Write `data` to the started container's stdin (its entrypoint waits for it), through the engine's attach endpoint."""
+        sock = self.client.api.attach_socket(container, params={"stdin": 1, "stream": 1})
+        raw = getattr(sock, "_sock", sock)  # the SDK wraps the upgraded connection in a SocketIO
+        try:
+            raw.sendall(data)
+            raw.shutdown(socket.SHUT_WR)
+        finally:
+            sock.close()
 
     def logs(self, container: str, follow: bool = True) -> Iterator[str]:
         c = self.client.containers.get(container)

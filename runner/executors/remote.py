@@ -23,7 +23,7 @@ from runner.mounts import Mount
 from runner.progress import bar as progress_bar
 from runner.remote import hosts, image_transfer, layout, ssh, sync
 from runner.remote.hosts import Host
-from runner.shell import missing_files
+from runner.shell import Result, missing_files
 
 class RemoteDocker:
     here = False
@@ -111,16 +111,20 @@ class RemoteDocker:
     # --- mounts: sync and swap the host side ----------------------------------------------------
 
     def host_mounts(self, mounts: list[Mount], job_name: str, container: str) -> list[Mount]:
-        """The job's mounts with the host side on this host."""
-        return [dataclasses.replace(m, host=self._host_side(m, job_name, container)) for m in mounts]
+        """The job's mounts with the host side on this host. This machine's Hugging Face login stays here: a job
+        there that needs a token names it in its `env:` (HF_TOKEN), which reaches the container on stdin."""
+        return [dataclasses.replace(m, host=self._host_side(m, job_name, container)) for m in mounts
+                if not m.volume.startswith("hf-cache/")]
 
     def prepare_mounts(self, spec: ContainerSpec, sources: list[Mount], by_content: bool = False) -> None:
         """Sync the datasets and the rendered job from this machine (sources) to their folders on the host
         (spec.mounts, from host_mounts); create runner's folders there."""
         how = sync.way(self.shell)
         with progress_bar("bytes", self.console) as progress:
-            for local, there in zip(sources, spec.mounts):
+            on_host = {m.volume: m for m in spec.mounts}  # host_mounts leaves some out (the HF login)
+            for local in sources:
                 if local.volume.startswith("data/") or local.volume == "job":
+                    there = on_host[local.volume]
                     what = f"{local.volume} ({local.host})"
                     task = progress.add_task(f"sync {local.volume} → {self.host}", total=None)
                     skip = sync.DATASET_KEEP if local.volume.startswith("data/") else ()
@@ -167,12 +171,24 @@ class RemoteDocker:
     # --- container lifecycle --------------------------------------------------------------------
 
     def start(self, spec: ContainerSpec) -> str:
-        """`docker run` on the host; secret values reach the docker CLI there on stdin, never in its argv."""
-        r = self.shell.run(spec.cli_argv(), timeout=120, secrets=spec.secret_env())
+        """`docker run` on the host; secret values go to the container's stdin afterwards, never into an argv."""
+        r = self.shell.run(spec.cli_argv(), timeout=120)
+        if r.ok and spec.secret_env():
+            r = self._write_stdin(spec.name, spec.secrets_on_stdin())
         if not r.ok:
             self.shell.run(["docker", "rm", "--force", spec.name], timeout=60)  # `docker run` leaves a created container behind
             raise start_refused(r.stderr.strip()[:500], spec, f"Docker on {self.host}", "read the message; check the host with `ssh HOST docker info`.")
         return spec.name
+
+    def _write_stdin(self, container: str, data: bytes) -> Result:
+        """Write `data` to the started container's stdin through the engine's attach endpoint, reached by the docker
+        CLI's own connection to it (`docker system dial-stdio`, what `DOCKER_HOST=ssh://` uses): no file, no argv."""
+        request = (f"POST /containers/{container}/attach?stream=1&stdin=1 HTTP/1.1\r\nHost: docker\r\n"
+                   "Connection: Upgrade\r\nUpgrade: tcp\r\nContent-Length: 0\r\n\r\n").encode()
+        reply, r = self.shell.upgrade(["docker", "system", "dial-stdio"], request, data, timeout=60)
+        if r.ok and not reply.startswith(b"HTTP/1.1 101"):
+            return Result(1, "", f"the engine refused to attach to its stdin: {reply.decode(errors='replace').splitlines()[0] if reply else 'no reply'}")
+        return r
 
     def logs(self, container: str, follow: bool = True) -> Iterator[str]:
         # one pipe for both streams keeps the container's order (a traceback on stderr after the stdout line before it)

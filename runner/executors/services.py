@@ -30,13 +30,12 @@ def service_name(trainer: str) -> str:
 
 
 def service_mounts(settings: config.Settings) -> list[Mount]:
-
     return [
         Mount("models", str(settings.models), str(mounts.MODELS), True),
         Mount("data", str(settings.data), str(mounts.DATA), False),
         Mount("cache", str(settings.cache), str(mounts.CACHE), False),
         Mount("outputs", str(settings.outputs), str(mounts.OUTPUTS), False),
-        Mount("hf-cache", str(config.default_hf_home()), str(mounts.HF_HOME), False),
+        *mounts.hf_mounts(config.default_hf_home()),
     ]
 
 
@@ -70,7 +69,8 @@ def up(executor: Executor, trainer: str, settings: config.Settings, gpus: bool, 
         executor.remove(name)
     spec = service_spec(trainer, ref, settings, gpus, executor.user)
     for m in spec.mounts:  # the configured folders are runner's to create; an empty models folder mounts fine
-        os.makedirs(m.host, exist_ok=True)
+        if not os.path.isfile(m.host):  # an HF login token file
+            os.makedirs(m.host, exist_ok=True)
     executor.prepare_mounts(spec, sources=spec.mounts)
     executor.start(spec)
     return name

@@ -6,12 +6,16 @@ files copied into it, so the same inputs give the same tag on every machine and 
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import http.server
 import io
 import os
+import secrets
 import shutil
 import sys
 import tarfile
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterator
@@ -23,11 +27,12 @@ else:  # pragma: no cover
 
 from runner import inputs
 from runner.errors import UserError
+from runner.plan import is_secret
 from runner.spec import Trainer
 
 TRAINERS = tuple(t.value for t in Trainer)
 LABEL = "io.runner"
-CONTEXT_FILES = ("entrypoint.sh", "run_plan.py", "install-system.sh", "fetch-trainer.sh", "add-user.sh", "fetch_tokenizers.py", "check_imports.py")
+CONTEXT_FILES = ("entrypoint.sh", "pip.sh", "run_plan.py", "install-system.sh", "fetch-trainer.sh", "add-user.sh", "fetch_tokenizers.py", "check_imports.py")
 
 
 def source_root() -> Path:
@@ -118,7 +123,8 @@ def build_context(pins: Pins, ca_bundle: Path | None) -> tuple[bytes, str]:
     return buf.getvalue(), digest.hexdigest()[:12]
 
 
-def build_args(pins: Pins, pip_index_url: str | None) -> dict[str, str]:
+def build_args(pins: Pins, pip_index_url: str | None, index_from: str = "") -> dict[str, str]:
+    """index_from: where the build reads a pip index URL that holds credentials (index_for_build), given instead of it."""
     v = pins.values
     args = {
         "BASE_IMAGE": v["base_image"],
@@ -140,9 +146,44 @@ def build_args(pins: Pins, pip_index_url: str | None) -> dict[str, str]:
         args["FLASH_ATTN_WHEEL"] = wheel["url"]
         args["FLASH_ATTN_SHA256"] = wheel["sha256"]
         args["FLASH_ATTN_SDIST"] = f"{sdist['name']}=={sdist['version']} --hash=sha256:{sdist['sha256']}"
-    if pip_index_url:
+    if index_from:
+        args["PIP_INDEX_FROM"] = index_from
+    elif pip_index_url:
         args["PIP_INDEX_URL"] = pip_index_url
     return args
+
+
+@contextlib.contextmanager
+def index_for_build(pip_index_url: str | None) -> Iterator[str]:
+    """A pip index URL with credentials, served to the build at a one-time address on 127.0.0.1 (builds use the
+    host's network) while the build runs, so it is no build arg: `docker history` keeps those. images/pip.sh reads
+    it there. Yields that address, or "" when the URL holds no credentials."""
+    if not pip_index_url or not is_secret("PIP_INDEX_URL", pip_index_url):
+        yield ""
+        return
+    path = "/" + secrets.token_urlsafe(32)
+    body = pip_index_url.encode()
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            if self.path != path:
+                self.send_error(404)
+                return
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass  # nothing about it on the console
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{server.server_port}{path}"
+    finally:
+        server.shutdown()
+        server.server_close()
 
 
 def _names(pins: Pins, key: str) -> list[str]:
@@ -195,29 +236,29 @@ def build(client, pins: Pins, ca_bundle: Path | None, pip_index_url: str | None,
     if find_image(client, ref):
         log(f"{ref} is up to date")
         return ref
-    args = build_args(pins, pip_index_url)
-    stream = client.api.build(
-        fileobj=io.BytesIO(context),
-        custom_context=True,
-        tag=ref,
-        buildargs=args,
-        labels=labels(pins, tag),
-        network_mode="host",
-        rm=True,
-        forcerm=True,
-        decode=True,
-    )
-    for chunk in stream:
-        if "error" in chunk:
-            raise UserError(
-                f"image {ref}",
-                f"the build failed: {chunk['error'].strip()}",
-                "read the build log above; behind a TLS-intercepting proxy set ca_bundle (RUNNER_CA_BUNDLE).",
-            )
-        text = chunk.get("stream", "")
-        for line in text.splitlines():
-            if line.strip():
-                log(line)
+    with index_for_build(pip_index_url) as index_from:
+        stream = client.api.build(
+            fileobj=io.BytesIO(context),
+            custom_context=True,
+            tag=ref,
+            buildargs=build_args(pins, pip_index_url, index_from),
+            labels=labels(pins, tag),
+            network_mode="host",
+            rm=True,
+            forcerm=True,
+            decode=True,
+        )
+        for chunk in stream:
+            if "error" in chunk:
+                raise UserError(
+                    f"image {ref}",
+                    f"the build failed: {chunk['error'].strip()}",
+                    "read the build log above; behind a TLS-intercepting proxy set ca_bundle (RUNNER_CA_BUNDLE).",
+                )
+            text = chunk.get("stream", "")
+            for line in text.splitlines():
+                if line.strip():
+                    log(line)
     client.api.tag(ref, pins.repository, "latest")
     return ref
 

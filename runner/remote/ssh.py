@@ -138,31 +138,44 @@ class RemoteShell:
     def __init__(self, name: str, conn: Connection, host: Host | None = None):
         self.name, self.conn, self.host = name, conn, host  # host: for OpenSSH's own tools (rsync), when known
 
-    def _channel(self, argv: list[str], secrets: dict[str, str] | None = None, timeout: float | None = None):
+    def _channel(self, argv: list[str], timeout: float | None = None):
         command = shlex.join(argv)
-        log.debug("%s: %s%s", self.name, command, f" (secrets on stdin: {', '.join(secrets)})" if secrets else "")
-        if secrets:
-            # values arrive on stdin and live only in this process's environment: not in argv (ps), not on disk
-            reads = " && ".join(f"IFS= read -r {k} && export {k}" for k in secrets)
-            command = f"{reads} && exec {command}"
+        log.debug("%s: %s", self.name, command)
         try:
             ch = self.conn.transport.open_session(timeout=timeout)
             ch.settimeout(timeout)
             ch.exec_command(command)
-            if secrets:
-                ch.sendall("".join(f"{v}\n" for v in secrets.values()).encode())
         except (paramiko.SSHException, OSError, EOFError, AttributeError) as e:
             raise lost(self.name, e) from None
         return ch
 
-    def run(self, argv: list[str], timeout: float = 60, stdin: bytes | None = None, secrets: dict[str, str] | None = None) -> Result:
+    def run(self, argv: list[str], timeout: float = 60, stdin: bytes | None = None) -> Result:
         started = time.monotonic()
-        result = self._run(argv, timeout, stdin, secrets)
+        result = self._run(argv, timeout, stdin)
         log.debug("%s: %s → exit %d in %.2fs", self.name, argv[0], result.returncode, time.monotonic() - started)
         return result
 
-    def _run(self, argv: list[str], timeout: float, stdin: bytes | None, secrets: dict[str, str] | None) -> Result:
-        ch = self._channel(argv, secrets, timeout)
+    def upgrade(self, argv: list[str], request: bytes, then: bytes, timeout: float = 60) -> tuple[bytes, Result]:
+        """Run argv, a byte pipe to a server (`docker system dial-stdio`); send `request`, read the head of the server's
+        reply (up to a blank line), then send `then` on the upgraded connection and close it. Returns the reply's head
+        and the command's result. `then` travels on the channel only: a container's secrets go this way, unlogged."""
+        ch = self._channel(argv, timeout)
+        head = b""
+        try:
+            ch.sendall(request)
+            while b"\r\n\r\n" not in head and (chunk := ch.recv(4096)):
+                head += chunk
+        except (socket.timeout, OSError, EOFError, paramiko.SSHException) as e:
+            ch.close()
+            raise lost(self.name, e) from None
+        upgraded = b"\r\n\r\n" in head
+        return head.split(b"\r\n\r\n")[0], self._collect(ch, argv, timeout, then if upgraded else None)
+
+    def _run(self, argv: list[str], timeout: float, stdin: bytes | None) -> Result:
+        return self._collect(self._channel(argv, timeout), argv, timeout, stdin)
+
+    def _collect(self, ch, argv: list[str], timeout: float, stdin: bytes | None) -> Result:
+        """Send stdin and close it, then read the command's output until it exits."""
         out, err = bytearray(), bytearray()
         deadline = time.monotonic() + timeout
         try:
