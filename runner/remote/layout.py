@@ -1,7 +1,7 @@
 """Where a job's files live on a remote host: the one place that decides it.
 
 A host's four folders (`runner hosts add … --models/--data/--cache/--outputs`) may be shared by several people,
-each with their own runner (own state folder, own hosts file). So everything runner writes there sits in a folder
+each with their own runner (own state folder, own hosts file). So all of a job's files there sit in folders
 named by the job's run key, `<job name>-<install id>`: the install id is random, made once per runner state folder
 (<state>/install-id), so the same user re-running the same job finds its synced data, caches and outputs again
 (reused caches, resume), while another runner, on this machine or another, never shares them.
@@ -13,6 +13,8 @@ named by the job's run key, `<job name>-<install id>`: the install id is random,
     <cache>/<run>/jobs/<container>/           /job: the rendered job of one run (plan.json, TOMLs)
     <outputs>/<run>/                          /outputs: the job writes <outputs>/<run>/<job name>/, the only
                                               folder `runner pull` fetches
+    <cache>/locks/                            one lock file per job being run (runner.jobs.joblock), named by a hash of
+                                              the machine that started it and the job's output folder there
 
 diffusion-pipe caches inside each dataset folder (<data>/<run>/<i>-<folder>/cache/, never synced or deleted).
 Folders of runner versions before this layout (<data>/<job name>/, <cache>/jobs/, <cache>/hf/) are left alone.
