@@ -260,7 +260,7 @@ def test_resume_on_a_host_counts_on(workspace, env, on_host):
     job.write_text(text)
     r = runner(["resume", job, "--host", "gpu01"], env, cwd=workspace)
     assert r.returncode == 0 and "resuming from ball-1p3b-000002-state (epoch 2, step 6)" in r.stdout, r.stdout[-3000:] + r.stderr[-2000:]
-    saved = {p.name for p in (Path(dirs["outputs"]) / "ball-1p3b").iterdir()}
+    saved = {p.name for p in (Path(dirs["outputs"]) / run_key(env, "ball-1p3b") / "ball-1p3b").iterdir()}
     assert {f"ball-1p3b-{e:06d}.safetensors" for e in range(1, 16)} | {"ball-1p3b.safetensors"} <= saved
 
 

@@ -112,7 +112,7 @@ def test_two_users_with_one_job_name_on_the_same_host_folders_never_touch_each_o
     got = {rel: f[:2] for rel, f in _files(home_a / "outputs" / "shared").items()}
     assert got == mine, "pull brings this run's files (content and mtime), and only them"
 
-    again = runner(["train", "job.yaml", "--host", "gpu01"], env_a, cwd=home_a)
+    again = runner(["train", "job.yaml", "--host", "gpu01", "--fresh"], env_a, cwd=home_a)
     assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
     assert "the caches match the datasets' fingerprints" in " ".join((again.stdout + again.stderr).split()), again.stdout[-3000:]
     assert _files(Path(dirs["data"]) / run_key(env_a, "shared")) == {rel.split("/", 1)[1]: f for rel, f in a_files["data"].items()}
@@ -135,7 +135,7 @@ def test_a_caption_edited_to_the_same_size_with_its_mtime_restored_reaches_the_h
     os.utime(caption, ns=(st.st_atime_ns, st.st_mtime_ns))
     assert caption.stat().st_size == st.st_size and caption.stat().st_mtime_ns == st.st_mtime_ns
 
-    second = runner(["train", "job.yaml", "--host", "gpu01"], env, cwd=home)
+    second = runner(["train", "job.yaml", "--host", "gpu01", "--fresh"], env, cwd=home)
     assert second.returncode == 0, second.stdout[-3000:] + second.stderr[-3000:]
     assert "captions changed" in " ".join((second.stdout + second.stderr).split()), second.stdout[-3000:]
     assert _one(dirs["data"], "clip2.txt").read_text() == "a big cube 2\n", "the host trains on the caption the fingerprint was taken of"
