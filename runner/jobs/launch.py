@@ -27,7 +27,7 @@ from runner.mounts import Mount
 from runner.plan import Plan
 from runner.progress import bar as progress_bar
 from runner.spec import Job
-from runner.trainers.resolved import Earlier, ResolvedJob
+from runner.trainers.resolved import Caches, Earlier, ResolvedJob
 
 def gpu_environment(inventory, job: Job, memory_plan=None) -> tuple[dict[str, str], str]:
     """Variables the GPUs need (runner.gpu.envrules) and the pins table of the image for them (runner.gpu.variant).
@@ -96,7 +96,7 @@ def start(job_file: Path, executor: Executor, settings: config.Settings, console
             labels={LABEL_RECORD: rid, LABEL_JOB: job.name, LABEL_PORT: str(port)},
         )
         render.write(as_run(plan, spec, job, facts(executor, resolved, variant_name)), record.job_dir)
-        executor.prepare_mounts(spec, sources=plan.mounts)
+        executor.prepare_mounts(spec, sources=plan.mounts, by_content=resolved.caches is not Caches.reuse)
         record.env_names = sorted(env)
         record.started = records.now()
         record.save()  # status created: `runner ps` knows the container before it exists
