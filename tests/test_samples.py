@@ -181,6 +181,7 @@ def test_sample_on_the_jobs_host_then_pull(workspace, env, on_host):
     """Through the SSH test host: the LoRAs are found there, the videos and the sheet are made there, `runner pull`
     brings both back."""
     from tests.dockerfixtures import runner
+    from tests.remotefixtures import run_key
 
     dirs = on_host()
     name = f"ball-remote-{os.urandom(3).hex()}"
@@ -190,7 +191,7 @@ def test_sample_on_the_jobs_host_then_pull(workspace, env, on_host):
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-2000:]
     r = runner(["sample", job, "--host", "gpu01", "--all"], env, cwd=workspace)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-2000:]
-    there = Path(dirs["outputs"]) / name / "samples"
+    there = Path(dirs["outputs"]) / run_key(env, name) / name / "samples"  # the run's own folder there (runner.remote.layout)
     videos = sorted(there.glob("*/*/*.mp4"))
     assert len(videos) == 2 * len(PROMPTS) and all(_video(v) == (9, 320, 192, 16.0) for v in videos)
     assert "runner pull" in r.stdout
