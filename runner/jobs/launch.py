@@ -8,7 +8,8 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import shutil
-import threading
+import json
+import time
 from pathlib import Path
 
 from rich.console import Console
@@ -21,11 +22,11 @@ from runner.executors.container import LABEL_JOB, LABEL_PORT, LABEL_RECORD, RUN_
 from runner.images import builder
 from runner.job import checks, render
 from runner.job.resolve import Target
-from runner.jobs import logwatch, records
+from runner.jobs import logwatch, records, watchdog
 from runner.jobs.records import JobRecord
 from runner.mounts import Mount
 from runner.plan import Plan
-from runner.progress import bar as progress_bar
+from runner.progress import Following
 from runner.spec import Job
 from runner.trainers.resolved import ResolvedJob
 
@@ -110,7 +111,8 @@ def as_run(plan: Plan, spec: ContainerSpec, job: Job, facts: dict) -> Plan:
 def facts(executor: Executor, resolved: ResolvedJob, variant_name: str) -> dict:
     """What the target reported that the settings were chosen for (runner.job.render.facts), where, and the image variant."""
     f = render.facts(resolved)
-    return {"host": executor.host, **f, "gpus": f["gpus"] or "none (RUNNER_GPUS=none)", "image_variant": variant_name}
+    return {"host": executor.host, **f, "gpus": f["gpus"] or "none (RUNNER_GPUS=none)", "image_variant": variant_name,
+            "schedule": watchdog.schedule_of(resolved).to_json()}
 
 
 def archive(record: JobRecord, executor: Executor) -> list[str]:
@@ -129,90 +131,96 @@ def stop(record: JobRecord, executor: Executor) -> None:
     record.save()
 
 
-def finish(record: JobRecord, executor: Executor, code: int) -> logwatch.OutOfMemory | None:
+def finish(record: JobRecord, executor: Executor, code: int, stop: watchdog.Stop | None = None,
+           oom_stopped: bool = False) -> logwatch.OutOfMemory | None:
     """Close a record: keep the log, record a successful run's caches as fresh, remove the container.
-    A failed run's record says why when its whole log shows it; returns the CUDA out-of-memory found there."""
+    A failed run's record says why: the watchdog that stopped it, or a CUDA out-of-memory its whole log shows
+    (returned)."""
     lines = archive(record, executor)
-    record.exit_code = code
+    record.exit_code = watchdog.STOPPED_EXIT_CODE if stop else code
     record.status = "exited" if code == 0 else "failed"
     record.finished = records.now()
     if code == 0:
         for folder, fp in record.fingerprints.items():
             executor.write_text(Path(folder) / fingerprint.FILE_NAME, fp)
-    oom = logwatch.scan(lines, record.trainer).oom if code != 0 else None
-    record.failure = oom.summary() if oom else ""
+    oom = logwatch.scan(lines, record.trainer).oom if code != 0 and stop is None else None
+    record.failure = stop.summary if stop else (oom.summary() if oom else "")
+    record.stopped_by = stop.kind if stop else (watchdog.OOM if oom and oom_stopped else "")
     record.save()
     return oom
 
 
-OOM_GRACE_S = 15  # musubi exits at once after an out-of-memory; diffusion-pipe may hang on, holding the GPU
-
-
-class StopUnlessExited:
-    """Stops a container that has not exited `seconds` after start() (a trainer hung after CUDA out of memory)."""
-
-    def __init__(self, executor, container: str, seconds: float = OOM_GRACE_S):
-        self.fired = threading.Event()
-        self.timer = threading.Timer(seconds, self._stop, args=(executor, container))
-        self.timer.daemon = True  # an interrupted `runner train` leaves the job to `runner logs -f` / `runner stop`
-
-    def _stop(self, executor, container: str) -> None:
-        self.fired.set()
-        executor.stop(container)
-
-    def start(self) -> bool:
-        """Start the countdown; False when it already runs."""
-        if self.timer.ident is not None:
-            return False
-        self.timer.start()
-        return True
-
-    def end(self) -> bool:
-        """Cancel if pending, wait for a stop under way; whether the container was stopped."""
-        self.timer.cancel()
-        if self.timer.is_alive():
-            self.timer.join()
-        return self.fired.is_set()
-
-
 def follow(record: JobRecord, executor: Executor, console: Console) -> int:
-    """Stream the container's log with a progress display, keep a copy beside the outputs, return the exit code.
-    After CUDA out of memory the trainer gets OOM_GRACE_S to exit before its container is stopped; returns 1 then."""
+    """Stream the container's log with the training's standing, keep a copy beside the outputs, run the watchdogs
+    (runner.jobs.watchdog), return the exit code: the trainer's; 1 after CUDA out of memory (the trainer gets
+    OOM_GRACE_S to exit before its container is stopped); 3 when the NaN or the hang watchdog stopped the run."""
     local = executor.here  # a remote job's outputs (and this copy) come back with `runner pull`
     copy = Path(record.output_dir) / f"runner-{record.id}.log"
     if local:
         copy.parent.mkdir(parents=True, exist_ok=True)
+    settings, schedule = watchdog.settings_of(_plan_json(record))
     watch = logwatch.Watch(record.trainer)
-    watchdog = StopUnlessExited(executor, record.container)
+    standing = watchdog.Standing(record.trainer, schedule)
+    nans = watchdog.NanWatch(settings.nan_steps, record.trainer, record.output_dir, record.name)
+    oom_stop = watchdog.StopUnlessExited(executor, record.container)
+    stops: list[watchdog.Stop] = []
+
+    def stop_for(reason: watchdog.Stop) -> None:
+        if not stops:
+            stops.append(reason)
+            executor.stop(record.container)
+
     warned = False
-    with (copy.open("w") if local else contextlib.nullcontext()) as log, progress_bar("items", console) as progress:
-        task = progress.add_task("starting", total=None)
+    with (copy.open("w") if local else contextlib.nullcontext()) as log, Following(console) as shown, \
+            watchdog.Silence(settings.hang_minutes, lambda: stop_for(watchdog.hang_stop(settings.hang_minutes, standing, watch.phase()))) as silence:
         for text in executor.logs(record.container, follow=True):
+            silence.feed()
             if log:
                 log.write(text + "\n")
                 log.flush()
-            progress.console.print(text, markup=False, highlight=False)
-            line = watch.feed(text)
-            if line.marker:
-                progress.update(task, description=line.marker, completed=0, total=None)
-            elif line.progress:
-                progress.update(task, completed=line.progress[0], total=line.progress[1])
-            if line.nan and not warned:
-                progress.console.print(f"runner: {logwatch.NAN_HINT.format(id=record.id)}", style="bold yellow", highlight=False)
-                warned = True
-            if watch.oom and watchdog.start():
-                progress.console.print(f"runner: {watch.oom.summary()}; the trainer has {OOM_GRACE_S} s to exit before runner stops its container",
-                                       style="bold yellow", highlight=False)
-    stopped = watchdog.end()
-    oom = finish(record, executor, executor.wait(record.container))
-    if oom is None:
+            shown.print(text)
+            for part in filter(str.strip, text.split("\r")):  # tqdm redraws with carriage returns
+                line = watch.feed(part)
+                if line.marker:
+                    shown.step(line.marker)
+                elif line.progress:
+                    shown.count(*line.progress)
+                if watch.step in (None, logwatch.TRAIN):
+                    new_step = standing.feed(line)
+                    if (new_step or line.epoch) and standing.step:  # off a terminal: the first step, each epoch, every 30 s
+                        shown.standing(standing.summary(), time.monotonic(), force=standing.step == 1 or bool(line.epoch))
+                    if (nan := nans.feed(line, standing, new_step)) and not stops:
+                        shown.print(f"runner: {nan.report}", style="bold red")
+                        stop_for(nan)
+                if line.nan and not warned:
+                    shown.print(f"runner: {logwatch.NAN_HINT.format(id=record.id)}", style="bold yellow")
+                    warned = True
+            if watch.oom and settings.oom and oom_stop.start():
+                shown.print(f"runner: {watch.oom.summary()}; the trainer has {watchdog.OOM_GRACE_S} s to exit before runner stops its container",
+                            style="bold yellow")
+    stopped = oom_stop.end()
+    stop = stops[0] if stops else None
+    oom = finish(record, executor, executor.wait(record.container), stop, oom_stopped=stopped)
+    if stop is not None:
+        report, code = f"runner: {stop.report}", record.exit_code
+    elif oom is not None:
+        report = "runner: " + logwatch.oom_report(oom, record.job_file, *card_memory(oom, executor), stopped=stopped, trainer=record.trainer)
+        code = 1
+    else:
         return record.exit_code
-    report = "runner: " + logwatch.oom_report(oom, record.job_file, *card_memory(oom, executor), stopped=stopped)
     console.print(report, style="bold red", highlight=False)
     for kept in [record.log_file] + ([copy] if local else []):  # `runner logs JOB` and the copy beside the outputs say it too
         with kept.open("a") as f:
             f.write(report + "\n")
-    return 1
+    return code
+
+
+def _plan_json(record: JobRecord) -> dict:
+    """The plan.json launch wrote for the job ({} when it cannot be read: a job of an older runner)."""
+    try:
+        return json.loads((record.job_dir / render.PLAN_JSON).read_text())
+    except (OSError, ValueError):
+        return {}
 
 
 def card_memory(oom: logwatch.OutOfMemory, executor: Executor) -> tuple[float | None, float | None]:
