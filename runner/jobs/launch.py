@@ -8,8 +8,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import shutil
-import json
-import time
 from pathlib import Path
 
 from rich.console import Console
@@ -158,48 +156,16 @@ def follow(record: JobRecord, executor: Executor, console: Console) -> int:
     copy = Path(record.output_dir) / f"runner-{record.id}.log"
     if local:
         copy.parent.mkdir(parents=True, exist_ok=True)
-    settings, schedule = watchdog.settings_of(_plan_json(record))
-    watch = logwatch.Watch(record.trainer)
-    standing = watchdog.Standing(record.trainer, schedule)
-    nans = watchdog.NanWatch(settings.nan_steps, record.trainer, record.output_dir, record.name)
-    oom_stop = watchdog.StopUnlessExited(executor, record.container)
-    stops: list[watchdog.Stop] = []
-
-    def stop_for(reason: watchdog.Stop) -> None:
-        if not stops:
-            stops.append(reason)
-            executor.stop(record.container)
-
-    warned = False
-    with (copy.open("w") if local else contextlib.nullcontext()) as log, Following(console) as shown, \
-            watchdog.Silence(settings.hang_minutes, lambda: stop_for(watchdog.hang_stop(settings.hang_minutes, standing, watch.phase()))) as silence:
+    guard = watchdog.Guard(record, executor, console)
+    with (copy.open("w") if local else contextlib.nullcontext()) as log, Following(console) as shown, guard:
         for text in executor.logs(record.container, follow=True):
-            silence.feed()
             if log:
                 log.write(text + "\n")
                 log.flush()
             shown.print(text)
-            for part in filter(str.strip, text.split("\r")):  # tqdm redraws with carriage returns
-                line = watch.feed(part)
-                if line.marker:
-                    shown.step(line.marker)
-                elif line.progress:
-                    shown.count(*line.progress)
-                if watch.step in (None, logwatch.TRAIN):
-                    new_step = standing.feed(line)
-                    if (new_step or line.epoch) and standing.step:  # off a terminal: the first step, each epoch, every 30 s
-                        shown.standing(standing.summary(), time.monotonic(), force=standing.step == 1 or bool(line.epoch))
-                    if (nan := nans.feed(line, standing, new_step)) and not stops:
-                        shown.print(f"runner: {nan.report}", style="bold red")
-                        stop_for(nan)
-                if line.nan and not warned:
-                    shown.print(f"runner: {logwatch.NAN_HINT.format(id=record.id)}", style="bold yellow")
-                    warned = True
-            if watch.oom and settings.oom and oom_stop.start():
-                shown.print(f"runner: {watch.oom.summary()}; the trainer has {watchdog.OOM_GRACE_S} s to exit before runner stops its container",
-                            style="bold yellow")
-    stopped = oom_stop.end()
-    stop = stops[0] if stops else None
+            guard.feed(text, shown)
+    stopped = guard.oom_stop.end()
+    stop = guard.stop
     oom = finish(record, executor, executor.wait(record.container), stop, oom_stopped=stopped)
     if stop is not None:
         report, code = f"runner: {stop.report}", record.exit_code
@@ -213,14 +179,6 @@ def follow(record: JobRecord, executor: Executor, console: Console) -> int:
         with kept.open("a") as f:
             f.write(report + "\n")
     return code
-
-
-def _plan_json(record: JobRecord) -> dict:
-    """The plan.json launch wrote for the job ({} when it cannot be read: a job of an older runner)."""
-    try:
-        return json.loads((record.job_dir / render.PLAN_JSON).read_text())
-    except (OSError, ValueError):
-        return {}
 
 
 def card_memory(oom: logwatch.OutOfMemory, executor: Executor) -> tuple[float | None, float | None]:

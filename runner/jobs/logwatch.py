@@ -48,11 +48,13 @@ _ALLOC_NEW = re.compile(rf"Tried to allocate {_SIZE}\. GPU (\d+) has a total cap
 _ALLOC_OLD = re.compile(rf"Tried to allocate {_SIZE} \(GPU (\d+); {_SIZE} total capacity; {_SIZE} already allocated; {_SIZE} free;")
 _UNIT_GIB = {"bytes": 1 / 2**30, "KiB": 1 / 2**20, "MiB": 1 / 2**10, "GiB": 1.0}
 
-NAN_HINT = (
-    "the loss is NaN, so the run learns nothing from here on. Usual causes: mixed precision that does not match "
-    "the DiT file (memory.dtype), fp16 overflow, or a learning rate too high for the optimizer. Stop it with "
-    "`runner stop {id}` and check the job with `runner validate`."
-)
+def nan_hint(job_id: str, nan_steps: int | None) -> str:
+    """Said at the first NaN or Inf loss of a run."""
+    then = (f"runner stops the run if it stays so for {nan_steps} steps in a row (watchdog.nan_steps); stop it now with "
+            f"`runner stop {job_id}`" if nan_steps else f"stop it with `runner stop {job_id}`")
+    return ("the loss is NaN or Inf, so the run learns nothing from here on if it stays so. Usual causes: mixed precision that "
+            "does not match the DiT file (memory.dtype), fp16 overflow, or a learning rate too high for the optimizer; "
+            f"{then}, and check the job with `runner validate`.")
 
 
 @dataclass(frozen=True)

@@ -9,13 +9,15 @@ SIGKILL 30 s later): what the trainer saved before stays where it is.
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 import threading
 import time
 from dataclasses import dataclass
-from pathlib import PurePosixPath
+from pathlib import Path, PurePosixPath
 
 from runner import mounts
+from runner.job.render import PLAN_JSON
 from runner.jobs import logwatch
 from runner.spec import Watchdog
 
@@ -118,10 +120,15 @@ class Standing:
             return None
         return max(0, self.total - self.step) * self.seconds_per_step
 
+    @property
+    def where(self) -> str:
+        """'step 40/160', 'step 40/≈160' where the total is estimated, 'step 40' without one."""
+        return f"step {self.step}/{'≈' if self.estimated else ''}{self.total}" if self.total else f"step {self.step}"
+
     def summary(self) -> str:
         """'step 40/160 · epoch 3/16 · loss 0.1234 · 2.99 s/step · ETA 0:05:58' (≈ where the total is estimated)."""
         approx = "≈" if self.estimated else ""
-        parts = [f"step {self.step}/{approx}{self.total}" if self.total else f"step {self.step}"]
+        parts = [self.where]
         if self.epoch:
             parts.append(f"epoch {self.epoch}/{self.epochs}" if self.epochs else f"epoch {self.epoch}")
         parts.append(f"loss {self.loss:.4g}" if self.loss is not None else "loss ?")
@@ -181,7 +188,7 @@ class NanWatch:
                 f"stopped the run (watchdog.nan_steps: {self.limit}): it learns nothing from there on. {kept} Likely causes: "
                 "a learning rate too high for the optimizer (try optimizer.lr a third to a tenth of what it is); "
                 "memory.dtype float16 (fp16 overflows: use bfloat16, and a DiT file of that dtype); "
-                "memory.transformer_dtype float8 together with a high lr or with an fp8 DiT file that is itself scaled; "
+                "memory.transformer_dtype float8 (fp8 base weights are coarse: with it, lower the lr or train in bfloat16); "
                 "a bad clip or caption in the data (a black or corrupt video, an empty caption: `runner dataset check`).")
 
     def _host_path(self, name: str) -> str:
@@ -225,7 +232,7 @@ class Silence:
 
 
 def hang_stop(minutes: float, standing: Standing, phase: str) -> Stop:
-    where = f"at {standing.summary()}" if standing.step else f"in {phase}"
+    where = f"at {standing.where}" if standing.step else f"in {phase}"
     return Stop(HANG, f"watchdog hang: no output for {minutes:g} min {where}",
                 f"The trainer printed nothing for {minutes:g} minutes {where}, so runner stopped it as hung (watchdog.hang_minutes: "
                 f"{minutes:g}). A trainer hangs after an error in another process (a DataLoader worker, NCCL between GPUs, "
@@ -261,7 +268,71 @@ class StopUnlessExited:
         return self.fired.is_set()
 
 
-def settings_of(plan_json: dict) -> tuple[Watchdog, Schedule | None]:
-    """The watchdog settings and the schedule the job was started with (its plan.json), defaults for older jobs."""
-    watchdog = Watchdog.model_validate(plan_json.get("settings", {}).get("watchdog", {}))
-    return watchdog, Schedule.from_json(plan_json.get("facts", {}).get("schedule"))
+def settings_of(plan_file: Path) -> tuple[Watchdog, Schedule | None]:
+    """The watchdog settings and the schedule the job was started with (its plan.json); defaults for a job whose
+    plan.json has none (started by an older runner)."""
+    try:
+        plan = json.loads(plan_file.read_text())
+    except (OSError, ValueError):
+        plan = {}
+    return Watchdog.model_validate(plan.get("settings", {}).get("watchdog", {})), Schedule.from_json(plan.get("facts", {}).get("schedule"))
+
+
+class Guard:
+    """The watchdogs and the standing of one followed job, fed its log line by line (runner.jobs.launch.follow)."""
+
+    def __init__(self, record, executor, console):
+        self.record, self.executor, self.console = record, executor, console
+        self.settings, schedule = settings_of(record.job_dir / PLAN_JSON)
+        self.watch = logwatch.Watch(record.trainer)
+        self.standing = Standing(record.trainer, schedule)
+        self.nans = NanWatch(self.settings.nan_steps, record.trainer, record.output_dir, record.name)
+        self.oom_stop = StopUnlessExited(executor, record.container)
+        self.silence = Silence(self.settings.hang_minutes, self._hung)
+        self.stop: Stop | None = None
+        self._lock = threading.Lock()
+        self._warned = False
+
+    def __enter__(self) -> "Guard":
+        self.silence.__enter__()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.silence.__exit__(*exc)
+
+    def feed(self, text: str, shown) -> None:
+        """One log line: the display (`shown`, runner.progress.Following) follows it, the watchdogs read it."""
+        self.silence.feed()
+        for part in filter(str.strip, text.split("\r")):  # tqdm redraws with carriage returns
+            line = self.watch.feed(part)
+            if line.marker:
+                shown.step(line.marker)
+            elif line.progress:
+                shown.count(*line.progress)
+            if self.watch.step in (None, logwatch.TRAIN):
+                self._training(line, shown)
+            if line.nan and not self._warned:
+                shown.print(f"runner: {logwatch.nan_hint(self.record.id, self.settings.nan_steps)}", style="bold yellow")
+                self._warned = True
+        if self.watch.oom and self.settings.oom and self.oom_stop.start():
+            shown.print(f"runner: {self.watch.oom.summary()}; the trainer has {OOM_GRACE_S} s to exit before runner stops its container",
+                        style="bold yellow")
+
+    def _training(self, line: logwatch.Line, shown) -> None:
+        s = self.standing
+        new_step = s.feed(line)
+        if (new_step or line.epoch) and s.step:  # off a terminal: the first step, each epoch, every 30 s
+            shown.standing(s.summary(), time.monotonic(), force=s.step == 1 or bool(line.epoch))
+        if nan := self.nans.feed(line, s, new_step):
+            self._stop(nan)
+
+    def _hung(self) -> None:
+        self._stop(hang_stop(self.settings.hang_minutes, self.standing, self.watch.phase()))
+
+    def _stop(self, reason: Stop) -> None:
+        with self._lock:
+            if self.stop is not None:
+                return
+            self.stop = reason
+        self.console.print(f"runner: {reason.summary}: stopping the run", style="bold red", highlight=False)
+        self.executor.stop(self.record.container)
