@@ -335,9 +335,10 @@ def test_models_missing_on_the_host(workspace, env, on_host, tmp_path):
 
 def test_two_jobs_at_once_on_one_host(workspace, env, on_host):
     on_host()
-    job = workspace / "examples" / "dp.yaml"
-    job.write_text((workspace / "examples" / "t2v-1.3B-diffpipe.yaml").read_text() + "env:\n  STANDIN_STEP_SECONDS: '0.2'\n")
-    for _ in range(2):
+    text = (workspace / "examples" / "t2v-1.3B-diffpipe.yaml").read_text() + "env:\n  STANDIN_STEP_SECONDS: '0.2'\n"
+    for name in ("dp-a", "dp-b"):  # two jobs: a second run of one job is refused while it runs (test_lifecycle.py)
+        job = workspace / "examples" / f"{name}.yaml"
+        job.write_text(text.replace("name: ball-1p3b-dp", f"name: {name}"))
         r = runner(["train", job, "--host", "gpu01", "--detach"], env, cwd=workspace)
         assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
     a, b = sorted(_records(env), key=lambda r: r["id"])

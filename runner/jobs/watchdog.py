@@ -8,6 +8,7 @@ SIGKILL 30 s later): what the trainer saved before stays where it is.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import math
@@ -244,14 +245,16 @@ class StopUnlessExited:
     """The OOM watchdog: stops a container that has not exited `seconds` after start() (a trainer hung after CUDA
     out of memory)."""
 
-    def __init__(self, executor, container: str, seconds: float = OOM_GRACE_S):
-        self.fired = threading.Event()
+    def __init__(self, executor, container: str, seconds: float = OOM_GRACE_S, before=lambda: None):
+        self.fired, self.before = threading.Event(), before  # before: called first (the record says why it stops)
         self.timer = threading.Timer(seconds, self._stop, args=(executor, container))
         self.timer.daemon = True  # an interrupted `runner train` leaves the job to `runner logs -f` / `runner stop`
 
     def _stop(self, executor, container: str) -> None:
         self.fired.set()
-        executor.stop(container)
+        self.before()
+        with contextlib.suppress(Exception):  # the engine gone too: following the job says so
+            executor.stop(container)
 
     def start(self) -> bool:
         """Start the countdown; False when it already runs."""
@@ -287,7 +290,7 @@ class Guard:
         self.watch = logwatch.Watch(record.trainer)
         self.standing = Standing(record.trainer, schedule)
         self.nans = NanWatch(self.settings.nan_steps, record.trainer, record.output_dir, record.name)
-        self.oom_stop = StopUnlessExited(executor, record.container)
+        self.oom_stop = StopUnlessExited(executor, record.container, before=lambda: self._mark(OOM, ""))
         self.silence = Silence(self.settings.hang_minutes, self._hung)
         self.stop: Stop | None = None
         self._lock = threading.Lock()
@@ -331,8 +334,20 @@ class Guard:
 
     def _stop(self, reason: Stop) -> None:
         with self._lock:
-            if self.stop is not None:
+            if self.stop is not None or not self._mark(reason.kind, reason.summary):
                 return
             self.stop = reason
         self.console.print(f"runner: {reason.summary}: stopping the run", style="bold red", highlight=False)
-        self.executor.stop(self.record.container)
+        with contextlib.suppress(Exception):  # the engine gone too: following the job says so
+            self.executor.stop(self.record.container)
+
+    def _mark(self, kind: str, summary: str) -> bool:
+        """Say in the record which watchdog stops the run, before it does (whoever records the run's end reads it);
+        False when the run has ended already."""
+        with self.record.deciding() as saved:
+            if saved.ended:
+                return False
+            saved.stopped_by = kind
+            saved.failure = summary or saved.failure
+            saved.save()
+        return True
