@@ -134,7 +134,9 @@ def test_progress_shows_step_of_total_loss_seconds_per_step_and_eta(workspace, e
     total = STEPS_PER_EPOCH * EPOCHS
     for step, approx, of, epoch, epochs, loss, per_step, eta_approx, h, m, s in seen:
         assert int(of) == total and int(epochs) == EPOCHS and 1 <= int(step) <= total
-        assert (int(step) - 1) // STEPS_PER_EPOCH + 1 == int(epoch) or int(step) % STEPS_PER_EPOCH == 0  # a new epoch starts after its last step
+        # the epoch of the step, or the next one once its last step is done; musubi prints epochs on stdout and its bar
+        # on stderr, two pipes the engine may interleave a line early or late
+        assert int(epoch) - ((int(step) - 1) // STEPS_PER_EPOCH + 1) in ((-1, 0, 1) if trainer == "musubi" else (0, int(step) % STEPS_PER_EPOCH == 0))
         assert 0.1 <= float(loss) <= 0.15  # the stand-in's losses: 0.1 + 0.05 / step
         assert 0.05 < float(per_step) < 5
         assert approx == eta_approx
