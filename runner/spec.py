@@ -278,7 +278,7 @@ class Job(Strict):
     hf_cache: HostPath | None = Field(None, description="host Hugging Face cache; default $HF_HOME or ~/.cache/huggingface")
     seed: Int = Field(42, ge=0, lt=2**32, description="random seed (numpy takes 0 to 2^32 - 1)")
     env: dict[EnvName, EnvValue] = Field(default_factory=dict, description="extra container environment; wins over runner's rules")
-    watchdog: Watchdog = Field(Watchdog(), description="when runner stops a run by itself: NaN loss, CUDA out of memory, no output (exit code 3)")
+    watchdog: Watchdog = Field(Watchdog(), description="when runner stops a run by itself: a NaN loss, CUDA out of memory, no output (README: Progress and watchdogs)")
 
     @field_validator("memory", mode="before")
     @classmethod
