@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from runner.jobs import logwatch, watchdog
 from tests.dockerfixtures import require_docker, runner, runner_env
 
 EXAMPLE = {"musubi": "t2v-1.3B-musubi", "diffpipe": "t2v-1.3B-diffpipe"}
@@ -150,3 +151,63 @@ def test_progress_shows_step_of_total_loss_seconds_per_step_and_eta(workspace, e
         assert all(a == "" for _, a, *rest in seen)
     follow = runner(["logs", NAME[trainer]], env)
     assert "[runner] done" in follow.stdout
+
+
+# --- the arithmetic, on the trainers' lines as they print them ----------------------------------------------------
+
+
+def feed(standing: watchdog.Standing, *lines: str) -> list[bool]:
+    return [standing.feed(logwatch.classify(line)) for line in lines]
+
+
+def test_diffpipe_total_is_estimated_from_the_data_then_known_from_its_first_epoch(tmp_path):
+    from runner.spec import load_job
+    from runner.trainers.resolved import Folder, ResolvedJob
+
+    (tmp_path / "a").mkdir(), (tmp_path / "b").mkdir()
+    job_file = tmp_path / "job.yaml"
+    job_file.write_text("name: x\ntrainer: diffpipe\ntask: t2v-1.3B\nmodels: {preset: t2v-1.3B}\n"
+                        "datasets:\n  - {path: a, repeats: 3, resolutions: [512, [832, 480]]}\n  - {path: b}\n"
+                        "schedule: {batch_size: 2, gradient_accumulation_steps: 2, epochs: 10, max_steps: 100}\ngpus: 2\n")
+    job = load_job(job_file)
+    folders = [Folder([tmp_path / "a" / f"{i}.mp4" for i in range(5)]), Folder([tmp_path / "b" / "0.png"])]
+    schedule = watchdog.schedule_of(ResolvedJob(job=job, target="here", files=None, folders=folders))
+    # (5 × 3 × 2 + 1) = 31 examples over a global batch of 2 × 2 × 2 = 8: 3 steps an epoch, 10 epochs, max_steps 100
+    assert (schedule.per_epoch, schedule.total, schedule.estimated) == (3, 30, True)
+    standing = watchdog.Standing("diffpipe", schedule)
+    feed(standing, *[f"steps: {n} loss: 0.1 iter time (s): 2.000 samples/sec: 4.0" for n in (1, 2, 3, 4)])
+    assert standing.summary() == "step 4/≈30 · epoch 1/10 · loss 0.1 · 2.00 s/step · ETA ≈0:00:52"
+    feed(standing, "Started new epoch: 2")  # its buckets rounded down: 4 steps an epoch, not 3
+    assert standing.summary() == "step 4/40 · epoch 2/10 · loss 0.1 · 2.00 s/step · ETA 0:01:12"
+
+
+def test_musubi_standing_comes_from_its_bar_and_survives_carriage_returns():
+    standing = watchdog.Standing("musubi", watchdog.Schedule(None, None, 16))
+    new = feed(standing, "epoch 1/16", "steps:   0%|          | 0/48 [00:00<?, ?it/s]",
+               "steps:   2%|          | 1/48 [00:03<02:21,  3.00s/it]", "steps:   2%|          | 1/48 [00:03<02:21,  3.00s/it, avr_loss=0.123]")
+    assert new == [False, False, True, False]
+    assert standing.summary() == "step 1/48 · epoch 1/16 · loss 0.123 · 3.00 s/step · ETA 0:02:21"
+
+
+@pytest.mark.parametrize("losses,stops_at", [
+    (["0.1", "nan", "nan", "0.1", "nan", "inf", "nan"], 7),  # a finite step resets the streak; Inf counts as NaN
+    (["0.1", "nan", "nan", "0.1", "0.1"], None),
+])
+def test_nan_watch_counts_steps_in_a_row(losses, stops_at):
+    standing = watchdog.Standing("diffpipe", None)
+    nans = watchdog.NanWatch(3, "diffpipe", "/out/x", "x")
+    stopped = None
+    for n, loss in enumerate(losses, 1):
+        line = logwatch.classify(f"steps: {n} loss: {loss} iter time (s): 1.000 samples/sec: 1.0")
+        if (stop := nans.feed(line, standing, standing.feed(line))) and stopped is None:
+            stopped = n
+            assert stop.summary == "watchdog nan: loss NaN/Inf for 3 steps in a row (steps 5-7)"
+    assert stopped == stops_at
+
+
+def test_sampling_is_a_phase_of_musubis_train_step():
+    watch = logwatch.scan(["[runner] step 3/3 train start: accelerate launch …", "steps:  10%|#  | 5/48 [00:15<02:09,  3.00s/it, avr_loss=0.1]",
+                           "INFO musubi_tuner.training.trainer_base: generating sample images at step / サンプル画像生成 ステップ: 5",
+                           "torch.OutOfMemoryError: CUDA out of memory. Tried to allocate 2.00 GiB. GPU 0 has a total capacity of 23.55 GiB of which 1.00 GiB is free."], "musubi")
+    assert watch.oom.phase == logwatch.SAMPLING
+    assert logwatch.phase_fix(logwatch.SAMPLING, "musubi").startswith("In sampling, sampling runs the DiT")
