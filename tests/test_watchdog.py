@@ -16,28 +16,14 @@ from pathlib import Path
 import pytest
 
 from runner.jobs import logwatch, watchdog
-from tests.dockerfixtures import require_docker, runner, runner_env
+from tests.dockerfixtures import runner
+from tests.test_docker import built, env  # noqa: F401  (the images built once per session, a runner env per test)
 
 EXAMPLE = {"musubi": "t2v-1.3B-musubi", "diffpipe": "t2v-1.3B-diffpipe"}
 NAME = {"musubi": "ball-1p3b", "diffpipe": "ball-1p3b-dp"}
 STEPS_PER_EPOCH, EPOCHS = 3, 16  # the examples: three clips, batch 1, 16 epochs
 # runner's standing line off a terminal: 'runner: step 4/48 · epoch 2/16 · loss 0.1125 · 0.05 s/step · ETA 0:00:02'
 STANDING = re.compile(r"^runner: step (\d+)/(≈?)(\d+) · epoch (\d+)/(\d+) · loss (\S+) · (\d+\.\d+) s/step · ETA (≈?)(\d+):(\d\d):(\d\d)$", re.M)
-
-
-@pytest.fixture(scope="module")
-def built(tmp_path_factory) -> Path:
-    require_docker()
-    tmp = tmp_path_factory.mktemp("images")
-    for trainer in ("musubi", "diffpipe"):
-        r = runner(["build", trainer], runner_env(tmp))
-        assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
-    return tmp
-
-
-@pytest.fixture
-def env(built, tmp_path) -> dict[str, str]:
-    return runner_env(tmp_path)
 
 
 def job(workspace: Path, trainer: str, watchdog: str, **knobs: str) -> Path:
