@@ -61,7 +61,8 @@ def test_musubi_t2v_example_runs_with_upstream_layout(workspace: Path):
     # clip2 is 49 frames: `head` cuts one 33-frame clip from the start
     assert names(cache) == [f"clip{i}_{s}" for i in (1, 2, 3) for s in ("00000-033_0800x0496_wan.safetensors", "wan_te.safetensors")]  # the bucket, as the real musubi names them
     out = Path(plan["output_dir"])
-    assert names(out) == sorted([f"ball-1p3b-{e:06d}.safetensors" for e in range(1, 16)] + ["ball-1p3b.safetensors"])
+    saves = [f"ball-1p3b-{e:06d}{s}" for e in range(1, 16) for s in (".safetensors", "-state")]  # runner always renders --save_state
+    assert names(out) == sorted(saves + ["ball-1p3b.safetensors", "ball-1p3b-state"])
     tensors, meta = st(out / "ball-1p3b.safetensors")
     assert meta["ss_network_dim"] == "32" and meta["ss_network_alpha"] == "32.0" and meta["ss_steps"] == "48"
     assert "lora_unet_blocks_29_cross_attn_o.lora_up.weight" in tensors and "lora_unet_blocks_30_self_attn_q.alpha" not in tensors
@@ -114,7 +115,10 @@ def test_diffpipe_examples_run_with_upstream_layout(workspace: Path, name: str):
     epochs = int(re.search(r"^epochs = (\d+)", config, re.M).group(1))
     every = int(re.search(r"^save_every_n_epochs = (\d+)", config, re.M).group(1))
     steps = epochs * 3  # three clips, batch 1
-    assert names(run) == sorted(["dataset.toml", "diffpipe.toml", f"global_step{steps}", "latest"] + [f"epoch{e}" for e in range(every, epochs + 1, every)])
+    # runner renders a checkpoint with every epoch LoRA (checkpoint_every_n_epochs), so a run can be resumed
+    cadence = re.search(r"^checkpoint_every_n_epochs = (\d+)", config, re.M)
+    checkpoints = {f"global_step{e * 3}" for e in range(every, epochs + 1, every) if cadence} | {f"global_step{steps}"}
+    assert names(run) == sorted(["dataset.toml", "diffpipe.toml", "latest", *checkpoints] + [f"epoch{e}" for e in range(every, epochs + 1, every)])
     assert (run / "latest").read_text() == f"global_step{steps}"
     layers = 40 if "14B" in name else 30
     assert names(run / f"global_step{steps}") == sorted(["mp_rank_00_model_states.pt"] + [f"layer_{i:02d}-model_states.pt" for i in range(layers + 2)])

@@ -1,4 +1,4 @@
-"""Commands that check, render, run and follow jobs: validate, render, train, logs, ps, stop, pull, selftest."""
+"""Commands that check, render, run and follow jobs: validate, render, train, resume, logs, ps, stop, pull, selftest."""
 
 from __future__ import annotations
 
@@ -50,15 +50,41 @@ def train(
     job: Path = JobArg,
     detach: bool = typer.Option(False, "--detach", "-d", help="start and return; follow later with `runner logs -f`"),
     host: str = HostOpt,
+    resume: bool = typer.Option(False, "--resume", help="continue the latest run from its latest checkpoint (as `runner resume`)"),
+    fresh: bool = typer.Option(False, "--fresh", help="start a new run beside an earlier run's LoRAs and checkpoints (nothing is deleted)"),
 ) -> None:
     """Train: render the job, run each step in the trainer's container, show live logs, exit with its code.
 
     The full log is saved beside the outputs (<output>/<name>/runner-<id>.log). The job keeps running if
     this command is interrupted (Ctrl-C: exit 130, SIGTERM: 143); `runner logs -f`, `runner stop` and `runner ps`
     find it later. A second run of a job that runs is refused (exit 2). Exit 75: the Docker engine went away.
+    When the output folder holds LoRAs or checkpoints of an earlier run, it refuses to start without --resume or
+    --fresh: no LoRA or checkpoint is ever overwritten.
     With --host the image, the rendered job and the datasets are sent to the host (only what changed), model
     files must already be in the host's models folder, and `runner pull` brings the outputs back.
     """
+    from runner.trainers.resolved import Earlier
+
+    if resume and fresh:
+        raise UserError("--resume and --fresh", "both given: a run either continues the latest one or starts anew.", "pass one of them.")
+    run(job, host, detach, Earlier.resume if resume else Earlier.fresh if fresh else Earlier.refuse)
+
+
+@app.command(name="resume")
+def resume_job(
+    job: Path = JobArg,
+    detach: bool = typer.Option(False, "--detach", "-d", help="start and return; follow later with `runner logs -f`"),
+    host: str = HostOpt,
+) -> None:
+    """Continue a job's latest run from its latest checkpoint, on this machine or --host: diffusion-pipe from its
+    DeepSpeed checkpoint (global_stepN), musubi-tuner from its latest state folder, its saves numbered on from there."""
+    from runner.trainers.resolved import Earlier
+
+    run(job, host, detach, Earlier.resume)
+
+
+def run(job: Path, host: str | None, detach: bool, earlier) -> None:
+    """Start the job (earlier: runner.trainers.resolved.Earlier) and follow it unless detached; exit with its code."""
     from runner import config
     from runner.jobs import launch
     from runner.executors import executor_for
@@ -67,7 +93,7 @@ def train(
     settings = config.load()
     executor = executor_for(host)
     with _interrupted("the job was not started"):
-        record = launch.start(job, executor, settings, cli.out)
+        record = launch.start(job, executor, settings, cli.out, earlier)
     if detach:
         views.line(cli.out, f"follow it with `runner logs -f {record.id}`")
         return

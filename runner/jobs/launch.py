@@ -26,7 +26,7 @@ from runner.mounts import Mount
 from runner.plan import Plan
 from runner.progress import Following
 from runner.spec import Job
-from runner.trainers.resolved import ResolvedJob
+from runner.trainers.resolved import Earlier, ResolvedJob
 
 def gpu_environment(inventory, job: Job, memory_plan=None) -> tuple[dict[str, str], str]:
     """Variables the GPUs need (runner.gpu.envrules) and the pins table of the image for them (runner.gpu.variant).
@@ -47,18 +47,25 @@ def target_of(executor: Executor, gpus: bool) -> Target:
         # cache folders come from the data and cache mounts
         return render.cache_dirs(job, executor.host_mounts(mounts.folder_mounts(job), job.name, ""))
 
-    return Target(executor.shell, "this machine" if executor.here else executor.host, models_there, gpus, executor.read_text, cache_dirs)
+    def output_dir(job: Job) -> str:
+        outputs = executor.host_mounts([Mount("outputs", str(job.output), str(mounts.OUTPUTS), False)], job.name, "")[0].host
+        return str(Path(outputs) / job.name)
+
+    return Target(executor.shell, "this machine" if executor.here else executor.host, models_there, gpus, executor.read_text, cache_dirs,
+                  output_dir)
 
 
-def start(job_file: Path, executor: Executor, settings: config.Settings, console: Console) -> JobRecord:
+def start(job_file: Path, executor: Executor, settings: config.Settings, console: Console,
+          earlier: Earlier = Earlier.refuse) -> JobRecord:
     """Resolve the job against its executor's machine, render and start it; returns its record (status running).
+    earlier: what to do when the job's output folder holds an earlier run's LoRAs or checkpoints.
 
     The job folder's plan.json is written once, after the container is fully decided: it lists the mounts as
     the target sees them, the whole environment (secrets by name only) and the facts the settings came from."""
     gpus = records.gpus_wanted()
     if gpus:
         executor.check_gpus()
-    resolved = render.load_checked(job_file, target_of(executor, bool(gpus)), plan_needed=bool(gpus))
+    resolved = render.load_checked(job_file, target_of(executor, bool(gpus)), plan_needed=bool(gpus), earlier=earlier)
     job, inventory = resolved.job, resolved.inventory
     if job.memory.auto and inventory is None:
         raise UserError("memory: auto", "needs a GPU to plan for, and RUNNER_GPUS=none starts containers without one.", "set memory settings explicitly")
