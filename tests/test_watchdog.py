@@ -194,6 +194,7 @@ def test_nan_watch_counts_steps_in_a_row(losses, stops_at):
 def test_sampling_is_a_phase_of_musubis_train_step():
     watch = logwatch.scan(["[runner] step 3/3 train start: accelerate launch …", "steps:  10%|#  | 5/48 [00:15<02:09,  3.00s/it, avr_loss=0.1]",
                            "INFO musubi_tuner.training.trainer_base: generating sample images at step / サンプル画像生成 ステップ: 5",
+                           "Sampling timesteps for prompt 1:  40%|####      | 8/20 [00:04<00:06,  2.00it/s]",
                            "torch.OutOfMemoryError: CUDA out of memory. Tried to allocate 2.00 GiB. GPU 0 has a total capacity of 23.55 GiB of which 1.00 GiB is free."], "musubi")
     assert watch.oom.phase == logwatch.SAMPLING
     assert logwatch.phase_fix(logwatch.SAMPLING, "musubi").startswith("In sampling, sampling runs the DiT")

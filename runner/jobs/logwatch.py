@@ -1,4 +1,5 @@
-"""Reading a trainer's log as it streams: the step running, progress, a NaN loss, CUDA out of memory.
+"""Reading a trainer's log as it streams: the step running, progress, the loss, epochs and saves, a NaN loss, CUDA
+out of memory (runner.jobs.watchdog adds them up into the run's standing and the watchdogs).
 
 `classify` is the one place that says what a log line means. `Watch` adds the lines up: which step runs
 (images/run_plan.py's `[runner] step i/n NAME …` markers) and, inside diffusion-pipe's single train step, whether
@@ -172,7 +173,7 @@ class Watch:
             self.step, self.caching, self.frames = line.step, None, []
         if line.caching:
             self.caching = line.caching
-        if line.sampling or line.progress or line.train_step:
+        if line.sampling or line.loss is not None:  # sampling's own bars carry no loss; training's next step does
             self.sampling = line.sampling
         if line.traceback:
             self.frames = []
