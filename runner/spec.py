@@ -248,6 +248,20 @@ class Memory(Strict):
     text_encoder_batch: Count = Field(16, description="musubi only: captions per umT5 batch while caching (its recipe: 16)")
 
 
+class Watchdog(Strict):
+    """What stops a run that learns nothing, is out of GPU memory or hangs (runner.jobs.watchdog); null turns one off."""
+
+    nan_steps: Count | None = Field(
+        3, description="stop the run after this many optimizer steps in a row with a NaN or Inf loss (musubi shows its running average, which stays NaN after one); the saves made before are kept"
+    )
+    hang_minutes: PositiveFloat | None = Field(
+        30, description="stop the run as hung when the trainer prints nothing for this many minutes (model loading and a 14B step print nothing for a few)"
+    )
+    oom: bool = Field(
+        True, strict=True, description="after CUDA out of memory, stop the container if the trainer has not exited 15 s later (a trainer can hang holding the GPU)"
+    )
+
+
 class Job(Strict):
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$", description="names the outputs and the runs; letters, digits, . _ -")
     trainer: Trainer = Field(description="the trainer that renders and runs the job")
@@ -264,6 +278,7 @@ class Job(Strict):
     hf_cache: HostPath | None = Field(None, description="host Hugging Face cache; default $HF_HOME or ~/.cache/huggingface")
     seed: Int = Field(42, ge=0, lt=2**32, description="random seed (numpy takes 0 to 2^32 - 1)")
     env: dict[EnvName, EnvValue] = Field(default_factory=dict, description="extra container environment; wins over runner's rules")
+    watchdog: Watchdog = Field(Watchdog(), description="when runner stops a run by itself: a NaN loss, CUDA out of memory, no output (README: Progress and watchdogs)")
 
     @field_validator("memory", mode="before")
     @classmethod

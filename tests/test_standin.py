@@ -214,7 +214,7 @@ def test_musubi_train_rules_after_caching(workspace: Path):
     r = run(["--max_train_epochs", "1", "--resume", str(out / "ball-1p3b-state")])
     assert r.returncode == 0 and "resume training from local state" in r.stderr
     r = harness.run(base + ["--max_train_epochs", "1"], MUSUBI, {"STANDIN_FAIL_AT_STEP": "2", "STANDIN_NAN_AT_STEP": "1"})
-    assert r.returncode == 1 and "loss: nan" in r.stdout and "STANDIN_FAIL_AT_STEP=2" in r.stderr
+    assert r.returncode == 1 and "avr_loss=nan" in r.stderr and "STANDIN_FAIL_AT_STEP=2" in r.stderr
 
 
 def test_accelerate_passes_failure_as_exit_1(workspace: Path, tmp_path: Path):

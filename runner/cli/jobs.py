@@ -166,7 +166,7 @@ def logs(
 def ps(
     host: str = typer.Option(None, help="only jobs on this host (\"local\" for this machine)"),
     as_json: bool = JsonOpt('{"jobs": [{"id", "name", "trainer", "host", "image", "container", "job_file", "output_dir", "status", '
-                            '"exit_code", "failure", "started", "finished", "master_port", "env_names", "fingerprints", "stop_requested", "locked"}]}'),
+                            '"exit_code", "failure", "stopped_by", "started", "finished", "master_port", "env_names", "fingerprints", "stop_requested", "locked"}]}'),
 ) -> None:
     """List job runs with their state, refreshed from the engines that run them."""
     from runner.jobs import launch, records

@@ -9,8 +9,8 @@ variant detection; fp8_scaled transformer files rejected), the dataset rules in 
 --master_port, the run folder `output_dir/<UTC %Y%m%d_%H-%M-%S>/` with copies of both TOMLs, adapter saves
 `epochN/`/`stepN/`, DeepSpeed checkpoints `global_stepN/` + `latest`, the `save`/`save_quit` signal files,
 --resume_from_checkpoint, --cache_only, and "TRAINING COMPLETE!". Weights are zeros.
-Knobs: STANDIN_STEP_SECONDS, STANDIN_FAIL_AT_STEP, STANDIN_NAN_AT_STEP, STANDIN_OOM_IN, STANDIN_LOG_LINE
-(utils/standin_kit.py). STANDIN_OOM_IN=cache-latents|cache-text-encoder hangs after the traceback like upstream, whose
+Knobs: STANDIN_STEP_SECONDS, STANDIN_FAIL_AT_STEP, STANDIN_NAN_AT_STEP, STANDIN_NAN_FROM_STEP, STANDIN_HANG_AT_STEP,
+STANDIN_OOM_IN, STANDIN_LOG_LINE (utils/standin_kit.py). STANDIN_OOM_IN=cache-latents|cache-text-encoder hangs after the traceback like upstream, whose
 caching runs in a non-daemon process the interpreter waits for; =train exits 1 (no hang seen there).
 Python: upstream needs 3.12 (sqlite3.connect(autocommit=...)); this stand-in runs on 3.11 and cannot enforce it.
 """

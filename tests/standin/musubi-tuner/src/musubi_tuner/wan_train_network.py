@@ -498,8 +498,6 @@ def train(args) -> None:
             micro = 0
             global_step += 1
             loss = step_knobs(global_step)
-            if math.isnan(loss):
-                print("loss: nan", flush=True)
             losses.append(loss)
             avr = sum(losses) / len(losses)
             progress.update(1, avr_loss=f"{avr:.3g}")
