@@ -31,6 +31,9 @@ SAVE_PRECISION = {"bfloat16": "bf16", "float32": "fp32"}
 # the caching scripts load their tokenizers from the hub without a revision (wan/modules/t5.py, clip.py); the
 # image seeds them into HF_HOME, so offline they load exactly the pinned snapshot and never a moved `main`
 CACHE_STEP_ENV = {"HF_HUB_OFFLINE": "1"}
+# TensorBoard (--logging_dir): accelerate's tracker writes <dir>/<%Y%m%d%H%M%S of the start>/network_train/events.*
+# (training/accelerator_setup.py, accelerate tracking.py TensorBoardTracker): one folder per run, in the job's outputs
+TENSORBOARD_DIR = "logs"
 # musubi's --task names one I2V config for both resolutions (wan/configs/__init__.py)
 TASKS = {"t2v-1.3B": "t2v-1.3B", "t2v-14B": "t2v-14B", "i2v-14B-480P": "i2v-14B", "i2v-14B-720P": "i2v-14B"}
 
@@ -179,6 +182,7 @@ def train_args(r: ResolvedJob, config: str) -> list[str]:
         # musubi saves the state with every LoRA it saves; checks allow only checkpoint_every_epochs = save_every_epochs
         args += ["--save_state"]
     args += ["--save_precision", SAVE_PRECISION[job.lora.dtype]]
+    args += ["--log_with", "tensorboard", "--logging_dir", f"{out}/{TENSORBOARD_DIR}"]
     args += ["--seed", str(job.seed), "--output_dir", out, "--output_name", job.name]
     return args
 
