@@ -229,7 +229,7 @@ class Schedule(Strict):
     save_every_epochs: Count | None = Field(1, description="save the LoRA every N epochs")
     save_every_steps: Count | None = Field(None, description="save the LoRA every N optimizer steps")
     checkpoint_every_epochs: Count | None = Field(
-        None, description="resumable state (DeepSpeed / accelerate) every N epochs; musubi saves state with each LoRA, so only equal to save_every_epochs"
+        None, description="resumable state (DeepSpeed / accelerate) every N epochs (`runner resume`). Default: diffpipe with each epoch LoRA (every epoch when it saves by steps) unless checkpoint_every_minutes is set; musubi always saves state with each LoRA, so only equal to save_every_epochs"
     )
     checkpoint_every_minutes: Count | None = Field(None, description="diffpipe only: resumable state every N minutes")
 

@@ -401,7 +401,7 @@ NOT_A_HOST = (["nosuch"], "nosuch")
 # options that are not parsed through a schema type: bad values and what the message must name
 CASES = {
     "host": NOT_A_HOST,
-    ("validate", "job"): (["data"], "folder"), ("render", "job"): (["data"], "folder"), ("train", "job"): (["data"], "folder"),
+    ("validate", "job"): (["data"], "folder"), ("render", "job"): (["data"], "folder"), ("train", "job"): (["data"], "folder"), ("resume", "job"): (["data"], "folder"),
     ("plan", "job"): (["data"], "folder"), ("env", "job"): (["data"], "folder"), ("doctor", "job"): (["data"], "folder"),
     ("dataset check", "job"): (["data"], "folder"),
     ("logs", "job"): (["nosuch"], "nosuch"), ("stop", "job"): (["nosuch"], "nosuch"), ("pull", "job"): (["nosuch"], "nosuch"),
@@ -421,7 +421,7 @@ CASES = {
 # values a schema type alone does not tell (validators), as a command line gives them
 EXTRA_CLI = {"--caption-extension": ["txt", "./captions.txt", ""], "--frames": ["0", "-3"], "--min-frames": ["0"]}
 EXEMPT = {
-    "as_json": FLAG, "detach": FLAG, "follow": FLAG, "dry_run": FLAG, "replace": FLAG,
+    "as_json": FLAG, "detach": FLAG, "follow": FLAG, "resume": FLAG, "fresh": FLAG, "dry_run": FLAG, "replace": FLAG,
 }
 
 

@@ -99,7 +99,7 @@ def test_board_shows_each_run_of_each_job_locally_and_ctrl_c_removes_it(workspac
 
     train(MUSUBI, env, workspace)
     time.sleep(1.1)  # musubi names a run's log folder by the second it started
-    train(MUSUBI, env, workspace)  # a second run of the same job: its own labelled run
+    train(MUSUBI, env, workspace, "--fresh")  # a second run of the same job (its saves in a subfolder): its own labelled run
     train(DIFFPIPE, env, workspace)
     port = free_port()
     proc, shown = start_board(["ball-1p3b", "ball-1p3b-dp", "--port", str(port)], env)
@@ -197,3 +197,28 @@ def test_a_killed_board_leaves_no_container_on_the_host(workspace, env, on_host)
     proc.kill()
     proc.wait(30)
     assert not board_containers(engine("gpu01"), shown["container"])
+
+
+# musubi logs a resumed run in a folder of its own (a second labelled run) and counts its steps from 0 again: the 42
+# left after the state of epoch 2 (step 6); diffusion-pipe resumes into its run folder, whose curve goes on to step 48
+@pytest.mark.parametrize("example, job, resumed_runs, last_step", [(MUSUBI, "ball-1p3b", 2, 42), (DIFFPIPE, "ball-1p3b-dp", 1, 48)])
+def test_a_resumed_run_shows_as_its_trainer_logs_it(workspace, env, example, job, resumed_runs, last_step):
+    path = workspace / example
+    text = path.read_text()
+    path.write_text(text + "env:\n  STANDIN_FAIL_AT_STEP: '8'\n")
+    assert runner(["train", example], env, cwd=workspace).returncode == 1
+    path.write_text(text)
+    time.sleep(1.1)  # musubi names a run's log folder by the second it started
+    r = runner(["resume", example], env, cwd=workspace)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    proc, shown = start_board([job, "--port", str(free_port())], env)
+    try:
+        runs = runs_listed(shown["url"], resumed_runs)
+        assert len(runs) == resumed_runs and all(r.startswith(f"{job}/") for r in runs), runs
+        tag = "loss/current" if example == MUSUBI else "train/loss"
+        steps = [[step for _, step, _ in get(f"{shown['url']}data/plugin/scalars/scalars?run={run}&tag={tag}")] for run in sorted(runs)]
+        assert steps[0][:7] == list(range(1, 8)), steps  # the first run, up to its failure
+        assert steps[-1][-1] == last_step, steps  # the resumed run, to the end
+    finally:
+        code, err = stop_board(proc)
+    assert code == 0, err

@@ -190,23 +190,23 @@ def test_mount_path_missing(built, tmp_path):
 
 
 def test_a_valid_cache_is_reused_and_a_stale_one_rebuilt(workspace, env):
-    def train(example: str) -> str:
-        r = runner(["train", f"examples/{example}.yaml"], env, cwd=workspace)
+    def train(example: str, *fresh: str) -> str:
+        r = runner(["train", f"examples/{example}.yaml", *fresh], env, cwd=workspace)
         assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-2000:]
         return r.stdout
 
     first = train("t2v-1.3B-musubi")
     assert "cache-latents start" in first
-    second = train("t2v-1.3B-musubi")
+    second = train("t2v-1.3B-musubi", "--fresh")  # a new run beside the first one's LoRAs
     assert "the caches match the datasets' fingerprints" in second and "cache-latents" not in second
     (workspace / "examples" / "data" / "clips" / "clip1.txt").write_text("a blue ball rolls across a stone floor\n")
-    third = train("t2v-1.3B-musubi")
+    third = train("t2v-1.3B-musubi", "--fresh")
     assert "cache-latents start" in third and "re-caching" in third
 
     train("t2v-1.3B-diffpipe")
     clip = workspace / "examples" / "data" / "clips" / "clip3.mp4"
     clip.write_bytes(clip.read_bytes() + b"\0")  # same paths and captions: only runner's fingerprint sees it
-    assert "--regenerate_cache" in train("t2v-1.3B-diffpipe")
+    assert "--regenerate_cache" in train("t2v-1.3B-diffpipe", "--fresh")
 
 
 def test_a_nan_loss_is_called_out_while_the_job_runs(workspace, env):

@@ -114,4 +114,5 @@ def test_render_names_secrets_without_their_values_and_records_what_it_resolved(
     assert plan["container"]["secret_env"] == ["PIP_INDEX_URL", "WANDB_API_KEY"] and plan["env"]["STANDIN_NOTE"] == "kept"
     assert not {"WANDB_API_KEY", "PIP_INDEX_URL"} & set(plan["env"]) and plan["settings"]["name"] == "ball-1p3b"
     assert plan["facts"] == {"target": "this machine", "gpus": None, "host_ram_gib": None, "memory_planned_for_gib": None,
-                             "caches": "make", "dit_dtype": "bfloat16"}
+                             "caches": "make", "dit_dtype": "bfloat16",
+                             "start": {"run_folder": "", "checkpoint": None, "epoch": 0, "step": 0}}  # render does not look at outputs

@@ -146,7 +146,9 @@ def test_train_on_a_host_then_pull(workspace, env, on_host):
     again = runner(["pull", "ball-1p3b"], env)
     assert "pulled 0 of" in again.stdout, again.stdout
 
-    resync = runner(["train", job, "--host", "gpu01", "--detach"], {**env, "HF_TOKEN": secret}, cwd=workspace)
+    refused = runner(["train", job, "--host", "gpu01"], env, cwd=workspace)  # the host's outputs hold the first run's LoRAs
+    assert refused.returncode == 2 and dirs["outputs"] in refused.stderr and "runner resume" in refused.stderr, refused.stderr
+    resync = runner(["train", job, "--host", "gpu01", "--detach", "--fresh"], {**env, "HF_TOKEN": secret}, cwd=workspace)
     assert resync.returncode == 0 and "0 of 6 files sent" in resync.stderr.replace("\n", " "), resync.stderr
     detached = max(_records(env), key=lambda r: r["started"])
     container = engine("gpu01").containers.get(detached["container"])  # kept until someone collects the job
@@ -246,6 +248,20 @@ def test_failing_job_exit_code_reaches_the_laptop(workspace, env, on_host):
     assert "failed" in runner(["ps", "--host", "gpu01"], env).stdout
 
 
+def test_resume_on_a_host_counts_on(workspace, env, on_host):
+    """A job that failed on the host is resumed there, from the state on the host; its saves are numbered on."""
+    dirs = on_host()
+    job = workspace / "examples" / "resumed.yaml"
+    text = (workspace / MUSUBI).read_text()
+    job.write_text(text + "env:\n  STANDIN_FAIL_AT_STEP: '8'\n")
+    assert runner(["train", job, "--host", "gpu01"], env, cwd=workspace).returncode not in (0, 2)
+    job.write_text(text)
+    r = runner(["resume", job, "--host", "gpu01"], env, cwd=workspace)
+    assert r.returncode == 0 and "resuming from ball-1p3b-000002-state (epoch 2, step 6)" in r.stdout, r.stdout[-3000:] + r.stderr[-2000:]
+    saved = {p.name for p in (Path(dirs["outputs"]) / "ball-1p3b").iterdir()}
+    assert {f"ball-1p3b-{e:06d}.safetensors" for e in range(1, 16)} | {"ball-1p3b.safetensors"} <= saved
+
+
 def test_a_job_hung_after_cuda_out_of_memory_on_a_host_is_stopped_there(workspace, env, on_host):
     """The stand-in diffusion-pipe hangs after torch's OOM while caching, as the real one does; runner stops it over SSH."""
     on_host()
@@ -335,9 +351,10 @@ def test_models_missing_on_the_host(workspace, env, on_host, tmp_path):
 
 def test_two_jobs_at_once_on_one_host(workspace, env, on_host):
     on_host()
-    job = workspace / "examples" / "dp.yaml"
-    job.write_text((workspace / "examples" / "t2v-1.3B-diffpipe.yaml").read_text() + "env:\n  STANDIN_STEP_SECONDS: '0.2'\n")
-    for _ in range(2):
+    text = (workspace / "examples" / "t2v-1.3B-diffpipe.yaml").read_text() + "env:\n  STANDIN_STEP_SECONDS: '0.2'\n"
+    for name in ("dp-a", "dp-b"):  # two jobs: a second run of one job is refused while it runs (test_lifecycle.py)
+        job = workspace / "examples" / f"{name}.yaml"
+        job.write_text(text.replace("name: ball-1p3b-dp", f"name: {name}"))
         r = runner(["train", job, "--host", "gpu01", "--detach"], env, cwd=workspace)
         assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
     a, b = sorted(_records(env), key=lambda r: r["id"])

@@ -73,7 +73,8 @@ def test_musubi_t2v_example_runs_with_upstream_layout(workspace: Path):
     # clip2 is 49 frames: `head` cuts one 33-frame clip from the start
     assert names(cache) == [f"clip{i}_{s}" for i in (1, 2, 3) for s in ("00000-033_0800x0496_wan.safetensors", "wan_te.safetensors")]  # the bucket, as the real musubi names them
     out = Path(plan["output_dir"])
-    assert names(out) == sorted([f"ball-1p3b-{e:06d}.safetensors" for e in range(1, 16)] + ["ball-1p3b.safetensors", "logs"])
+    saves = [f"ball-1p3b-{e:06d}{s}" for e in range(1, 16) for s in (".safetensors", "-state")]  # runner always renders --save_state
+    assert names(out) == sorted(saves + ["ball-1p3b.safetensors", "ball-1p3b-state", "logs"])
     (run,) = (out / "logs").iterdir()  # accelerate's tracker: <logging_dir>/<%Y%m%d%H%M%S>/network_train/events.*
     assert re.fullmatch(r"\d{14}", run.name) and names(run) == ["network_train"]
     curves = scalars(run / "network_train")
@@ -130,8 +131,11 @@ def test_diffpipe_examples_run_with_upstream_layout(workspace: Path, name: str):
     epochs = int(re.search(r"^epochs = (\d+)", config, re.M).group(1))
     every = int(re.search(r"^save_every_n_epochs = (\d+)", config, re.M).group(1))
     steps = epochs * 3  # three clips, batch 1
+    # runner renders a checkpoint with every epoch LoRA (checkpoint_every_n_epochs), so a run can be resumed
+    cadence = re.search(r"^checkpoint_every_n_epochs = (\d+)", config, re.M)
+    checkpoints = {f"global_step{e * 3}" for e in range(every, epochs + 1, every) if cadence} | {f"global_step{steps}"}
     events = [p.name for p in run.glob("events.out.tfevents.*")]
-    assert names(run) == sorted(["dataset.toml", "diffpipe.toml", f"global_step{steps}", "latest", *events] + [f"epoch{e}" for e in range(every, epochs + 1, every)])
+    assert names(run) == sorted(["dataset.toml", "diffpipe.toml", "latest", *checkpoints, *events] + [f"epoch{e}" for e in range(every, epochs + 1, every)])
     curves = scalars(run)  # train.py's SummaryWriter(log_dir=run_dir)
     assert len(events) == 1 and curves["train/loss"] == list(range(1, steps + 1)) and curves["train/epoch_loss"] == list(range(1, epochs + 1))
     assert (run / "latest").read_text() == f"global_step{steps}"

@@ -1,7 +1,9 @@
-"""Commands that check, render, run and follow jobs: validate, render, train, logs, ps, stop, pull, board, selftest."""
+"""Commands that check, render, run and follow jobs: validate, render, train, resume, logs, ps, stop, pull, board, selftest."""
 
 from __future__ import annotations
 
+import contextlib
+import signal
 import sys
 from pathlib import Path
 from typing import Annotated
@@ -12,6 +14,7 @@ from pydantic import Field
 from runner import cli, views
 from runner.cli import HostOpt, JobArg, JsonOpt, RamOpt, VramOpt, app, choice, out_folder, read_first, schema_option, target
 from runner.errors import UserError
+from runner.executors import ContainerGone
 from runner.spec import Count
 
 Port = Annotated[Count, Field(le=65535)]
@@ -52,14 +55,41 @@ def train(
     job: Path = JobArg,
     detach: bool = typer.Option(False, "--detach", "-d", help="start and return; follow later with `runner logs -f`"),
     host: str = HostOpt,
+    resume: bool = typer.Option(False, "--resume", help="continue the latest run from its latest checkpoint (as `runner resume`)"),
+    fresh: bool = typer.Option(False, "--fresh", help="start a new run beside an earlier run's LoRAs and checkpoints (nothing is deleted)"),
 ) -> None:
     """Train: render the job, run each step in the trainer's container, show live logs, exit with its code.
 
     The full log is saved beside the outputs (<output>/<name>/runner-<id>.log). The job keeps running if
-    this command is interrupted; `runner logs -f`, `runner stop` and `runner ps` find it later.
+    this command is interrupted (Ctrl-C: exit 130, SIGTERM: 143); `runner logs -f`, `runner stop` and `runner ps`
+    find it later. A second run of a job that runs is refused (exit 2). Exit 75: the Docker engine went away.
+    When the output folder holds LoRAs or checkpoints of an earlier run, it refuses to start without --resume or
+    --fresh: no LoRA or checkpoint is ever overwritten.
     With --host the image, the rendered job and the datasets are sent to the host (only what changed), model
     files must already be in the host's models folder, and `runner pull` brings the outputs back.
     """
+    from runner.trainers.resolved import Earlier
+
+    if resume and fresh:
+        raise UserError("--resume and --fresh", "both given: a run either continues the latest one or starts anew.", "pass one of them.")
+    run(job, host, detach, Earlier.resume if resume else Earlier.fresh if fresh else Earlier.refuse)
+
+
+@app.command(name="resume")
+def resume_job(
+    job: Path = JobArg,
+    detach: bool = typer.Option(False, "--detach", "-d", help="start and return; follow later with `runner logs -f`"),
+    host: str = HostOpt,
+) -> None:
+    """Continue a job's latest run from its latest checkpoint, on this machine or --host: diffusion-pipe from its
+    DeepSpeed checkpoint (global_stepN), musubi-tuner from its latest state folder, its saves numbered on from there."""
+    from runner.trainers.resolved import Earlier
+
+    run(job, host, detach, Earlier.resume)
+
+
+def run(job: Path, host: str | None, detach: bool, earlier) -> None:
+    """Start the job (earlier: runner.trainers.resolved.Earlier) and follow it unless detached; exit with its code."""
     from runner import config
     from runner.jobs import launch
     from runner.executors import executor_for
@@ -67,16 +97,36 @@ def train(
     read_first(job)
     settings = config.load()
     executor = executor_for(host)
-    record = launch.start(job, executor, settings, cli.out)
+    with _interrupted("the job was not started"):
+        record = launch.start(job, executor, settings, cli.out, earlier)
     if detach:
         views.line(cli.out, f"follow it with `runner logs -f {record.id}`")
         return
-    try:
+    with _interrupted(f"the job keeps running: `runner logs -f {record.id}` follows it again, `runner stop {record.id}` stops it"):
         code = launch.follow(record, executor, cli.out)
-    except KeyboardInterrupt:
-        views.line(cli.err, f"the job keeps running: `runner logs -f {record.id}` follows it again, `runner stop {record.id}` stops it")
-        raise typer.Exit(130) from None
     raise typer.Exit(code)
+
+
+class Terminated(BaseException):
+    """SIGTERM to a command that follows a job, raised where it runs so that files and records close cleanly."""
+
+
+def _terminated(signum, frame) -> None:
+    raise Terminated()
+
+
+@contextlib.contextmanager
+def _interrupted(then: str):
+    """Ctrl-C exits 130 and SIGTERM 143, saying `then` (what became of the job), without a traceback; SIGTERM is
+    raised as Terminated meanwhile, like Ctrl-C, so that the log copy and the records close cleanly."""
+    previous = signal.signal(signal.SIGTERM, _terminated)
+    try:
+        yield
+    except (KeyboardInterrupt, Terminated) as e:
+        views.line(cli.err, f"runner: {'SIGTERM' if isinstance(e, Terminated) else 'interrupted'}; {then}")
+        raise typer.Exit(143 if isinstance(e, Terminated) else 130) from None
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 @app.command()
@@ -89,21 +139,29 @@ def logs(
     from runner.executors import executor_for
 
     record = launch.refresh([records.find(job)])[0]
-    if record.status != "running":  # finished: the container is gone, its log was kept
-        views.log_text(cli.out, record.log_file.read_text() if record.log_file.exists() else "(no log was kept)\n")
-        raise typer.Exit(record.exit_code or 0)
-    executor = executor_for(record.host)
-    if follow:
-        raise typer.Exit(launch.follow(record, executor, cli.out))
-    for text in executor.logs(record.container, follow=False):
-        views.log_text(cli.out, text + "\n")
+    if record.status == "running":
+        executor = executor_for(record.host)
+        if follow:
+            with _interrupted(f"the job keeps running: `runner logs -f {record.id}` follows it again"):
+                raise typer.Exit(launch.follow(record, executor, cli.out))
+        try:
+            for text in executor.logs(record.container, follow=False):
+                views.log_text(cli.out, text + "\n")
+            return
+        except ContainerGone:
+            record = launch.end(record, executor)  # removed outside runner since the refresh
+    # ended: the container is gone, its log was kept
+    views.log_text(cli.out, record.log_file.read_text() if record.log_file.exists() else "(no log was kept)\n")
+    if record.status == "lost":
+        views.line(cli.err, f"runner: {record.id}: {record.failure}")
+    raise typer.Exit(launch.exit_code(record))
 
 
 @app.command()
 def ps(
     host: str = typer.Option(None, help="only jobs on this host (\"local\" for this machine)"),
     as_json: bool = JsonOpt('{"jobs": [{"id", "name", "trainer", "host", "image", "container", "job_file", "output_dir", "status", '
-                            '"exit_code", "failure", "started", "finished", "master_port", "env_names", "fingerprints"}]}'),
+                            '"exit_code", "failure", "started", "finished", "master_port", "env_names", "fingerprints", "stop_requested", "locked"}]}'),
 ) -> None:
     """List job runs with their state, refreshed from the engines that run them."""
     from runner.jobs import launch, records
@@ -125,8 +183,14 @@ def stop(job: str = typer.Argument(..., help="job name (its newest run) or run i
     from runner.executors import executor_for
 
     record = records.find(job)
-    launch.stop(record, executor_for(record.host))
-    views.line(cli.out, f"stopped {record.id}; its log: `runner logs {record.id}`")
+    if record.ended:
+        views.line(cli.out, f"{record.id} already ended: {record.status}; its log: `runner logs {record.id}`")
+        return
+    record = launch.stop(record, executor_for(record.host))
+    if record.status == "stopped":
+        views.line(cli.out, f"stopped {record.id}; its log: `runner logs {record.id}`")
+    else:
+        views.line(cli.out, f"{record.id} had ended before the stop: {record.status} {record.failure}".rstrip())
 
 
 @app.command()
@@ -157,8 +221,9 @@ def board(
     """
     from runner.jobs import board as b
 
+    served = None
     try:
-        with b.opened(jobs or [], host, port) as served:
+        with b.signals_interrupt(), b.opened(jobs or [], host, port) as served:
             if as_json:
                 views.emit_json(served.as_json())
             else:
@@ -166,7 +231,9 @@ def board(
             sys.stdout.flush()
             b.serve(served)
     except KeyboardInterrupt:
-        pass
+        if served is None:
+            views.line(cli.err, "runner: interrupted before TensorBoard answered; nothing is left running")
+            raise typer.Exit(130) from None
     views.line(cli.err, "TensorBoard stopped; its container is removed")
 
 

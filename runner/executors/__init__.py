@@ -9,6 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Iterator, Protocol, runtime_checkable
 
+from runner.errors import UserError
 from runner.executors.container import ContainerSpec
 from runner.mounts import Mount
 from runner.shell import Shell
@@ -17,12 +18,29 @@ if TYPE_CHECKING:
     from runner.remote.sync import Stats
 
 
+class ContainerGone(Exception):
+    """The container is not there (removed outside runner, or being removed): its log and exit code are lost."""
+
+
+class EngineLost(UserError):
+    """The Docker engine stopped answering while runner used it (dockerd stopped or restarted, its host down)."""
+
+    exit_code = 75  # EX_TEMPFAIL: the run's state is unknown until the engine is back; README "Your work is safe"
+
+
+def engine_lost(engine: str, e: BaseException | str) -> EngineLost:
+    return EngineLost(engine, f"stopped answering ({e}). A restart of dockerd stops its containers unless live-restore is on.",
+                      "once it is back, `runner ps` shows how the run ended, `runner logs JOB` its log and `runner logs -f JOB` "
+                      "follows it if it still runs.")
+
+
 @runtime_checkable
 class Executor(Protocol):
     host: str  # the name job records store: "local", or a hosts inventory entry
     shell: Shell  # commands on the target (GPU inventory, nvidia-smi, free disk)
     user: str  # "UID:GID" the containers run as, so files in mounts are the user's
     here: bool  # the target is this machine: the job's paths are the containers' host paths, outputs need no pull
+    locks_folder: str  # where the target keeps its job locks (runner.jobs.joblock)
 
     # --- before a job starts: each raises UserError naming the fix ---------------------------------
     def check_gpus(self) -> None: ...
@@ -46,8 +64,9 @@ class Executor(Protocol):
     def read_text(self, path: Path) -> str | None: ...
     def write_text(self, path: Path, text: str) -> None: ...
 
-    # --- container lifecycle -----------------------------------------------------------------------
-    def start(self, spec: ContainerSpec) -> str: ...
+    # --- container lifecycle: ContainerGone when the container is not there, EngineLost when the engine is not ---
+    def start(self, spec: ContainerSpec) -> str:
+        """Start it; a container the engine created but could not start is removed before the error is raised."""
     def logs(self, container: str, follow: bool = True) -> Iterator[str]: ...
     def wait(self, container: str) -> int: ...
     def state(self, container: str) -> dict:

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import time
 from pathlib import Path
 from typing import Iterator
 
-from runner import files, preflight
+from runner import config, files, preflight
 from runner.errors import UserError
+from runner.executors import ContainerGone, engine_lost
 from runner.executors.container import ContainerSpec
 from runner.executors.refusals import start_refused
 from runner.mounts import Mount
@@ -35,9 +37,33 @@ def client():
 REMOVAL_WAIT_S = 30.0  # how long remove() waits out another removal of the same container
 
 
+@contextlib.contextmanager
+def engine_calls(container: str) -> Iterator[None]:
+    """Docker SDK calls about `container`: ContainerGone when it is not there (or is being removed), EngineLost
+    when the engine stops answering (the SDK raises requests' and urllib3's errors then)."""
+    import docker
+    import requests
+    import urllib3
+
+    try:
+        yield
+    except docker.errors.NotFound as e:
+        raise ContainerGone(container) from e
+    except docker.errors.APIError as e:
+        if e.status_code == 409 and ("marked for removal" in str(e) or "is dead" in str(e)):
+            raise ContainerGone(container) from e
+        raise
+    except (requests.exceptions.RequestException, urllib3.exceptions.HTTPError, ConnectionError) as e:
+        raise engine_lost("Docker", e) from None
+
+
 class LocalDocker:
     host = "local"
     here = True
+
+    @property
+    def locks_folder(self) -> str:
+        return str(config.state_dir() / "locks")
 
     def __init__(self, docker_client=None):
         self._client = docker_client
@@ -109,17 +135,19 @@ class LocalDocker:
         import docker
 
         secrets = spec.secrets_on_stdin()
-        try:
-            container = self.client.containers.run(**spec.sdk_kwargs())
-        except docker.errors.APIError as e:
-            raise start_refused(str(e.explanation or e), spec, "Docker", "read the message; `runner doctor` checks the setup.") from e
-        if secrets:
+        with engine_calls(spec.name):
             try:
-                self._write_stdin(container.id, secrets)
-            except (OSError, docker.errors.APIError) as e:
-                self.remove(container.id)  # it would wait for them, then fail
-                raise start_refused(f"its secrets could not be written to its stdin: {e}", spec, "Docker",
-                                    "run the command again; `runner doctor` checks the setup.") from e
+                container = self.client.containers.run(**spec.sdk_kwargs())
+            except docker.errors.APIError as e:
+                self.remove(spec.name)  # run = create + start: a refused start leaves the container in Created
+                raise start_refused(str(e.explanation or e), spec, "Docker", "read the message; `runner doctor` checks the setup.") from e
+            if secrets:
+                try:
+                    self._write_stdin(container.id, secrets)
+                except (OSError, docker.errors.APIError) as e:
+                    self.remove(container.id)  # it would wait for them, then fail
+                    raise start_refused(f"its secrets could not be written to its stdin: {e}", spec, "Docker",
+                                        "run the command again; `runner doctor` checks the setup.") from e
         return spec.name
 
     def _write_stdin(self, container: str, data: bytes) -> None:
@@ -133,26 +161,23 @@ class LocalDocker:
             sock.close()
 
     def logs(self, container: str, follow: bool = True) -> Iterator[str]:
-        c = self.client.containers.get(container)
-        buf = b""
-        for chunk in c.logs(stream=True, follow=follow):
-            buf += chunk
-            *lines, buf = buf.split(b"\n")
-            for line in lines:
-                yield line.decode(errors="replace")
-        if buf:
-            yield buf.decode(errors="replace")
+        with engine_calls(container):
+            buf = b""
+            for chunk in self.client.containers.get(container).logs(stream=True, follow=follow):
+                buf += chunk
+                *lines, buf = buf.split(b"\n")
+                for line in lines:
+                    yield line.decode(errors="replace")
+            if buf:
+                yield buf.decode(errors="replace")
 
     def wait(self, container: str) -> int:
-        return int(self.client.containers.get(container).wait()["StatusCode"])
+        with engine_calls(container):
+            return int(self.client.containers.get(container).wait()["StatusCode"])
 
     def stop(self, container: str, timeout: int = 30) -> None:
-        import docker
-
-        try:
+        with contextlib.suppress(ContainerGone), engine_calls(container):
             self.client.containers.get(container).stop(timeout=timeout)
-        except docker.errors.NotFound:
-            pass
 
     def remove(self, container: str) -> None:
         """Remove the container, and return once it is gone (the engine answers 409 while another removal of it runs)."""
@@ -161,9 +186,10 @@ class LocalDocker:
         deadline = time.monotonic() + REMOVAL_WAIT_S
         while True:
             try:
-                self.client.containers.get(container).remove(force=True)
+                with engine_calls(container):
+                    self.client.containers.get(container).remove(force=True)
                 return
-            except docker.errors.NotFound:
+            except ContainerGone:
                 return
             except docker.errors.APIError as e:
                 if e.status_code != 409 or "already in progress" not in str(e) or time.monotonic() > deadline:
@@ -171,9 +197,8 @@ class LocalDocker:
                 time.sleep(0.2)
 
     def state(self, container: str) -> dict:
-        import docker
-
         try:
-            return self.client.containers.get(container).attrs["State"]
-        except docker.errors.NotFound:
+            with engine_calls(container):
+                return self.client.containers.get(container).attrs["State"]
+        except ContainerGone:
             return {}

@@ -17,6 +17,7 @@ from rich.console import Console
 
 from runner import preflight
 from runner.errors import UserError
+from runner.executors import ContainerGone, engine_lost
 from runner.executors.container import LABEL_PORT, LABEL_RECORD, ContainerSpec
 from runner.executors.refusals import start_refused
 from runner.mounts import Mount
@@ -52,6 +53,10 @@ class RemoteDocker:
         """models, data, cache or outputs on the host, with ~ expanded (docker needs absolute paths)."""
         p = getattr(self.spec_host, volume)
         return posixpath.join(self.home, p[2:]) if p.startswith("~/") else p
+
+    @property
+    def locks_folder(self) -> str:
+        return posixpath.join(self.folder("cache"), "locks")
 
     def job_folder(self, container: str) -> str:
         return posixpath.join(self.folder("cache"), "jobs", container)
@@ -190,8 +195,16 @@ class RemoteDocker:
     def wait(self, container: str) -> int:
         r = self.shell.run(["docker", "wait", container], timeout=7 * 24 * 3600)
         if not r.ok or not r.stdout.strip().lstrip("-").isdigit():
-            raise UserError(f"container {container}", f"is not on {self.host} ({r.stderr.strip()[:200]}).", "`runner ps` lists the jobs there.")
+            raise self._failed(r, container)
         return int(r.stdout.strip())
+
+    def _failed(self, r, container: str) -> Exception:
+        """What a failed `docker` command about `container` means: it is not there, or the engine is not."""
+        if "No such container" in r.stderr or "No such object" in r.stderr:
+            return ContainerGone(container)
+        if "Cannot connect to the Docker daemon" in r.stderr or "Is the docker daemon running" in r.stderr:
+            return engine_lost(f"Docker on {self.host}", r.stderr.strip()[:200])
+        return UserError(f"container {container}", f"could not be read on {self.host} ({r.stderr.strip()[:200]}).", "`runner ps` lists the jobs there.")
 
     def stop(self, container: str, timeout: int = 30) -> None:
         self.shell.run(["docker", "stop", "--time", str(timeout), container], timeout=timeout + 60)
@@ -200,5 +213,9 @@ class RemoteDocker:
         self.shell.run(["docker", "rm", "--force", container], timeout=60)
 
     def state(self, container: str) -> dict:
-        r = self.shell.run(["docker", "inspect", "--format", "{{json .State}}", container], timeout=30)
-        return json.loads(r.stdout) if r.ok else {}
+        r = self.shell.run(["docker", "inspect", "--type", "container", "--format", "{{json .State}}", container], timeout=30)
+        if r.ok:
+            return json.loads(r.stdout)
+        if isinstance(failure := self._failed(r, container), ContainerGone):
+            return {}
+        raise failure

@@ -124,6 +124,8 @@ def facts(r: ResolvedJob) -> dict:
         "memory_planned_for_gib": r.memory_plan.vram_gib if r.job.memory.auto and r.memory_plan else None,
         "caches": r.caches.value,
         "dit_dtype": r.dit_dtype,
+        # where the run starts: its folder under the job's output folder, and the checkpoint it resumes with its counters
+        "start": dataclasses.asdict(r.start),
     }
 
 

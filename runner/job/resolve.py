@@ -5,13 +5,15 @@ the user wrote.
 Facts and where they come from: the target's GPUs and RAM (its Shell, when asked for), the model files' presence
 and safetensors headers (its Shell: on a remote host they are the host's own copies), each dataset folder's
 listing (this machine, which syncs the datasets to the target), the fingerprints recorded beside the caches
-(wherever the caches are). Decisions: the memory plan of `memory: auto`, and whether to make, regenerate or
-reuse the caches.
+(wherever the caches are), what earlier runs left in the job's output folder (where the outputs are). Decisions:
+the memory plan of `memory: auto`, whether to make, regenerate or reuse the caches, and where the run starts (a new
+run, or the latest one resumed from its latest checkpoint).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable
 
@@ -24,7 +26,8 @@ from runner.job import checks
 from runner.models import modelfiles, weights
 from runner.shell import Shell
 from runner.spec import Job, Trainer
-from runner.trainers.resolved import Caches, Folder, ResolvedJob
+from runner.trainers import diffpipe, musubi
+from runner.trainers.resolved import Caches, Earlier, Folder, Outputs, ResolvedJob, Resume
 
 
 @dataclass(frozen=True)
@@ -38,6 +41,7 @@ class Target:
     # the fingerprint recorded beside each dataset's cache, read where the caches are (None: caches not looked at)
     read_text: Callable[[Path], str | None] | None = None
     cache_dirs: Callable[[Job], list[Path]] | None = None  # each dataset's cache folder there
+    output_dir: Callable[[Job], str] | None = None  # the job's output folder there (None: job.output / job.name)
 
 
 def here(gpus: bool = False) -> Target:
@@ -47,12 +51,13 @@ def here(gpus: bool = False) -> Target:
 
 
 def resolve(job: Job, target: Target, vram_gib: float | None = None, ram_gib: float | None = None,
-            plan_needed: bool = False) -> ResolvedJob:
+            plan_needed: bool = False, earlier: Earlier | None = None) -> ResolvedJob:
     """The job resolved against `target` and checked (JobInvalid lists every problem). Model files missing on the
     target are not a problem here (`runner validate` runs anywhere); an executor's check_models refuses them.
 
     vram_gib/ram_gib: memory to plan `memory: auto` for instead of the target's. plan_needed: a `memory: auto`
-    job must be planned (else, with no GPU to plan for, it is checked as written)."""
+    job must be planned (else, with no GPU to plan for, it is checked as written). earlier: look at the job's output
+    folder on the target and decide where the run starts (None: a new run, the folder not looked at)."""
     inventory = gather(target.shell) if target.gpus or (job.memory.auto and vram_gib is None) else None
     if ram_gib is None and (target.gpus or job.memory.auto):
         ram_gib = host_ram_gib(target.shell)
@@ -70,7 +75,12 @@ def resolve(job: Job, target: Target, vram_gib: float | None = None, ram_gib: fl
     folders = [_listing(d.path, d.caption_extension) for d in job.datasets]
     r = ResolvedJob(job, target.name, files, folders, kinds, headers, memory_plan=memory_plan, inventory=inventory, ram_gib=ram_gib)
     checks.check(r)
-    return _with_caches(r, target) if target.read_text and target.cache_dirs else r
+    if target.read_text and target.cache_dirs:
+        r = _with_caches(r, target)
+    if earlier is not None:
+        start = _start(job, _outputs(job, target), earlier)
+        r = replace(r, start=start, notes=r.notes + _start_notes(start))
+    return r
 
 
 class NothingFits(UserError):
@@ -169,3 +179,57 @@ def _with_caches(r: ResolvedJob, target: Target) -> ResolvedJob:
     else:
         caches = Caches.make
     return replace(r, caches=caches, fingerprints=fps, notes=notes)
+
+
+TRAINERS = {Trainer.diffpipe: diffpipe, Trainer.musubi: musubi}
+
+
+def _outputs(job: Job, target: Target) -> Outputs:
+    """The job's output folder on the target: its entries three levels down (one round trip) and readers for the
+    few files a resume decision needs."""
+    folder = target.output_dir(job) if target.output_dir else str(job.output / job.name)
+    listing = target.shell.run(["sh", "-c", '[ -d "$1" ] || exit 0; find "$1" -mindepth 1 -maxdepth 3 -printf "%y\\t%T@\\t%P\\n"', "sh", folder], timeout=60)
+    if not listing.ok:
+        raise UserError(folder, f"cannot be listed on {target.name} ({listing.stderr.strip()[:200]}).", "check the folder's permissions.")
+    entries = {}
+    for line in listing.stdout.splitlines():
+        if line.count("\t") < 2:
+            continue  # the rest of a name holding a newline
+        kind, mtime, name = line.split("\t", 2)
+        entries[name + ("/" if kind == "d" else "")] = float(mtime)
+
+    def read_text(relative: str) -> str | None:
+        r = target.shell.run(["cat", "--", f"{folder}/{relative}"], timeout=30)
+        return r.stdout if r.ok else None
+
+    def read_header(relative: str) -> dict | None:
+        try:
+            return weights.read_header_on(target.shell, f"{folder}/{relative}")
+        except (OSError, weights.NotSafetensors):
+            return None
+
+    return Outputs(folder, entries, read_text, read_header)
+
+
+def _start_notes(s: Resume) -> list[str]:
+    if s.checkpoint is not None:
+        return [f"resuming from {s.checkpoint} (epoch {s.epoch}, step {s.step})"]
+    return [f"the earlier files stay; this run writes into {s.run_folder}/"] if s.run_folder else []
+
+
+def _start(job: Job, out: Outputs, earlier: Earlier) -> Resume:
+    """Where the run starts, from what earlier runs left in the output folder: a first run there, a new run that
+    cannot overwrite them (--fresh), the latest run resumed (--resume); without either, earlier files refuse the run."""
+    trainer = TRAINERS[job.trainer]
+    found = trainer.earlier_files(job, out.entries)
+    if earlier is Earlier.resume:
+        if not found:
+            raise UserError(out.folder, "holds no LoRA or checkpoint of an earlier run: there is nothing to resume.",
+                            "start the first run with `runner train JOB`.")
+        return trainer.resume_from(job, out)
+    if found and earlier is Earlier.refuse:
+        shown = ", ".join(found[-3:]) + (f" and {len(found) - 3} more" if len(found) > 3 else "")
+        raise UserError(out.folder, f"holds {len(found)} LoRAs and checkpoints of an earlier run ({shown}); a new run could overwrite them.",
+                        "continue the latest run with `runner resume JOB` (or `runner train JOB --resume`), or start a new run "
+                        "beside them with `runner train JOB --fresh` (nothing is deleted).")
+    return trainer.fresh_run(job, out.entries, datetime.now(timezone.utc).strftime("%Y%m%d_%H-%M-%S"))

@@ -330,18 +330,22 @@ def opened(refs: list[str], host: str | None, port: int) -> Iterator[Board]:
             executor.close()
 
 
-def serve(board: Board) -> None:
-    """Block until Ctrl-C (or SIGTERM, SIGHUP: a closed terminal), returning normally; BoardFailed if TensorBoard stops."""
+@contextlib.contextmanager
+def signals_interrupt() -> Iterator[None]:
+    """SIGTERM and SIGHUP (a closed terminal) raise KeyboardInterrupt meanwhile, like Ctrl-C: the board is cleaned up."""
     def interrupt(signum, frame):
         raise KeyboardInterrupt
 
     previous = {s: signal.signal(s, interrupt) for s in (signal.SIGTERM, signal.SIGHUP)}
     try:
-        while not board.ended.wait(0.5):
-            pass
-    except KeyboardInterrupt:
-        return
+        yield
     finally:
         for s, handler in previous.items():
             signal.signal(s, handler)
+
+
+def serve(board: Board) -> None:
+    """Until Ctrl-C (KeyboardInterrupt); BoardFailed if TensorBoard stops by itself first."""
+    while not board.ended.wait(0.5):
+        pass
     raise BoardFailed(f"container {board.container}", f"TensorBoard stopped by itself: {_tail(board)}", "run `runner board` again.")

@@ -13,21 +13,21 @@ from pathlib import Path
 
 from rich.console import Console
 
-from runner import config, mounts
+from runner import config, files, mounts
 from runner.data import fingerprint
 from runner.errors import UserError
-from runner.executors import Executor
+from runner.executors import ContainerGone, Executor
 from runner.executors.container import LABEL_JOB, LABEL_PORT, LABEL_RECORD, RUN_PLAN, ContainerSpec
 from runner.images import builder
 from runner.job import checks, render
 from runner.job.resolve import Target
-from runner.jobs import logwatch, records
+from runner.jobs import joblock, logwatch, records
 from runner.jobs.records import JobRecord
 from runner.mounts import Mount
 from runner.plan import Plan
 from runner.progress import bar as progress_bar
 from runner.spec import Job
-from runner.trainers.resolved import ResolvedJob
+from runner.trainers.resolved import Earlier, ResolvedJob
 
 def gpu_environment(inventory, job: Job, memory_plan=None) -> tuple[dict[str, str], str]:
     """Variables the GPUs need (runner.gpu.envrules) and the pins table of the image for them (runner.gpu.variant).
@@ -48,18 +48,25 @@ def target_of(executor: Executor, gpus: bool) -> Target:
         # cache folders come from the data and cache mounts
         return render.cache_dirs(job, executor.host_mounts(mounts.folder_mounts(job), job.name, ""))
 
-    return Target(executor.shell, "this machine" if executor.here else executor.host, models_there, gpus, executor.read_text, cache_dirs)
+    def output_dir(job: Job) -> str:
+        outputs = executor.host_mounts([Mount("outputs", str(job.output), str(mounts.OUTPUTS), False)], job.name, "")[0].host
+        return str(Path(outputs) / job.name)
+
+    return Target(executor.shell, "this machine" if executor.here else executor.host, models_there, gpus, executor.read_text, cache_dirs,
+                  output_dir)
 
 
-def start(job_file: Path, executor: Executor, settings: config.Settings, console: Console) -> JobRecord:
+def start(job_file: Path, executor: Executor, settings: config.Settings, console: Console,
+          earlier: Earlier = Earlier.refuse) -> JobRecord:
     """Resolve the job against its executor's machine, render and start it; returns its record (status running).
+    earlier: what to do when the job's output folder holds an earlier run's LoRAs or checkpoints.
 
     The job folder's plan.json is written once, after the container is fully decided: it lists the mounts as
     the target sees them, the whole environment (secrets by name only) and the facts the settings came from."""
     gpus = records.gpus_wanted()
     if gpus:
         executor.check_gpus()
-    resolved = render.load_checked(job_file, target_of(executor, bool(gpus)), plan_needed=bool(gpus))
+    resolved = render.load_checked(job_file, target_of(executor, bool(gpus)), plan_needed=bool(gpus), earlier=earlier)
     job, inventory = resolved.job, resolved.inventory
     if job.memory.auto and inventory is None:
         raise UserError("memory: auto", "needs a GPU to plan for, and RUNNER_GPUS=none starts containers without one.", "set memory settings explicitly")
@@ -70,14 +77,15 @@ def start(job_file: Path, executor: Executor, settings: config.Settings, console
     ref = builder.image_ref(pins, settings.ca_bundle)
     executor.check_models(job.models.root, checks.missing_model_files(resolved))
     build = job.trainer.value if variant_name == "default" else f"{job.trainer.value} --variant {variant_name}"
-    executor.check_image(ref, build)  # a remote host receives the image here: after the cheap checks
     rid = records.new_id(job.name)
-    port = records.free_master_port(executor.host, executor.port_free)
     record = JobRecord(
         id=rid, name=job.name, trainer=job.trainer.value, host=executor.host, image=ref, container=f"runner-{rid}",
-        job_file=str(job_file.resolve()), output_dir=str(job.output / job.name), master_port=port,
+        job_file=str(job_file.resolve()), output_dir=str(job.output / job.name),
     )
+    record.locked = joblock.claim(executor, record)  # before anything is sent or written: a second run launches nothing
     try:
+        executor.check_image(ref, build)  # a remote host receives the image here: after the cheap checks
+        record.master_port = port = records.free_master_port(executor.host, executor.port_free)
         plan = render.trainer_plan(resolved, record.job_dir, master_port=port)
         target = executor.host_mounts(plan.mounts, job.name, record.container)
         record.fingerprints = resolved.fingerprints
@@ -91,11 +99,21 @@ def start(job_file: Path, executor: Executor, settings: config.Settings, console
         executor.prepare_mounts(spec, sources=plan.mounts)
         record.env_names = sorted(env)
         record.started = records.now()
-        record.status = "running"
-        record.save()
+        record.save()  # status created: `runner ps` knows the container before it exists
         executor.start(spec)
+        with record.deciding() as saved:
+            if saved.ended:  # `runner stop` ended it while it started
+                executor.remove(record.container)
+                return saved
+            record.status = "running"
+            record.save()
     except BaseException:
-        shutil.rmtree(record.folder, ignore_errors=True)  # nothing half-started: no record of a job that never ran
+        # nothing half-started: no container, no record of a run that never ran, the job's lock given back
+        with contextlib.suppress(Exception):
+            executor.remove(record.container)  # interrupted between the engine's create and start
+        shutil.rmtree(record.folder, ignore_errors=True)
+        with contextlib.suppress(Exception):
+            joblock.release(executor, record.locked, record.id)
         raise
     console.print(f"started {record.id} on {executor.host} ({ref}); outputs → {record.output_dir}")
     return record
@@ -114,35 +132,61 @@ def facts(executor: Executor, resolved: ResolvedJob, variant_name: str) -> dict:
 
 
 def archive(record: JobRecord, executor: Executor) -> list[str]:
-    """Keep the container's whole log beside the record, then remove the container; returns the log's lines."""
-    lines = list(executor.logs(record.container, follow=False))
-    record.log_file.parent.mkdir(parents=True, exist_ok=True)
-    record.log_file.write_text("".join(line + "\n" for line in lines))
+    """Keep the container's whole log beside the record, then remove the container; returns the log's lines.
+    A container already gone leaves no log; one whose log cannot be written here is kept, for `docker logs`."""
+    try:
+        lines = list(executor.logs(record.container, follow=False))
+    except ContainerGone:
+        return []
+    try:
+        files.write_text(record.log_file, "".join(line + "\n" for line in lines))
+    except OSError as e:
+        record.failure = f"its log could not be kept here ({e.strerror}); the container {record.container} keeps it: `docker logs {record.container}`"
+        return lines
     executor.remove(record.container)
     return lines
 
 
-def stop(record: JobRecord, executor: Executor) -> None:
+def stop(record: JobRecord, executor: Executor) -> JobRecord:
+    """Stop the run: it ends as stopped, whichever runner (this one, or one following it) records the end."""
+    with record.deciding() as saved:
+        if saved.ended:
+            return saved
+        saved.stop_requested = True
+        saved.save()
     executor.stop(record.container)
-    archive(record, executor)
-    record.status, record.finished = "stopped", records.now()
-    record.save()
+    return end(saved, executor)
 
 
-def finish(record: JobRecord, executor: Executor, code: int) -> logwatch.OutOfMemory | None:
-    """Close a record: keep the log, record a successful run's caches as fresh, remove the container.
-    A failed run's record says why when its whole log shows it; returns the CUDA out-of-memory found there."""
-    lines = archive(record, executor)
-    record.exit_code = code
-    record.status = "exited" if code == 0 else "failed"
-    record.finished = records.now()
-    if code == 0:
-        for folder, fp in record.fingerprints.items():
-            executor.write_text(Path(folder) / fingerprint.FILE_NAME, fp)
-    oom = logwatch.scan(lines, record.trainer).oom if code != 0 else None
-    record.failure = oom.summary() if oom else ""
-    record.save()
-    return oom
+def end(record: JobRecord, executor: Executor) -> JobRecord:
+    """Record how the run ended, once: the first runner to get here (the one following it, `runner ps`, `runner stop`)
+    keeps the log, records a successful run's caches as fresh, removes the container and gives the job's lock back;
+    the others get the record it saved. A failed run's record says why when its whole log shows it."""
+    try:
+        code: int | None = executor.wait(record.container)  # at once for a container that has ended
+    except ContainerGone:
+        code = None
+    with record.deciding() as saved:
+        if saved.ended:
+            return saved
+        lines = archive(saved, executor)
+        saved.exit_code = code
+        saved.finished = records.now()
+        if code is None:
+            saved.status, saved.failure = "lost", f"its container {saved.container} was removed outside runner: exit code and log are gone"
+        elif saved.stop_requested:
+            saved.status = "stopped"
+        else:
+            saved.status = "exited" if code == 0 else "failed"
+        if saved.status == "exited":
+            for folder, fp in saved.fingerprints.items():
+                executor.write_text(Path(folder) / fingerprint.FILE_NAME, fp)
+        if saved.status == "failed" and (oom := logwatch.scan(lines, saved.trainer).oom):
+            saved.failure = oom.summary()
+        saved.save()
+        if saved.locked:
+            joblock.release(executor, saved.locked, saved.id)
+    return saved
 
 
 OOM_GRACE_S = 15  # musubi exits at once after an out-of-memory; diffusion-pipe may hang on, holding the GPU
@@ -158,7 +202,8 @@ class StopUnlessExited:
 
     def _stop(self, executor, container: str) -> None:
         self.fired.set()
-        executor.stop(container)
+        with contextlib.suppress(Exception):  # the engine gone too: following the job says so
+            executor.stop(container)
 
     def start(self) -> bool:
         """Start the countdown; False when it already runs."""
@@ -175,44 +220,106 @@ class StopUnlessExited:
         return self.fired.is_set()
 
 
+class LogCopy:
+    """runner's copy of a job's log beside its outputs. A write that fails (a full disk) ends the copy, not the run:
+    the whole log stays in the container and, once the run ends, in the record's train.log (`runner logs`)."""
+
+    def __init__(self, path: Path, run: str):
+        self.path, self.run, self.error = path, run, None
+        self.file = None
+        self._do(lambda: path.parent.mkdir(parents=True, exist_ok=True))
+        self.file = self._do(lambda: path.open("w"))
+
+    def _do(self, write):
+        try:
+            return write()
+        except OSError as e:
+            self.error = self.error or e
+            self.close()
+
+    def write(self, text: str) -> None:
+        if self.file:
+            self._do(lambda: (self.file.write(text + "\n"), self.file.flush()))
+
+    def close(self) -> None:
+        file, self.file = self.file, None
+        if file:
+            with contextlib.suppress(OSError):
+                file.close()
+
+    def problem(self) -> str | None:
+        """Why the copy is not whole, and where the whole log is; None when it is whole."""
+        if self.error is None:
+            return None
+        size = self.path.stat().st_size if self.path.is_file() else 0
+        return (f"the log copy {self.path} stopped at {size} bytes ({self.error.strerror or self.error}); "
+                f"the whole log: `runner logs {self.run}`")
+
+
 def follow(record: JobRecord, executor: Executor, console: Console) -> int:
-    """Stream the container's log with a progress display, keep a copy beside the outputs, return the exit code.
-    After CUDA out of memory the trainer gets OOM_GRACE_S to exit before its container is stopped; returns 1 then."""
-    local = executor.here  # a remote job's outputs (and this copy) come back with `runner pull`
-    copy = Path(record.output_dir) / f"runner-{record.id}.log"
-    if local:
-        copy.parent.mkdir(parents=True, exist_ok=True)
+    """Stream the container's log with a progress display, keep a copy beside the outputs, return the exit code:
+    the trainer's; 0 for a run stopped with `runner stop`; 1 for a container removed outside runner.
+    After CUDA out of memory the trainer gets OOM_GRACE_S to exit before its container is stopped; returns 1 then.
+    Interrupted (Ctrl-C, SIGTERM), the copy keeps every line streamed so far and says so; the job runs on."""
+    copy = LogCopy(Path(record.output_dir) / f"runner-{record.id}.log", record.id) if executor.here else None  # else: `runner pull`
     watch = logwatch.Watch(record.trainer)
     watchdog = StopUnlessExited(executor, record.container)
     warned = False
-    with (copy.open("w") if local else contextlib.nullcontext()) as log, progress_bar("items", console) as progress:
-        task = progress.add_task("starting", total=None)
-        for text in executor.logs(record.container, follow=True):
-            if log:
-                log.write(text + "\n")
-                log.flush()
-            progress.console.print(text, markup=False, highlight=False)
-            line = watch.feed(text)
-            if line.marker:
-                progress.update(task, description=line.marker, completed=0, total=None)
-            elif line.progress:
-                progress.update(task, completed=line.progress[0], total=line.progress[1])
-            if line.nan and not warned:
-                progress.console.print(f"runner: {logwatch.NAN_HINT.format(id=record.id)}", style="bold yellow", highlight=False)
-                warned = True
-            if watch.oom and watchdog.start():
-                progress.console.print(f"runner: {watch.oom.summary()}; the trainer has {OOM_GRACE_S} s to exit before runner stops its container",
-                                       style="bold yellow", highlight=False)
-    stopped = watchdog.end()
-    oom = finish(record, executor, executor.wait(record.container))
-    if oom is None:
-        return record.exit_code
-    report = "runner: " + logwatch.oom_report(oom, record.job_file, *card_memory(oom, executor), stopped=stopped)
-    console.print(report, style="bold red", highlight=False)
-    for kept in [record.log_file] + ([copy] if local else []):  # `runner logs JOB` and the copy beside the outputs say it too
-        with kept.open("a") as f:
-            f.write(report + "\n")
-    return 1
+    try:
+        try:
+            with progress_bar("items", console) as progress:
+                task = progress.add_task("starting", total=None)
+                for text in executor.logs(record.container, follow=True):
+                    if copy:
+                        copy.write(text)
+                    progress.console.print(text, markup=False, highlight=False)
+                    line = watch.feed(text)
+                    if line.marker:
+                        progress.update(task, description=line.marker, completed=0, total=None)
+                    elif line.progress:
+                        progress.update(task, completed=line.progress[0], total=line.progress[1])
+                    if line.nan and not warned:
+                        progress.console.print(f"runner: {logwatch.NAN_HINT.format(id=record.id)}", style="bold yellow", highlight=False)
+                        warned = True
+                    if watch.oom and watchdog.start():
+                        progress.console.print(f"runner: {watch.oom.summary()}; the trainer has {OOM_GRACE_S} s to exit before runner stops its container",
+                                               style="bold yellow", highlight=False)
+        except ContainerGone:
+            pass  # removed while followed: end() records it
+        stopped = watchdog.end()
+        saved = end(record, executor)
+    except BaseException as e:  # Ctrl-C, SIGTERM (the CLI's Terminated), the engine gone: the copy says where it ends
+        if copy:
+            copy.write(f"runner: stopped following {record.id} at {records.now()} ({type(e).__name__}); `runner ps` shows "
+                       f"the run's state, `runner logs -f {record.id}` follows it again from its first line")
+            copy.close()
+        raise
+    if copy:
+        copy.close()
+    said = [] if copy is None or copy.problem() is None else [copy.problem()]
+    if saved.status == "stopped":
+        said.append(f"{saved.id} was stopped with `runner stop`; its log: `runner logs {saved.id}`")
+    elif saved.status == "lost":
+        said.append(f"{saved.id}: {saved.failure}")
+    elif saved.status == "failed" and watch.oom:
+        said.append(logwatch.oom_report(watch.oom, saved.job_file, *card_memory(watch.oom, executor), stopped=stopped))
+    for text in said:
+        console.print(f"runner: {text}", style="bold red", highlight=False)
+        for kept in [saved.log_file] + ([copy.path] if copy and copy.error is None else []):  # `runner logs JOB` and the copy say it too
+            with contextlib.suppress(OSError), kept.open("a") as f:
+                f.write(f"runner: {text}\n")
+    return 1 if saved.status == "failed" and watch.oom else exit_code(saved)
+
+
+def exit_code(record: JobRecord) -> int:
+    """What `runner train` and `runner logs` exit with for an ended run (README, "Your work is safe")."""
+    if record.status == "stopped":
+        return 0
+    if record.status == "lost":
+        return 1
+    if record.status == "failed" and record.failure.startswith("CUDA out of memory"):
+        return 1
+    return record.exit_code or 0
 
 
 def card_memory(oom: logwatch.OutOfMemory, executor: Executor) -> tuple[float | None, float | None]:
@@ -226,18 +333,19 @@ def card_memory(oom: logwatch.OutOfMemory, executor: Executor) -> tuple[float | 
 
 
 def refresh(records: list[JobRecord]) -> list[JobRecord]:
-    """Update running records from their engines (a job may have ended while nobody followed it)."""
+    """Update running records from their engines (a job may have ended, or its container vanished, while nobody
+    followed it). A record another runner ends meanwhile is taken as that runner saved it."""
     from runner.executors import executor_for
 
     executors: dict = {}
+    out = []
     for r in records:
-        if r.status != "running":
-            continue
-        try:
-            ex = executors.setdefault(r.host, executor_for(r.host))
-            state = ex.state(r.container)
-        except UserError:
-            continue  # host unreachable: keep what we knew
-        if state and not state.get("Running"):
-            finish(r, ex, int(state.get("ExitCode", 0)))
-    return records
+        if r.status == "running":
+            try:
+                ex = executors.setdefault(r.host, executor_for(r.host))
+                if not ex.state(r.container).get("Running"):
+                    r = end(r, ex)
+            except UserError:
+                pass  # host or engine unreachable: keep what we knew
+        out.append(r)
+    return out

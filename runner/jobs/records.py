@@ -6,8 +6,11 @@ Records hold no secrets: environment values are not stored, only their names.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import os
 import secrets
+from collections.abc import Iterator
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -26,13 +29,15 @@ class JobRecord(BaseModel):
     container: str
     job_file: str
     output_dir: str  # on the host that runs the job
-    status: str = "created"  # created | running | exited | failed | stopped
+    status: str = "created"  # created | running, then once (FINAL): exited | failed | stopped | lost
     exit_code: int | None = None
     failure: str = ""  # why a failed run failed, when runner could tell (e.g. CUDA out of memory in train)
     started: str = ""
     finished: str = ""
     master_port: int = 29500
     env_names: list[str] = []
+    stop_requested: bool = False  # `runner stop` ran: the run ends as stopped, whoever records its end
+    locked: str = ""  # the lock file this run holds on its host (runner.jobs.joblock)
     # cache folder on the job's host → fingerprint JSON, recorded there once the job succeeds
     fingerprints: dict[str, str] = {}
 
@@ -48,8 +53,31 @@ class JobRecord(BaseModel):
     def log_file(self) -> Path:
         return self.folder / "train.log"
 
+    @property
+    def ended(self) -> bool:
+        return self.status in FINAL
+
     def save(self) -> None:
-        files.write_text(self.folder / "record.json", self.model_dump_json(indent=2))
+        """Atomic, and safe against another runner saving it at the same time (each writer has its own temporary file)."""
+        path = self.folder / "record.json"
+        with files.replacing(path, path.with_name(f".record.{os.getpid()}.{secrets.token_hex(4)}.tmp")) as tmp:
+            tmp.write_text(self.model_dump_json(indent=2))
+
+    def reload(self) -> "JobRecord":
+        """The record as saved now (another runner may have ended it); this one when it is not saved."""
+        path = self.folder / "record.json"
+        return JobRecord.model_validate_json(path.read_text()) if path.is_file() else self
+
+    @contextlib.contextmanager
+    def deciding(self) -> Iterator["JobRecord"]:
+        """Hold the record's lock (one runner at a time decides how a run ends) and yield the record as saved now."""
+        self.folder.mkdir(parents=True, exist_ok=True)
+        with open(self.folder / ".lock", "a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            yield self.reload()
+
+
+FINAL = ("exited", "failed", "stopped", "lost")  # a run's end, decided once (JobRecord.deciding)
 
 
 def jobs_dir() -> Path:
@@ -70,7 +98,10 @@ def all_records() -> list[JobRecord]:
         return []
     out = []
     for f in sorted(jobs_dir().glob("*/record.json")):
-        out.append(JobRecord.model_validate_json(f.read_text()))
+        try:
+            out.append(JobRecord.model_validate_json(f.read_text()))
+        except FileNotFoundError:
+            continue  # a run that failed to start, removed while we listed
     return out
 
 
@@ -98,7 +129,7 @@ def gpus_wanted() -> bool:
 
 def free_master_port(host: str, is_free) -> int:
     """A torch.distributed port no other running job on `host` uses (diffusion-pipe defaults all to 29500)."""
-    taken = {r.master_port for r in all_records() if r.host == host and r.status == "running"}
+    taken = {r.master_port for r in all_records() if r.host == host and r.status in ("created", "running")}
     for port in MASTER_PORTS:
         if port not in taken and is_free(port):
             return port

@@ -24,6 +24,7 @@ from runner.models import presets
 from runner.models.presets import Format
 from runner.selftest import lora, modelfiles, watch
 from runner.spec import Task, Trainer, load_job
+from runner.trainers.resolved import Earlier
 
 CLIPS = 2
 FRAMES = 17  # 4k+1 at 16 fps: about one second
@@ -146,7 +147,7 @@ def train_one(executor, trainer: Trainer, job_file: Path, settings: config.Setti
 
         result.plan_gib = render.memory_plan(job_file, launch.target_of(executor, True)).gpu_gib
     peak = watch.GpuPeak(executor.shell) if gpu else None  # the memory in use before the job starts
-    record = launch.start(job_file, executor, settings, console)
+    record = launch.start(job_file, executor, settings, console, Earlier.fresh)  # earlier selftests' outputs stay
     if peak:
         with peak:
             watched = watch.Watched(executor, peak.set_step)

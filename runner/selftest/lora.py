@@ -71,7 +71,8 @@ def check(path: Path, trainer: Trainer, rank: int) -> LoraCheck:
 
 
 def newest(folder: Path, trainer: Trainer) -> Path | None:
-    """The LoRA a run saved last: diffusion-pipe's RUN/epochN/adapter_model.safetensors, musubi's NAME*.safetensors."""
-    pattern = "*/*/adapter_model.safetensors" if trainer is Trainer.diffpipe else "*.safetensors"
-    files = [p for p in folder.glob(pattern) if p.is_file()]
+    """The LoRA a run saved last: diffusion-pipe's RUN/epochN/adapter_model.safetensors, musubi's NAME*.safetensors
+    (in a run folder of its own when earlier files were there)."""
+    patterns = ["*/*/adapter_model.safetensors"] if trainer is Trainer.diffpipe else ["*.safetensors", "*/*.safetensors"]
+    files = [p for pattern in patterns for p in folder.glob(pattern) if p.is_file() and not p.parent.name.endswith("-state")]
     return max(files, key=lambda p: p.stat().st_mtime) if files else None

@@ -5,16 +5,18 @@ Pinned at tdrussell/diffusion-pipe 8f83dbf. Only this module knows diffusion-pip
 
 from __future__ import annotations
 
+import re
 from pathlib import Path, PurePosixPath
 
 import tomli_w
 
 from runner import mounts
 from runner.data import media
+from runner.errors import UserError
 from runner.models.modelfiles import ModelFiles
 from runner.plan import Plan, Step
 from runner.spec import Job
-from runner.trainers.resolved import Caches, ResolvedJob
+from runner.trainers.resolved import Caches, Entries, Outputs, ResolvedJob, Resume
 
 WORKDIR = "/opt/diffusion-pipe"
 DATASET_TOML = "dataset.toml"
@@ -89,6 +91,21 @@ def epochs(job: Job) -> int:
     return sch.epochs
 
 
+def cadence(job: Job) -> dict[str, int]:
+    """When diffusion-pipe saves LoRAs and checkpoints."""
+    sch = job.schedule
+    keys = {
+        "save_every_n_epochs": sch.save_every_epochs,
+        "save_every_n_steps": sch.save_every_steps,
+        "checkpoint_every_n_epochs": sch.checkpoint_every_epochs,
+        "checkpoint_every_n_minutes": sch.checkpoint_every_minutes,
+    }
+    if sch.checkpoint_every_epochs is None and sch.checkpoint_every_minutes is None:
+        # without a checkpoint cadence diffusion-pipe keeps only its final state, and a crash cannot be resumed
+        keys["checkpoint_every_n_epochs"] = sch.save_every_epochs or 1
+    return {k: v for k, v in keys.items() if v is not None}
+
+
 def main_toml(job: Job, files: ModelFiles) -> str:
     mem, sch, opt = job.memory, job.schedule, job.optimizer
     assert files.ckpt_dir is not None, "checks guarantee ckpt_dir for diffusion-pipe"
@@ -103,13 +120,7 @@ def main_toml(job: Job, files: ModelFiles) -> str:
         "gradient_clipping": 1.0,
         "warmup_steps": sch.warmup_steps,
     }
-    cadence = {
-        "save_every_n_epochs": sch.save_every_epochs,
-        "save_every_n_steps": sch.save_every_steps,
-        "checkpoint_every_n_epochs": sch.checkpoint_every_epochs,
-        "checkpoint_every_n_minutes": sch.checkpoint_every_minutes,
-    }
-    doc.update({k: v for k, v in cadence.items() if v is not None})
+    doc.update(cadence(job))
     if mem.activation_checkpointing:
         doc["activation_checkpointing"] = mem.activation_checkpointing
     if mem.blocks_to_swap:
@@ -158,6 +169,9 @@ def render(r: ResolvedJob, master_port: int) -> Plan:
     train += ["--master_port", str(master_port)]
     if r.caches is Caches.regenerate:
         train += ["--regenerate_cache"]
+    if r.start.checkpoint is not None:
+        # always the run folder by name: without a value train.py takes the last entry of output_dir, files included
+        train += ["--resume_from_checkpoint", r.start.checkpoint]
     return Plan(
         job=job.name,
         trainer=job.trainer.value,
@@ -166,3 +180,72 @@ def render(r: ResolvedJob, master_port: int) -> Plan:
         steps=[Step("train", train)],
         output_dir=str(mounts.job_output_dir(job.name)),
     )
+
+
+# ---------------------------------------------------------------- earlier runs and resume
+# train.py: every run writes output_dir/<UTC %Y%m%d_%H-%M-%S>/ (epochN/ and stepN/ LoRAs, DeepSpeed checkpoints
+# global_stepN/ and the file `latest` naming the newest complete one); --resume_from_checkpoint RUN continues RUN
+# from its `latest`, saving into the same folder with its counters restored (utils/saver.py).
+RUN_FOLDER = re.compile(r"\d{8}_\d{2}-\d{2}-\d{2}")
+SAVED = re.compile(r"(epoch|step|global_step)(\d+)")
+
+
+def _saved(entries: Entries) -> list[tuple[str, str, int]]:
+    """(run, kind, number) of every LoRA and checkpoint folder in a run folder."""
+    found = []
+    for e in entries:
+        parts = e.rstrip("/").split("/")
+        m = SAVED.fullmatch(parts[-1])
+        if e.endswith("/") and len(parts) == 2 and RUN_FOLDER.fullmatch(parts[0]) and m:
+            found.append((parts[0], m[1], int(m[2])))
+    return sorted(found)
+
+
+def earlier_files(job: Job, entries: Entries) -> list[str]:
+    """The LoRAs and checkpoints earlier runs left in the job's output folder."""
+    return [f"{run}/{kind}{n}" for run, kind, n in _saved(entries)]
+
+
+def fresh_run(job: Job, entries: Entries, stamp: str) -> Resume:
+    """diffusion-pipe starts every run in a new timestamped folder of its own: nothing of an earlier run is touched."""
+    return Resume()
+
+
+def _epochs_after(job: Job, out: Outputs, run: str) -> list[str]:
+    """Epoch LoRAs saved after the run's latest checkpoint. A checkpoint records no epoch runner can read, so their
+    times tell: at an epoch's end diffusion-pipe writes the checkpoint (when the epoch cadence asks for one) before
+    the LoRA (utils/saver.py process_epoch), so of the LoRAs newer than `latest` the first one is the checkpoint's own
+    when its epoch is a checkpoint epoch; every other one came later."""
+    written = out.entries[f"{run}/latest"]
+    newer = sorted(n for r, kind, n in _saved(out.entries) if r == run and kind == "epoch" and out.entries[f"{r}/epoch{n}/"] > written)
+    every = cadence(job).get("checkpoint_every_n_epochs")
+    if newer and every and newer[0] % every == 0:
+        newer = newer[1:]
+    return [f"{run}/epoch{n}" for n in newer]
+
+
+def resume_from(job: Job, out: Outputs) -> Resume:
+    """The newest run folder with a complete checkpoint (`latest`), refused when that run finished or holds step
+    LoRAs newer than the checkpoint (the resumed run would save them again, over them)."""
+    runs = sorted({run for run, kind, _ in _saved(out.entries) if kind == "global_step" and f"{run}/latest" in out.entries})
+    if not runs:
+        raise UserError(out.folder, "holds no DeepSpeed checkpoint (RUN/global_stepN/ with RUN/latest) to resume from.",
+                        "start a new run with `runner train JOB --fresh` (earlier files stay).")
+    run = runs[-1]
+    tag = (out.read_text(f"{run}/latest") or "").strip()
+    m = re.fullmatch(r"global_step(\d+)", tag)
+    if m is None or f"{run}/{tag}/" not in out.entries:
+        raise UserError(f"{out.folder}/{run}/latest", f"names {tag!r}, which is not a checkpoint folder of that run.",
+                        "start a new run with `runner train JOB --fresh` (earlier files stay).")
+    step, sch = int(m[1]), job.schedule
+    final = f"{run}/step{sch.max_steps}/" if sch.max_steps else f"{run}/epoch{epochs(job)}/"
+    if final in out.entries:
+        raise UserError(f"{out.folder}/{run}", f"finished: its final LoRA {final.rstrip('/')} is saved, there is nothing to resume.",
+                        "raise schedule.epochs (or max_steps) to train on from its checkpoint, or start a new run with `runner train JOB --fresh`.")
+    later = [f"{run}/step{n}" for r, kind, n in _saved(out.entries) if r == run and kind == "step" and n > step]
+    later += _epochs_after(job, out, run)
+    if later:
+        raise UserError(f"{out.folder}/{run}", f"holds LoRAs saved after its latest checkpoint ({tag}): {', '.join(later)}; "
+                        "resuming would train them again and save over them.",
+                        "move them out of the run folder (or start a new run with `runner train JOB --fresh`).")
+    return Resume(checkpoint=run, step=step)

@@ -5,6 +5,7 @@ Pinned at kohya-ss/musubi-tuner 30c658c (v0.3.4). Only this module knows musubi'
 
 from __future__ import annotations
 
+import re
 from pathlib import Path, PurePosixPath
 
 import tomli_w
@@ -12,14 +13,16 @@ import yaml
 
 from runner import mounts
 from runner.data import media
+from runner.errors import UserError
 from runner.models.modelfiles import ModelFiles
 from runner.plan import Plan, Step
 from runner.spec import Job
-from runner.trainers.resolved import Caches, ResolvedJob
+from runner.trainers.resolved import Caches, Entries, Outputs, ResolvedJob, Resume
 
 WORKDIR = "/opt/musubi-tuner"
 DATASET_TOML = "musubi_dataset.toml"
 ACCELERATE_YAML = "accelerate.yaml"
+RESUME_PY = "resume_counters.py"
 SCRIPTS = PurePosixPath("src/musubi_tuner")
 # musubi's recipe values for Wan2.1 (docs/wan.md)
 DEFAULT_OPTIMIZER = "adamw8bit"
@@ -144,7 +147,7 @@ def train_args(r: ResolvedJob, config: str) -> list[str]:
     job, files = r.job, r.files
     mem, sch, opt = job.memory, job.schedule, job.optimizer
     mp = MIXED_PRECISION[mem.dtype]
-    out = str(mounts.job_output_dir(job.name))
+    out = str(run_dir(r))
     args = ["--task", TASKS[job.task.value], "--dit", _model(files, files.dit), "--dataset_config", config]
     args += ["--sdpa", "--mixed_precision", mp]
     if mem.transformer_dtype == "float8":
@@ -172,17 +175,24 @@ def train_args(r: ResolvedJob, config: str) -> list[str]:
     args += ["--network_module", "networks.lora_wan", "--network_dim", str(rank), "--network_alpha", f"{alpha:g}"]
     args += TIMESTEP_SAMPLING
     # --max_train_epochs overrides --max_train_steps, so pass only the one that limits the run (checks refuse
-    # a job that sets both: musubi cannot stop at whichever comes first)
-    args += ["--max_train_steps", str(sch.max_steps)] if sch.max_steps else ["--max_train_epochs", str(sch.epochs)]
+    # a job that sets both: musubi cannot stop at whichever comes first). A resumed run counts from 0 again: what is left.
+    start = r.start
+    if sch.max_steps:
+        args += ["--max_train_steps", str(sch.max_steps - start.step)]
+    else:
+        args += ["--max_train_epochs", str(sch.epochs - start.epoch)]
     if sch.save_every_epochs:
         args += ["--save_every_n_epochs", str(sch.save_every_epochs)]
     if sch.save_every_steps:
         args += ["--save_every_n_steps", str(sch.save_every_steps)]
-    if sch.checkpoint_every_epochs:
-        # musubi saves the state with every LoRA it saves; checks allow only checkpoint_every_epochs = save_every_epochs
-        args += ["--save_state"]
+    # always: a run can be resumed from the state musubi saves with every LoRA (checks allow checkpoint_every_epochs
+    # only equal to save_every_epochs)
+    args += ["--save_state"]
+    if start.checkpoint is not None:
+        args += ["--resume", str(mounts.job_output_dir(job.name) / start.checkpoint)]
     args += ["--save_precision", SAVE_PRECISION[job.lora.dtype]]
-    args += ["--log_with", "tensorboard", "--logging_dir", f"{out}/{TENSORBOARD_DIR}"]
+    # every run of the job (a --fresh one writes its saves into a subfolder) logs beside the others
+    args += ["--log_with", "tensorboard", "--logging_dir", str(mounts.job_output_dir(job.name) / TENSORBOARD_DIR)]
     args += ["--seed", str(job.seed), "--output_dir", out, "--output_name", job.name]
     return args
 
@@ -221,21 +231,26 @@ def accelerate_yaml(job: Job, master_port: int) -> str:
 def render(r: ResolvedJob, master_port: int) -> Plan:
     """The three steps; the two caching steps only when the caches are not to be reused. musubi re-caches
     whenever its cache steps run (they delete stale files), so making and regenerating are the same steps."""
-    job, files = r.job, r.files
+    job, models = r.job, r.files
     config = str(mounts.JOB / DATASET_TOML)
     python = ["python"]
     cache_latents = python + [str(SCRIPTS / "wan_cache_latents.py"), "--dataset_config", config]
-    cache_latents += ["--vae", _model(files, files.vae)]
+    cache_latents += ["--vae", _model(models, models.vae)]
     if job.task.is_i2v:
-        cache_latents += ["--i2v", "--clip", _model(files, files.clip)]
+        cache_latents += ["--i2v", "--clip", _model(models, models.clip)]
     cache_text = python + [str(SCRIPTS / "wan_cache_text_encoder_outputs.py"), "--dataset_config", config]
-    cache_text += ["--t5", _model(files, files.t5), "--batch_size", str(job.memory.text_encoder_batch)]
+    cache_text += ["--t5", _model(models, models.t5), "--batch_size", str(job.memory.text_encoder_batch)]
     if job.memory.text_encoder_dtype == "float8":
         cache_text += ["--fp8_t5"]
     # every launch setting comes from the rendered file: without --config_file accelerate would read
     # $HF_HOME/accelerate/default_config.yaml, which is in the user's mounted cache. The thread count has no config key.
     launch = ["accelerate", "launch", "--config_file", str(mounts.JOB / ACCELERATE_YAML), "--num_cpu_threads_per_process", "1"]
-    train = launch + [str(SCRIPTS / "wan_train_network.py")] + train_args(r, config)
+    script = [str(SCRIPTS / "wan_train_network.py")]
+    files = {DATASET_TOML: dataset_toml(r), ACCELERATE_YAML: accelerate_yaml(job, master_port)}
+    if r.start.checkpoint is not None:
+        script = [str(mounts.JOB / RESUME_PY), str(r.start.epoch), str(r.start.step)] + script
+        files[RESUME_PY] = RESUME_COUNTERS
+    train = launch + script + train_args(r, config)
     offline = {k: v for k, v in CACHE_STEP_ENV.items() if k not in job.env}  # the job's env wins over runner's
     caching = [] if r.caches is Caches.reuse else [
         Step("cache-latents", cache_latents, env=offline),
@@ -245,7 +260,121 @@ def render(r: ResolvedJob, master_port: int) -> Plan:
         job=job.name,
         trainer=job.trainer.value,
         workdir=WORKDIR,
-        files={DATASET_TOML: dataset_toml(r), ACCELERATE_YAML: accelerate_yaml(job, master_port)},
+        files=files,
         steps=caching + [Step("train", train)],
-        output_dir=str(mounts.job_output_dir(job.name)),
+        output_dir=str(run_dir(r)),
     )
+
+
+# ---------------------------------------------------------------- earlier runs and resume
+# musubi writes {name}-{epoch:06d}.safetensors, {name}-step{step:08d}.safetensors and the final {name}.safetensors
+# into --output_dir, with --save_state a {same}-state/ folder (accelerate.save_state) beside each, and {name}-state/ at
+# the end (utils/train_utils.py). --resume DIR restores weights, optimizer, scheduler and RNG but counts epochs and
+# steps from 0 (training/trainer_base.py: epoch_to_start = 0, global_step = 0; no flag sets them), so runner's
+# resume_counters.py shifts the names and the ss_epoch/ss_steps metadata of every save by the counters reached.
+RUN_FOLDER = re.compile(r"\d{8}_\d{2}-\d{2}-\d{2}")  # where a --fresh run writes, beside the earlier files
+STATE_FILES = ("model.safetensors", "optimizer.bin", "scheduler.bin")  # what accelerate.load_state reads first
+RESUME_COUNTERS = '''"""Written by runner: musubi-tuner's training script resumed with its counters where they were.
+
+musubi-tuner 30c658c restores weights, optimizer, scheduler and RNG with --resume but counts epochs and steps from 0
+(training/trainer_base.py), so its saves would be named -000001... again, over the earlier run's files. This shifts
+the numbers in the names of its LoRAs and states (utils/train_utils.py) and the ss_epoch/ss_steps metadata of its
+LoRAs (networks/lora.py LoRANetwork.save_weights) by the counters the resumed state had reached, then runs the
+script unchanged.  usage: resume_counters.py EPOCHS STEPS SCRIPT ARGS...
+"""
+import runpy
+import sys
+
+from musubi_tuner.networks import lora
+from musubi_tuner.utils import train_utils
+
+EPOCHS, STEPS, SCRIPT = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
+
+
+def shifted(function, by):
+    return lambda *args: function(*args[:-1], args[-1] + by)
+
+
+train_utils.get_epoch_ckpt_name = shifted(train_utils.get_epoch_ckpt_name, EPOCHS)
+train_utils.get_step_ckpt_name = shifted(train_utils.get_step_ckpt_name, STEPS)
+train_utils.save_and_remove_state_on_epoch_end = shifted(train_utils.save_and_remove_state_on_epoch_end, EPOCHS)
+train_utils.save_and_remove_state_stepwise = shifted(train_utils.save_and_remove_state_stepwise, STEPS)
+save_weights = lora.LoRANetwork.save_weights
+
+
+def save_with_counters(self, file, dtype, metadata):
+    if metadata and "ss_epoch" in metadata and "ss_steps" in metadata:
+        metadata = {**metadata, "ss_epoch": str(int(metadata["ss_epoch"]) + EPOCHS), "ss_steps": str(int(metadata["ss_steps"]) + STEPS)}
+    return save_weights(self, file, dtype, metadata)
+
+
+lora.LoRANetwork.save_weights = save_with_counters
+sys.argv = [SCRIPT] + sys.argv[4:]
+runpy.run_path(SCRIPT, run_name="__main__")
+'''
+
+
+def run_dir(r: ResolvedJob) -> PurePosixPath:
+    return mounts.job_output_dir(r.job.name) / r.start.run_folder
+
+
+def _saves(job: Job, entries: Entries, run: str) -> dict[str, tuple[str, int]]:
+    """Each save of `run` ("" = the output folder itself): its name → (kind: epoch|step|final, number)."""
+    saves = {}
+    pattern = re.compile(rf"{re.escape(job.name)}(?:-(\d{{6}})|-step(\d{{8}}))?(\.safetensors|-state/)")
+    prefix = f"{run}/" if run else ""
+    for e in entries:
+        m = pattern.fullmatch(e[len(prefix):]) if e.startswith(prefix) else None
+        if m:
+            saves[e.rstrip("/")] = ("epoch", int(m[1])) if m[1] else ("step", int(m[2])) if m[2] else ("final", 0)
+    return saves
+
+
+def _runs(job: Job, entries: Entries) -> list[str]:
+    """Run folders holding saves, oldest first: the output folder itself, then each --fresh run."""
+    stamps = sorted({e.split("/")[0] for e in entries if RUN_FOLDER.fullmatch(e.split("/")[0])})
+    return [run for run in ["", *stamps] if _saves(job, entries, run)]
+
+
+def earlier_files(job: Job, entries: Entries) -> list[str]:
+    """The LoRAs and states earlier runs left in the job's output folder."""
+    return sorted(name for run in _runs(job, entries) for name in _saves(job, entries, run))
+
+
+def fresh_run(job: Job, entries: Entries, stamp: str) -> Resume:
+    """A new run writes into a new folder named like diffusion-pipe's runs (UTC time), beside the earlier files."""
+    return Resume(run_folder=stamp) if earlier_files(job, entries) else Resume()
+
+
+def resume_from(job: Job, out: Outputs) -> Resume:
+    """The latest complete state of the latest run, with the counters its LoRA's metadata records; refused when
+    that run finished or holds LoRAs saved after the state (the resumed run would save them again, over them)."""
+    runs = _runs(job, out.entries)
+    run = runs[-1] if runs else ""
+    saves = _saves(job, out.entries, run)
+    where = f"{out.folder}/{run}".rstrip("/")
+    if any(kind == "final" and name.endswith(".safetensors") for name, (kind, _) in saves.items()):
+        raise UserError(where, f"finished: its final LoRA {job.name}.safetensors is saved, there is nothing to resume.",
+                        "start a new run with `runner train JOB --fresh` (earlier files stay).")
+    states = []
+    for name, (kind, _) in saves.items():
+        if kind == "final" or not name.endswith("-state") or not all(f"{name}/{f}" in out.entries for f in STATE_FILES):
+            continue
+        meta = (out.read_header(name.removesuffix("-state") + ".safetensors") or {}).get("__metadata__", {})
+        if str(meta.get("ss_epoch", "")).isdigit() and str(meta.get("ss_steps", "")).isdigit():
+            states.append((int(meta["ss_steps"]), int(meta["ss_epoch"]), name))
+    if not states:
+        raise UserError(where, "holds no complete training state (NAME-…-state/ with its LoRA beside it) to resume from.",
+                        "start a new run with `runner train JOB --fresh` (earlier files stay).")
+    step, epoch, state = max(states)
+    sch = job.schedule
+    if (sch.max_steps - step if sch.max_steps else sch.epochs - epoch) <= 0:
+        raise UserError(where, f"its latest state {state} is at the end of the schedule ({epoch} epochs, {step} steps): "
+                        "there is nothing to resume.", "start a new run with `runner train JOB --fresh` (earlier files stay).")
+    later = sorted(name for name, (kind, n) in saves.items() if name.endswith(".safetensors")
+                   and ((kind == "epoch" and n > epoch) or (kind == "step" and n > step)))
+    if later:
+        raise UserError(where, f"holds LoRAs saved after its latest complete state ({state}): {', '.join(later)}; "
+                        "resuming would train them again and save over them.",
+                        "move them out of the folder (or start a new run with `runner train JOB --fresh`).")
+    return Resume(run_folder=run, checkpoint=state, epoch=epoch, step=step)

@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
+from typing import Callable
 
 from runner.data.media import FolderKind, media_kind
 from runner.gpu.inventory import Inventory
@@ -38,6 +39,39 @@ class Caches(str, Enum):
     reuse = "reuse"
 
 
+class Earlier(str, Enum):
+    """What a run does when the job's output folder holds LoRAs or checkpoints of an earlier run."""
+
+    refuse = "refuse"  # `runner train`: stop and ask for one of the two below
+    resume = "resume"  # continue the latest run from its latest checkpoint
+    fresh = "fresh"  # start a new run that cannot overwrite the earlier files
+
+
+Entries = dict[str, float]  # paths under a folder, three levels down ("run/x-state/file"; folders end in "/") → mtime
+
+
+@dataclass(frozen=True)
+class Outputs:
+    """The job's output folder as the target sees it: its entries and the readers a trainer module uses for the few
+    files its resume decision needs."""
+
+    folder: str  # on the target
+    entries: Entries
+    read_text: Callable[[str], str | None]  # a file under folder, None when unreadable
+    read_header: Callable[[str], dict | None]  # a safetensors header under folder, None when unreadable
+
+
+@dataclass(frozen=True)
+class Resume:
+    """Where a run starts: a new run in run_folder, or the latest run continued from `checkpoint` (both relative to
+    the job's output folder), with the epoch and optimizer-step counters that checkpoint had reached."""
+
+    run_folder: str = ""  # "" = the job's output folder itself
+    checkpoint: str | None = None  # None: a new run
+    epoch: int = 0
+    step: int = 0
+
+
 @dataclass(frozen=True)
 class ResolvedJob:
     job: Job  # with the memory plan applied
@@ -54,6 +88,7 @@ class ResolvedJob:
     ram_gib: float | None = None
     fingerprints: dict[str, str] = field(default_factory=dict)  # cache folder on the target → fingerprint to record
     notes: list[str] = field(default_factory=list)  # what the user should know about the decisions (a stale cache)
+    start: Resume = Resume()  # a new run in the output folder unless resolved against earlier outputs
 
     def present(self, path: Path) -> bool:
         """Whether a model file or folder the job uses is on the target."""

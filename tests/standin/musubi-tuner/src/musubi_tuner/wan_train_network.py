@@ -32,7 +32,8 @@ import tomllib
 
 from musubi_tuner._standin import EventWriter, Progress, banner, on_sigterm, read_safetensors_header, step_knobs
 from musubi_tuner.dataset import config_utils, items
-from musubi_tuner.networks import lora_wan
+from musubi_tuner.networks import lora, lora_wan
+from musubi_tuner.utils import train_utils
 
 logger = logging.getLogger(__name__)
 
@@ -318,25 +319,35 @@ def _remove(path: str) -> None:
         os.remove(path)
 
 
-def save_state(dir_: str, args, step: int, epoch: int) -> None:
-    tmp = dir_ + ".tmp"
-    _remove(tmp)
-    os.makedirs(tmp)
-    lora_wan.save_weights(os.path.join(tmp, "model.safetensors"), args.task, args.network_dim or 4, args.network_alpha, None, None)
-    with open(os.path.join(tmp, "optimizer.bin"), "wb") as f:
-        pickle.dump({"standin": True, "state": {}, "param_groups": [{"lr": args.learning_rate}]}, f)
-    with open(os.path.join(tmp, "scheduler.bin"), "wb") as f:
-        pickle.dump({"standin": True, "last_epoch": step, "epoch": epoch}, f)
-    with open(os.path.join(tmp, "random_states_0.pkl"), "wb") as f:
-        pickle.dump({"standin": True, "random_state": random.getstate()}, f)
-    _remove(dir_)
-    os.replace(tmp, dir_)
-    print(f"saving state at {dir_}", flush=True)
+class Accelerator:
+    """What accelerate.Accelerator.save_state writes for a LoRA run: the network's weights, optimizer, scheduler, RNG."""
+
+    def __init__(self, args):
+        self.args = args
+
+    def save_state(self, dir_: str) -> None:
+        args, tmp = self.args, dir_ + ".tmp"
+        _remove(tmp)
+        os.makedirs(tmp)
+        lora_wan.save_weights(os.path.join(tmp, "model.safetensors"), args.task, args.network_dim or 4, args.network_alpha, None, None)
+        with open(os.path.join(tmp, "optimizer.bin"), "wb") as f:
+            pickle.dump({"standin": True, "state": {}, "param_groups": [{"lr": args.learning_rate}]}, f)
+        with open(os.path.join(tmp, "scheduler.bin"), "wb") as f:
+            pickle.dump({"standin": True}, f)
+        with open(os.path.join(tmp, "random_states_0.pkl"), "wb") as f:
+            pickle.dump({"standin": True, "random_state": random.getstate()}, f)
+        _remove(dir_)
+        os.replace(tmp, dir_)
 
 
 class Saver:
+    """Upstream's save order (training/trainer_base.py): the LoRA, then its state; every name and state through
+    utils/train_utils.py and every LoRA through LoRANetwork.save_weights, looked up at each save as upstream does."""
+
     def __init__(self, args, metadata: dict):
         self.args, self.metadata = args, metadata
+        self.accelerator = Accelerator(args)
+        self.network = lora.LoRANetwork(args.task, args.network_dim or 4, args.network_alpha)
 
     def model(self, name: str, steps: int, epoch: int) -> None:
         args = self.args
@@ -348,29 +359,34 @@ class Saver:
             meta = {k: v for k, v in meta.items() if k in MINIMUM_METADATA}
         h = hashlib.sha256(json.dumps(meta, sort_keys=True).encode()).hexdigest()
         meta.update(sshs_model_hash=h, sshs_legacy_hash=h[:8])
-        lora_wan.save_weights(path, args.task, args.network_dim or 4, args.network_alpha, args.save_precision, meta)
+        self.network.save_weights(path, args.save_precision, meta)
 
     def step(self, step: int, epoch: int) -> None:
+        """At a step save upstream passes the 0-based epoch of the loop (the epochs completed) as ss_epoch."""
         a = self.args
-        self.model(f"{a.output_name}-step{step:08d}.safetensors", step, epoch)
+        self.model(train_utils.get_step_ckpt_name(a.output_name, step), step, epoch)
         if a.save_state:
-            save_state(os.path.join(a.output_dir, f"{a.output_name}-step{step:08d}-state"), a, step, epoch)
-        for last, suffix in ((a.save_last_n_steps, ".safetensors"), (a.save_last_n_steps_state or a.save_last_n_steps, "-state")):
-            if last:
-                old = step - a.save_every_n_steps * last
-                if old > 0:
-                    _remove(os.path.join(a.output_dir, f"{a.output_name}-step{old:08d}{suffix}"))
+            train_utils.save_and_remove_state_stepwise(a, self.accelerator, step)
+        if a.save_last_n_steps:
+            old = step - a.save_every_n_steps * a.save_last_n_steps
+            if old > 0:
+                _remove(os.path.join(a.output_dir, train_utils.get_step_ckpt_name(a.output_name, old)))
 
     def epoch(self, epoch: int, step: int) -> None:
         a = self.args
-        self.model(f"{a.output_name}-{epoch:06d}.safetensors", step, epoch)
+        self.model(train_utils.get_epoch_ckpt_name(a.output_name, epoch), step, epoch)
+        if a.save_last_n_epochs:
+            old = epoch - a.save_every_n_epochs * a.save_last_n_epochs
+            if old > 0:
+                _remove(os.path.join(a.output_dir, train_utils.get_epoch_ckpt_name(a.output_name, old)))
         if a.save_state:
-            save_state(os.path.join(a.output_dir, f"{a.output_name}-{epoch:06d}-state"), a, step, epoch)
-        for last, suffix in ((a.save_last_n_epochs, ".safetensors"), (a.save_last_n_epochs_state or a.save_last_n_epochs, "-state")):
-            if last:
-                old = epoch - a.save_every_n_epochs * last
-                if old > 0:
-                    _remove(os.path.join(a.output_dir, f"{a.output_name}-{old:06d}{suffix}"))
+            train_utils.save_and_remove_state_on_epoch_end(a, self.accelerator, epoch)
+
+    def end(self, steps: int, epochs: int) -> None:
+        a = self.args
+        if a.save_state or a.save_state_on_train_end:
+            train_utils.save_state_on_train_end(a, self.accelerator)
+        self.model(train_utils.get_last_ckpt_name(a.output_name), steps, epochs)
 
 
 MINIMUM_METADATA = {"ss_network_module", "ss_network_dim", "ss_network_alpha", "ss_network_args", "modelspec.sai_model_spec",
@@ -437,6 +453,7 @@ def train(args) -> None:
             if not os.path.isfile(os.path.join(args.resume, f)):
                 raise FileNotFoundError(f"[Errno 2] No such file or directory: '{os.path.join(args.resume, f)}'")
         logger.info(f"resume training from local state: {args.resume}")
+        # like upstream: weights, optimizer, scheduler and RNG come back, the epoch and step counters start at 0 again
 
     num_update_steps_per_epoch = math.ceil(batches / args.gradient_accumulation_steps)
     num_train_epochs = math.ceil(args.max_train_steps / num_update_steps_per_epoch)
@@ -492,7 +509,7 @@ def train(args) -> None:
                 for tag, value in (("loss/current", loss), ("loss/average", avr), ("lr/unet", args.learning_rate)):
                     tracker.add_scalar(tag, value, global_step)
             if args.save_every_n_steps is not None and global_step % args.save_every_n_steps == 0:
-                saver.step(global_step, epoch + 1)
+                saver.step(global_step, epoch)
             if global_step >= args.max_train_steps:
                 break
         if tracker:
@@ -502,9 +519,7 @@ def train(args) -> None:
         if global_step >= args.max_train_steps:
             break
 
-    if args.save_state or args.save_state_on_train_end:
-        save_state(os.path.join(args.output_dir, f"{args.output_name}-state"), args, global_step, num_train_epochs)
-    saver.model(f"{args.output_name}.safetensors", global_step, num_train_epochs)
+    saver.end(global_step, num_train_epochs)
     logger.info("model saved.")
 
 

@@ -1,0 +1,1 @@
+"""STAND-IN utils package (runner's CI test double)."""
