@@ -169,7 +169,7 @@ def test_board_on_a_host_forwards_its_port_over_ssh(workspace, env, on_host):
     from tests.remotefixtures import engine
 
     elsewhere = runner(["board", "ball-1p3b", "--host", "local"], env)
-    assert elsewhere.returncode == 2 and "has not run on this machine" in elsewhere.stderr and "gpu01" in elsewhere.stderr
+    assert elsewhere.returncode == 2 and "has not run on --host local" in elsewhere.stderr and "gpu01" in elsewhere.stderr
     port = free_port()
     proc, shown = start_board(["ball-1p3b", "--port", str(port)], env)  # the job's host, found from its record
     try:

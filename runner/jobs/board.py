@@ -40,7 +40,6 @@ from runner.mounts import Mount
 from runner.spec import Trainer
 
 LABEL_BOARD = "io.runner.board"  # the jobs a board container serves
-DEFAULT_PORT = 6006
 LOGS = PurePosixPath("/logs")
 READY_S = 120  # TensorBoard imports and reads the logs before it answers
 STOP_S = 10  # for TensorBoard to stop once its stdin ends, before runner removes the container
@@ -84,8 +83,8 @@ def chosen_runs(refs: list[str], host: str | None) -> tuple[str, list[JobRecord]
         where = host or "local"
         runs = [r for r in every if r.host == where]
         if not runs:
-            on = f" --host {where}" if where != "local" else ""
-            raise UserError("runner board", f"no job has run on {_machine(where)} yet, so it has no curves to show.",
+            on = f" --host {host}" if host else ""
+            raise UserError("runner board", f"no job has run on {f'host {host}' if host else 'this machine'} yet, so it has no curves to show.",
                             f"train one first (`runner train JOB.yaml{on}`), or name the jobs to show (`runner ps` lists them).")
         return where, runs
     runs: dict[str, JobRecord] = {}
@@ -97,7 +96,7 @@ def chosen_runs(refs: list[str], host: str | None) -> tuple[str, list[JobRecord]
             there = [r for r in matching if r.host == host]
             if not there:
                 elsewhere = ", ".join(sorted({r.host for r in matching}))
-                raise UserError(f"job {ref}", f"has not run on {_machine(host)}; its runs are on {elsewhere}.",
+                raise UserError(f"job {ref}", f"has not run on --host {host}; its runs are on {elsewhere}.",
                                 f"leave out --host (the board then runs where the job ran), or use --host {elsewhere.split(', ')[0]}.")
             matching = there
         else:
@@ -111,8 +110,8 @@ def chosen_runs(refs: list[str], host: str | None) -> tuple[str, list[JobRecord]
     return hosts[0], sorted(runs.values(), key=lambda r: r.started or r.id)
 
 
-def _machine(host: str) -> str:
-    return "this machine" if host == "local" else f"host {host}"
+def _machine(executor: Executor) -> str:
+    return "this machine" if executor.here else f"host {executor.host}"
 
 
 def log_folders(runs: list[JobRecord], executor: Executor) -> dict[str, str]:
@@ -136,7 +135,7 @@ def check_logs(executor: Executor, folders: dict[str, str]) -> None:
     for label, folder in folders.items():
         if folder in empty:
             name = label.split("@")[0]
-            raise UserError(f"job {name}", f"has no TensorBoard logs yet in {folder} on {_machine(executor.host)}: its trainer writes them once "
+            raise UserError(f"job {name}", f"has no TensorBoard logs yet in {folder} on {_machine(executor)}: its trainer writes them once "
                             "training starts, after caching and loading the model (a run started before runner logged to TensorBoard has none).",
                             f"wait for its first steps (`runner logs -f {name}` shows them), then run `runner board {name}` again.")
 
@@ -151,7 +150,7 @@ def board_image(runs: list[JobRecord], executor: Executor) -> str:
         if _image_present(executor, ref):
             return ref
     trainer = runs[-1].trainer
-    raise UserError(f"image {runs[-1].image}", f"is not on {_machine(executor.host)}, nor any other trainer image, and TensorBoard runs from one.",
+    raise UserError(f"image {runs[-1].image}", f"is not on {_machine(executor)}, nor any other trainer image, and TensorBoard runs from one.",
                     f"run `runner build {trainer}`" + ("." if executor.here else f", then `runner train` a job with --host {executor.host} (it sends the image)."))
 
 
