@@ -67,7 +67,7 @@ def stage(plan_dir: Path, plan: dict, work: Path, models: Path, clips: Path):
     shutil.rmtree(work / "job", ignore_errors=True)
     (work / "job").mkdir(parents=True)
     for f in plan_dir.iterdir():
-        if f.suffix in (".toml", ".yaml"):  # trainer configs; plan.json and command.sh are runner's own
+        if f.name not in ("plan.json", "command.sh", ".runner-render"):  # the trainer's files; those are runner's own
             (work / "job" / f.name).write_text(to_local(f.read_text()))
     for container, local in table.items():
         if container.startswith("/data/"):
@@ -232,6 +232,7 @@ def main() -> int:
     ap.add_argument("--card-gib", type=float, help="emulate a card of this size (allocator cap = this - outside)")
     ap.add_argument("--outside-gib", type=float, default=0.0, help="memory outside the allocator while training")
     ap.add_argument("--outside-cache-gib", type=float, default=0.0, help="memory outside the allocator while caching")
+    ap.add_argument("--keep-work", action="store_true", help="keep WORK's outputs: a resumed plan reads the earlier run's")
     ap.add_argument("--timeout", type=float, default=300, help="seconds per step")
     ap.add_argument("--jsonl", type=Path, required=True)
     args = ap.parse_args()
@@ -242,7 +243,8 @@ def main() -> int:
         print(f"[gpu_smoke] runner.gpu failed here: {e!r}", flush=True)
     plan = json.loads((args.plan / "plan.json").read_text())
     work = args.work.resolve()
-    shutil.rmtree(work, ignore_errors=True)
+    if not args.keep_work:
+        shutil.rmtree(work, ignore_errors=True)
     to_local = stage(args.plan, plan, work, args.models.resolve(), args.clips.resolve())
     steps = {s["name"]: [to_local(a) for a in s["argv"]] for s in plan["steps"]}
     hf_home = work / "hf-cache"

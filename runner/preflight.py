@@ -61,8 +61,9 @@ def free_bytes(shell: Shell, paths: list[str]) -> dict[str, int]:
     return {p: int(row.split()[3]) * 1024 for p, row in zip(paths, rows)}
 
 
-def check_free(shell: Shell, path: str, need: int, what: str) -> None:
-    free = free_bytes(shell, [path])[path]
+def check_free(shell: Shell, path: str, need: int, what: str, free: int | None = None) -> None:
+    """free: the bytes free there when the caller measured them already."""
+    free = free_bytes(shell, [path])[path] if free is None else free
     if free < need:
         raise UserError(f"host {shell.name}: {path}", f"has {free / 2**20:.1f} MiB free; {what} needs {need / 2**20:.1f} MiB.",
                         "free space there, or point the host at a larger disk (`runner hosts add NAME … --data/--cache/--outputs DIR`).")

@@ -66,3 +66,8 @@ def add_host(env: dict[str, str], name: str, host: str, models: str, dirs: dict[
             "--models", models, *[a for v, d in dirs.items() for a in (f"--{v}", d)]]
     r = runner(args, env)
     assert r.returncode == 0, r.stderr
+
+
+def run_key(env: dict[str, str], job_name: str) -> str:
+    """The job's folder name on a host for the runner state of `env` (runner.remote.layout)."""
+    return f"{job_name}-{(Path(env['RUNNER_STATE']) / 'install-id').read_text().strip()}"

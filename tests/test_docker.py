@@ -172,7 +172,7 @@ def test_model_file_absent_here(workspace, env):
 
 
 def test_too_little_disk_for_a_build(env, tmp_path):
-    pins = edited_pins(tmp_path, "[musubi]", "[musubi]\nbuild_disk_gb = 1000000")
+    pins = edited_pins(tmp_path, '[musubi]\nbase_image = "runner-test-base:bookworm"\npython = "3.11"\nbuild_disk_gb = 4', '[musubi]\nbase_image = "runner-test-base:bookworm"\npython = "3.11"\nbuild_disk_gb = 1000000')
     r = runner(["build", "musubi", "--pins", pins], env)
     assert r.returncode == 2 and "needs about 1000000 GiB" in r.stderr and "docker system prune" in r.stderr
 

@@ -233,6 +233,11 @@ def test_the_remote_lock_is_kept_on_the_host(workspace, tmp_path):
         assert json.loads(Path(first["locked"]).read_text())["run"] == first["id"], "the lock file is on the host"
         again = runner(["train", path, "--host", "gpu01"], env, cwd=workspace)
         assert again.returncode == 2 and f"is already running as run {first['id']}" in " ".join(again.stderr.split())
+        # the same job name from another job file with its own output folder here: the same folders on the host
+        other = path.with_name(f"{name}-copy.yaml")
+        other.write_text(path.read_text() + "output: elsewhere\n")
+        again = runner(["train", other, "--host", "gpu01"], env, cwd=workspace)
+        assert again.returncode == 2 and f"is already running as run {first['id']}" in " ".join(again.stderr.split()), again.stderr
         assert len(records(env)) == 1
         assert runner(["stop", name], env).returncode == 0
         assert not Path(first["locked"]).exists(), "stopping gives the host's lock back"

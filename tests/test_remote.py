@@ -19,7 +19,7 @@ import pytest
 
 from runner.executors.container import LABEL_PORT
 from tests.dockerfixtures import runner, runner_env
-from tests.remotefixtures import ADDRESS, CLIENT_KEY, KNOWN_HOSTS, SRV, add_host, engine, host_dirs, netns, require_remote
+from tests.remotefixtures import ADDRESS, CLIENT_KEY, KNOWN_HOSTS, SRV, add_host, engine, host_dirs, netns, require_remote, run_key
 
 MUSUBI = "examples/t2v-1.3B-musubi.yaml"
 
@@ -125,9 +125,9 @@ def test_train_on_a_host_then_pull(workspace, env, on_host):
     assert r.returncode == 0, r.stdout[-4000:] + r.stderr[-3000:]
     assert "STAND-IN" in r.stdout and "[runner] done" in r.stdout
     assert _tree(data) == before, "local data is only read"
-    remote_caption = Path(dirs["data"]) / "ball-1p3b" / "0-it_s_a_clip_touch_PWNED-dir_touch_PWNED-tick" / caption.name
+    remote_caption = Path(dirs["data"]) / run_key(env, "ball-1p3b") / "0-it_s_a_clip_touch_PWNED-dir_touch_PWNED-tick" / caption.name
     assert remote_caption.read_text() == caption.read_text()
-    assert int(remote_caption.stat().st_mtime) == int(caption.stat().st_mtime), "mtimes are preserved (SFTP: whole seconds)"
+    assert int(remote_caption.stat().st_mtime) == int(caption.stat().st_mtime), "mtimes are preserved"
     for root in (workspace, Path("/home/runnertest"), Path(dirs["data"]), Path("/tmp")):
         assert not list(root.glob("PWNED*")) and not (root / "ball-1p3b" / "PWNED-dir").exists()
 
@@ -168,12 +168,14 @@ def test_a_remote_plan_json_lists_the_hosts_paths_and_no_secret(workspace, env, 
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     (record,) = _records(env)
     here = Path(env["RUNNER_STATE"]) / "jobs" / record["id"] / "job" / "plan.json"
-    there = Path(dirs["cache"]) / "jobs" / record["container"] / "plan.json"
+    run = run_key(env, "ball-1p3b")
+    there = Path(dirs["cache"]) / run / "jobs" / record["container"] / "plan.json"
     assert there.read_text() == here.read_text(), "the host runs the plan.json kept here"
     plan = json.loads(here.read_text())
     hosts_side = {m["volume"]: m["host"] for m in plan["mounts"]}
-    assert hosts_side == {"models": remote_models.format(host="gpu01"), "data/0": f"{dirs['data']}/ball-1p3b/0-clips", "cache": dirs["cache"],
-                          "outputs": dirs["outputs"], "hf-cache": f"{dirs['cache']}/hf", "job": f"{dirs['cache']}/jobs/{record['container']}"}
+    assert hosts_side == {"models": remote_models.format(host="gpu01"), "data/0": f"{dirs['data']}/{run}/0-clips", "cache": f"{dirs['cache']}/{run}/cache",
+                          "outputs": f"{dirs['outputs']}/{run}", "hf-cache": f"{dirs['cache']}/{run}/hf",
+                          "job": f"{dirs['cache']}/{run}/jobs/{record['container']}"}
     assert plan["container"]["secret_env"] == ["PIP_INDEX_URL", "WANDB_API_KEY"] and plan["facts"]["host"] == "gpu01"
     assert plan["container"]["user"] == "{}:{}".format(*_ids("runnertest"))
     for f in [*Path(env["RUNNER_STATE"]).rglob("*"), *Path(dirs["cache"]).rglob("*"), Path("/var/log/runner-test-gpu01-sshd.log")]:
@@ -258,7 +260,7 @@ def test_resume_on_a_host_counts_on(workspace, env, on_host):
     job.write_text(text)
     r = runner(["resume", job, "--host", "gpu01"], env, cwd=workspace)
     assert r.returncode == 0 and "resuming from ball-1p3b-000002-state (epoch 2, step 6)" in r.stdout, r.stdout[-3000:] + r.stderr[-2000:]
-    saved = {p.name for p in (Path(dirs["outputs"]) / "ball-1p3b").iterdir()}
+    saved = {p.name for p in (Path(dirs["outputs"]) / run_key(env, "ball-1p3b") / "ball-1p3b").iterdir()}
     assert {f"ball-1p3b-{e:06d}.safetensors" for e in range(1, 16)} | {"ball-1p3b.safetensors"} <= saved
 
 

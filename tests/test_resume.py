@@ -190,3 +190,21 @@ def test_resume_after_a_killed_or_stopped_container(workspace: Path, tmp_path: P
     assert (meta["ss_epoch"], meta["ss_steps"]) == ("16", "48")
     assert {k: v for k, v in tree(out).items() if k in earlier and not k.startswith("runner-")} == {
         k: v for k, v in earlier.items() if not k.startswith("runner-")}
+
+
+def test_render_resume_previews_what_runner_resume_runs(workspace: Path, cli):
+    """`runner render --resume` writes the plan `runner resume` would run (the wrapper, --resume DIR) and touches
+    no earlier file; without --resume render looks at no earlier run."""
+    _, _, first = run_job(workspace, MUSUBI_JOB, Earlier.refuse, {"STANDIN_FAIL_AT_STEP": "8"})
+    assert first.returncode != 0
+    job, out = workspace / "examples" / f"{MUSUBI_JOB}.yaml", output(workspace, MUSUBI_JOB)
+    before = tree(out)
+    code, stdout, stderr = cli("render", str(job), "--out", str(workspace / "preview"), "--resume")
+    assert code == 0, stdout + stderr
+    train = (workspace / "preview" / "command.sh").read_text().splitlines()[-1]
+    assert "/job/resume_counters.py 2 6 " in train and "--resume /outputs/ball-1p3b/ball-1p3b-000002-state" in train
+    assert (workspace / "preview" / "resume_counters.py").is_file() and tree(out) == before
+    code, _, _ = cli("render", str(job), "--out", str(workspace / "plain"))
+    assert code == 0 and "--resume" not in (workspace / "plain" / "command.sh").read_text()
+    code, _, stderr = cli("render", str(job), "--out", str(workspace / "both"), "--resume", "--fresh")
+    assert code == 2 and "--resume and --fresh" in stderr and not (workspace / "both").exists()

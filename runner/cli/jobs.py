@@ -40,13 +40,16 @@ def render(
     vram: float = VramOpt("GPU memory in GiB for `memory: auto` (default: the smallest GPU of the machine)"),
     ram: float = RamOpt("host RAM in GiB for `memory: auto` (default: the machine's)"),
     host: str = HostOpt,
+    resume: bool = typer.Option(False, "--resume", help="render what `runner resume` would run: the latest run continued from its latest checkpoint"),
+    fresh: bool = typer.Option(False, "--fresh", help="render what `runner train --fresh` would run: a new run beside an earlier run's files"),
     as_json: bool = JsonOpt('{"out", "files": [names], "plan": the plan.json written}'),
 ) -> None:
     """Write the trainer's files, the commands (command.sh) and plan.json for a job resolved on this machine or
-    --host, without running it. plan.json names secret variables without their values."""
+    --host, without running it. plan.json names secret variables without their values. Earlier runs in the
+    output folder are looked at only with --resume or --fresh."""
     from runner.job import render as r
 
-    plan = r.render(job, out_dir, vram, ram, target(host, job=job))
+    plan = r.render(job, out_dir, vram, ram, target(host, job=job), earlier(resume, fresh, refuse=None))
     views.emit_json(views.rendered_json(plan, out_dir)) if as_json else views.rendered(cli.out, plan, out_dir)
 
 
@@ -70,9 +73,16 @@ def train(
     """
     from runner.trainers.resolved import Earlier
 
+    run(job, host, detach, earlier(resume, fresh, refuse=Earlier.refuse))
+
+
+def earlier(resume: bool, fresh: bool, refuse):
+    """--resume / --fresh as runner.trainers.resolved.Earlier; `refuse` when neither is given."""
+    from runner.trainers.resolved import Earlier
+
     if resume and fresh:
         raise UserError("--resume and --fresh", "both given: a run either continues the latest one or starts anew.", "pass one of them.")
-    run(job, host, detach, Earlier.resume if resume else Earlier.fresh if fresh else Earlier.refuse)
+    return Earlier.resume if resume else Earlier.fresh if fresh else refuse
 
 
 @app.command(name="resume")

@@ -54,9 +54,10 @@ class Executor(Protocol):
     # --- mounts: the target's side of each volume --------------------------------------------------
     def host_mounts(self, mounts: list[Mount], job_name: str, container: str) -> list[Mount]:
         """The mounts with each host side as the target sees it (pure: nothing is synced or created)."""
-    def prepare_mounts(self, spec: ContainerSpec, sources: list[Mount]) -> None:
+    def prepare_mounts(self, spec: ContainerSpec, sources: list[Mount], by_content: bool = False) -> None:
         """Make spec's mounts (the target's, from host_mounts) ready: inputs present, runner's folders created;
-        sources are this machine's side of the same mounts, in order (synced to a remote host)."""
+        sources are this machine's side of the same mounts, in order (synced to a remote host; by_content: the
+        datasets' fingerprints changed, so every file is compared by checksum, whatever its size and mtime)."""
     def pull_outputs(self, job_name: str, into: Path) -> Stats | None:
         """Bring a job's outputs to `into` on this machine; None where they are already here."""
 

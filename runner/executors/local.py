@@ -120,7 +120,7 @@ class LocalDocker:
         preflight.check_model_files(str(root), root, missing, "this machine",
                                     "download them (`runner download`) or correct the paths, which are relative to models.root.")
 
-    def prepare_mounts(self, spec: ContainerSpec, sources: list[Mount]) -> None:
+    def prepare_mounts(self, spec: ContainerSpec, sources: list[Mount], by_content: bool = False) -> None:
         """Inputs must exist; runner-owned folders (outputs, cache, HF cache) are created for the user.
         sources are spec.mounts themselves: this machine is the target."""
         for m in spec.mounts:

@@ -22,7 +22,7 @@ from runner.executors.container import LABEL_PORT, LABEL_RECORD, ContainerSpec
 from runner.executors.refusals import start_refused
 from runner.mounts import Mount
 from runner.progress import bar as progress_bar
-from runner.remote import hosts, image_transfer, ssh, sync
+from runner.remote import hosts, image_transfer, layout, ssh, sync
 from runner.remote.hosts import Host
 from runner.shell import Result, missing_files
 
@@ -33,7 +33,7 @@ class RemoteDocker:
         self.spec_host = host
         self.host = host.name
         self.console = console or Console(stderr=True)
-        self.shell = ssh.RemoteShell(host.name, ssh.connect(host))
+        self.shell = ssh.RemoteShell(host.name, ssh.connect(host), host)
         r = self.shell.run(["sh", "-c", 'printf "%s\\n" "$HOME"; id -u; id -g'], timeout=30)
         home, uid, gid = (r.stdout.split("\n") + ["", "", ""])[:3]
         self.home, self.user = home, f"{uid}:{gid}"
@@ -58,11 +58,9 @@ class RemoteDocker:
     def locks_folder(self) -> str:
         return posixpath.join(self.folder("cache"), "locks")
 
-    def job_folder(self, container: str) -> str:
-        return posixpath.join(self.folder("cache"), "jobs", container)
-
     def outputs_of(self, job_name: str) -> str:
-        return posixpath.join(self.folder("outputs"), job_name)
+        """The job's own output folder on the host (runner.remote.layout): the only one `runner pull` reads."""
+        return posixpath.join(layout.outputs_dir(self.folder("outputs"), job_name), job_name)
 
     # --- preflight ------------------------------------------------------------------------------
 
@@ -123,9 +121,10 @@ class RemoteDocker:
         return [dataclasses.replace(m, host=self._host_side(m, job_name, container)) for m in mounts
                 if not m.volume.startswith("hf-cache/")]
 
-    def prepare_mounts(self, spec: ContainerSpec, sources: list[Mount]) -> None:
+    def prepare_mounts(self, spec: ContainerSpec, sources: list[Mount], by_content: bool = False) -> None:
         """Sync the datasets and the rendered job from this machine (sources) to their folders on the host
         (spec.mounts, from host_mounts); create runner's folders there."""
+        how = sync.way(self.shell)
         with progress_bar("bytes", self.console) as progress:
             on_host = {m.volume: m for m in spec.mounts}  # host_mounts leaves some out (the HF login)
             for local in sources:
@@ -134,27 +133,36 @@ class RemoteDocker:
                     what = f"{local.volume} ({local.host})"
                     task = progress.add_task(f"sync {local.volume} → {self.host}", total=None)
                     skip = sync.DATASET_KEEP if local.volume.startswith("data/") else ()
-                    stats = sync.upload(self.shell, Path(local.host), there.host, what, skip=skip,
+                    stats = sync.upload(self.shell, Path(local.host), there.host, what, skip=skip, by_content=by_content, how=how,
                                         progress=lambda n, t=task: progress.advance(t, n))
                     progress.remove_task(task)
-                    self.console.print(f"synced {what}: {stats.files} of {stats.total_files} files sent ({stats.bytes / 2**20:.1f} MiB), "
-                                       f"{stats.deleted} removed")
+                    self.console.print(f"synced {what}: {stats.files} of {stats.total_files} files sent ({stats.bytes / 2**20:.1f} MiB, "
+                                       f"{stats.way}{', by checksum' if by_content else ''}), {stats.deleted} removed")
+                    if stats.clamped:
+                        self.console.print(f"warning: {len(stats.clamped)} file(s) of {local.host} have modification times SFTP cannot "
+                                           f"carry (before 1970 or after 2106: {', '.join(stats.clamped[:3])}{' …' if len(stats.clamped) > 3 else ''}); "
+                                           f"their copies on {self.host} got the nearest time it can.", style="yellow", highlight=False)
         preflight.make_dirs(self.shell, [m.host for m in spec.mounts if m.volume in ("cache", "outputs", "hf-cache")])
 
     def pull_outputs(self, job_name: str, into: Path) -> sync.Stats:
         return sync.download(self.shell, self.outputs_of(job_name), into)
 
     def _host_side(self, m: Mount, job_name: str, container: str) -> str:
+        """The host folder of a mount, in the run's own folders (runner.remote.layout)."""
         if m.volume == "models":
             return self.folder("models")
         if m.volume.startswith("data/"):
             # same folder name as in the container: /data/<i>-<safe name>
-            return posixpath.join(self.folder("data"), job_name, PurePosixPath(m.container).name)
+            return layout.data_dir(self.folder("data"), job_name, PurePosixPath(m.container).name)
         if m.volume == "hf-cache":
-            return posixpath.join(self.folder("cache"), "hf")
+            return layout.hf_dir(self.folder("cache"), job_name)
         if m.volume == "job":
-            return self.job_folder(container)
-        return self.folder(m.volume)  # cache, outputs
+            return layout.job_dir(self.folder("cache"), job_name, container)
+        if m.volume == "cache":
+            return layout.cache_dir(self.folder("cache"), job_name)
+        if m.volume == "outputs":
+            return layout.outputs_dir(self.folder("outputs"), job_name)
+        raise ValueError(f"no host folder is laid out for volume {m.volume!r} (runner.remote.layout)")
 
     # small files on the host: the dataset fingerprints kept beside the caches there
     def read_text(self, path: Path) -> str | None:

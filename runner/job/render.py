@@ -13,7 +13,7 @@ from runner.job.resolve import NothingFits, Target, here, no_memory_to_plan, res
 from runner.plan import Plan, is_secret
 from runner.spec import Job, Trainer, locate, read_job
 from runner.trainers import diffpipe, musubi
-from runner.trainers.resolved import ResolvedJob
+from runner.trainers.resolved import Earlier, ResolvedJob
 
 TRAINERS = {Trainer.diffpipe: diffpipe, Trainer.musubi: musubi}
 DEFAULT_MASTER_PORT = 29500
@@ -95,11 +95,13 @@ def shell_script(p: Plan) -> str:
     return "\n".join(lines) + "\n"
 
 
-def render(file: Path, out: Path, vram_gib: float | None = None, ram_gib: float | None = None, target: Target | None = None) -> Plan:
+def render(file: Path, out: Path, vram_gib: float | None = None, ram_gib: float | None = None, target: Target | None = None,
+           earlier: Earlier | None = None) -> Plan:
     """`runner render`: the job resolved against `target` (default: this machine) or the memory given, its files
-    written to `out`. Its plan.json names the job's secret variables (container.secret_env) without their values."""
+    written to `out`. Its plan.json names the job's secret variables (container.secret_env) without their values.
+    earlier: resolve the run's start from the output folder as `runner train` would (None: a first run)."""
     check_out(out)
-    r = load_checked(file, target, vram_gib=vram_gib, ram_gib=ram_gib, plan_needed=True)
+    r = load_checked(file, target, vram_gib=vram_gib, ram_gib=ram_gib, plan_needed=True, earlier=earlier)
     p = trainer_plan(r, out)
     secret = sorted(k for k, v in p.env.items() if is_secret(k, v))
     p = dataclasses.replace(p, env={k: v for k, v in p.env.items() if k not in secret}, container={"secret_env": secret},

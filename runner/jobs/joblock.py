@@ -28,10 +28,11 @@ START_GRACE_S = 3600  # a run with no container yet may still be sending its ima
 MUTEX_WAIT_S = 30.0  # a mutex older than this was left by a runner killed inside the few steps it guards
 
 
-def claim(executor: Executor, record: JobRecord) -> str:
-    """Take the lock of `record`'s job for its run, or raise UserError naming the run that holds it; returns the lock."""
-    path = posixpath.join(executor.locks_folder, hashlib.sha256(f"{socket.gethostname()}:{record.output_dir}".encode()).hexdigest()[:24] + ".json")
-    owner = {"run": record.id, "container": record.container, "output": record.output_dir, "since": now(), "pid": os.getpid(),
+def claim(executor: Executor, record: JobRecord, folder: str) -> str:
+    """Take the lock of `record`'s job for its run, or raise UserError naming the run that holds it; returns the lock.
+    folder: where the run writes, on the machine that runs it (on a host, the run's own folder there)."""
+    path = posixpath.join(executor.locks_folder, hashlib.sha256(folder.encode()).hexdigest()[:24] + ".json")
+    owner = {"run": record.id, "container": record.container, "output": folder, "since": now(), "pid": os.getpid(),
              "machine": socket.gethostname()}
     with _mutex(executor, path):
         holder = _holder(executor, path)
@@ -39,7 +40,7 @@ def claim(executor: Executor, record: JobRecord) -> str:
             raise UserError(
                 f"job {record.name}",
                 f"is already running as run {holder['run']} (since {holder['since']}, started by pid {holder['pid']} on "
-                f"{holder['machine']}), writing to {record.output_dir}; two runs of one job would overwrite each other's outputs and caches.",
+                f"{holder['machine']}), writing to {folder}; two runs of one job would overwrite each other's outputs and caches.",
                 f"follow it with `runner logs -f {holder['run']}`, stop it with `runner stop {holder['run']}`, or wait until it ends.")
         executor.write_text(Path(path), json.dumps(owner, indent=2))
     return path

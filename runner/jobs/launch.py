@@ -27,7 +27,7 @@ from runner.mounts import Mount
 from runner.plan import Plan
 from runner.progress import bar as progress_bar
 from runner.spec import Job
-from runner.trainers.resolved import Earlier, ResolvedJob
+from runner.trainers.resolved import Caches, Earlier, ResolvedJob
 
 def gpu_environment(inventory, job: Job, memory_plan=None) -> tuple[dict[str, str], str]:
     """Variables the GPUs need (runner.gpu.envrules) and the pins table of the image for them (runner.gpu.variant).
@@ -66,7 +66,8 @@ def start(job_file: Path, executor: Executor, settings: config.Settings, console
     gpus = records.gpus_wanted()
     if gpus:
         executor.check_gpus()
-    resolved = render.load_checked(job_file, target_of(executor, bool(gpus)), plan_needed=bool(gpus), earlier=earlier)
+    there = target_of(executor, bool(gpus))
+    resolved = render.load_checked(job_file, there, plan_needed=bool(gpus), earlier=earlier)
     job, inventory = resolved.job, resolved.inventory
     if job.memory.auto and inventory is None:
         raise UserError("memory: auto", "needs a GPU to plan for, and RUNNER_GPUS=none starts containers without one.", "set memory settings explicitly")
@@ -82,7 +83,7 @@ def start(job_file: Path, executor: Executor, settings: config.Settings, console
         id=rid, name=job.name, trainer=job.trainer.value, host=executor.host, image=ref, container=f"runner-{rid}",
         job_file=str(job_file.resolve()), output_dir=str(job.output / job.name),
     )
-    record.locked = joblock.claim(executor, record)  # before anything is sent or written: a second run launches nothing
+    record.locked = joblock.claim(executor, record, there.output_dir(job))  # before anything is sent or written: a second run launches nothing
     try:
         executor.check_image(ref, build)  # a remote host receives the image here: after the cheap checks
         record.master_port = port = records.free_master_port(executor.host, executor.port_free)
@@ -96,7 +97,7 @@ def start(job_file: Path, executor: Executor, settings: config.Settings, console
             labels={LABEL_RECORD: rid, LABEL_JOB: job.name, LABEL_PORT: str(port)},
         )
         render.write(as_run(plan, spec, job, facts(executor, resolved, variant_name)), record.job_dir)
-        executor.prepare_mounts(spec, sources=plan.mounts)
+        executor.prepare_mounts(spec, sources=plan.mounts, by_content=resolved.caches is not Caches.reuse)
         record.env_names = sorted(env)
         record.started = records.now()
         record.save()  # status created: `runner ps` knows the container before it exists

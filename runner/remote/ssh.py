@@ -109,6 +109,20 @@ def _raise_connect(where: str, e: BaseException, host: Host):
                     f"check that `ssh {host.ssh}` works from here; fix the address with `runner hosts add {host.name} --ssh user@address[:port]`.") from None
 
 
+def openssh_argv(host: Host, conn: Connection) -> list[str]:
+    """The OpenSSH command (without the destination) that reaches `host` as connect() does: the same user, port, key
+    and known_hosts file, strict host-key checking, never a prompt. rsync runs through it."""
+    argv = ["ssh", "-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=yes", "-o", f"UserKnownHostsFile={_known_hosts_file(host, conn)}",
+            "-o", f"ConnectTimeout={CONNECT_TIMEOUT}", "-o", f"ServerAliveInterval={KEEPALIVE}", "-o", "ServerAliveCountMax=3"]
+    if host.key:
+        argv += ["-i", str(Path(host.key).expanduser()), "-o", "IdentitiesOnly=yes"]
+    if host.user:
+        argv += ["-l", host.user]
+    if host.port:
+        argv += ["-p", str(host.port)]
+    return argv
+
+
 class ConnectionLost(UserError):
     pass
 
@@ -121,8 +135,8 @@ def lost(host: str, e: BaseException | str) -> ConnectionLost:
 class RemoteShell:
     """Shell over one SSH connection: run(argv) → Result, plus streaming and stdin for big transfers."""
 
-    def __init__(self, name: str, conn: Connection):
-        self.name, self.conn = name, conn
+    def __init__(self, name: str, conn: Connection, host: Host | None = None):
+        self.name, self.conn, self.host = name, conn, host  # host: for OpenSSH's own tools (rsync), when known
 
     def _channel(self, argv: list[str], timeout: float | None = None):
         command = shlex.join(argv)

@@ -37,7 +37,7 @@ run_in() {
 }
 
 setup_common() {
-  apt_install openssh-server docker.io
+  apt_install openssh-server docker.io rsync  # rsync: runner syncs datasets with it when both sides have it
   groupadd -f docker
   if ! id "$USER_NAME" >/dev/null 2>&1; then
     useradd -m -s /bin/bash -G docker "$USER_NAME"
