@@ -234,6 +234,7 @@ def _run_remote(executor, spec: ContainerSpec, port: int, board: Board):
     """port: TensorBoard's on the host; board.port, this machine's end of the forward."""
     run = spec.cli_argv()
     # `docker run --detach …` as jobs start; a board runs attached instead, its stdin held open by this SSH channel
+    assert run[:3] == ["docker", "run", "--detach"], run[:3]
     argv = ["docker", "run", "--rm", "--interactive", *run[3:]]
     channel = executor.shell.session(argv)
     chunks = iter(lambda: channel.recv(65536), b"")
