@@ -2,7 +2,7 @@
 
 The same file ships in both stand-ins (musubi-tuner: musubi_tuner/_standin.py, diffusion-pipe:
 utils/standin_kit.py); tests/test_standin.py checks that the two copies are identical. Only the stdlib,
-PyAV (video/image metadata) and numpy are used.
+PyAV (video/image metadata), numpy and tensorboard (its event file writer) are used.
 
 Knobs (environment): STANDIN_STEP_SECONDS (sleep per training step, default 0.02), STANDIN_FAIL_AT_STEP=N
 (raise at step N), STANDIN_NAN_AT_STEP=N (a NaN loss at step N, then finite again), STANDIN_NAN_FROM_STEP=N (NaN
@@ -236,3 +236,24 @@ class Progress:
         extra = "".join(f", {k}={v}" for k, v in postfix.items())
         speed = f"{1 / rate:5.2f}s/it" if 0 < rate < 1 else f"{rate:5.2f}it/s"  # tqdm turns the rate over below 1 it/s
         print(f"{self.desc}: {frac * 100:3.0f}%|{bar}| {self.n}/{self.total} [{_clock(elapsed)}<{_clock(remaining)}, {speed}{extra}]", file=sys.stderr, flush=True)
+
+
+# ---------------------------------------------------------------- TensorBoard
+
+
+class EventWriter:
+    """Scalars as torch's SummaryWriter writes them (simple_value summaries), through tensorboard's EventFileWriter, which
+    SummaryWriter itself uses: a real event file. Unlike SummaryWriter (flush every 120 s) it flushes at every scalar."""
+
+    def __init__(self, logdir: str | os.PathLike):
+        from tensorboard.summary.writer.event_file_writer import EventFileWriter
+
+        self._writer = EventFileWriter(str(logdir))
+
+    def add_scalar(self, tag: str, value: float, step: int) -> None:
+        from tensorboard.compat.proto.event_pb2 import Event
+        from tensorboard.compat.proto.summary_pb2 import Summary
+
+        summary = Summary(value=[Summary.Value(tag=tag, simple_value=value)])
+        self._writer.add_event(Event(wall_time=time.time(), step=step, summary=summary))
+        self._writer.flush()
