@@ -11,6 +11,7 @@ import shlex
 import signal
 import subprocess
 import sys
+import threading
 
 MARK = "[runner]"
 
@@ -33,13 +34,35 @@ def main(plan_file: str) -> int:
         step_env = step.get("env") or {}
         shown = [f"{k}={v}" for k, v in step_env.items()] + step["argv"]
         print(f"{head} start: {shlex.join(shown)}", flush=True)
-        child = subprocess.Popen(step["argv"], cwd=plan["workdir"], env={**os.environ, **step_env}, start_new_session=True)
+        child = subprocess.Popen(step["argv"], cwd=plan["workdir"], env={**os.environ, **step_env}, start_new_session=True,
+                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        relays = [threading.Thread(target=relay, args=(pipe.fileno(), out)) for pipe, out in ((child.stdout, sys.stdout), (child.stderr, sys.stderr))]
+        for r in relays:
+            r.start()
+        for r in relays:
+            r.join()
         code = child.wait()
         print(f"{head} exit {code}", flush=True)
         if code != 0:
             return code if code > 0 else 128 - code
     print(f"{MARK} done", flush=True)
     return 0
+
+
+def relay(fd: int, stream) -> None:
+    """Copy one of the step's output streams to ours with each carriage return made a newline: tqdm redraws its bar
+    with a bare CR, and the engine's log holds a line back until its newline (up to 16 KiB), so a progress bar
+    would show up minutes late, all at once."""
+    out, pending_cr = stream.buffer, False
+    while chunk := os.read(fd, 65536):
+        if pending_cr and not chunk.startswith(b"\n"):
+            out.write(b"\n")
+        pending_cr = chunk.endswith(b"\r")
+        out.write(chunk.rstrip(b"\r").replace(b"\r\n", b"\n").replace(b"\r", b"\n"))
+        out.flush()
+    if pending_cr:
+        out.write(b"\n")
+        out.flush()
 
 
 if __name__ == "__main__":

@@ -296,6 +296,20 @@ class Samples(Strict):
     seed: Int = Field(42, ge=0, lt=2**32, description="noise seed: the same seed for every epoch, so the videos differ only by the LoRA")
 
 
+class Watchdog(Strict):
+    """What stops a run that learns nothing, is out of GPU memory or hangs (runner.jobs.watchdog); null turns one off."""
+
+    nan_steps: Count | None = Field(
+        3, description="stop the run after this many optimizer steps in a row with a NaN or Inf loss (musubi shows its running average, which stays NaN after one); the saves made before are kept"
+    )
+    hang_minutes: PositiveFloat | None = Field(
+        30, description="stop the run as hung when the trainer prints nothing for this many minutes (model loading and a 14B step print nothing for a few)"
+    )
+    oom: bool = Field(
+        True, strict=True, description="after CUDA out of memory, stop the container if the trainer has not exited 15 s later (a trainer can hang holding the GPU)"
+    )
+
+
 class Job(Strict):
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$", description="names the outputs and the runs; letters, digits, . _ -")
     trainer: Trainer = Field(description="the trainer that renders and runs the job")
@@ -313,6 +327,7 @@ class Job(Strict):
     seed: Int = Field(42, ge=0, lt=2**32, description="random seed (numpy takes 0 to 2^32 - 1)")
     env: dict[EnvName, EnvValue] = Field(default_factory=dict, description="extra container environment; wins over runner's rules")
     samples: Samples = Field(Samples(), description="sample videos per saved epoch: prompts, cadence, size, frames, steps, guidance, seed")
+    watchdog: Watchdog = Field(Watchdog(), description="when runner stops a run by itself: a NaN loss, CUDA out of memory, no output (README: Progress and watchdogs)")
 
     @field_validator("memory", mode="before")
     @classmethod

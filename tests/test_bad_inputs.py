@@ -406,6 +406,7 @@ CASES = {
     ("sample", "job"): (["data"], "folder"),
     ("dataset check", "job"): (["data"], "folder"),
     ("logs", "job"): (["nosuch"], "nosuch"), ("stop", "job"): (["nosuch"], "nosuch"), ("pull", "job"): (["nosuch"], "nosuch"),
+    ("board", "jobs"): (["nosuch"], "nosuch"),
     ("hosts add", "name"): (["not a name!", "local"], "NAME"),
     ("hosts add", "ssh"): (["-oProxyCommand=id", "$(id)@host", "u@h:0", "u@h:99999", "host\n", "u@h`id`"], "--ssh"),
     ("hosts add", "key"): (["no-such-key"], "--key"), ("hosts add", "known_hosts"): (["no-such-file"], "--known-hosts"),

@@ -166,4 +166,4 @@ def test_report_without_card_memory_or_job_says_how_to_plan(tmp_path):
     oom = logwatch.OutOfMemory.parse(WITHOUT_FIGURES[0], "train")
     for job, vram in ((EXAMPLES / "t2v-1.3B-musubi.yaml", None), (tmp_path / "gone.yaml", 24.0)):
         report = logwatch.oom_report(oom, str(job), vram, None, stopped=False)
-        assert report.endswith(f"Run `runner plan {job} --vram N` with the card's memory in GiB and set what it picks under `memory:`.")
+        assert f"Run `runner plan {job} --vram N` with the card's memory in GiB and set what it picks under `memory:`." in report

@@ -16,7 +16,8 @@ import pytest
 
 from tests.dockerfixtures import require_docker, runner, runner_env
 
-RUN_FOLDER = re.compile(r"\d{8}_\d{2}-\d{2}-\d{2}")
+# named by when and where they started: diffusion-pipe's run folder, musubi's log folder, TensorBoard event files
+RUN_FOLDER = re.compile(r"\d{8}_\d{2}-\d{2}-\d{2}|(?<=logs/)\d{14}|(?<=events\.out\.tfevents\.).*")
 
 
 @pytest.fixture
@@ -35,7 +36,7 @@ def _markers(lines: list[str]) -> list[str]:
 
 
 def _files(root: Path) -> set[str]:
-    """Output files, with diffusion-pipe's run folder (named by its start time) as RUN; runner's log copy left out."""
+    """Output files, with the names RUN_FOLDER matches as RUN; runner's log copy left out."""
     return {RUN_FOLDER.sub("RUN", str(p.relative_to(root))) for p in root.rglob("*") if p.is_file() and not p.name.startswith("runner-")}
 
 

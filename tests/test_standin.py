@@ -49,6 +49,18 @@ def names(folder: Path) -> list[str]:
     return sorted(p.name for p in folder.iterdir())
 
 
+def scalars(folder: Path) -> dict[str, list[int]]:
+    """tag → steps of the scalars in the TensorBoard event files in `folder`, read with tensorboard's own loader."""
+    from tensorboard.backend.event_processing.event_file_loader import LegacyEventFileLoader
+
+    found: dict[str, list[int]] = {}
+    for f in sorted(folder.glob("events.out.tfevents.*")):
+        for event in LegacyEventFileLoader(str(f)).Load():
+            for value in event.summary.value:
+                found.setdefault(value.tag, []).append(event.step)
+    return found
+
+
 # ---------------------------------------------------------------- every example, end to end
 
 
@@ -62,7 +74,11 @@ def test_musubi_t2v_example_runs_with_upstream_layout(workspace: Path):
     assert names(cache) == [f"clip{i}_{s}" for i in (1, 2, 3) for s in ("00000-033_0800x0496_wan.safetensors", "wan_te.safetensors")]  # the bucket, as the real musubi names them
     out = Path(plan["output_dir"])
     saves = [f"ball-1p3b-{e:06d}{s}" for e in range(1, 16) for s in (".safetensors", "-state")]  # runner always renders --save_state
-    assert names(out) == sorted(saves + ["ball-1p3b.safetensors", "ball-1p3b-state"])
+    assert names(out) == sorted(saves + ["ball-1p3b.safetensors", "ball-1p3b-state", "logs"])
+    (run,) = (out / "logs").iterdir()  # accelerate's tracker: <logging_dir>/<%Y%m%d%H%M%S>/network_train/events.*
+    assert re.fullmatch(r"\d{14}", run.name) and names(run) == ["network_train"]
+    curves = scalars(run / "network_train")
+    assert curves["loss/current"] == list(range(1, 49)) and curves["loss/epoch"] == list(range(1, 17)) and "lr/unet" in curves
     tensors, meta = st(out / "ball-1p3b.safetensors")
     assert meta["ss_network_dim"] == "32" and meta["ss_network_alpha"] == "32.0" and meta["ss_steps"] == "48"
     assert "lora_unet_blocks_29_cross_attn_o.lora_up.weight" in tensors and "lora_unet_blocks_30_self_attn_q.alpha" not in tensors
@@ -93,7 +109,7 @@ def test_musubi_i2v_example_runs_and_writes_states(workspace: Path):
     # 160x96 in an 832x480 area: bucket 800x496 -> latent 9x62x100
     assert sorted(st(latent)[0]) == ["clip_fp16", "latents_9x62x100_bf16", "latents_image_9x62x100_bf16"]
     out = Path(plan["output_dir"])
-    expected = [f"shore-i2v-{e:06d}{s}" for e in range(2, 20, 2) for s in (".safetensors", "-state")] + ["shore-i2v.safetensors", "shore-i2v-state"]
+    expected = [f"shore-i2v-{e:06d}{s}" for e in range(2, 20, 2) for s in (".safetensors", "-state")] + ["shore-i2v.safetensors", "shore-i2v-state", "logs"]
     assert names(out) == sorted(expected)
     assert names(out / "shore-i2v-state") == ["model.safetensors", "optimizer.bin", "random_states_0.pkl", "scheduler.bin"]
     assert "lora_unet_blocks_39_cross_attn_k_img.lora_down.weight" in st(out / "shore-i2v.safetensors")[0]
@@ -118,7 +134,10 @@ def test_diffpipe_examples_run_with_upstream_layout(workspace: Path, name: str):
     # runner renders a checkpoint with every epoch LoRA (checkpoint_every_n_epochs), so a run can be resumed
     cadence = re.search(r"^checkpoint_every_n_epochs = (\d+)", config, re.M)
     checkpoints = {f"global_step{e * 3}" for e in range(every, epochs + 1, every) if cadence} | {f"global_step{steps}"}
-    assert names(run) == sorted(["dataset.toml", "diffpipe.toml", "latest", *checkpoints] + [f"epoch{e}" for e in range(every, epochs + 1, every)])
+    events = [p.name for p in run.glob("events.out.tfevents.*")]
+    assert names(run) == sorted(["dataset.toml", "diffpipe.toml", "latest", *checkpoints, *events] + [f"epoch{e}" for e in range(every, epochs + 1, every)])
+    curves = scalars(run)  # train.py's SummaryWriter(log_dir=run_dir)
+    assert len(events) == 1 and curves["train/loss"] == list(range(1, steps + 1)) and curves["train/epoch_loss"] == list(range(1, epochs + 1))
     assert (run / "latest").read_text() == f"global_step{steps}"
     layers = 40 if "14B" in name else 30
     assert names(run / f"global_step{steps}") == sorted(["mp_rank_00_model_states.pt"] + [f"layer_{i:02d}-model_states.pt" for i in range(layers + 2)])
@@ -210,11 +229,11 @@ def test_musubi_train_rules_after_caching(workspace: Path):
     # 3 batches / accumulation 2 = 2 updates per epoch, 4 steps
     assert names(out) == sorted(["ball-1p3b-000001.safetensors", "ball-1p3b-000001-state", "ball-1p3b-step00000002.safetensors",
                                  "ball-1p3b-step00000002-state", "ball-1p3b-step00000004.safetensors", "ball-1p3b-step00000004-state",
-                                 "ball-1p3b.safetensors", "ball-1p3b-state"])
+                                 "ball-1p3b.safetensors", "ball-1p3b-state", "logs"])
     r = run(["--max_train_epochs", "1", "--resume", str(out / "ball-1p3b-state")])
     assert r.returncode == 0 and "resume training from local state" in r.stderr
     r = harness.run(base + ["--max_train_epochs", "1"], MUSUBI, {"STANDIN_FAIL_AT_STEP": "2", "STANDIN_NAN_AT_STEP": "1"})
-    assert r.returncode == 1 and "loss: nan" in r.stdout and "STANDIN_FAIL_AT_STEP=2" in r.stderr
+    assert r.returncode == 1 and "avr_loss=nan" in r.stderr and "STANDIN_FAIL_AT_STEP=2" in r.stderr
 
 
 def test_accelerate_passes_failure_as_exit_1(workspace: Path, tmp_path: Path):

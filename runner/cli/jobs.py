@@ -1,18 +1,23 @@
-"""Commands that check, render, run and follow jobs: validate, render, train, resume, sample, logs, ps, stop, pull, selftest."""
+"""Commands that check, render, run and follow jobs: validate, render, train, resume, sample, logs, ps, stop, pull, board, selftest."""
 
 from __future__ import annotations
 
 import contextlib
 import signal
+import sys
 from pathlib import Path
+from typing import Annotated
 
 import typer
+from pydantic import Field
 
 from runner import cli, views
 from runner.cli import HostOpt, JobArg, JsonOpt, RamOpt, VramOpt, app, choice, out_folder, read_first, schema_option, target
 from runner.errors import UserError
 from runner.executors import ContainerGone
 from runner.spec import Count, EpochList, Prompt
+
+Port = Annotated[Count, Field(le=65535)]
 
 
 @app.command()
@@ -195,7 +200,7 @@ def logs(
 def ps(
     host: str = typer.Option(None, help="only jobs on this host (\"local\" for this machine)"),
     as_json: bool = JsonOpt('{"jobs": [{"id", "name", "trainer", "host", "image", "container", "job_file", "output_dir", "status", '
-                            '"exit_code", "failure", "started", "finished", "master_port", "env_names", "fingerprints", "stop_requested", "locked"}]}'),
+                            '"exit_code", "failure", "stopped_by", "started", "finished", "master_port", "env_names", "fingerprints", "stop_requested", "locked"}]}'),
 ) -> None:
     """List job runs with their state, refreshed from the engines that run them."""
     from runner.jobs import launch, records
@@ -238,6 +243,37 @@ def pull(job: str = typer.Argument(..., help="job name (its newest run) or run i
     if stats is None:
         raise UserError(f"job {record.id}", f"ran on this machine; its outputs are already in {record.output_dir}.", "nothing to pull.")
     views.pulled(cli.out, stats, record)
+
+
+@app.command()
+def board(
+    jobs: list[str] = typer.Argument(None, help="job names or run ids from `runner ps` (default: every job that ran on --host)", show_default=False),
+    host: str = typer.Option(None, "--host", "-H", help="the machine whose logs to show: a host from `runner hosts list` or local (default: where the jobs ran)"),
+    port: int = typer.Option(6006, "--port", parser=schema_option(Port, "--port", "give a TCP port, 1 to 65535, e.g. --port 6007."), help="the port on this machine"),
+    as_json: bool = JsonOpt('{"url", "host", "port", "container", "jobs": {job: its log folder there}}, once TensorBoard answers'),
+) -> None:
+    """Show the jobs' training curves in TensorBoard: the real TensorBoard, run from a trainer image on the machine that
+    holds the logs (with --host, on that host, its port forwarded over the SSH connection), serving them on
+    127.0.0.1:--port here. Each job is a folder whose runs (a fresh run, a resumed one) are labelled curves.
+
+    Prints the URL and runs until Ctrl-C, which stops TensorBoard and removes its container.
+    """
+    from runner.jobs import board as b
+
+    served = None
+    try:
+        with b.signals_interrupt(), b.opened(jobs or [], host, port) as served:
+            if as_json:
+                views.emit_json(served.as_json())
+            else:
+                views.line(cli.out, f"TensorBoard: {served.url} ({', '.join(served.jobs)} on {served.host}); Ctrl-C stops it")
+            sys.stdout.flush()
+            b.serve(served)
+    except KeyboardInterrupt:
+        if served is None:
+            views.line(cli.err, "runner: interrupted before TensorBoard answered; nothing is left running")
+            raise typer.Exit(130) from None
+    views.line(cli.err, "TensorBoard stopped; its container is removed")
 
 
 @app.command()

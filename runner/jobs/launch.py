@@ -8,7 +8,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import shutil
-import threading
 from pathlib import Path
 
 from rich.console import Console
@@ -21,11 +20,11 @@ from runner.executors.container import LABEL_JOB, LABEL_PORT, LABEL_RECORD, RUN_
 from runner.images import builder
 from runner.job import checks, render
 from runner.job.resolve import Target
-from runner.jobs import joblock, logwatch, records
+from runner.jobs import joblock, logwatch, records, watchdog
 from runner.jobs.records import JobRecord
 from runner.mounts import Mount
 from runner.plan import Plan
-from runner.progress import bar as progress_bar
+from runner.progress import Following
 from runner.spec import Job
 from runner.trainers.resolved import Caches, Earlier, ResolvedJob
 
@@ -129,7 +128,8 @@ def as_run(plan: Plan, spec: ContainerSpec, job: Job, facts: dict) -> Plan:
 def facts(executor: Executor, resolved: ResolvedJob, variant_name: str) -> dict:
     """What the target reported that the settings were chosen for (runner.job.render.facts), where, and the image variant."""
     f = render.facts(resolved)
-    return {"host": executor.host, **f, "gpus": f["gpus"] or "none (RUNNER_GPUS=none)", "image_variant": variant_name}
+    return {"host": executor.host, **f, "gpus": f["gpus"] or "none (RUNNER_GPUS=none)", "image_variant": variant_name,
+            "schedule": watchdog.schedule_of(resolved).to_json()}
 
 
 def archive(record: JobRecord, executor: Executor) -> list[str]:
@@ -162,7 +162,8 @@ def stop(record: JobRecord, executor: Executor) -> JobRecord:
 def end(record: JobRecord, executor: Executor) -> JobRecord:
     """Record how the run ended, once: the first runner to get here (the one following it, `runner ps`, `runner stop`)
     keeps the log, records a successful run's caches as fresh, removes the container and gives the job's lock back;
-    the others get the record it saved. A failed run's record says why when its whole log shows it."""
+    the others get the record it saved. A failed run's record says why: the watchdog that stopped it (it marks the
+    record before it stops the container), or what its whole log shows."""
     try:
         code: int | None = executor.wait(record.container)  # at once for a container that has ended
     except ContainerGone:
@@ -177,48 +178,19 @@ def end(record: JobRecord, executor: Executor) -> JobRecord:
             saved.status, saved.failure = "lost", f"its container {saved.container} was removed outside runner: exit code and log are gone"
         elif saved.stop_requested:
             saved.status = "stopped"
+        elif saved.stopped_by in (watchdog.NAN, watchdog.HANG):
+            saved.status, saved.exit_code = "failed", watchdog.STOPPED_EXIT_CODE
         else:
             saved.status = "exited" if code == 0 else "failed"
         if saved.status == "exited":
             for folder, fp in saved.fingerprints.items():
                 executor.write_text(Path(folder) / fingerprint.FILE_NAME, fp)
-        if saved.status == "failed" and (oom := logwatch.scan(lines, saved.trainer).oom):
+        if saved.status == "failed" and saved.stopped_by in ("", watchdog.OOM) and (oom := logwatch.scan(lines, saved.trainer).oom):
             saved.failure = oom.summary()
         saved.save()
         if saved.locked:
             joblock.release(executor, saved.locked, saved.id)
     return saved
-
-
-OOM_GRACE_S = 15  # musubi exits at once after an out-of-memory; diffusion-pipe may hang on, holding the GPU
-
-
-class StopUnlessExited:
-    """Stops a container that has not exited `seconds` after start() (a trainer hung after CUDA out of memory)."""
-
-    def __init__(self, executor, container: str, seconds: float = OOM_GRACE_S):
-        self.fired = threading.Event()
-        self.timer = threading.Timer(seconds, self._stop, args=(executor, container))
-        self.timer.daemon = True  # an interrupted `runner train` leaves the job to `runner logs -f` / `runner stop`
-
-    def _stop(self, executor, container: str) -> None:
-        self.fired.set()
-        with contextlib.suppress(Exception):  # the engine gone too: following the job says so
-            executor.stop(container)
-
-    def start(self) -> bool:
-        """Start the countdown; False when it already runs."""
-        if self.timer.ident is not None:
-            return False
-        self.timer.start()
-        return True
-
-    def end(self) -> bool:
-        """Cancel if pending, wait for a stop under way; whether the container was stopped."""
-        self.timer.cancel()
-        if self.timer.is_alive():
-            self.timer.join()
-        return self.fired.is_set()
 
 
 class LogCopy:
@@ -258,36 +230,24 @@ class LogCopy:
 
 
 def follow(record: JobRecord, executor: Executor, console: Console) -> int:
-    """Stream the container's log with a progress display, keep a copy beside the outputs, return the exit code:
-    the trainer's; 0 for a run stopped with `runner stop`; 1 for a container removed outside runner.
-    After CUDA out of memory the trainer gets OOM_GRACE_S to exit before its container is stopped; returns 1 then.
+    """Stream the container's log with the training's standing, keep a copy beside the outputs, run the watchdogs
+    (runner.jobs.watchdog), return the exit code: the trainer's; 0 for a run stopped with `runner stop`; 1 for a
+    container removed outside runner; 1 after CUDA out of memory (the trainer gets watchdog.OOM_GRACE_S to exit
+    before its container is stopped); 3 when the NaN or the hang watchdog stopped the run.
     Interrupted (Ctrl-C, SIGTERM), the copy keeps every line streamed so far and says so; the job runs on."""
     copy = LogCopy(Path(record.output_dir) / f"runner-{record.id}.log", record.id) if executor.here else None  # else: `runner pull`
-    watch = logwatch.Watch(record.trainer)
-    watchdog = StopUnlessExited(executor, record.container)
-    warned = False
+    guard = watchdog.Guard(record, executor, console)
     try:
         try:
-            with progress_bar("items", console) as progress:
-                task = progress.add_task("starting", total=None)
+            with Following(console) as shown, guard:
                 for text in executor.logs(record.container, follow=True):
                     if copy:
                         copy.write(text)
-                    progress.console.print(text, markup=False, highlight=False)
-                    line = watch.feed(text)
-                    if line.marker:
-                        progress.update(task, description=line.marker, completed=0, total=None)
-                    elif line.progress:
-                        progress.update(task, completed=line.progress[0], total=line.progress[1])
-                    if line.nan and not warned:
-                        progress.console.print(f"runner: {logwatch.NAN_HINT.format(id=record.id)}", style="bold yellow", highlight=False)
-                        warned = True
-                    if watch.oom and watchdog.start():
-                        progress.console.print(f"runner: {watch.oom.summary()}; the trainer has {OOM_GRACE_S} s to exit before runner stops its container",
-                                               style="bold yellow", highlight=False)
+                    shown.print(text)
+                    guard.feed(text, shown)
         except ContainerGone:
             pass  # removed while followed: end() records it
-        stopped = watchdog.end()
+        stopped = guard.oom_stop.end()
         saved = end(record, executor)
     except BaseException as e:  # Ctrl-C, SIGTERM (the CLI's Terminated), the engine gone: the copy says where it ends
         if copy:
@@ -302,14 +262,16 @@ def follow(record: JobRecord, executor: Executor, console: Console) -> int:
         said.append(f"{saved.id} was stopped with `runner stop`; its log: `runner logs {saved.id}`")
     elif saved.status == "lost":
         said.append(f"{saved.id}: {saved.failure}")
-    elif saved.status == "failed" and watch.oom:
-        said.append(logwatch.oom_report(watch.oom, saved.job_file, *card_memory(watch.oom, executor), stopped=stopped))
+    elif guard.stop is not None and saved.stopped_by == guard.stop.kind:
+        said.append(guard.stop.report)
+    elif saved.status == "failed" and (oom := guard.watch.oom):
+        said.append(logwatch.oom_report(oom, saved.job_file, *card_memory(oom, executor), stopped=stopped, trainer=saved.trainer))
     for text in said:
         console.print(f"runner: {text}", style="bold red", highlight=False)
         for kept in [saved.log_file] + ([copy.path] if copy and copy.error is None else []):  # `runner logs JOB` and the copy say it too
             with contextlib.suppress(OSError), kept.open("a") as f:
                 f.write(f"runner: {text}\n")
-    return 1 if saved.status == "failed" and watch.oom else exit_code(saved)
+    return 1 if saved.status == "failed" and guard.watch.oom and guard.stop is None else exit_code(saved)
 
 
 def exit_code(record: JobRecord) -> int:
@@ -320,6 +282,8 @@ def exit_code(record: JobRecord) -> int:
         return 1
     if record.status == "failed" and record.failure.startswith("CUDA out of memory"):
         return 1
+    if record.stopped_by in (watchdog.NAN, watchdog.HANG):
+        return watchdog.STOPPED_EXIT_CODE
     return record.exit_code or 0
 
 

@@ -1,4 +1,5 @@
-"""Reading a trainer's log as it streams: the step running, progress, a NaN loss, CUDA out of memory.
+"""Reading a trainer's log as it streams: the step running, progress, the loss, epochs and saves, a NaN loss, CUDA
+out of memory (runner.jobs.watchdog adds them up into the run's standing and the watchdogs).
 
 `classify` is the one place that says what a log line means. `Watch` adds the lines up: which step runs
 (images/run_plan.py's `[runner] step i/n NAME …` markers) and, inside diffusion-pipe's single train step, whether
@@ -8,17 +9,28 @@ or T5 goes to the GPU; an error there has frames in utils/dataset.py) or trainin
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 STEP_MARK = "[runner] step "
-CACHE_LATENTS, CACHE_TEXT, TRAIN = "cache-latents", "cache-text-encoder", "train"
+CACHE_LATENTS, CACHE_TEXT, TRAIN, SAMPLING = "cache-latents", "cache-text-encoder", "train", "sampling"
 DIFFPIPE_CACHING_CODE = ("utils/dataset.py", "utils/cache.py")
 
 _PROGRESS = re.compile(r"(\d+)/(\d+) \[")  # tqdm: 'steps:  40%|####  | 4/10 [00:02<00:03, ...]'
+_NUMBER = r"([-+]?(?:\d+(?:\.\d*)?(?:e[-+]?\d+)?|nan|inf))"
+# DeepSpeed's pipeline engine, once per optimizer step in diffusion-pipe: 'steps: 3 loss: 0.1167 iter time (s): 2.990 samples/sec: 0.334'
+_DEEPSPEED_STEP = re.compile(rf"^steps: (\d+) loss: {_NUMBER} iter time \(s\): (\d+(?:\.\d+)?)", re.IGNORECASE)
+_AVR_LOSS = re.compile(rf"avr_loss={_NUMBER}", re.IGNORECASE)  # musubi's tqdm postfix: the running average of the loss
+_RATE = re.compile(r"(\d+(?:\.\d+)?)(s/it|it/s)")  # tqdm's rate
+_EPOCH = re.compile(r"^epoch (\d+)/(\d+)$")  # musubi (training/trainer_base.py): 'epoch 3/16'
+_NEW_EPOCH = re.compile(r"^Started new epoch: (\d+)")  # diffusion-pipe (utils/saver.py): the epoch that starts
+_RESUMED = re.compile(r"Resuming at epoch: (\d+), step: (\d+)")  # diffusion-pipe's train.py on resume
+_SAVED = re.compile(r"^(?:saving checkpoint: |Saving model to directory )(\S+)")  # musubi: the file; diffusion-pipe: epochN/stepN
 _NAN = re.compile(r"loss\W{0,3}nan\b", re.IGNORECASE)
 _DIFFPIPE_CACHING = {"caching latents: ": CACHE_LATENTS, "caching text embeddings: ": CACHE_TEXT}
+_MUSUBI_SAMPLING = "generating sample images at step"  # training/trainer_base.py, before it samples inside training
 _FRAME = re.compile(r'^\s*File "([^"]+)", line \d+, in ')
 _RANK = re.compile(r"^\[rank\d+\]:\s?")  # torchrun (accelerate on several GPUs) can prefix a rank's lines: "[rank0]: "
 _OOM = re.compile("|".join([
@@ -37,11 +49,13 @@ _ALLOC_NEW = re.compile(rf"Tried to allocate {_SIZE}\. GPU (\d+) has a total cap
 _ALLOC_OLD = re.compile(rf"Tried to allocate {_SIZE} \(GPU (\d+); {_SIZE} total capacity; {_SIZE} already allocated; {_SIZE} free;")
 _UNIT_GIB = {"bytes": 1 / 2**30, "KiB": 1 / 2**20, "MiB": 1 / 2**10, "GiB": 1.0}
 
-NAN_HINT = (
-    "the loss is NaN, so the run learns nothing from here on. Usual causes: mixed precision that does not match "
-    "the DiT file (memory.dtype), fp16 overflow, or a learning rate too high for the optimizer. Stop it with "
-    "`runner stop {id}` and check the job with `runner validate`."
-)
+def nan_hint(job_id: str, nan_steps: int | None) -> str:
+    """Said at the first NaN or Inf loss of a run."""
+    then = (f"runner stops the run if it stays so for {nan_steps} steps in a row (watchdog.nan_steps); stop it now with "
+            f"`runner stop {job_id}`" if nan_steps else f"stop it with `runner stop {job_id}`")
+    return ("the loss is NaN or Inf, so the run learns nothing from here on if it stays so. Usual causes: mixed precision that "
+            "does not match the DiT file (memory.dtype), fp16 overflow, or a learning rate too high for the optimizer; "
+            f"{then}, and check the job with `runner validate`.")
 
 
 @dataclass(frozen=True)
@@ -54,8 +68,15 @@ class Line:
     nan: bool = False
     oom: bool = False
     caching: str | None = None  # diffusion-pipe announces a caching phase
+    sampling: bool = False  # musubi starts sampling inside its train step
     traceback: bool = False  # a Python traceback begins
     frame: str | None = None  # a traceback frame: its source file
+    train_step: int | None = None  # an optimizer step done (diffusion-pipe's DeepSpeed line; musubi's tqdm count is `progress`)
+    loss: float | None = None  # diffusion-pipe: the step's loss; musubi: its running average
+    seconds_per_step: float | None = None  # as the trainer measures it
+    epoch: int | None = None  # the epoch that starts
+    epochs: int | None = None  # musubi names the number of epochs with it
+    saved: str | None = None  # a LoRA save: musubi's file, diffusion-pipe's folder in its run folder
 
 
 def classify(line: str) -> Line:
@@ -70,9 +91,32 @@ def classify(line: str) -> Line:
         return Line(traceback=True)
     if m := _FRAME.match(line):
         return Line(frame=m.group(1))
+    if m := _DEEPSPEED_STEP.match(line):
+        loss = float(m.group(2))
+        return Line(train_step=int(m.group(1)), loss=loss, seconds_per_step=float(m.group(3)), nan=not math.isfinite(loss))
+    if m := _EPOCH.match(line.strip()) or _NEW_EPOCH.match(line):
+        return Line(epoch=int(m.group(1)), epochs=int(m.group(2)) if m.re is _EPOCH else None)
+    if m := _RESUMED.search(line):
+        return Line(epoch=int(m.group(1)), train_step=int(m.group(2)) - 1)
+    if m := _SAVED.match(line.strip()):
+        return Line(saved=m.group(1))
+    if _MUSUBI_SAMPLING in line:
+        return Line(sampling=True)
     caching = next((phase for text, phase in _DIFFPIPE_CACHING.items() if line.startswith(text)), None)
     m = _PROGRESS.search(line)
-    return Line(progress=(int(m.group(1)), int(m.group(2))) if m else None, nan=bool(_NAN.search(line)), caching=caching)
+    loss = float(a.group(1)) if (a := _AVR_LOSS.search(line)) else None
+    nan = bool(_NAN.search(line)) or (loss is not None and not math.isfinite(loss))
+    return Line(progress=(int(m.group(1)), int(m.group(2))) if m else None, loss=loss, seconds_per_step=_rate(line) if m else None,
+                nan=nan, caching=caching)
+
+
+def _rate(line: str) -> float | None:
+    """tqdm's rate as seconds per step; None before it has one (tqdm prints '?it/s')."""
+    found = _RATE.findall(line)
+    if not found:
+        return None
+    value, unit = float(found[-1][0]), found[-1][1]
+    return value if unit == "s/it" else (1 / value if value else None)
 
 
 def _gib(value: str, unit: str) -> float:
@@ -119,6 +163,7 @@ class Watch:
     trainer: str  # "musubi" | "diffpipe"
     step: str | None = None
     caching: str | None = None
+    sampling: bool = False  # between musubi's "generating sample images" and its next training step
     frames: list[str] = field(default_factory=list)  # of the traceback being printed
     oom: OutOfMemory | None = None
 
@@ -128,6 +173,8 @@ class Watch:
             self.step, self.caching, self.frames = line.step, None, []
         if line.caching:
             self.caching = line.caching
+        if line.sampling or line.loss is not None:  # sampling's own bars carry no loss; training's next step does
+            self.sampling = line.sampling
         if line.traceback:
             self.frames = []
         if line.frame:
@@ -141,6 +188,8 @@ class Watch:
         traceback being printed runs through its caching code."""
         if self.trainer == "diffpipe" and any(f.endswith(DIFFPIPE_CACHING_CODE) for f in self.frames):
             return self.caching or CACHE_LATENTS
+        if self.sampling:
+            return SAMPLING
         return self.step or TRAIN
 
 
@@ -154,10 +203,35 @@ def scan(lines: Iterable[str], trainer: str) -> Watch:
 # --- what to change after an out-of-memory ----------------------------------------------------------
 
 
-def oom_report(oom: OutOfMemory, job_file: str, vram_gib: float | None, ram_gib: float | None, stopped: bool) -> str:
-    """One paragraph: the phase, the memory the message reports, and the settings `runner plan` picks for the card."""
+def oom_report(oom: OutOfMemory, job_file: str, vram_gib: float | None, ram_gib: float | None, stopped: bool, trainer: str = "") -> str:
+    """One paragraph: the phase, the memory the message reports, the settings `runner plan` picks for the card, and
+    what fills the GPU in that phase with the settings that shrink it."""
     ended = " The trainer did not exit after the error, so runner stopped its container." if stopped else ""
-    return f"CUDA ran out of GPU memory in {oom.phase}: {oom.memory}.{ended} {_what_to_change(oom.phase, job_file, vram_gib, ram_gib)}"
+    plan = _what_to_change(oom.phase, job_file, vram_gib, ram_gib)
+    return f"CUDA ran out of GPU memory in {oom.phase}: {oom.memory}.{ended} {plan} {phase_fix(oom.phase, trainer)}".rstrip()
+
+
+# What fills the GPU in each phase, and the job settings that shrink it (UPSTREAM.md's measurements on an H200)
+_PHASE_FIX = {
+    CACHE_TEXT: ("caching text embeddings moves the whole umT5-XXL encoder to the GPU (about 12.6 GiB in bf16, any "
+                 "resolution): set memory.text_encoder_dtype: float8 (about 4 GiB less)"),
+    CACHE_LATENTS: ("caching latents runs the VAE over each clip, whose memory grows with width × height × frames "
+                    "(6 GiB at 832×480×81, 13.4 GiB at 1280×720×81): lower datasets[].resolutions or datasets[].frames"),
+    TRAIN: ("a training step holds the DiT, the LoRA, the optimizer and the activations of one micro-batch: raise "
+            "memory.blocks_to_swap, set memory.activation_checkpointing: unsloth or memory.transformer_dtype: float8, lower "
+            "schedule.batch_size, datasets[].resolutions or datasets[].frames"),
+    SAMPLING: ("sampling runs the DiT on the sample's full latent with the text encoder and VAE beside it: make the "
+               "samples smaller (size, frames) or raise memory.blocks_to_swap"),
+}
+_TRAINER_FIX = {
+    ("musubi", CACHE_TEXT): "; musubi also takes fewer captions per umT5 batch: memory.text_encoder_batch: 4",
+}
+
+
+def phase_fix(phase: str, trainer: str) -> str:
+    """What to change for an out-of-memory in this phase, concretely, for this trainer."""
+    fix = _PHASE_FIX.get(phase)
+    return f"In {phase}, {fix}{_TRAINER_FIX.get((trainer, phase), '')}." if fix else ""
 
 
 def _what_to_change(phase: str, job_file: str, vram_gib: float | None, ram_gib: float | None) -> str:

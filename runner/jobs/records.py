@@ -32,6 +32,7 @@ class JobRecord(BaseModel):
     status: str = "created"  # created | running, then once (FINAL): exited | failed | stopped | lost
     exit_code: int | None = None
     failure: str = ""  # why a failed run failed, when runner could tell (e.g. CUDA out of memory in train)
+    stopped_by: str = ""  # the watchdog that stopped the run: nan | hang | oom (runner.jobs.watchdog)
     started: str = ""
     finished: str = ""
     master_port: int = 29500

@@ -149,6 +149,13 @@ class RemoteShell:
             raise lost(self.name, e) from None
         return ch
 
+    def session(self, argv: list[str]) -> paramiko.Channel:
+        """argv started with its stdin open, stderr merged into stdout: the caller reads it and closes the channel (the
+        command then reads end-of-file, as it does when the connection dies)."""
+        ch = self._channel(argv)
+        ch.set_combine_stderr(True)
+        return ch
+
     def run(self, argv: list[str], timeout: float = 60, stdin: bytes | None = None) -> Result:
         started = time.monotonic()
         result = self._run(argv, timeout, stdin)

@@ -27,6 +27,9 @@ DEFAULT_LR = 2e-5
 AR_BUCKETS = {"enable_ar_bucket": True, "min_ar": 0.5, "max_ar": 2.0, "num_ar_buckets": 7}
 # train.py get_optimizer: these names in any case; any other name is a class of pytorch_optimizer (exact case)
 NAMED_OPTIMIZERS = {"adamw", "adamw8bit", "adamw_optimi", "stableadamw", "sgd", "adamw8bitkahan", "offload", "automagic", "genericoptim"}
+# TensorBoard: train.py writes events.* into each run folder itself (SummaryWriter(log_dir=run_dir)), so the runs are
+# folders of the job's output folder
+TENSORBOARD_DIR = ""
 # musubi's names for optimizers diffusion-pipe knows under another name
 MUSUBI_EQUIVALENT = {"adafactor": "AdaFactor (pytorch-optimizer's Adafactor)"}
 

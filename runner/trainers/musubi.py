@@ -34,6 +34,9 @@ SAVE_PRECISION = {"bfloat16": "bf16", "float32": "fp32"}
 # the caching scripts load their tokenizers from the hub without a revision (wan/modules/t5.py, clip.py); the
 # image seeds them into HF_HOME, so offline they load exactly the pinned snapshot and never a moved `main`
 CACHE_STEP_ENV = {"HF_HUB_OFFLINE": "1"}
+# TensorBoard (--logging_dir): accelerate's tracker writes <dir>/<%Y%m%d%H%M%S of the start>/network_train/events.*
+# (training/accelerator_setup.py, accelerate tracking.py TensorBoardTracker): one folder per run, in the job's outputs
+TENSORBOARD_DIR = "logs"
 # musubi's --task names one I2V config for both resolutions (wan/configs/__init__.py)
 TASKS = {"t2v-1.3B": "t2v-1.3B", "t2v-14B": "t2v-14B", "i2v-14B-480P": "i2v-14B", "i2v-14B-720P": "i2v-14B"}
 
@@ -188,6 +191,8 @@ def train_args(r: ResolvedJob, config: str) -> list[str]:
     if start.checkpoint is not None:
         args += ["--resume", str(mounts.job_output_dir(job.name) / start.checkpoint)]
     args += ["--save_precision", SAVE_PRECISION[job.lora.dtype]]
+    # every run of the job (a --fresh one writes its saves into a subfolder) logs beside the others
+    args += ["--log_with", "tensorboard", "--logging_dir", str(mounts.job_output_dir(job.name) / TENSORBOARD_DIR)]
     args += ["--seed", str(job.seed), "--output_dir", out, "--output_name", job.name]
     return args
 

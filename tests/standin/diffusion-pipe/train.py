@@ -9,8 +9,8 @@ variant detection; fp8_scaled transformer files rejected), the dataset rules in 
 --master_port, the run folder `output_dir/<UTC %Y%m%d_%H-%M-%S>/` with copies of both TOMLs, adapter saves
 `epochN/`/`stepN/`, DeepSpeed checkpoints `global_stepN/` + `latest`, the `save`/`save_quit` signal files,
 --resume_from_checkpoint, --cache_only, and "TRAINING COMPLETE!". Weights are zeros.
-Knobs: STANDIN_STEP_SECONDS, STANDIN_FAIL_AT_STEP, STANDIN_NAN_AT_STEP, STANDIN_OOM_IN, STANDIN_LOG_LINE
-(utils/standin_kit.py). STANDIN_OOM_IN=cache-latents|cache-text-encoder hangs after the traceback like upstream, whose
+Knobs: STANDIN_STEP_SECONDS, STANDIN_FAIL_AT_STEP, STANDIN_NAN_AT_STEP, STANDIN_NAN_FROM_STEP, STANDIN_HANG_AT_STEP,
+STANDIN_OOM_IN, STANDIN_LOG_LINE (utils/standin_kit.py). STANDIN_OOM_IN=cache-latents|cache-text-encoder hangs after the traceback like upstream, whose
 caching runs in a non-daemon process the interpreter waits for; =train exits 1 (no hang seen there).
 Python: upstream needs 3.12 (sqlite3.connect(autocommit=...)); this stand-in runs on 3.11 and cannot enforce it.
 """
@@ -30,7 +30,7 @@ from pathlib import Path
 import toml
 
 from utils import dataset as dataset_util
-from utils.standin_kit import banner, on_sigterm, read_safetensors_header, step_knobs, write_safetensors
+from utils.standin_kit import EventWriter, banner, on_sigterm, read_safetensors_header, step_knobs, write_safetensors
 
 parser = argparse.ArgumentParser()
 parser.add_argument("--config", help="Path to TOML configuration file.")
@@ -330,6 +330,7 @@ def main() -> None:
     print(f"Run directory: {run_dir}")
 
     saver = Saver(args, config, run_dir, model)
+    tb_writer = EventWriter(run_dir)  # upstream: SummaryWriter(log_dir=run_dir), a resumed run adds a file beside
     step, epoch, examples = 1, 1, global_batch
     if resume_from_checkpoint:
         latest = run_dir / "latest"
@@ -345,14 +346,20 @@ def main() -> None:
     saver.need_to_checkpoint()  # starts the minutes timer like upstream's first call
     final_model_name = None
     checkpointed = saved = False
+    epoch_loss, num_steps = 0.0, 0
     while True:
         t0 = time.monotonic()
         loss = step_knobs(step)
         dt = max(time.monotonic() - t0, 1e-6)
         print(f"steps: {step} loss: {loss:.4f} iter time (s): {dt:.3f} samples/sec: {global_batch / dt:.3f}", flush=True)
+        epoch_loss, num_steps = epoch_loss + loss, num_steps + 1
         new_epoch = epoch + 1 if step % steps_per_epoch == 0 else epoch
         new_epoch, checkpointed, saved = saver.process_epoch(epoch, new_epoch, step, examples)
+        if step % config["logging_steps"] == 0:
+            tb_writer.add_scalar("train/loss", loss, examples if config.get("x_axis_examples") else step)
         if new_epoch != epoch:
+            tb_writer.add_scalar("train/epoch_loss", epoch_loss / num_steps, epoch)
+            epoch_loss, num_steps = 0.0, 0
             if new_epoch is None:
                 final_model_name = f"epoch{epoch}"
                 break

@@ -2,12 +2,14 @@
 
 The same file ships in both stand-ins (musubi-tuner: musubi_tuner/_standin.py, diffusion-pipe:
 utils/standin_kit.py); tests/test_standin.py checks that the two copies are identical. Only the stdlib,
-PyAV (video/image metadata) and numpy are used.
+PyAV (video/image metadata), numpy and tensorboard (its event file writer) are used.
 
 Knobs (environment): STANDIN_STEP_SECONDS (sleep per training step, default 0.02), STANDIN_FAIL_AT_STEP=N
-(raise at step N), STANDIN_NAN_AT_STEP=N (print `loss: nan` at step N and go on), STANDIN_OOM_IN=PHASE
-(cache-latents | cache-text-encoder | train: raise torch's CUDA out-of-memory error where that phase moves its
-model to the GPU), STANDIN_LOG_LINE=TEXT (print TEXT as a log line before the first training step).
+(raise at step N), STANDIN_NAN_AT_STEP=N (a NaN loss at step N, then finite again), STANDIN_NAN_FROM_STEP=N (NaN
+from step N on, as when the weights went NaN), STANDIN_HANG_AT_STEP=N (stop printing and wait for ever at step N,
+until SIGTERM), STANDIN_OOM_IN=PHASE (cache-latents | cache-text-encoder | train: raise torch's CUDA out-of-memory
+error where that phase moves its model to the GPU), STANDIN_LOG_LINE=TEXT (print TEXT as a log line before the first
+training step).
 """
 
 from __future__ import annotations
@@ -61,7 +63,11 @@ def step_knobs(step: int) -> float:
         time.sleep(delay)
     if fail_at_step() == step:
         raise StandinFailure(f"STANDIN_FAIL_AT_STEP={step}: simulated trainer failure at step {step}")
-    if nan_at_step() == step:
+    if _env_int("STANDIN_HANG_AT_STEP") == step:
+        while True:  # a hung trainer: no output, no exit; SIGTERM's handler still runs
+            time.sleep(3600)
+    nan_from = _env_int("STANDIN_NAN_FROM_STEP")
+    if nan_at_step() == step or (nan_from is not None and step >= nan_from):
         return float("nan")
     return 0.1 + 0.05 / step
 
@@ -228,4 +234,26 @@ class Progress:
         frac = self.n / self.total if self.total else 1.0
         bar = ("#" * int(frac * 10)).ljust(10)
         extra = "".join(f", {k}={v}" for k, v in postfix.items())
-        print(f"{self.desc}: {frac * 100:3.0f}%|{bar}| {self.n}/{self.total} [{_clock(elapsed)}<{_clock(remaining)}, {rate:5.2f}it/s{extra}]", file=sys.stderr, flush=True)
+        speed = f"{1 / rate:5.2f}s/it" if 0 < rate < 1 else f"{rate:5.2f}it/s"  # tqdm turns the rate over below 1 it/s
+        print(f"{self.desc}: {frac * 100:3.0f}%|{bar}| {self.n}/{self.total} [{_clock(elapsed)}<{_clock(remaining)}, {speed}{extra}]", file=sys.stderr, flush=True)
+
+
+# ---------------------------------------------------------------- TensorBoard
+
+
+class EventWriter:
+    """Scalars as torch's SummaryWriter writes them (simple_value summaries), through tensorboard's EventFileWriter, which
+    SummaryWriter itself uses: a real event file. Unlike SummaryWriter (flush every 120 s) it flushes at every scalar."""
+
+    def __init__(self, logdir: str | os.PathLike):
+        from tensorboard.summary.writer.event_file_writer import EventFileWriter
+
+        self._writer = EventFileWriter(str(logdir))
+
+    def add_scalar(self, tag: str, value: float, step: int) -> None:
+        from tensorboard.compat.proto.event_pb2 import Event
+        from tensorboard.compat.proto.summary_pb2 import Summary
+
+        summary = Summary(value=[Summary.Value(tag=tag, simple_value=value)])
+        self._writer.add_event(Event(wall_time=time.time(), step=step, summary=summary))
+        self._writer.flush()

@@ -30,7 +30,7 @@ import sys
 import time
 import tomllib
 
-from musubi_tuner._standin import Progress, banner, on_sigterm, read_safetensors_header, step_knobs
+from musubi_tuner._standin import EventWriter, Progress, banner, on_sigterm, read_safetensors_header, step_knobs
 from musubi_tuner.dataset import config_utils, items
 from musubi_tuner.networks import lora, lora_wan
 from musubi_tuner.utils import train_utils
@@ -426,7 +426,7 @@ def train(args) -> None:
 
     logger.info("preparing accelerator")
     num_processes = int(os.environ.get("WORLD_SIZE", "1"))
-    log_with = args.log_with
+    log_with, log_dir = args.log_with, None
     if args.logging_dir is not None:
         log_with = log_with or "tensorboard"
         log_dir = os.path.join(args.logging_dir, (args.log_prefix or "") + time.strftime("%Y%m%d%H%M%S", time.localtime()))
@@ -486,6 +486,8 @@ def train(args) -> None:
     saver = Saver(args, metadata)
     on_sigterm(lambda: print("STAND-IN: SIGTERM during training, nothing half-written", flush=True))
     progress = Progress(args.max_train_steps, "steps")
+    # accelerate's TensorBoardTracker: SummaryWriter(<log_dir>/<tracker name>), scalars per optimizer step and per epoch
+    tracker = EventWriter(os.path.join(log_dir, args.log_tracker_name or "network_train")) if log_with in ("tensorboard", "all") else None
     global_step, losses = 0, []
     micro = 0
     for epoch in range(num_train_epochs):
@@ -498,15 +500,18 @@ def train(args) -> None:
             micro = 0
             global_step += 1
             loss = step_knobs(global_step)
-            if math.isnan(loss):
-                print("loss: nan", flush=True)
             losses.append(loss)
             avr = sum(losses) / len(losses)
             progress.update(1, avr_loss=f"{avr:.3g}")
+            if tracker:
+                for tag, value in (("loss/current", loss), ("loss/average", avr), ("lr/unet", args.learning_rate)):
+                    tracker.add_scalar(tag, value, global_step)
             if args.save_every_n_steps is not None and global_step % args.save_every_n_steps == 0:
                 saver.step(global_step, epoch)
             if global_step >= args.max_train_steps:
                 break
+        if tracker:
+            tracker.add_scalar("loss/epoch", avr, epoch + 1)
         if args.save_every_n_epochs is not None and (epoch + 1) % args.save_every_n_epochs == 0 and (epoch + 1) < num_train_epochs:
             saver.epoch(epoch + 1, global_step)
         if global_step >= args.max_train_steps:
