@@ -220,21 +220,26 @@ def phase_rows(events: list[dict], poller: DevicePoller, base: dict, t_start: fl
     return rows
 
 
-def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--plan", type=Path, required=True, help="folder written by `runner render`")
-    ap.add_argument("--src", type=Path, required=True, help="the trainer's source at its pin (the image's workdir)")
+def add_run_args(ap: argparse.ArgumentParser, plan_help: str, src_help: str, timeout: float) -> None:
+    """The options of a harness that runs a rendered plan on this GPU machine (gpu_smoke.py, gpu_sample.py)."""
+    ap.add_argument("--plan", type=Path, required=True, help=plan_help)
+    ap.add_argument("--src", type=Path, required=True, help=src_help)
     ap.add_argument("--models", type=Path, required=True, help="random-weight model files in the preset's layout")
-    ap.add_argument("--clips", type=Path, required=True, help="clips with captions, copied into every dataset folder")
     ap.add_argument("--work", type=Path, required=True)
     ap.add_argument("--name", required=True)
     ap.add_argument("--tokenizer", type=Path, help="STAND-IN umT5 tokenizer folder, seeded into the HF cache for musubi")
+    ap.add_argument("--timeout", type=float, default=timeout, help="seconds per step")
+    ap.add_argument("--jsonl", type=Path, required=True)
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    add_run_args(ap, "folder written by `runner render`", "the trainer's source at its pin (the image's workdir)", 300)
+    ap.add_argument("--clips", type=Path, required=True, help="clips with captions, copied into every dataset folder")
     ap.add_argument("--card-gib", type=float, help="emulate a card of this size (allocator cap = this - outside)")
     ap.add_argument("--outside-gib", type=float, default=0.0, help="memory outside the allocator while training")
     ap.add_argument("--outside-cache-gib", type=float, default=0.0, help="memory outside the allocator while caching")
     ap.add_argument("--keep-work", action="store_true", help="keep WORK's outputs: a resumed plan reads the earlier run's")
-    ap.add_argument("--timeout", type=float, default=300, help="seconds per step")
-    ap.add_argument("--jsonl", type=Path, required=True)
     args = ap.parse_args()
 
     try:

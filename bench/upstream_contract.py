@@ -12,7 +12,10 @@ goes through upstream's code:
 - musubi-tuner: each step's argparse parser built by the script's own setup functions (as its main() does),
   accelerate 1.6.0's launch parser and launch validation, accelerate's config loader for /job/accelerate.yaml,
   the dataset schema (ConfigSanitizer + BlueprintGenerator), the optimizer and LR scheduler built by
-  WanNetworkTrainer on a dummy parameter, and the LoRA save dtype (train_utils.resolve_save_dtype).
+  WanNetworkTrainer on a dummy parameter, and the LoRA save dtype (train_utils.resolve_save_dtype); the sample
+  prompt file through training/sampling_prompts.load_prompts (each line's size, frames, seed, steps, CFG scale);
+  `runner sample` plans (a musubi and a diffusion-pipe LoRA) through wan_generate_video.parse_args and
+  convert_lora.parse_args, their values against the job's samples: section.
 - diffusion-pipe: toml 0.10.2 on both TOMLs; the keys train.py, models/base.py (Wan's base classes),
   models/wan/wan.py, utils/{dataset,saver,common}.py read, extracted by AST; its asserts on key presence; the
   values it maps or compares (DTYPE_MAP, ==/in literals); the optimizer class its dispatch picks, built.
@@ -50,6 +53,11 @@ FRAMES = {"image": None, "video": [33], "mixed": [1, 33]}
 SCHEDULE = {"epochs": 8, "save_every_epochs": 2, "checkpoint_every_epochs": 2, "warmup_steps": 10}  # state with each LoRA: musubi can do no other
 OTHER_TRAINER = {"diffpipe": "musubi", "musubi": "diffpipe"}
 SECOND_RESOLUTIONS = [512, [624, 624]]  # an area and a [w, h] pair in one list, as a user may write it
+# samples: on every T2V job (I2V refuses prompts), no value at its default, so a swapped or dropped flag shows
+SAMPLES = {"prompts": ["a red ball bouncing on grass", "a blue ball, slowly rolling"], "width": 624, "height": 352, "frames": 17,
+           "steps": 8, "guidance": 6.5, "seed": 7}
+# the saved LoRAs a `runner sample` plan is rendered for: where each trainer saves epoch 2 (relative to the job's output)
+SAVED_EPOCH_2 = {"musubi": "{name}-000002.safetensors", "diffpipe": "20260101_00-00-00/epoch2/adapter_model.safetensors"}
 
 
 # ---------------------------------------------------------------- phase 1: render (runner's venv)
@@ -101,6 +109,8 @@ def matrix(work: Path) -> list[tuple[str, dict, float | None]]:
             "cache": str(work / "cache"),
             "hf_cache": str(work / "hf"),
         }
+        if tv == "T2V":
+            job["samples"] = SAMPLES
         jobs.append((name, job, None if mem == "written" else float(mem)))
     base = next(job for name, job, _ in jobs if name == "diffpipe-t2v-video-1ds-1gpu-written")
     for trainer, opt in itertools.product(("diffpipe", "musubi"), optimizer_names()):
@@ -157,8 +167,26 @@ def render_all(work: Path) -> tuple[list[dict], list[tuple[str, list[str]]]]:
             skipped.append((name, [_reason(e)]))
             continue
         job = render.load_checked(f).job
-        rendered.append({"id": name, "dir": str(out), "lora_dtype": job.lora.dtype, "vram": vram})
+        rendered.append({"id": name, "dir": str(out), "lora_dtype": job.lora.dtype, "vram": vram, "samples": job.samples.model_dump()})
+        if name.endswith("-t2v-video-1ds-1gpu-written"):
+            rendered.append(render_sample_plan(f, work / "renders" / f"sample_{name}"))
     return rendered, skipped
+
+
+def render_sample_plan(job_file: Path, out: Path) -> dict:
+    """`runner sample`'s plan for the job's epoch-2 LoRA as its trainer saves it, written like a render."""
+    from runner.job import render
+    from runner.jobs import sample
+
+    r = sample.as_musubi(render.load_checked(job_file))
+    trainer = render.load_checked(job_file).job.trainer.value
+    rel = SAVED_EPOCH_2[trainer].format(name=r.job.name)
+    lora = (sample._musubi_lora(r.job, rel) if trainer == "musubi" else sample._diffpipe_lora(rel))
+    assert lora is not None and lora.epoch == 2, rel
+    plan = sample.sample_plan(r, [lora], list(r.job.samples.prompts), out)
+    render.write(plan, out)
+    return {"id": f"sample:{job_file.stem}", "dir": str(out), "lora_dtype": r.job.lora.dtype, "vram": None,
+            "samples": r.job.samples.model_dump(), "converts": lora.diffpipe}
 
 
 def _reason(e) -> str:
@@ -187,6 +215,15 @@ CONTROLS = [
     ("example:t2v-1.3B-musubi", "unknown optimizer", "plan.json", '"adamw8bit"', '"adamw8bitt"', "musubi optimizer"),
     ("example:t2v-1.3B-musubi", "LoRA saved in another dtype", "plan.json", '"--seed"', '"--save_precision", "fp16", "--seed"',
      "musubi LoRA save dtype"),
+    ("musubi-t2v-video-1ds-1gpu-written", "guidance as --g (not Wan's CFG)", "sample_prompts.txt", " --l 6.5", " --g 6.5",
+     "musubi sample prompt file"),
+    ("sample:musubi-t2v-video-1ds-1gpu-written", "width and height swapped", "plan.json", '"--video_size",\n        "352",\n        "624"',
+     '"--video_size",\n        "624",\n        "352"', "musubi wan_generate_video values (sample)"),
+    ("sample:diffpipe-t2v-video-1ds-1gpu-written", "diffusion-pipe LoRA not converted", "plan.json", '"--lora_weight",\n        "/outputs/diffpipe-t2v-video-1ds-1gpu-written/samples/loras/epoch0002.safetensors"',
+     '"--lora_weight",\n        "/outputs/diffpipe-t2v-video-1ds-1gpu-written/20260101_00-00-00/epoch2/adapter_model.safetensors"',
+     "musubi wan_generate_video values (sample)"),
+    ("sample:musubi-t2v-video-1ds-1gpu-written", "unknown generate flag", "plan.json", '"--infer_steps"', '"--infer_stepz"',
+     "musubi argparse sample"),
 ]
 
 
@@ -233,7 +270,7 @@ def host_path(path, render_dir: Path) -> Path:
 class Musubi:
     """musubi-tuner at the pin: parsers, dataset schema, optimizer, scheduler and save dtype from its code."""
 
-    SCRIPTS = ("wan_cache_latents.py", "wan_cache_text_encoder_outputs.py", "wan_train_network.py")
+    SCRIPTS = ("wan_cache_latents.py", "wan_cache_text_encoder_outputs.py", "wan_train_network.py", "wan_generate_video.py", "convert_lora.py")
 
     def __init__(self, src: Path):
         self.src = src
@@ -243,12 +280,16 @@ class Musubi:
         # the Wan modules call torch.cuda.current_device() at import (a default argument in wan/modules/t5.py);
         # no GPU here, so only that call is patched, to device 0
         torch.cuda.current_device = lambda: 0
-        from musubi_tuner import wan_cache_latents, wan_cache_text_encoder_outputs, wan_train_network
+        from musubi_tuner import convert_lora, wan_cache_latents, wan_cache_text_encoder_outputs, wan_generate_video, wan_train_network
+        from musubi_tuner.training import sampling_prompts
         from musubi_tuner.dataset import config_utils
         from musubi_tuner.utils import train_utils
 
         self.torch, self.config_utils, self.train_utils = torch, config_utils, train_utils
         self.train_module = wan_train_network
+        self.load_prompts = sampling_prompts.load_prompts
+        # these two scripts build their parser inside parse_args(), which reads sys.argv
+        self.argv_parsers = {"wan_generate_video.py": wan_generate_video.parse_args, "convert_lora.py": convert_lora.parse_args}
         # each script's main(): parser = <setup_parser_common>(); parser = wan_setup_parser(parser)
         self.parsers = {
             "wan_cache_latents.py": lambda: wan_cache_latents.wan_setup_parser(wan_cache_latents.cache_latents.setup_parser_common()),
@@ -265,6 +306,7 @@ class Musubi:
         self.launch_parser, self.validate_launch = launch_command_parser, _validate_launch_command
 
     def check(self, entry: dict, plan: dict, render_dir: Path):
+        converted: set[str] = set()
         for step in plan["steps"]:
             argv = step["argv"]
             if argv[:2] == ["accelerate", "launch"]:
@@ -276,6 +318,16 @@ class Musubi:
             parsed = yield from self.parse(step["name"], script, args)
             if parsed is None:
                 continue
+            if Path(script).name == "convert_lora.py":
+                converted.add(parsed.output)
+                problem = None if parsed.target == "default" else f"--target {parsed.target}: wan_generate_video.py merges only the default (musubi) keys"
+                yield f"musubi LoRA conversion ({step['name']})", problem
+                continue
+            if Path(script).name == "wan_generate_video.py":
+                yield self.generated(step["name"], parsed, entry, converted)
+                continue
+            if getattr(parsed, "sample_prompts", None):
+                yield self.prompt_file(parsed, entry, plan, render_dir)
             if getattr(parsed, "dataset_config", None):
                 yield self.dataset_schema(step["name"], parsed, render_dir)
             if Path(script).name == "wan_train_network.py":
@@ -284,9 +336,11 @@ class Musubi:
     def parse(self, step: str, script: str, args: list[str]):
         name = Path(script).name
         where = f"musubi argparse {step}"
-        if name not in self.parsers or not (self.src / script).is_file():
+        if name not in {**self.parsers, **self.argv_parsers} or not (self.src / script).is_file():
             yield where, f"{script} is not one of the Wan scripts at the pin ({', '.join(self.SCRIPTS)})"
             return None
+        if name in self.argv_parsers:  # one name for all steps of a kind: sample-<lora>-<prompt> → sample
+            return (yield from self.parse_argv(f"musubi argparse {step.split('-')[0]}", name, args))
         try:
             parser = strict(self.parsers[name]())
             parsed = parser.parse_args(args)
@@ -297,6 +351,58 @@ class Musubi:
             return None
         yield where, None
         return parsed
+
+    def parse_argv(self, where: str, name: str, args: list[str]):
+        """The script's own parse_args() on args as its argv; argparse's exit and the script's checks are failures."""
+        import contextlib
+        import io
+
+        saved, err = sys.argv, io.StringIO()
+        sys.argv = [name, *args]
+        try:
+            with contextlib.redirect_stderr(err):
+                parsed = self.argv_parsers[name]()
+        except SystemExit:
+            yield where, f"{name}: {err.getvalue().strip().splitlines()[-1] if err.getvalue().strip() else 'argparse exit'}"
+            return None
+        except Exception as e:
+            yield where, f"{name}: {type(e).__name__}: {e}"
+            return None
+        finally:
+            sys.argv = saved
+        yield where, None
+        return parsed
+
+    def generated(self, step: str, parsed, entry: dict, converted: set[str]):
+        """wan_generate_video.py's parsed values against the job's samples: section."""
+        s = entry["samples"]
+        want = {"video_size": [s["height"], s["width"]], "video_length": s["frames"], "infer_steps": s["steps"], "guidance_scale": s["guidance"],
+                "seed": s["seed"], "fps": 16, "output_type": "video", "lora_multiplier": [1.0]}
+        problems = [f"{k} = {getattr(parsed, k)!r}, the job asks {v!r}" for k, v in want.items() if getattr(parsed, k) != v]
+        if parsed.prompt not in s["prompts"]:
+            problems.append(f"--prompt {parsed.prompt!r} is none of the job's prompts")
+        if entry.get("converts") and not set(parsed.lora_weight or []) <= converted:
+            problems.append(f"--lora_weight {parsed.lora_weight} is diffusion-pipe's file, not converted to musubi's keys first")
+        for flag in ("dit", "vae", "t5"):
+            if not str(getattr(parsed, flag) or "").startswith("/models/"):
+                problems.append(f"--{flag} {getattr(parsed, flag)!r} is not a model file under /models")
+        return f"musubi wan_generate_video values ({step.split('-')[0]})", "; ".join(problems) or None
+
+    def prompt_file(self, parsed, entry: dict, plan: dict, render_dir: Path):
+        """The sample prompt file as musubi's trainer reads it: one dict per prompt with the job's values."""
+        where = "musubi sample prompt file"
+        path = host_path(parsed.sample_prompts, render_dir)
+        if path.name not in plan["files"]:
+            return where, f"--sample_prompts {parsed.sample_prompts} is not a file the render writes"
+        s = entry["samples"]
+        want = {"width": s["width"], "height": s["height"], "frame_count": s["frames"], "seed": s["seed"], "sample_steps": s["steps"], "cfg_scale": s["guidance"]}
+        prompts = self.load_prompts(str(path))
+        problems = [] if [p["prompt"] for p in prompts] == s["prompts"] else [f"prompts {[p['prompt'] for p in prompts]} != {s['prompts']}"]
+        for p in prompts:
+            problems += [f"{k} = {p.get(k)!r}, the job asks {v!r}" for k, v in want.items() if p.get(k) != v]
+        if not (parsed.vae and parsed.t5):
+            problems.append("sampling while training needs --vae and --t5")
+        return where, "; ".join(problems) or None
 
     def accelerate(self, launch_args: list[str], plan: dict, render_dir: Path):
         try:

@@ -248,6 +248,54 @@ class Memory(Strict):
     text_encoder_batch: Count = Field(16, description="musubi only: captions per umT5 batch while caching (its recipe: 16)")
 
 
+def _sample_side(n: int) -> int:
+    if n % 16:
+        raise ValueError(f"{n} px: each side of a Wan video is a multiple of 16 (8× VAE, 2×2 patches), e.g. {max(n // 16 * 16, 16)}")
+    return n
+
+
+def _sample_frames(n: int) -> int:
+    if not is_4k_plus_1(n):
+        raise ValueError(f"{n} frames: a video is 4k+1 frames (1, 5, 9, …, 33, …, 81); e.g. {round_4k1(max(n, 1))}")
+    return n
+
+
+def _prompt(value: str) -> str:
+    if not value.strip():
+        raise ValueError("is empty; write what the video should show")
+    if " --" in f" {value}":
+        raise ValueError("holds ' --', which musubi reads as the start of a prompt option (--w, --h, …); rephrase without it")
+    return value
+
+
+SampleSide = Annotated[int, BeforeValidator(_number), Field(ge=16, le=2048), AfterValidator(_sample_side)]
+SampleFrames = Annotated[int, BeforeValidator(_number), Field(ge=1, le=201), AfterValidator(_sample_frames)]
+Prompt = Annotated[str, AfterValidator(_text), AfterValidator(_prompt), Field(max_length=2000)]
+
+
+def _comma_list(value: object) -> object:
+    return [v.strip() for v in value.split(",")] if isinstance(value, str) else value
+
+
+EpochList = Annotated[list[Count], BeforeValidator(_comma_list), Field(min_length=1)]  # `runner sample --epochs 2,4,6`
+
+
+class Samples(Strict):
+    """Sample videos of the LoRA: musubi renders them while it trains; `runner sample` renders them for any saved LoRA."""
+
+    prompts: list[Prompt] = Field(default_factory=list, max_length=32, description="what each sample video shows, one text per video; none: no samples while training (`runner sample --prompt` still works)")
+    every_epochs: Count | None = Field(None, description="musubi: sample while training every N epochs; default: schedule.save_every_epochs, so each saved epoch has its videos")
+    every_steps: Count | None = Field(None, description="musubi: sample while training every N optimizer steps (default: schedule.save_every_steps)")
+    at_first: bool = Field(False, strict=True, description="musubi: also sample before the first step (the base model, to compare against)")
+    during_training: bool = Field(True, strict=True, description="musubi: sample while training (it costs the sampling time at each cadence); false: only `runner sample` renders them")
+    width: SampleSide = Field(832, description="video width in pixels, a multiple of 16")
+    height: SampleSide = Field(480, description="video height in pixels, a multiple of 16")
+    frames: SampleFrames = Field(33, description="frames per video, 4k+1 (33 at 16 fps: about 2 s)")
+    steps: Annotated[Count, Field(le=200)] = Field(20, description="inference (denoising) steps per video; musubi samples with 20 while training, Wan's own default is 50")
+    guidance: Annotated[PositiveFloat, Field(le=30)] = Field(5.0, description="classifier-free guidance scale (Wan2.1 T2V: 5.0)")
+    seed: Int = Field(42, ge=0, lt=2**32, description="noise seed: the same seed for every epoch, so the videos differ only by the LoRA")
+
+
 class Watchdog(Strict):
     """What stops a run that learns nothing, is out of GPU memory or hangs (runner.jobs.watchdog); null turns one off."""
 
@@ -278,6 +326,7 @@ class Job(Strict):
     hf_cache: HostPath | None = Field(None, description="host Hugging Face cache; default $HF_HOME or ~/.cache/huggingface")
     seed: Int = Field(42, ge=0, lt=2**32, description="random seed (numpy takes 0 to 2^32 - 1)")
     env: dict[EnvName, EnvValue] = Field(default_factory=dict, description="extra container environment; wins over runner's rules")
+    samples: Samples = Field(Samples(), description="sample videos per saved epoch: prompts, cadence, size, frames, steps, guidance, seed")
     watchdog: Watchdog = Field(Watchdog(), description="when runner stops a run by itself: a NaN loss, CUDA out of memory, no output (README: Progress and watchdogs)")
 
     @field_validator("memory", mode="before")

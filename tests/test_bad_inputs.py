@@ -403,6 +403,7 @@ CASES = {
     "host": NOT_A_HOST,
     ("validate", "job"): (["data"], "folder"), ("render", "job"): (["data"], "folder"), ("train", "job"): (["data"], "folder"), ("resume", "job"): (["data"], "folder"),
     ("plan", "job"): (["data"], "folder"), ("env", "job"): (["data"], "folder"), ("doctor", "job"): (["data"], "folder"),
+    ("sample", "job"): (["data"], "folder"),
     ("dataset check", "job"): (["data"], "folder"),
     ("logs", "job"): (["nosuch"], "nosuch"), ("stop", "job"): (["nosuch"], "nosuch"), ("pull", "job"): (["nosuch"], "nosuch"),
     ("board", "jobs"): (["nosuch"], "nosuch"),
@@ -419,9 +420,10 @@ CASES = {
     ("build", "variant"): (["bogus"], "bogus"), ("build", "pins"): (["data"], "folder"),
 }
 # values a schema type alone does not tell (validators), as a command line gives them
-EXTRA_CLI = {"--caption-extension": ["txt", "./captions.txt", ""], "--frames": ["0", "-3"], "--min-frames": ["0"]}
+EXTRA_CLI = {"--caption-extension": ["txt", "./captions.txt", ""], "--frames": ["0", "-3"], "--min-frames": ["0"],
+             "--prompt": ["", "a ball --w 64", "a\nb"], "--epochs": ["", "0", "2,,4"]}
 EXEMPT = {
-    "as_json": FLAG, "detach": FLAG, "follow": FLAG, "resume": FLAG, "fresh": FLAG, "dry_run": FLAG, "replace": FLAG,
+    "as_json": FLAG, "detach": FLAG, "follow": FLAG, "resume": FLAG, "fresh": FLAG, "dry_run": FLAG, "replace": FLAG, "every": FLAG,
 }
 
 

@@ -18,7 +18,7 @@ import os
 import sys
 import time
 
-SCRIPTS = {"train.py", "wan_train_network.py", "wan_cache_latents.py", "wan_cache_text_encoder_outputs.py"}
+SCRIPTS = {"train.py", "wan_train_network.py", "wan_cache_latents.py", "wan_cache_text_encoder_outputs.py", "wan_generate_video.py"}
 _ACTIVE = bool(os.environ.get("BENCH_LOG")) and os.path.basename(sys.argv[0] if sys.argv else "") in SCRIPTS
 
 if _ACTIVE:

@@ -1,4 +1,4 @@
-"""Commands that check, render, run and follow jobs: validate, render, train, resume, logs, ps, stop, pull, board, selftest."""
+"""Commands that check, render, run and follow jobs: validate, render, train, resume, sample, logs, ps, stop, pull, board, selftest."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from runner import cli, views
 from runner.cli import HostOpt, JobArg, JsonOpt, RamOpt, VramOpt, app, choice, out_folder, read_first, schema_option, target
 from runner.errors import UserError
 from runner.executors import ContainerGone
-from runner.spec import Count
+from runner.spec import Count, EpochList, Prompt
 
 Port = Annotated[Count, Field(le=65535)]
 
@@ -137,6 +137,35 @@ def _interrupted(then: str):
         raise typer.Exit(143 if isinstance(e, Terminated) else 130) from None
     finally:
         signal.signal(signal.SIGTERM, previous)
+
+
+@app.command()
+def sample(
+    job: Path = JobArg,
+    epochs: str = typer.Option(None, "--epochs", parser=schema_option(EpochList, "--epochs", "give saved epochs as numbers separated by commas, e.g. --epochs 2,4,6."),
+                                     help="the epochs whose LoRAs to sample, e.g. 2,4,6 (default: the last LoRA saved)"),
+    every: bool = typer.Option(False, "--all", help="sample every saved LoRA, epoch and step saves"),
+    prompts: list[str] = typer.Option(None, "--prompt", parser=schema_option(Prompt, "--prompt", "give the text of the video, e.g. --prompt \"a red ball bouncing\"."),
+                                      help="a prompt instead of the job's samples.prompts; repeat for several"),
+    host: str = HostOpt,
+) -> None:
+    """Make sample videos of a job's saved LoRAs (either trainer) with musubi-tuner's wan_generate_video.py in the
+    pinned musubi image, on this machine or --host, and a contact sheet to compare the epochs.
+
+    Each (epoch, prompt) gives an mp4 under <output>/<name>/samples/<epoch>/<prompt>/ (new files only); the sheet,
+    samples/index.html, shows the epochs side by side per prompt with the loss at each save. Size, frames, steps,
+    guidance and seed come from the job's samples: section. diffusion-pipe's LoRAs are converted to musubi's keys first.
+    """
+    from runner import config
+    from runner.jobs import sample as sampling
+    from runner.executors import executor_for
+
+    read_first(job)
+    if every and epochs:
+        raise UserError("--all", "and --epochs both choose the LoRAs to sample.", "give one of them.")
+    with _interrupted("sampling stopped, its container removed; the videos made so far stay in the job's samples/ folder"):
+        code = sampling.start(job, executor_for(host), config.load(), epochs or None, every, prompts or None, cli.out)
+    raise typer.Exit(code)
 
 
 @app.command()

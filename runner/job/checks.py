@@ -234,6 +234,15 @@ def i2v_needs_video(job: Job) -> Iterator[UserError]:
             )
 
 
+def samples_need_t2v(job: Job) -> Iterator[UserError]:
+    if job.task.is_i2v and job.samples.prompts:
+        yield UserError(
+            "samples.prompts",
+            f"{job.task.value} samples from a start image per prompt, which runner does not pass to the trainer yet.",
+            "remove samples.prompts for an I2V job (sample a T2V job, or run wan_generate_video.py --image_path by hand).",
+        )
+
+
 def dataset_contents(r: ResolvedJob) -> Iterator[UserError]:
     """Files the trainer would drop or fail on: videos outside every frame bucket (fps × frames), missing
     captions, colliding stems, I2V folders without videos (runner.data.check reads container metadata only)."""
@@ -405,6 +414,7 @@ RULES: list[Rule] = [
     reserved_env,
     diffpipe_resolutions,
     i2v_needs_video,
+    samples_need_t2v,
     mount_folders,
     diffpipe_shared_dataset_folder,
 ]

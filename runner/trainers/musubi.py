@@ -16,7 +16,7 @@ from runner.data import media
 from runner.errors import UserError
 from runner.models.modelfiles import ModelFiles
 from runner.plan import Plan, Step
-from runner.spec import Job
+from runner.spec import Job, Samples, Trainer, max_blocks_to_swap
 from runner.trainers.resolved import Caches, Entries, Outputs, ResolvedJob, Resume
 
 WORKDIR = "/opt/musubi-tuner"
@@ -246,11 +246,12 @@ def render(r: ResolvedJob, master_port: int) -> Plan:
     # $HF_HOME/accelerate/default_config.yaml, which is in the user's mounted cache. The thread count has no config key.
     launch = ["accelerate", "launch", "--config_file", str(mounts.JOB / ACCELERATE_YAML), "--num_cpu_threads_per_process", "1"]
     script = [str(SCRIPTS / "wan_train_network.py")]
-    files = {DATASET_TOML: dataset_toml(r), ACCELERATE_YAML: accelerate_yaml(job, master_port)}
+    prompts, sampling = training_samples(r)
+    files = {DATASET_TOML: dataset_toml(r), ACCELERATE_YAML: accelerate_yaml(job, master_port), **prompts}
     if r.start.checkpoint is not None:
         script = [str(mounts.JOB / RESUME_PY), str(r.start.epoch), str(r.start.step)] + script
         files[RESUME_PY] = RESUME_COUNTERS
-    train = launch + script + train_args(r, config)
+    train = launch + script + train_args(r, config) + sampling
     offline = {k: v for k, v in CACHE_STEP_ENV.items() if k not in job.env}  # the job's env wins over runner's
     caching = [] if r.caches is Caches.reuse else [
         Step("cache-latents", cache_latents, env=offline),
@@ -261,7 +262,7 @@ def render(r: ResolvedJob, master_port: int) -> Plan:
         trainer=job.trainer.value,
         workdir=WORKDIR,
         files=files,
-        steps=caching + [Step("train", train)],
+        steps=caching + [Step("train", train, env=offline if sampling else {})],  # sampling loads umT5's tokenizer
         output_dir=str(run_dir(r)),
     )
 
@@ -378,3 +379,64 @@ def resume_from(job: Job, out: Outputs) -> Resume:
                         "resuming would train them again and save over them.",
                         "move them out of the folder (or start a new run with `runner train JOB --fresh`).")
     return Resume(run_folder=run, checkpoint=state, epoch=epoch, step=step)
+
+
+# --- sample videos: while training (musubi's own sampler) and after it (`runner sample`, wan_generate_video.py) ----
+
+SAMPLE_PROMPTS = "sample_prompts.txt"
+GENERATE = SCRIPTS / "wan_generate_video.py"
+CONVERT_LORA = SCRIPTS / "convert_lora.py"
+SAMPLE_FPS = 16  # Wan2.1's sample_fps (wan/configs/shared_config.py), wan_generate_video.py's --fps default
+
+
+def sample_prompt_line(prompt: str, s: Samples) -> str:
+    """One line of musubi's prompt file (training/sampling_prompts.py line_to_prompt_dict). Wan's classifier-free
+    guidance scale is `--l` (cfg_scale); `--g` sets guidance_scale, which Wan's sampler does not read."""
+    return f"{prompt} --w {s.width} --h {s.height} --f {s.frames} --d {s.seed} --s {s.steps} --l {s.guidance:g}"
+
+
+def training_samples(r: ResolvedJob) -> tuple[dict[str, str], list[str]]:
+    """The prompt file and wan_train_network.py's sampling flags (training/parser_common.py _add_sampling_args);
+    nothing without prompts or with samples.during_training false. Sampling loads the VAE and umT5 (--vae, --t5)."""
+    job, files = r.job, r.files
+    s = job.samples
+    if not s.prompts or not s.during_training:
+        return {}, []
+    epochs, steps = s.every_epochs, s.every_steps
+    if epochs is None and steps is None:  # each saved LoRA gets its videos
+        epochs, steps = job.schedule.save_every_epochs, job.schedule.save_every_steps
+    args = ["--sample_prompts", str(mounts.JOB / SAMPLE_PROMPTS)]
+    args += ["--sample_every_n_epochs", str(epochs)] if epochs else []
+    args += ["--sample_every_n_steps", str(steps)] if steps else []
+    args += ["--sample_at_first"] if s.at_first else []
+    args += ["--vae", _model(files, files.vae), "--t5", _model(files, files.t5)]
+    args += ["--fp8_t5"] if job.memory.text_encoder_dtype == "float8" else []
+    text = "".join(sample_prompt_line(p, s) + "\n" for p in s.prompts)
+    return {SAMPLE_PROMPTS: text}, args
+
+
+def generate_argv(r: ResolvedJob, lora: str, prompt: str, save_dir: str) -> list[str]:
+    """wan_generate_video.py for one LoRA (a container path, in musubi's own key format) and one prompt; the video
+    lands in save_dir as `{time}_{seed}.mp4`. --video_size is height then width."""
+    job, files = r.job, r.files
+    s, mem = job.samples, job.memory
+    argv = ["python", str(GENERATE), "--task", TASKS[job.task.value], "--dit", _model(files, files.dit)]
+    argv += ["--vae", _model(files, files.vae), "--t5", _model(files, files.t5)]
+    argv += ["--lora_weight", lora, "--lora_multiplier", "1.0", "--prompt", prompt]
+    argv += ["--video_size", str(s.height), str(s.width), "--video_length", str(s.frames), "--fps", str(SAMPLE_FPS)]
+    argv += ["--infer_steps", str(s.steps), "--guidance_scale", f"{s.guidance:g}", "--seed", str(s.seed)]
+    argv += ["--attn_mode", "sdpa", "--save_path", save_dir, "--output_type", "video"]
+    if mem.transformer_dtype == "float8":
+        argv += ["--fp8"] if r.dit_dtype == "float8" else ["--fp8", "--fp8_scaled"]
+    if mem.text_encoder_dtype == "float8":
+        argv += ["--fp8_t5"]
+    if mem.blocks_to_swap:
+        argv += ["--blocks_to_swap", str(min(mem.blocks_to_swap, max_blocks_to_swap(Trainer.musubi, job.task)))]
+    return argv
+
+
+def convert_lora_argv(source: str, target: str) -> list[str]:
+    """convert_lora.py: diffusion-pipe's ComfyUI/PEFT keys (`diffusion_model.blocks.0.self_attn.q.lora_A.weight`) to
+    musubi's (`lora_unet_blocks_0_self_attn_q.lora_down.weight`). wan_generate_video.py merges only musubi's keys
+    (utils/lora_utils.py) and skips others without a word, so an unconverted LoRA would sample the base model."""
+    return ["python", str(CONVERT_LORA), "--input", source, "--output", target, "--target", "default"]
