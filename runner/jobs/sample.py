@@ -16,7 +16,7 @@ from pathlib import Path, PurePosixPath
 
 from rich.console import Console
 
-from runner import config, mounts, shell
+from runner import config, mounts, preflight, shell
 from runner.errors import UserError
 from runner.executors import Executor
 from runner.executors.container import LABEL_JOB, RUN_PLAN, ContainerSpec
@@ -137,6 +137,11 @@ def sample_dir(job: Job, lora: Lora, prompt: str) -> PurePosixPath:
     return mounts.job_output_dir(job.name) / SAMPLES / lora.key / prompt_id(prompt)
 
 
+def converted_dir(job: Job) -> PurePosixPath:
+    """Where diffusion-pipe's LoRAs go, converted to musubi's keys (container path)."""
+    return mounts.job_output_dir(job.name) / SAMPLES / "loras"
+
+
 def sample_plan(r: ResolvedJob, loras: list[Lora], prompts: list[str], job_dir: Path) -> Plan:
     """Convert diffusion-pipe's LoRAs, then one wan_generate_video.py step per (LoRA, prompt)."""
     job = r.job
@@ -145,7 +150,7 @@ def sample_plan(r: ResolvedJob, loras: list[Lora], prompts: list[str], job_dir: 
     for lora in loras:
         weights[lora.key] = str(out / lora.path)
         if lora.diffpipe:
-            weights[lora.key] = str(out / SAMPLES / "loras" / f"{lora.key}.safetensors")
+            weights[lora.key] = str(converted_dir(job) / f"{lora.key}.safetensors")
             steps.append(Step(f"convert-{lora.key}", musubi.convert_lora_argv(str(out / lora.path), weights[lora.key])))
     offline = {k: v for k, v in musubi.CACHE_STEP_ENV.items() if k not in job.env}  # umT5's tokenizer from the image's cache
     for lora in loras:
@@ -213,6 +218,8 @@ def start(job_file: Path, executor: Executor, settings: config.Settings, epochs:
                          gpus=gpus, shm_size=settings.shm_size, ulimits=settings.ulimits, labels={LABEL_JOB: job.name})
     render.write(dataclasses.replace(plan, **spec.record(), facts={"gpu_memory_estimate": estimate}), job_dir)
     executor.prepare_mounts(spec, sources=plan.mounts)
+    if any(lo.diffpipe for lo in chosen):  # convert_lora.py's save_file makes no folder
+        preflight.make_dirs(executor.shell, [str(mounts.to_host(converted_dir(job), spec.mounts))])
     executor.start(spec)
     try:
         with (job_dir.parent / "sample.log").open("w") as log:

@@ -10,6 +10,7 @@ stood in (runner does not use it).
 from __future__ import annotations
 
 import argparse
+import os
 import struct
 
 from musubi_tuner._standin import banner, read_safetensors_header, write_safetensors
@@ -52,6 +53,8 @@ def main() -> None:
         data = f.read()[n:]
     tensors = {k: (v["dtype"], v["shape"], data[v["data_offsets"][0]:v["data_offsets"][1]]) for k, v in header.items()}
     print(f"loading {args.input}\nconverting to default")
+    if not os.path.isdir(os.path.dirname(os.path.abspath(args.output))):  # safetensors' save_file makes no folder
+        raise SystemExit(f"safetensors_rust.SafetensorError: Error while serializing: I/O error: No such file or directory (os error 2) at path {args.output!r}")
     write_safetensors(args.output, convert_from_diffusers("lora_unet_", tensors), metadata or None)
     print(f"saving to {args.output}\ndone")
 
