@@ -21,7 +21,6 @@ def is_secret(name: str, value: str) -> bool:
     return bool(SECRET_WORDS & set(name.upper().split("_")) or URL_CREDENTIALS.search(value))
 
 
-
 @dataclass(frozen=True)
 class Step:
     name: str
