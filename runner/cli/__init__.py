@@ -89,6 +89,7 @@ def JsonOpt(keys: str):
 
 JobArg = typer.Argument(..., help="the job file (YAML); see examples/")
 HostOpt = typer.Option("local", "--host", "-H", help="a host from `runner hosts list` (default: this machine)")
+ClusterOpt = typer.Option(None, "--cluster", help="submit to this Slurm cluster of `runner clusters list` instead")
 
 
 def VramOpt(help: str):
@@ -103,13 +104,12 @@ def RamOpt(help: str):
     return typer.Option(None, "--ram", parser=schema_option(GiB, "--ram", "give the host RAM in GiB, a number above 0, e.g. --ram 64."), help=help)
 
 
-def read_first(job: Path | None) -> None:
+def read_first(job: Path | None):
     """Read and validate the job file before Docker or SSH is contacted: a bad job is reported as itself, not as an
-    unreachable engine or host."""
+    unreachable engine or host. Returns the job (None without one)."""
     from runner.spec import read_job
 
-    if job is not None:
-        read_job(job)
+    return read_job(job)[0] if job is not None else None
 
 
 def target(host: str, gpus: bool = False, job: Path | None = None):
@@ -202,4 +202,4 @@ def main() -> None:
 
 
 # the command groups register their commands on `app`
-from runner.cli import jobs, images, hosts, gpu, data  # noqa: E402,F401
+from runner.cli import jobs, images, hosts, clusters, gpu, data  # noqa: E402,F401

@@ -12,12 +12,15 @@ import typer
 from pydantic import Field
 
 from runner import cli, views
-from runner.cli import HostOpt, JobArg, JsonOpt, RamOpt, VramOpt, app, choice, out_folder, read_first, schema_option, target
+from runner.cli import ClusterOpt, HostOpt, JobArg, JsonOpt, RamOpt, VramOpt, app, choice, out_folder, read_first, schema_option, target
 from runner.errors import UserError
 from runner.executors import ContainerGone
 from runner.spec import Count, EpochList, Prompt
 
 Port = Annotated[Count, Field(le=65535)]
+Nodes = Annotated[Count, Field(le=1024)]
+NodesOpt = typer.Option(None, "--nodes", parser=schema_option(Nodes, "--nodes", "give a whole number of nodes from 1 to 1024, e.g. --nodes 2."),
+                        help="with --cluster: the number of nodes the job runs on, one task per node (default 1)")
 
 
 @app.command()
@@ -60,6 +63,8 @@ def train(
     host: str = HostOpt,
     resume: bool = typer.Option(False, "--resume", help="continue the latest run from its latest checkpoint (as `runner resume`)"),
     fresh: bool = typer.Option(False, "--fresh", help="start a new run beside an earlier run's LoRAs and checkpoints (nothing is deleted)"),
+    cluster: str = ClusterOpt,
+    nodes: int = NodesOpt,
 ) -> None:
     """Train: render the job, run each step in the trainer's container, show live logs, exit with its code.
 
@@ -70,10 +75,12 @@ def train(
     --fresh: no LoRA or checkpoint is ever overwritten.
     With --host the image, the rendered job and the datasets are sent to the host (only what changed), model
     files must already be in the host's models folder, and `runner pull` brings the outputs back.
+    With --cluster the job is submitted to a Slurm cluster (sbatch through its login node, one task per node) with its
+    data and rendered job staged in the cluster's shared folders; `runner ps`, `logs -f`, `stop` and `pull` follow it.
     """
     from runner.trainers.resolved import Earlier
 
-    run(job, host, detach, earlier(resume, fresh, refuse=Earlier.refuse))
+    run(job, where(host, cluster, nodes), detach, earlier(resume, fresh, refuse=Earlier.refuse))
 
 
 def earlier(resume: bool, fresh: bool, refuse):
@@ -90,23 +97,42 @@ def resume_job(
     job: Path = JobArg,
     detach: bool = typer.Option(False, "--detach", "-d", help="start and return; follow later with `runner logs -f`"),
     host: str = HostOpt,
+    cluster: str = ClusterOpt,
+    nodes: int = NodesOpt,
 ) -> None:
-    """Continue a job's latest run from its latest checkpoint, on this machine or --host: diffusion-pipe from its
+    """Continue a job's latest run from its latest checkpoint, on this machine, --host or --cluster: diffusion-pipe from its
     DeepSpeed checkpoint (global_stepN), musubi-tuner from its latest state folder, its saves numbered on from there."""
     from runner.trainers.resolved import Earlier
 
-    run(job, host, detach, Earlier.resume)
+    run(job, where(host, cluster, nodes), detach, Earlier.resume)
 
 
-def run(job: Path, host: str | None, detach: bool, earlier) -> None:
-    """Start the job (earlier: runner.trainers.resolved.Earlier) and follow it unless detached; exit with its code."""
+def where(host: str, cluster: str | None, nodes: int | None):
+    """What runs the job: --host's executor made later, or (cluster name, nodes) for --cluster."""
+    if cluster is not None and host != "local":
+        raise UserError("--cluster and --host", "both given: a job runs on one host or is submitted to one cluster.", "pass one of them.")
+    if nodes is not None and cluster is None:
+        raise UserError("--nodes", "is the number of a cluster's nodes the job runs on, and no --cluster is given.",
+                        "add --cluster NAME (`runner clusters list`), or leave --nodes out.")
+    return host if cluster is None else (cluster, nodes or 1)
+
+
+def run(job: Path, host: str | tuple[str, int], detach: bool, earlier) -> None:
+    """Start the job (earlier: runner.trainers.resolved.Earlier) on --host or, for (cluster, nodes), on a Slurm
+    cluster, and follow it unless detached; exit with its code."""
     from runner import config
     from runner.jobs import launch
     from runner.executors import executor_for
 
-    read_first(job)
+    j = read_first(job)
     settings = config.load()
-    executor = executor_for(host)
+    if isinstance(host, tuple):
+        from runner.executors import slurm
+
+        slurm.check_nodes(j.trainer.value, host[1])
+        executor = slurm.SlurmExecutor.for_cluster(*host)
+    else:
+        executor = executor_for(host)
     with _interrupted("the job was not started"):
         record = launch.start(job, executor, settings, cli.out, earlier)
     if detach:

@@ -67,7 +67,8 @@ class Executor(Protocol):
 
     # --- container lifecycle: ContainerGone when the container is not there, EngineLost when the engine is not ---
     def start(self, spec: ContainerSpec) -> str:
-        """Start it; a container the engine created but could not start is removed before the error is raised."""
+        """Start it (a scheduler: submit it); returns the scheduler's id of the run ("" where an engine starts it at once).
+        A container the engine created but could not start is removed before the error is raised."""
     def logs(self, container: str, follow: bool = True) -> Iterator[str]: ...
     def wait(self, container: str) -> int: ...
     def state(self, container: str) -> dict:
@@ -77,7 +78,13 @@ class Executor(Protocol):
 
 
 def executor_for(host: str) -> Executor:
-    """The executor of a host name as job records store it: "local", or a hosts inventory entry."""
+    """The executor of a host name as job records store it: "local", a hosts inventory entry, or "slurm:CLUSTER"."""
+    from runner.remote import clusters
+
+    if host.startswith(clusters.PREFIX):
+        from runner.executors.slurm import SlurmExecutor
+
+        return SlurmExecutor.for_cluster(host.removeprefix(clusters.PREFIX))
     if host == "local":
         from runner.executors.local import LocalDocker
 

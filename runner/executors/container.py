@@ -38,6 +38,7 @@ class ContainerSpec:
     user: str  # "UID:GID" of the invoking user, so files written to mounts are theirs
     workdir: str
     gpus: bool = True
+    gpu_count: int = 0  # GPUs the job trains on per machine: what a scheduler reserves (engines give the container all of them)
     shm_size: str = "16g"
     ulimits: dict[str, int] = field(default_factory=dict)
     labels: dict[str, str] = field(default_factory=dict)
@@ -108,9 +109,10 @@ class ContainerSpec:
             kw["device_requests"] = [DeviceRequest(count=-1, capabilities=[["gpu"]])]
         return kw
 
-    def cli_argv(self) -> list[str]:
-        """`docker run` arguments for an engine reached through a shell (quote with shlex.join)."""
-        argv = ["docker", "run", "--detach", "--name", self.name, "--user", self.user, "--workdir", self.workdir]
+    def cli_argv(self, detach: bool = True) -> list[str]:
+        """`docker run` arguments for an engine reached through a shell (quote with shlex.join); detach False: in the
+        foreground, the container removed when it exits (a Slurm task runs as long as its container)."""
+        argv = ["docker", "run", "--detach" if detach else "--rm", "--name", self.name, "--user", self.user, "--workdir", self.workdir]
         if self.secret_env():
             argv.append("--interactive")
         argv += ["--network", "host", "--shm-size", self.shm_size]

@@ -92,7 +92,7 @@ def start(job_file: Path, executor: Executor, settings: config.Settings, console
         env = {**config.network_env(settings), **gpu_env, **plan.env}  # the job's own `env:` (in plan.env) wins
         spec = ContainerSpec(
             image=ref, name=record.container, command=RUN_PLAN, mounts=target, env=env, user=executor.user,
-            workdir=plan.workdir, gpus=gpus, shm_size=settings.shm_size, ulimits=settings.ulimits,
+            workdir=plan.workdir, gpus=gpus, gpu_count=job.gpus, shm_size=settings.shm_size, ulimits=settings.ulimits,
             labels={LABEL_RECORD: rid, LABEL_JOB: job.name, LABEL_PORT: str(port)},
         )
         render.write(as_run(plan, spec, job, facts(executor, resolved, variant_name)), record.job_dir)
@@ -100,7 +100,7 @@ def start(job_file: Path, executor: Executor, settings: config.Settings, console
         record.env_names = sorted(env)
         record.started = records.now()
         record.save()  # status created: `runner ps` knows the container before it exists
-        executor.start(spec)
+        record.scheduler_id = executor.start(spec)
         with record.deciding() as saved:
             if saved.ended:  # `runner stop` ended it while it started
                 executor.remove(record.container)

@@ -24,9 +24,10 @@ class JobRecord(BaseModel):
     id: str
     name: str
     trainer: str
-    host: str  # "local" or a hosts inventory name
+    host: str  # "local", a hosts inventory name, or "slurm:CLUSTER"
     image: str
     container: str
+    scheduler_id: str = ""  # the scheduler's id of the run (a Slurm job id); "" on an engine without one
     job_file: str
     output_dir: str  # on the host that runs the job
     status: str = "created"  # created | running, then once (FINAL): exited | failed | stopped | lost
