@@ -34,7 +34,7 @@ def clusters_add(
     """Add a Slurm cluster: checks over SSH that the login node has Slurm's commands and, with srun, that a compute
     node has the runtime; then stores it beside the hosts (clusters.yaml). Nothing is stored when a check fails."""
     from runner.errors import UserError
-    from runner.executors import slurm
+    from runner.executors.slurm import preflight
     from runner.remote import clusters, ssh
 
     if not slurm:
@@ -43,7 +43,7 @@ def clusters_add(
                       known_hosts=str(known_hosts.expanduser().resolve()) if known_hosts else None, partition=partition,
                       account=account, runtime=runtime, models=models, data=data, cache=cache, outputs=outputs)
     found = {}
-    clusters.add(c, replace=replace, check=lambda c: found.update(slurm.preflight(c, ssh.RemoteShell(c.name, ssh.connect(c), c))))
+    clusters.add(c, replace=replace, check=lambda c: found.update(preflight(c, ssh.RemoteShell(c.name, ssh.connect(c), c))))
     views.line(cli.out, f"added {c.name} (Slurm, login {c.ssh}, {c.runtime.value} on {found['node']}) to {clusters.inventory_file()}")
 
 

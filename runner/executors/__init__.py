@@ -18,6 +18,12 @@ if TYPE_CHECKING:
     from runner.remote.sync import Stats
 
 
+# The line a scheduler's run prints when the scheduler restarted it (requeued, its node lost, preempted): it holds
+# itself until runner renders its resume from the last checkpoint and releases it (runner.jobs.launch.resume_held);
+# its state() then says "AwaitsResume".
+AWAITS_RESUME = "runner: requeued;"
+
+
 class ContainerGone(Exception):
     """The container is not there (removed outside runner, or being removed): its log and exit code are lost."""
 

@@ -38,7 +38,7 @@ from typing import Iterator
 from rich.console import Console
 
 from runner.errors import UserError
-from runner.executors import ContainerGone
+from runner.executors import AWAITS_RESUME, ContainerGone
 from runner.executors.container import ContainerSpec
 from runner.executors.remote import RemoteDocker
 from runner.progress import bar as progress_bar
@@ -50,6 +50,17 @@ NODE_ENV = {"RUNNER_NODE_RANK": "$SLURM_NODEID", "RUNNER_NODES": "$SLURM_NNODES"
 ACTIVE = {"PENDING", "CONFIGURING", "RUNNING", "COMPLETING", "REQUEUED", "REQUEUE_HOLD", "REQUEUE_FED", "RESIZING",
           "SUSPENDED", "SIGNALING", "STAGE_OUT", "STOPPED", "RESV_DEL_HOLD"}
 POLL_S = 2.0
+FOLLOW = """tail -n +1 -F -- "$1" 2>/dev/null & t=$!
+last= n=0
+while s=$(squeue -h -j "$2" -o "%T %r" 2>/dev/null) && [ -n "$s" ]; do
+  case $s in
+    RUNNING*|COMPLETING*) ;;
+    *) if [ "$s" != "$last" ] || [ "$n" -ge 150 ]; then echo "runner: Slurm job $2 waits: $s"; n=0; fi ;;
+  esac
+  last=$s n=$((n + 1)); sleep 2
+done
+sleep 2; kill "$t"
+"""
 HELD = "JobHeldUser"  # squeue's reason for a job held by its user (batch.sh's requeuehold)
 SLURM_COMMANDS = ("sbatch", "squeue", "scontrol", "scancel", "srun")
 
@@ -166,10 +177,9 @@ class SlurmExecutor(RemoteDocker):
             r = self.shell.run(["sh", "-c", 'cat -- "$1" 2>/dev/null; true', "sh", log], timeout=120)
             yield from r.stdout.splitlines()
             return
-        # tail the output file while squeue lists the job (queued, running, requeued), then once more to its end
-        yield from self.shell.lines(["sh", "-c", 'tail -n +1 -F -- "$1" 2>/dev/null & t=$!; '
-                                     'while [ -n "$(squeue -h -j "$2" -o %T 2>/dev/null)" ]; do sleep 2; done; sleep 2; kill $t',
-                                     "sh", log, self.job_id(container)])
+        # tail the output file while squeue lists the job (queued, running, requeued), saying when it waits and why
+        # (on a change, and every 5 minutes: a queued job is not a hung trainer), then to the file's end
+        yield from self.shell.lines(["sh", "-c", FOLLOW, "sh", log, self.job_id(container)])
 
     def wait(self, container: str) -> int:
         """The exit code of the run: the container's (batch.sh records it), else what Slurm says (128 + a signal)."""
@@ -198,8 +208,10 @@ class SlurmExecutor(RemoteDocker):
         except ContainerGone:
             pass
 
-    def release(self, container: str) -> None:
-        """Let a held requeued run start again, on the plan just rendered for it."""
+    def release(self, spec: ContainerSpec) -> None:
+        """Let a held requeued run start again, as `spec` (its plan just rendered for the resume: launch.resume_held)."""
+        container = spec.name
+        self.write_text(posixpath.join(self.run_dir(container), "node.sh"), node_script(spec, self.image_id, self.image_tar))
         self.write_text(posixpath.join(self.run_dir(container), "ready"), (self._file(container, "attempt") or "0") + "\n")
         r = self.shell.run(["scontrol", "release", self.job_id(container)], timeout=60)
         if not r.ok:
@@ -248,7 +260,7 @@ def batch_script(run: str) -> str:
 run={shlex.quote(run)}
 attempt=$(cat "$run/attempt" 2>/dev/null || echo 0)
 if [ "$attempt" != "$(cat "$run/ready" 2>/dev/null)" ]; then
-  echo "runner: Slurm restarted job $SLURM_JOB_ID (requeued); held until runner renders its resume from the last checkpoint (runner ps, runner logs -f)"
+  echo "{AWAITS_RESUME} Slurm restarted job $SLURM_JOB_ID; it waits, held, until runner renders its resume from the last checkpoint (runner ps, runner logs -f)"
   scontrol requeuehold "$SLURM_JOB_ID"
   exit 0
 fi

@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import shutil
+import time
 from pathlib import Path
 
 from rich.console import Console
@@ -15,11 +16,11 @@ from rich.console import Console
 from runner import config, files, mounts
 from runner.data import fingerprint
 from runner.errors import UserError
-from runner.executors import ContainerGone, Executor
+from runner.executors import AWAITS_RESUME, ContainerGone, Executor
 from runner.executors.container import LABEL_JOB, LABEL_PORT, LABEL_RECORD, RUN_PLAN, ContainerSpec
 from runner.images import builder
 from runner.job import checks, render
-from runner.job.resolve import Target
+from runner.job.resolve import NothingToResume, Target
 from runner.jobs import joblock, logwatch, records, watchdog
 from runner.jobs.records import JobRecord
 from runner.mounts import Mount
@@ -66,17 +67,8 @@ def start(job_file: Path, executor: Executor, settings: config.Settings, console
     if gpus:
         executor.check_gpus()
     there = target_of(executor, bool(gpus))
-    resolved = render.load_checked(job_file, there, plan_needed=bool(gpus), earlier=earlier)
-    job, inventory = resolved.job, resolved.inventory
-    if job.memory.auto and inventory is None:
-        raise UserError("memory: auto", "needs a GPU to plan for, and RUNNER_GPUS=none starts containers without one.", "set memory settings explicitly")
-    for note in resolved.notes:
-        console.print(note)
-    gpu_env, variant_name = gpu_environment(inventory, job, resolved.memory_plan)
-    pins = builder.load_pins(job.trainer.value, variant_name, pins_file=settings.pins)
-    ref = builder.image_ref(pins, settings.ca_bundle)
-    executor.check_models(job.models.root, checks.missing_model_files(resolved))
-    build = job.trainer.value if variant_name == "default" else f"{job.trainer.value} --variant {variant_name}"
+    run = resolve(job_file, there, executor, settings, earlier, console)
+    job, ref = run.resolved.job, run.image
     rid = records.new_id(job.name)
     record = JobRecord(
         id=rid, name=job.name, trainer=job.trainer.value, host=executor.host, image=ref, container=f"runner-{rid}",
@@ -84,20 +76,9 @@ def start(job_file: Path, executor: Executor, settings: config.Settings, console
     )
     record.locked = joblock.claim(executor, record, there.output_dir(job))  # before anything is sent or written: a second run launches nothing
     try:
-        executor.check_image(ref, build)  # a remote host receives the image here: after the cheap checks
-        record.master_port = port = records.free_master_port(executor.host, executor.port_free)
-        plan = render.trainer_plan(resolved, record.job_dir, master_port=port)
-        target = executor.host_mounts(plan.mounts, job.name, record.container)
-        record.fingerprints = resolved.fingerprints
-        env = {**config.network_env(settings), **gpu_env, **plan.env}  # the job's own `env:` (in plan.env) wins
-        spec = ContainerSpec(
-            image=ref, name=record.container, command=RUN_PLAN, mounts=target, env=env, user=executor.user,
-            workdir=plan.workdir, gpus=gpus, gpu_count=job.gpus, shm_size=settings.shm_size, ulimits=settings.ulimits,
-            labels={LABEL_RECORD: rid, LABEL_JOB: job.name, LABEL_PORT: str(port)},
-        )
-        render.write(as_run(plan, spec, job, facts(executor, resolved, variant_name)), record.job_dir)
-        executor.prepare_mounts(spec, sources=plan.mounts, by_content=resolved.caches is not Caches.reuse)
-        record.env_names = sorted(env)
+        executor.check_image(ref, run.build)  # a remote host receives the image here: after the cheap checks
+        record.master_port = records.free_master_port(executor.host, executor.port_free)
+        spec = staged(run, record, executor, settings)
         record.started = records.now()
         record.save()  # status created: `runner ps` knows the container before it exists
         record.scheduler_id = executor.start(spec)
@@ -117,6 +98,79 @@ def start(job_file: Path, executor: Executor, settings: config.Settings, console
         raise
     console.print(f"started {record.id} on {executor.host} ({ref}); outputs → {record.output_dir}")
     return record
+
+
+@dataclasses.dataclass(frozen=True)
+class Resolved:
+    """A job resolved on its target, with what its container needs: the GPUs' environment and the image."""
+
+    resolved: ResolvedJob
+    gpu_env: dict[str, str]
+    variant: str  # the image variant's pins table (runner.gpu.variant)
+    image: str
+    build: str  # `runner build` arguments of that image, for the fix when it is missing
+
+
+def resolve(job_file: Path, there: Target, executor: Executor, settings: config.Settings, earlier: Earlier, console: Console) -> Resolved:
+    """Resolve, check and plan the job on its target (earlier: what to do with an earlier run's files); the model
+    files it uses must be there."""
+    resolved = render.load_checked(job_file, there, plan_needed=there.gpus, earlier=earlier)
+    job, inventory = resolved.job, resolved.inventory
+    if job.memory.auto and inventory is None:
+        raise UserError("memory: auto", "needs a GPU to plan for, and RUNNER_GPUS=none starts containers without one.", "set memory settings explicitly")
+    for note in resolved.notes:
+        console.print(note)
+    gpu_env, variant_name = gpu_environment(inventory, job, resolved.memory_plan)
+    pins = builder.load_pins(job.trainer.value, variant_name, pins_file=settings.pins)
+    executor.check_models(job.models.root, checks.missing_model_files(resolved))
+    build = job.trainer.value if variant_name == "default" else f"{job.trainer.value} --variant {variant_name}"
+    return Resolved(resolved, gpu_env, variant_name, builder.image_ref(pins, settings.ca_bundle), build)
+
+
+def staged(run: Resolved, record: JobRecord, executor: Executor, settings: config.Settings) -> ContainerSpec:
+    """Render the run's plan into its job folder, stage the mounts on the target and return its container; the
+    record gets the fingerprints to keep and the environment's names."""
+    resolved, job = run.resolved, run.resolved.job
+    plan = render.trainer_plan(resolved, record.job_dir, master_port=record.master_port)
+    target = executor.host_mounts(plan.mounts, job.name, record.container)
+    env = {**config.network_env(settings), **run.gpu_env, **plan.env}  # the job's own `env:` (in plan.env) wins
+    gpus = records.gpus_wanted()
+    spec = ContainerSpec(
+        image=run.image, name=record.container, command=RUN_PLAN, mounts=target, env=env, user=executor.user,
+        workdir=plan.workdir, gpus=gpus, gpu_count=job.gpus, shm_size=settings.shm_size, ulimits=settings.ulimits,
+        labels={LABEL_RECORD: record.id, LABEL_JOB: job.name, LABEL_PORT: str(record.master_port)},
+    )
+    render.write(as_run(plan, spec, job, facts(executor, resolved, run.variant)), record.job_dir)
+    executor.prepare_mounts(spec, sources=plan.mounts, by_content=resolved.caches is not Caches.reuse)
+    record.fingerprints = resolved.fingerprints
+    record.env_names = sorted(env)
+    return spec
+
+
+def resume_held(record: JobRecord, executor: Executor, console: Console, wait_s: float = 60) -> bool:
+    """A run its scheduler restarted (requeued, its node lost, preempted) waits, held, for runner (AWAITS_RESUME): render
+    its resume from the last checkpoint (Earlier.resume; the first plan again when it saved none yet), stage it and
+    release it. Returns whether it did (False: the run is not waiting, or another runner released it first)."""
+    deadline = time.monotonic() + wait_s  # the line comes just before the run holds itself
+    while not executor.state(record.container).get("AwaitsResume"):
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(1)
+    with record.deciding() as saved:
+        if saved.ended or not executor.state(record.container).get("AwaitsResume"):
+            return False
+        settings = config.load()
+        there = target_of(executor, records.gpus_wanted())
+        try:
+            run = resolve(Path(saved.job_file), there, executor, settings, Earlier.resume, console)
+        except NothingToResume:
+            run = resolve(Path(saved.job_file), there, executor, settings, Earlier.refuse, console)
+        executor.check_image(run.image, run.build)
+        spec = staged(run, saved, executor, settings)
+        saved.save()
+        executor.release(spec)
+    console.print(f"runner: {saved.id} was restarted by its scheduler; it continues from its last checkpoint")
+    return True
 
 
 def as_run(plan: Plan, spec: ContainerSpec, job: Job, facts: dict) -> Plan:
@@ -245,6 +299,8 @@ def follow(record: JobRecord, executor: Executor, console: Console) -> int:
                         copy.write(text)
                     shown.print(text)
                     guard.feed(text, shown)
+                    if text.startswith(AWAITS_RESUME):
+                        resume_held(record, executor, console)
         except ContainerGone:
             pass  # removed while followed: end() records it
         stopped = guard.oom_stop.end()
@@ -308,7 +364,10 @@ def refresh(records: list[JobRecord]) -> list[JobRecord]:
         if r.status == "running":
             try:
                 ex = executors.setdefault(r.host, executor_for(r.host))
-                if not ex.state(r.container).get("Running"):
+                state = ex.state(r.container)
+                if state.get("AwaitsResume"):
+                    resume_held(r, ex, Console(stderr=True))
+                elif not state.get("Running"):
                     r = end(r, ex)
             except UserError:
                 pass  # host or engine unreachable: keep what we knew
