@@ -111,6 +111,13 @@ def _log(cluster: dict[str, str], record: dict) -> str:
     return path.read_text() if path.is_file() else ""
 
 
+def _node_back(node: str) -> bool:
+    """The node is up again: its slurmd re-registered (ReturnToService=2), or a RESUME took once its jobs' processes ended."""
+    subprocess.run(["scontrol", "update", f"NodeName={node}", "State=RESUME"], capture_output=True)
+    state = subprocess.run(["sinfo", "-h", "-n", node, "-o", "%T"], capture_output=True, text=True).stdout.strip()
+    return not state.startswith(("down", "drain"))
+
+
 def _containers(name: str) -> list[str]:
     found = []
     for host in ("gpu01", "gpu02"):
@@ -287,14 +294,15 @@ def test_a_requeued_job_resumes_from_its_last_checkpoint(workspace, env, cluster
     try:
         _wait_for(lambda: job_state(record["scheduler_id"])["JobState"] == "PENDING", what="the job requeued")
         if fault == "node-down":
-            scontrol("update", f"NodeName={node}", "State=RESUME")
-        followed = runner(["logs", "-f", record["id"]], env, timeout=600)
+            _wait_for(lambda: _node_back(node), what="the node back")
+        followed = runner(["logs", "-f", record["id"]], env, timeout=300)
     finally:
         if fault == "node-down":
             subprocess.run(["scontrol", "update", f"NodeName={node}", "State=RESUME"], capture_output=True)
     assert followed.returncode == 0, followed.stdout[-3000:] + followed.stderr[-3000:]
-    assert "runner: requeued;" in followed.stdout and "continues from its last checkpoint" in followed.stderr
-    assert "resuming from ball-1p3b-00000" in followed.stderr, followed.stderr[-2000:]
+    assert "runner: requeued;" in followed.stdout, followed.stdout[-5000:]
+    said = followed.stdout + followed.stderr
+    assert "continues from its last checkpoint" in said and "resuming from ball-1p3b-00000" in said, said[-5000:]
     (record,) = _records(env)
     assert record["status"] == "exited" and record["exit_code"] == 0
     assert int(job_state(record["scheduler_id"])["Restarts"]) >= 1

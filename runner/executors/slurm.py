@@ -61,7 +61,7 @@ while s=$(squeue -h -j "$2" -o "%T %r" 2>/dev/null) && [ -n "$s" ]; do
 done
 sleep 2; kill "$t"
 """
-HELD = "JobHeldUser"  # squeue's reason for a job held by its user (batch.sh's requeuehold)
+HELD = {"job_requeued_in_held_state", "JobHeldUser"}  # scontrol's reasons for a job batch.sh's requeuehold holds
 SLURM_COMMANDS = ("sbatch", "squeue", "scontrol", "scancel", "srun")
 
 
@@ -169,7 +169,7 @@ class SlurmExecutor(RemoteDocker):
         active = s.get("JobState") in ACTIVE
         return {"Running": active, "Status": "running" if active else "exited", "Slurm": s.get("JobState", ""),
                 "Reason": s.get("Reason", ""), "Restarts": int(s.get("Restarts", "0") or 0), "Nodes": s.get("NodeList", ""),
-                "AwaitsResume": active and s.get("Reason") == HELD and self._file(container, "attempt") not in (None, self._file(container, "ready"))}
+                "AwaitsResume": active and s.get("Reason") in HELD and self._file(container, "attempt") not in (None, self._file(container, "ready"))}
 
     def logs(self, container: str, follow: bool = True) -> Iterator[str]:
         log = posixpath.join(self.run_dir(container), "log")

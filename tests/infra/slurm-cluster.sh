@@ -57,6 +57,7 @@ SlurmctldHost=slurmctl($CTLD_ADDR)
 SlurmUser=slurm
 AuthType=auth/munge
 CredType=cred/munge
+AuthInfo=cred_expire=10  # a requeued job may start again after 10 s (default 120)
 StateSaveLocation=$STATE/ctld
 SlurmdSpoolDir=$STATE/spool/%n
 SlurmctldPidFile=$RUNDIR/slurmctld.pid
