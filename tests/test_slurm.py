@@ -308,3 +308,48 @@ def test_a_requeued_job_resumes_from_its_last_checkpoint(workspace, env, cluster
     assert int(job_state(record["scheduler_id"])["Restarts"]) >= 1
     saved = {p.name for p in (Path(cluster["outputs"]) / run_key(env, "ball-1p3b") / "ball-1p3b").iterdir()}
     assert {f"ball-1p3b-{e:06d}.safetensors" for e in range(1, 16)} | {"ball-1p3b.safetensors"} <= saved
+
+
+# --- job arrays -----------------------------------------------------------------------------------------
+
+
+def _named(workspace: Path, base: str, name: str, extra: str = "") -> Path:
+    job = workspace / "examples" / f"{name}.yaml"
+    text = (workspace / base).read_text()
+    job.write_text(text.replace(f"name: {text.split('name: ', 1)[1].split()[0]}", f"name: {name}", 1) + extra)
+    return job
+
+
+def test_several_jobs_are_one_job_array(workspace, env, cluster):
+    jobs = [_named(workspace, MUSUBI, "sl-arr-m"), _named(workspace, DIFFPIPE, "sl-arr-d"),
+            _named(workspace, MUSUBI, "sl-arr-s", "env:\n  HF_TOKEN: hf_arraysecret\n")]
+    r = runner(["train", *jobs, "--cluster", "hpc"], env, cwd=workspace)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    assert "job array" in r.stderr and r.stdout.count("follow it with `runner logs -f") == 3, r.stdout + r.stderr
+    by_name = {rec["name"]: rec for rec in _records(env)}
+    assert set(by_name) == {"sl-arr-m", "sl-arr-d", "sl-arr-s"}
+    array = {rec["scheduler_id"].split("_")[0] for rec in by_name.values()}
+    assert len(array) == 1 and sorted(rec["scheduler_id"].split("_")[1] for rec in by_name.values()) == ["0", "1", "2"]
+    for name, rec in by_name.items():
+        followed = runner(["logs", "-f", rec["id"]], env, timeout=300)
+        assert followed.returncode == 0 and "[runner] done" in followed.stdout, followed.stdout[-2000:] + followed.stderr[-2000:]
+        assert job_state(rec["scheduler_id"])["ArrayJobId"] == next(iter(array))
+        assert "hf_arraysecret" not in followed.stdout + _log(cluster, rec)
+    assert {rec["status"] for rec in _records(env)} == {"exited"}
+    assert (Path(cluster["outputs"]) / run_key(env, "sl-arr-d") / "sl-arr-d").is_dir()
+
+
+def test_an_array_with_one_bad_job_submits_nothing(workspace, env, cluster):
+    good = _named(workspace, MUSUBI, "sl-arr-ok")
+    bad = _named(workspace, MUSUBI, "sl-arr-bad")
+    bad.write_text(bad.read_text().replace("frames: [33]", "frames: [32]"))
+    r = runner(["train", good, bad, "--cluster", "hpc"], env, cwd=workspace)
+    assert r.returncode == 2 and "frames" in r.stderr, r.stderr
+    assert not _records(env) and not list((Path(cluster["cache"]) / "slurm").glob("*/job-id"))
+    twice = runner(["train", good, good, "--cluster", "hpc"], env, cwd=workspace)
+    assert twice.returncode == 2 and "twice" in twice.stderr
+    hostless = runner(["train", good, bad], env, cwd=workspace)
+    assert hostless.returncode == 2 and "--cluster" in hostless.stderr
+    two_nodes = runner(["train", _named(workspace, DIFFPIPE, "sl-arr-dp"), good, "--cluster", "hpc", "--nodes", "2"], env, cwd=workspace)
+    assert two_nodes.returncode == 2 and "diffusion-pipe trains on one node" in two_nodes.stderr
+    assert not _records(env)

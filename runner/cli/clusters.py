@@ -37,11 +37,12 @@ def clusters_add(
     from runner.executors.slurm import preflight
     from runner.remote import clusters, ssh
 
-    if not slurm:
-        raise UserError("runner clusters add", "needs the cluster's scheduler: --slurm (the only one runner knows so far).", f"add --slurm: `runner clusters add {name} --slurm --login {login}`.")
     c = clusters.make(name, ssh=login, key=str(key.expanduser().resolve()) if key else None,
                       known_hosts=str(known_hosts.expanduser().resolve()) if known_hosts else None, partition=partition,
                       account=account, runtime=runtime, models=models, data=data, cache=cache, outputs=outputs)
+    clusters.check_files(c)
+    if not slurm:
+        raise UserError("runner clusters add", "needs the cluster's scheduler: --slurm (the only one runner knows so far).", f"add --slurm: `runner clusters add {name} --slurm --login {login}`.")
     found = {}
     clusters.add(c, replace=replace, check=lambda c: found.update(preflight(c, ssh.RemoteShell(c.name, ssh.connect(c), c))))
     views.line(cli.out, f"added {c.name} (Slurm, login {c.ssh}, {c.runtime.value} on {found['node']}) to {clusters.inventory_file()}")

@@ -58,7 +58,7 @@ def render(
 
 @app.command()
 def train(
-    job: Path = JobArg,
+    jobs: list[Path] = typer.Argument(..., help="the job file (YAML; see examples/); several with --cluster become one Slurm job array"),
     detach: bool = typer.Option(False, "--detach", "-d", help="start and return; follow later with `runner logs -f`"),
     host: str = HostOpt,
     resume: bool = typer.Option(False, "--resume", help="continue the latest run from its latest checkpoint (as `runner resume`)"),
@@ -77,10 +77,15 @@ def train(
     files must already be in the host's models folder, and `runner pull` brings the outputs back.
     With --cluster the job is submitted to a Slurm cluster (sbatch through its login node, one task per node) with its
     data and rendered job staged in the cluster's shared folders; `runner ps`, `logs -f`, `stop` and `pull` follow it.
+    Several job files with --cluster are one Slurm job array, each job its own run: runner returns once it is submitted.
     """
     from runner.trainers.resolved import Earlier
 
-    run(job, where(host, cluster, nodes), detach, earlier(resume, fresh, refuse=Earlier.refuse))
+    chosen = earlier(resume, fresh, refuse=Earlier.refuse)
+    if len(jobs) == 1:
+        run(jobs[0], where(host, cluster, nodes), detach, chosen)
+    else:
+        run_array(jobs, where(host, cluster, nodes), chosen)
 
 
 def earlier(resume: bool, fresh: bool, refuse):
@@ -141,6 +146,26 @@ def run(job: Path, host: str | tuple[str, int], detach: bool, earlier) -> None:
     with _interrupted(f"the job keeps running: `runner logs -f {record.id}` follows it again, `runner stop {record.id}` stops it"):
         code = launch.follow(record, executor, cli.out)
     raise typer.Exit(code)
+
+
+def run_array(jobs: list[Path], cluster, earlier) -> None:
+    """Several job files as one Slurm job array on (cluster, nodes); returns once it is submitted."""
+    from runner import config
+    from runner.executors import slurm
+    from runner.jobs import launch
+
+    if not isinstance(cluster, tuple):
+        raise UserError(f"{len(jobs)} job files", "run together only as a job array on a Slurm cluster.",
+                        "add --cluster NAME (`runner clusters list`), or give one job file.")
+    if len({p.resolve() for p in jobs}) < len(jobs):
+        raise UserError("job files", "name one file twice: each job of an array is its own run.", "give each job file once.")
+    for job in jobs:
+        slurm.check_nodes(read_first(job).trainer.value, cluster[1])
+    executor = slurm.SlurmExecutor.for_cluster(*cluster)
+    with _interrupted("nothing was submitted"):
+        started = launch.start_array(jobs, executor, config.load(), cli.out, earlier)
+    for record in started:
+        views.line(cli.out, f"{record.id}: Slurm {record.scheduler_id}; follow it with `runner logs -f {record.id}`")
 
 
 class Terminated(BaseException):

@@ -70,6 +70,8 @@ class SlurmExecutor(RemoteDocker):
         super().__init__(cluster, console)
         self.cluster, self.nodes = cluster, nodes
         self.host = cluster.record_host
+        self.image_ids: dict[str, str] = {}  # image ref → its ID and its archive in the shared folder (check_image)
+        self.image_tars: dict[str, str] = {}
 
     @classmethod
     def for_cluster(cls, name: str, nodes: int = 1) -> "SlurmExecutor":
@@ -111,41 +113,59 @@ class SlurmExecutor(RemoteDocker):
         image = find_image(client(), ref)
         if image is None:
             raise UserError(f"image {ref}", f"is not built on this machine, so it cannot be sent to {self.host}.", f"run `runner build {build}` here first.")
-        self.image_id = image.id
-        self.image_tar = posixpath.join(self.folder("cache"), "images", image.id.replace("sha256:", "") + ".tar")
-        if self.shell.run(["test", "-s", self.image_tar], timeout=30).ok:
+        tar = posixpath.join(self.folder("cache"), "images", image.id.replace("sha256:", "") + ".tar")
+        self.image_ids[ref], self.image_tars[ref] = image.id, tar
+        if self.shell.run(["test", "-s", tar], timeout=30).ok:
             return
         with progress_bar("bytes", self.console) as progress:
             task = progress.add_task(f"image → {self.cluster.name}'s shared folder", total=int(image.attrs.get("Size", 0)) or None)
-            r = self.shell.feed(["sh", "-c", 'mkdir -p -- "$(dirname -- "$1")" && cat > "$1.part" && mv -- "$1.part" "$1"', "sh", self.image_tar],
+            r = self.shell.feed(["sh", "-c", 'mkdir -p -- "$(dirname -- "$1")" && cat > "$1.part" && mv -- "$1.part" "$1"', "sh", tar],
                                 image.save(chunk_size=image_transfer.CHUNK, named=ref), lambda n: progress.advance(task, n))
         if not r.ok:
-            raise UserError(f"cluster {self.cluster.name}", f"could not store the image in {self.image_tar} ({r.stderr.strip()[:300]}).",
+            raise UserError(f"cluster {self.cluster.name}", f"could not store the image in {tar} ({r.stderr.strip()[:300]}).",
                             "check the free space of the shared cache folder there, then run again.")
 
     # --- the job's lifecycle ------------------------------------------------------------------------
 
     def start(self, spec: ContainerSpec) -> str:
         """Write node.sh and batch.sh into the run's folder and sbatch it; returns the Slurm job id."""
-        run = self.run_dir(spec.name)
-        self.write_text(posixpath.join(run, "node.sh"), node_script(spec, self.image_id, self.image_tar))
-        self.write_text(posixpath.join(run, "batch.sh"), batch_script(run))
-        self.write_text(posixpath.join(run, "ready"), "0\n")
-        argv = ["sbatch", "--parsable", "--job-name", spec.name, "--nodes", str(self.nodes), "--ntasks-per-node", "1",
-                "--output", posixpath.join(run, "log"), "--open-mode", "append", "--requeue", "--chdir", run]
+        return self.submit([spec])[0]
+
+    def submit(self, specs: list[ContainerSpec]) -> list[str]:
+        """One sbatch for the runs of `specs`: a job array when there are several (task i runs specs[i], its output in
+        the first run's folder, task-i.log, linked from its own); returns each run's Slurm id (JOB or JOB_TASK)."""
+        runs = [self.run_dir(spec.name) for spec in specs]
+        logs = [posixpath.join(run, "log") for run in runs] if len(specs) == 1 else \
+            [posixpath.join(runs[0], f"task-{i}.log") for i in range(len(specs))]
+        for spec, run, log in zip(specs, runs, logs):
+            self.write_text(posixpath.join(run, "node.sh"), node_script(spec, self.image_ids[spec.image], self.image_tars[spec.image]))
+            self.write_text(posixpath.join(run, "ready"), "0\n")
+            if log != posixpath.join(run, "log"):
+                self.shell.run(["ln", "-sfn", "--", log, posixpath.join(run, "log")], timeout=30)
+        batch = posixpath.join(runs[0], "batch.sh")
+        self.write_text(batch, batch_script(runs))
+        argv = ["sbatch", "--parsable", "--job-name", specs[0].name, "--nodes", str(self.nodes), "--ntasks-per-node", "1",
+                "--output", logs[0] if len(specs) == 1 else posixpath.join(runs[0], "task-%a.log"),
+                "--open-mode", "append", "--requeue", "--chdir", runs[0]]
+        argv += [f"--array=0-{len(specs) - 1}"] if len(specs) > 1 else []
         argv += ["--partition", self.cluster.partition] if self.cluster.partition else []
         argv += ["--account", self.cluster.account] if self.cluster.account else []
-        argv += [f"--gpus-per-node={spec.gpu_count}"] if spec.gpus and spec.gpu_count else []
-        secrets = base64.b64encode(spec.secrets_on_stdin()).decode() + "\n"
-        r = self.shell.run(["sh", "-c", 'IFS= read -r RUNNER_SECRETS; export RUNNER_SECRETS; exec "$@"', "sh", *argv, posixpath.join(run, "batch.sh")],
+        gpus = max(spec.gpu_count for spec in specs)
+        argv += [f"--gpus-per-node={gpus}"] if specs[0].gpus and gpus else []
+        # one line on sbatch's stdin: each run's secrets, base64, comma-separated (batch.sh picks its task's)
+        secrets = ",".join(base64.b64encode(spec.secrets_on_stdin()).decode() for spec in specs) + "\n"
+        r = self.shell.run(["sh", "-c", 'IFS= read -r RUNNER_SECRETS; export RUNNER_SECRETS; exec "$@"', "sh", *argv, batch],
                            timeout=120, stdin=secrets.encode())
         job_id = r.stdout.strip().split(";")[0]
         if not r.ok or not job_id.isdigit():
             raise UserError(f"cluster {self.cluster.name}", f"sbatch refused the job: {(r.stderr or r.stdout).strip()[:400]}",
                             "read Slurm's message (partition, account, limits); `runner clusters list` shows what runner submits with.")
-        self.write_text(posixpath.join(run, "job-id"), job_id + "\n")
-        self.console.print(f"submitted Slurm job {job_id} to {self.cluster.name} ({self.nodes} node{'s' * (self.nodes > 1)})")
-        return job_id
+        ids = [job_id] if len(specs) == 1 else [f"{job_id}_{i}" for i in range(len(specs))]
+        for run, slurm_id in zip(runs, ids):
+            self.write_text(posixpath.join(run, "job-id"), slurm_id + "\n")
+        what = f"job {job_id}" if len(specs) == 1 else f"job array {job_id} ({len(specs)} tasks)"
+        self.console.print(f"submitted Slurm {what} to {self.cluster.name} ({self.nodes} node{'s' * (self.nodes > 1)} each)")
+        return ids
 
     def slurm_state(self, container: str) -> dict[str, str]:
         """`scontrol show job` of the run's job as a dict (JobState, Reason, ExitCode, Restarts, NodeList, …); {} when Slurm
@@ -211,7 +231,7 @@ class SlurmExecutor(RemoteDocker):
     def release(self, spec: ContainerSpec) -> None:
         """Let a held requeued run start again, as `spec` (its plan just rendered for the resume: launch.resume_held)."""
         container = spec.name
-        self.write_text(posixpath.join(self.run_dir(container), "node.sh"), node_script(spec, self.image_id, self.image_tar))
+        self.write_text(posixpath.join(self.run_dir(container), "node.sh"), node_script(spec, self.image_ids[spec.image], self.image_tars[spec.image]))
         self.write_text(posixpath.join(self.run_dir(container), "ready"), (self._file(container, "attempt") or "0") + "\n")
         r = self.shell.run(["scontrol", "release", self.job_id(container)], timeout=60)
         if not r.ok:
@@ -252,12 +272,18 @@ exit "$rc"
 """
 
 
-def batch_script(run: str) -> str:
+def batch_script(runs: list[str]) -> str:
     """srun node.sh on every node of the allocation, once per plan: a restart (requeue) holds itself until runner has
-    rendered its resume (SlurmExecutor.release). The container's exit code is kept in `exit`."""
+    rendered its resume (SlurmExecutor.release). The container's exit code is kept in `exit`. For a job array, task i
+    runs runs[i] with its own secrets (the i-th field of RUNNER_SECRETS)."""
     return f"""#!/bin/bash
-# written by runner: Slurm's batch script of one run
-run={shlex.quote(run)}
+# written by runner: Slurm's batch script of {'one run' if len(runs) == 1 else f'a job array of {len(runs)} runs'}
+runs=({' '.join(shlex.quote(run) for run in runs)})
+task=${{SLURM_ARRAY_TASK_ID:-0}}
+run=${{runs[$task]}}
+IFS=, read -ra secrets <<< "${{RUNNER_SECRETS:-}}"
+export RUNNER_SECRETS=${{secrets[$task]:-}}
+unset secrets
 attempt=$(cat "$run/attempt" 2>/dev/null || echo 0)
 if [ "$attempt" != "$(cat "$run/ready" 2>/dev/null)" ]; then
   echo "{AWAITS_RESUME} Slurm restarted job $SLURM_JOB_ID; it waits, held, until runner renders its resume from the last checkpoint (runner ps, runner logs -f)"

@@ -10,6 +10,7 @@ import dataclasses
 import shutil
 import time
 from pathlib import Path
+from typing import Iterator
 
 from rich.console import Console
 
@@ -58,11 +59,49 @@ def target_of(executor: Executor, gpus: bool) -> Target:
 
 def start(job_file: Path, executor: Executor, settings: config.Settings, console: Console,
           earlier: Earlier = Earlier.refuse) -> JobRecord:
-    """Resolve the job against its executor's machine, render and start it; returns its record (status running).
-    earlier: what to do when the job's output folder holds an earlier run's LoRAs or checkpoints.
+    """Resolve the job against its executor's machine, render and start it; returns its record (status running, or
+    stopped when `runner stop` ended it while it started). earlier: what to do when the job's output folder holds an
+    earlier run's LoRAs or checkpoints.
 
     The job folder's plan.json is written once, after the container is fully decided: it lists the mounts as
     the target sees them, the whole environment (secrets by name only) and the facts the settings came from."""
+    with _starting(executor) as prepared:
+        spec = _prepare(job_file, executor, settings, console, earlier, prepared)
+        prepared[0].scheduler_id = executor.start(spec)
+        return _running(prepared[0], executor, console)
+
+
+def start_array(job_files: list[Path], executor, settings: config.Settings, console: Console,
+                earlier: Earlier = Earlier.refuse) -> list[JobRecord]:
+    """Several jobs as one submission of a scheduler (a Slurm job array: runner.executors.slurm), each its own run
+    and record; when one cannot start, none is submitted."""
+    with _starting(executor) as prepared:
+        specs = [_prepare(f, executor, settings, console, earlier, prepared) for f in job_files]
+        for record, scheduler_id in zip(prepared, executor.submit(specs)):
+            record.scheduler_id = scheduler_id
+        return [_running(r, executor, console) for r in prepared]
+
+
+@contextlib.contextmanager
+def _starting(executor: Executor) -> Iterator[list[JobRecord]]:
+    """Yields the list of runs being prepared; if anything fails, nothing is left half-started: no container, no
+    record of a run that never ran, each job's lock given back."""
+    prepared: list[JobRecord] = []
+    try:
+        yield prepared
+    except BaseException:
+        for record in prepared:
+            with contextlib.suppress(Exception):
+                executor.remove(record.container)  # interrupted between the engine's create and start
+            shutil.rmtree(record.folder, ignore_errors=True)
+            with contextlib.suppress(Exception):
+                joblock.release(executor, record.locked, record.id)
+        raise
+
+
+def _prepare(job_file: Path, executor: Executor, settings: config.Settings, console: Console, earlier: Earlier,
+             prepared: list[JobRecord]) -> ContainerSpec:
+    """Resolve the job, take its lock, stage it on the target; its record (status created) is added to `prepared`."""
     gpus = records.gpus_wanted()
     if gpus:
         executor.check_gpus()
@@ -75,28 +114,23 @@ def start(job_file: Path, executor: Executor, settings: config.Settings, console
         job_file=str(job_file.resolve()), output_dir=str(job.output / job.name),
     )
     record.locked = joblock.claim(executor, record, there.output_dir(job))  # before anything is sent or written: a second run launches nothing
-    try:
-        executor.check_image(ref, run.build)  # a remote host receives the image here: after the cheap checks
-        record.master_port = records.free_master_port(executor.host, executor.port_free)
-        spec = staged(run, record, executor, settings)
-        record.started = records.now()
-        record.save()  # status created: `runner ps` knows the container before it exists
-        record.scheduler_id = executor.start(spec)
-        with record.deciding() as saved:
-            if saved.ended:  # `runner stop` ended it while it started
-                executor.remove(record.container)
-                return saved
-            record.status = "running"
-            record.save()
-    except BaseException:
-        # nothing half-started: no container, no record of a run that never ran, the job's lock given back
-        with contextlib.suppress(Exception):
-            executor.remove(record.container)  # interrupted between the engine's create and start
-        shutil.rmtree(record.folder, ignore_errors=True)
-        with contextlib.suppress(Exception):
-            joblock.release(executor, record.locked, record.id)
-        raise
-    console.print(f"started {record.id} on {executor.host} ({ref}); outputs → {record.output_dir}")
+    prepared.append(record)
+    executor.check_image(ref, run.build)  # a remote host receives the image here: after the cheap checks
+    record.master_port = records.free_master_port(executor.host, executor.port_free)
+    spec = staged(run, record, executor, settings)
+    record.started = records.now()
+    record.save()  # status created: `runner ps` knows the container before it exists
+    return spec
+
+
+def _running(record: JobRecord, executor: Executor, console: Console) -> JobRecord:
+    with record.deciding() as saved:
+        if saved.ended:  # `runner stop` ended it while it started
+            executor.remove(record.container)
+            return saved
+        record.status = "running"
+        record.save()
+    console.print(f"started {record.id} on {executor.host} ({record.image}); outputs → {record.output_dir}")
     return record
 
 
