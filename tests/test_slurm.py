@@ -17,6 +17,7 @@ import pytest
 
 from tests.dockerfixtures import REPO, runner, runner_env
 from tests.remotefixtures import CLIENT_KEY, require_remote, run_key
+from tests.test_lifecycle import wait_for
 
 LOGIN = "runnertest@10.231.7.1:2222"
 LOGIN_KNOWN_HOSTS = Path("/var/lib/runner-test/slurm/known_hosts")
@@ -97,13 +98,6 @@ def _job(workspace: Path, name: str, base: str = MUSUBI, extra: str = "") -> Pat
     job = workspace / "examples" / f"{name}.yaml"
     job.write_text((workspace / base).read_text() + extra)
     return job
-
-
-def _wait_for(predicate, seconds: float = 120, what: str = "") -> None:
-    deadline = time.monotonic() + seconds
-    while not predicate():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(1)
 
 
 def _log(cluster: dict[str, str], record: dict) -> str:
@@ -257,7 +251,7 @@ def test_detached_job_logs_follow_and_stop(workspace, env, cluster):
     r = runner(["train", job, "--cluster", "hpc", "-d"], env, cwd=workspace)
     assert r.returncode == 0 and "runner logs -f" in r.stdout, r.stderr
     (record,) = _records(env)
-    _wait_for(lambda: "steps:" in _log(cluster, record), what="training steps in the Slurm log")
+    wait_for(lambda: "steps:" in _log(cluster, record), 120, "training steps in the Slurm log")
     follower = subprocess.Popen(["runner", "logs", "-f", record["id"]], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     time.sleep(3)
     stopped = runner(["stop", record["id"]], env)
@@ -285,16 +279,16 @@ def test_a_requeued_job_resumes_from_its_last_checkpoint(workspace, env, cluster
     r = runner(["train", job, "--cluster", "hpc", "-d"], env, cwd=workspace)
     assert r.returncode == 0, r.stderr
     (record,) = _records(env)
-    _wait_for(lambda: "saving state at epoch 2" in _log(cluster, record), what="the second epoch's state")
+    wait_for(lambda: "saving state at epoch 2" in _log(cluster, record), 120, "the second epoch's state")
     node = job_state(record["scheduler_id"])["NodeList"]
     if fault == "requeue":
         scontrol("requeue", record["scheduler_id"])
     else:
         scontrol("update", f"NodeName={node}", "State=DOWN", "Reason=runner-test")
     try:
-        _wait_for(lambda: job_state(record["scheduler_id"])["JobState"] == "PENDING", what="the job requeued")
+        wait_for(lambda: job_state(record["scheduler_id"])["JobState"] == "PENDING", 120, "the job requeued")
         if fault == "node-down":
-            _wait_for(lambda: _node_back(node), what="the node back")
+            wait_for(lambda: _node_back(node), 120, "the node back")
         followed = runner(["logs", "-f", record["id"]], env, timeout=300)
     finally:
         if fault == "node-down":

@@ -8,6 +8,7 @@ import typer
 
 from runner import cli, views
 from runner.cli import JsonOpt, app
+from runner.cli.hosts import KeyOpt, KnownHostsOpt, ssh_files
 
 
 clusters_app = typer.Typer(help="Slurm clusters: `runner train JOB --cluster NAME` submits jobs there through the login node.",
@@ -20,15 +21,15 @@ def clusters_add(
     name: str = typer.Argument(..., help="a short name, e.g. hpc"),
     slurm: bool = typer.Option(False, "--slurm", help="the cluster runs Slurm (the only scheduler runner knows so far)"),
     login: str = typer.Option(..., "--login", help="the login node: user@address[:port], or a Host alias of ~/.ssh/config"),
+    key: Path = KeyOpt,
+    known_hosts: Path = KnownHostsOpt,
     partition: str = typer.Option(None, "--partition", help="sbatch --partition (default: the cluster's default partition)"),
     account: str = typer.Option(None, "--account", help="sbatch --account (default: your default account)"),
-    runtime: str = typer.Option("docker", "--runtime", help="how the compute nodes run the image: docker, enroot or apptainer (checked on a node)"),
-    key: Path = typer.Option(None, "--key", help="private key file (default: ssh config, agent, ~/.ssh/id_*)"),
-    known_hosts: Path = typer.Option(None, "--known-hosts", help="known_hosts file (default: the alias's UserKnownHostsFile or ~/.ssh/known_hosts)"),
     models: str = typer.Option("~/runner/models", help="models folder, on the filesystem the nodes share (read-only in containers)"),
     data: str = typer.Option("~/runner/data", help="shared folder the datasets are staged to"),
     cache: str = typer.Option("~/runner/cache", help="shared folder for caches, the image archive and each run's Slurm files"),
     outputs: str = typer.Option("~/runner/outputs", help="shared folder for outputs; `runner pull` brings them back"),
+    runtime: str = typer.Option("docker", "--runtime", help="how the compute nodes run the image: docker, enroot or apptainer (checked on a node)"),
     replace: bool = typer.Option(False, "--replace", help="replace a cluster of the same name (without it, adding one is refused)"),
 ) -> None:
     """Add a Slurm cluster: checks over SSH that the login node has Slurm's commands and, with srun, that a compute
@@ -37,9 +38,7 @@ def clusters_add(
     from runner.executors.slurm import preflight
     from runner.remote import clusters, ssh
 
-    c = clusters.make(name, ssh=login, key=str(key.expanduser().resolve()) if key else None,
-                      known_hosts=str(known_hosts.expanduser().resolve()) if known_hosts else None, partition=partition,
-                      account=account, runtime=runtime, models=models, data=data, cache=cache, outputs=outputs)
+    c = clusters.make(name, ssh=login, **ssh_files(key, known_hosts), partition=partition, account=account, runtime=runtime, models=models, data=data, cache=cache, outputs=outputs)
     clusters.check_files(c)
     if not slurm:
         raise UserError("runner clusters add", "needs the cluster's scheduler: --slurm (the only one runner knows so far).", f"add --slurm: `runner clusters add {name} --slurm --login {login}`.")
