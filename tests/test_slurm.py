@@ -239,7 +239,7 @@ def test_the_secret_reaches_the_trainer_and_no_argv(workspace, env, cluster):
                     trainer_env.update(dict(e.decode(errors="replace").split("=", 1) for e in environ if b"=" in e))
             except OSError:
                 continue
-        time.sleep(0.05)
+        time.sleep(0.2)  # the trainer runs for seconds (48 steps of 0.3 s)
     out, err = proc.communicate()
     assert proc.returncode == 0, out[-3000:] + err[-3000:]
     assert trainer_env.get("HF_TOKEN") == secret and "RUNNER_SECRETS" not in trainer_env

@@ -249,16 +249,16 @@ def logs(
 
 @app.command()
 def ps(
-    host: str = typer.Option(None, help="only jobs on this host (\"local\" for this machine)"),
+    host: str = typer.Option(None, help="only jobs on this host (\"local\" for this machine, \"slurm:NAME\" for a cluster)"),
     as_json: bool = JsonOpt('{"jobs": [{"id", "name", "trainer", "host", "image", "container", "job_file", "output_dir", "status", '
                             '"exit_code", "failure", "stopped_by", "started", "finished", "master_port", "env_names", "fingerprints", "stop_requested", "locked"}]}'),
 ) -> None:
     """List job runs with their state, refreshed from the engines that run them."""
     from runner.jobs import launch, records
-    from runner.remote import hosts
+    from runner.remote import clusters, hosts
 
     every = records.all_records()
-    known = {"local", *hosts.load_all(), *(r.host for r in every)}
+    known = {"local", *hosts.load_all(), *(clusters.PREFIX + c for c in clusters.load_all()), *(r.host for r in every)}
     if host is not None and host not in known:
         raise UserError("--host", f"{host!r} is neither a host of the inventory nor one that ran a job.",
                         f"use one of {', '.join(sorted(known))} (`runner hosts list`).")
