@@ -19,6 +19,7 @@ from runner.spec import Count, EpochList, Prompt
 
 Port = Annotated[Count, Field(le=65535)]
 Nodes = Annotated[Count, Field(le=1024)]
+HostOrClusterOpt = typer.Option(None, "--host", "-H", help="a host from `runner hosts list` (default: this machine, unless --cluster)")
 NodesOpt = typer.Option(None, "--nodes", parser=schema_option(Nodes, "--nodes", "give a whole number of nodes from 1 to 1024, e.g. --nodes 2."),
                         help="with --cluster: the number of nodes the job runs on, one task per node (default 1)")
 
@@ -60,7 +61,7 @@ def render(
 def train(
     jobs: list[Path] = typer.Argument(..., help="the job file (YAML; see examples/); several with --cluster become one Slurm job array"),
     detach: bool = typer.Option(False, "--detach", "-d", help="start and return; follow later with `runner logs -f`"),
-    host: str = HostOpt,
+    host: str = HostOrClusterOpt,
     resume: bool = typer.Option(False, "--resume", help="continue the latest run from its latest checkpoint (as `runner resume`)"),
     fresh: bool = typer.Option(False, "--fresh", help="start a new run beside an earlier run's LoRAs and checkpoints (nothing is deleted)"),
     cluster: str = ClusterOpt,
@@ -101,7 +102,7 @@ def earlier(resume: bool, fresh: bool, refuse):
 def resume_job(
     job: Path = JobArg,
     detach: bool = typer.Option(False, "--detach", "-d", help="start and return; follow later with `runner logs -f`"),
-    host: str = HostOpt,
+    host: str = HostOrClusterOpt,
     cluster: str = ClusterOpt,
     nodes: int = NodesOpt,
 ) -> None:
@@ -112,14 +113,14 @@ def resume_job(
     run(job, where(host, cluster, nodes), detach, Earlier.resume)
 
 
-def where(host: str, cluster: str | None, nodes: int | None):
+def where(host: str | None, cluster: str | None, nodes: int | None):
     """What runs the job: --host's executor made later, or (cluster name, nodes) for --cluster."""
-    if cluster is not None and host != "local":
+    if cluster is not None and host is not None:
         raise UserError("--cluster and --host", "both given: a job runs on one host or is submitted to one cluster.", "pass one of them.")
     if nodes is not None and cluster is None:
         raise UserError("--nodes", "is the number of a cluster's nodes the job runs on, and no --cluster is given.",
                         "add --cluster NAME (`runner clusters list`), or leave --nodes out.")
-    return host if cluster is None else (cluster, nodes or 1)
+    return (host or "local") if cluster is None else (cluster, nodes or 1)
 
 
 def run(job: Path, host: str | tuple[str, int], detach: bool, earlier) -> None:
