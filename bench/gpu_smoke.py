@@ -150,6 +150,20 @@ class DevicePoller:
         return round(max(inside) - self.baseline, 3) if inside else None
 
 
+def tensorboard_runs(out: Path) -> list[dict]:
+    """The event files the trainer wrote under its output folder, read back with TensorBoard's own reader."""
+    try:
+        from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    except ImportError as e:
+        return [{"error": repr(e)}]
+    runs = []
+    for f in sorted(out.rglob("events.out.tfevents.*")) if out.is_dir() else []:
+        acc = EventAccumulator(str(f))
+        acc.Reload()
+        runs.append({"file": str(f.relative_to(out)), "scalars": {t: len(acc.Scalars(t)) for t in acc.Tags()["scalars"]}})
+    return runs
+
+
 def gpu_facts() -> dict:
     from runner.gpu import envrules, variant
     from runner.gpu.inventory import gather
@@ -269,7 +283,9 @@ def main() -> int:
     base["tokens"] = latent_tokens(base["width"], base["height"], base["frames"])
     rows = []
     with DevicePoller() as poller:
-        for name, argv in steps.items():
+        for i, (name, argv) in enumerate(steps.items(), 1):
+            with open(log, "a") as out:  # images/run_plan.py's marker: runner's log reader knows the step by it
+                out.write(f"[runner] step {i}/{len(steps)} {name} start: {' '.join(argv)}\n")
             phase = "caching" if plan["trainer"] == "diffpipe" else PHASE_OF_STEP[name]
             caps = {}
             if cap is not None:  # diffusion-pipe caches, then trains, in one process: the probe re-caps in between
@@ -297,6 +313,7 @@ def main() -> int:
     out = Path(to_local(plan["output_dir"]))
     files = sorted(str(p.relative_to(out)) for p in out.rglob("*.safetensors")) if out.is_dir() else []
     print(f"[gpu_smoke] {args.name}: LoRA files {files}", flush=True)
+    print(f"[gpu_smoke] {args.name}: TensorBoard {json.dumps(tensorboard_runs(out))}", flush=True)
     return 0 if rows and all(r["rc"] == 0 for r in rows) else 1
 
 
