@@ -106,3 +106,14 @@ def test_a_sample_run_holds_the_lock_and_runner_stop_ends_it(workspace, env):
     assert containers(run["container"]) == {}, "the stopped run's container is removed"
     assert (Path(env["RUNNER_STATE"]) / "jobs" / run["id"] / "sample.log").is_file(), "its log is kept: `runner logs` shows it"
     assert SECRET not in (Path(env["RUNNER_STATE"]) / "jobs" / run["id"] / "sample.log").read_text()
+
+
+def test_a_sample_run_out_of_gpu_memory_is_recorded_as_such(workspace, env):
+    path, name = trained(workspace, env)
+    path.write_text(path.read_text().replace(f"  HF_TOKEN: {SECRET}", "  STANDIN_OOM_IN: sample"))
+    r = runner(["sample", path], env, cwd=workspace)
+    assert r.returncode == 1, r.stdout[-3000:] + r.stderr[-2000:]
+    assert "CUDA ran out of GPU memory in sampling" in " ".join(r.stdout.split()) and "samples smaller" in r.stdout, r.stdout[-3000:]
+    (run,) = [x for x in ps(env).values() if x["kind"] == "sample"]
+    assert run["status"] == "failed" and run["failure"].startswith("CUDA out of memory in sampling"), run
+    assert not Path(run["locked"]).exists()

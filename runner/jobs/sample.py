@@ -29,7 +29,7 @@ from runner.gpu.sampling import SampleMemory, estimate
 from runner.job import render
 from runner.job.resolve import Target
 from runner.models import modelfiles
-from runner.jobs import contact_sheet, launch, records
+from runner.jobs import contact_sheet, launch, logwatch, records
 from runner.mounts import Mount
 from runner.plan import Plan, Step
 from runner.shell import Shell, missing_files
@@ -158,7 +158,7 @@ def sample_plan(r: ResolvedJob, loras: list[Lora], prompts: list[str], job_dir: 
     for lora in loras:
         for prompt in prompts:
             argv = musubi.generate_argv(r, weights[lora.key], prompt, str(sample_dir(job, lora, prompt)))
-            steps.append(Step(f"sample-{lora.key}-{prompt_id(prompt)}", argv, env=offline))
+            steps.append(Step(f"{logwatch.SAMPLE_STEP}{lora.key}-{prompt_id(prompt)}", argv, env=offline))
     folders = [m for m in mounts.folder_mounts(job) if m.volume == "models" or m.volume == "outputs" or m.volume.startswith("hf-cache")]
     return Plan(job=job.name, trainer=Trainer.musubi.value, workdir=musubi.WORKDIR, files={}, steps=steps, env=render.job_env(job),
                 mounts=folders + [Mount("job", str(job_dir.resolve()), str(mounts.JOB), True)], output_dir=str(out / SAMPLES))
