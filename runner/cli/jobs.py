@@ -157,6 +157,8 @@ def sample(
     Each (epoch, prompt) gives an mp4 under <output>/<name>/samples/<epoch>/<prompt>/ (new files only); the sheet,
     samples/index.html, shows the epochs side by side per prompt with the loss at each save. Size, frames, steps,
     guidance and seed come from the job's samples: section. diffusion-pipe's LoRAs are converted to musubi's keys first.
+    A sample run holds the job's lock as a training does (refused while the job trains: exit 2) and has a record:
+    `runner ps`, `runner logs` and `runner stop` work on it; Ctrl-C stops it.
     """
     from runner import config
     from runner.jobs import sample as sampling
@@ -166,7 +168,7 @@ def sample(
     if every and epochs:
         raise UserError("--all", "and --epochs both choose the LoRAs to sample.", "give one of them.")
     run = sampling.Sampling(epochs or None, every, prompts or None, cli.out)
-    with _interrupted("sampling stopped (`runner ps` shows it as stopped); the videos made so far stay in the job's samples/ folder"):
+    with _interrupted("sampling stopped, its container removed; the videos made so far stay in the job's samples/ folder"):
         code = sampling.sample(job, executor_for(host), config.load(), run, cli.out, read)
     raise typer.Exit(code)
 
