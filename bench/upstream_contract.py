@@ -309,6 +309,8 @@ class Musubi:
         converted: set[str] = set()
         for step in plan["steps"]:
             argv = step["argv"]
+            if argv[:2] == ["mkdir", "-p"]:  # a folder made for a later step (runner sample: convert_lora.py's output folder)
+                continue
             if argv[:2] == ["accelerate", "launch"]:
                 script_at = next(i for i, a in enumerate(argv) if a.endswith(".py"))
                 yield from self.accelerate(argv[2:], plan, render_dir)

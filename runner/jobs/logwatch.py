@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 
 STEP_MARK = "[runner] step "
 CACHE_LATENTS, CACHE_TEXT, TRAIN, SAMPLING = "cache-latents", "cache-text-encoder", "train", "sampling"
+SAMPLE_STEP = "sample-"  # the name of each wan_generate_video.py step of a `runner sample` run starts so (runner.jobs.sample)
 DIFFPIPE_CACHING_CODE = ("utils/dataset.py", "utils/cache.py")
 
 _PROGRESS = re.compile(r"(\d+)/(\d+) \[")  # tqdm: 'steps:  40%|####  | 4/10 [00:02<00:03, ...]'
@@ -192,7 +193,7 @@ class Watch:
         traceback being printed runs through its caching code."""
         if self.trainer == "diffpipe" and any(f.endswith(DIFFPIPE_CACHING_CODE) for f in self.frames):
             return self.caching or CACHE_LATENTS
-        if self.sampling:
+        if self.sampling or (self.step or "").startswith(SAMPLE_STEP):
             return SAMPLING
         return self.step or TRAIN
 
