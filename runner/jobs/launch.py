@@ -56,9 +56,10 @@ def target_of(executor: Executor, gpus: bool) -> Target:
 
 
 def start(job_file: Path, executor: Executor, settings: config.Settings, console: Console,
-          earlier: Earlier = Earlier.refuse) -> JobRecord:
+          earlier: Earlier = Earlier.refuse, gpu_ids: tuple[int, ...] = ()) -> JobRecord:
     """Resolve the job against its executor's machine, render and start it; returns its record (status running).
-    earlier: what to do when the job's output folder holds an earlier run's LoRAs or checkpoints.
+    earlier: what to do when the job's output folder holds an earlier run's LoRAs or checkpoints; gpu_ids: the host's
+    GPUs the container gets (runner.jobs.placement), () for all of them.
 
     The job folder's plan.json is written once, after the container is fully decided: it lists the mounts as
     the target sees them, the whole environment (secrets by name only) and the facts the settings came from."""
@@ -80,7 +81,7 @@ def start(job_file: Path, executor: Executor, settings: config.Settings, console
     rid = records.new_id(job.name)
     record = JobRecord(
         id=rid, name=job.name, trainer=job.trainer.value, host=executor.host, image=ref, container=f"runner-{rid}",
-        job_file=str(job_file.resolve()), output_dir=str(job.output / job.name),
+        job_file=str(job_file.resolve()), output_dir=str(job.output / job.name), gpu_ids=list(gpu_ids),
     )
     record.locked = joblock.claim(executor, record, there.output_dir(job))  # before anything is sent or written: a second run launches nothing
     try:
@@ -92,7 +93,7 @@ def start(job_file: Path, executor: Executor, settings: config.Settings, console
         env = {**config.network_env(settings), **gpu_env, **plan.env}  # the job's own `env:` (in plan.env) wins
         spec = ContainerSpec(
             image=ref, name=record.container, command=RUN_PLAN, mounts=target, env=env, user=executor.user,
-            workdir=plan.workdir, gpus=gpus, shm_size=settings.shm_size, ulimits=settings.ulimits,
+            workdir=plan.workdir, gpus=gpus, gpu_ids=gpu_ids, shm_size=settings.shm_size, ulimits=settings.ulimits,
             labels={LABEL_RECORD: rid, LABEL_JOB: job.name, LABEL_PORT: str(port)},
         )
         render.write(as_run(plan, spec, job, facts(executor, resolved, variant_name)), record.job_dir)
