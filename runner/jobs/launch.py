@@ -22,6 +22,7 @@ from runner.job import checks, render
 from runner.job.resolve import Target
 from runner.jobs import joblock, logwatch, records, watchdog
 from runner.jobs.records import JobRecord
+from runner.models.presets import download_args
 from runner.mounts import Mount
 from runner.plan import Plan
 from runner.progress import Following
@@ -76,7 +77,7 @@ def start(job_file: Path, executor: Executor, settings: config.Settings, console
     gpu_env, variant_name = gpu_environment(inventory, job, resolved.memory_plan)
     pins = builder.load_pins(job.trainer.value, variant_name, pins_file=settings.pins)
     ref = builder.image_ref(pins, settings.ca_bundle)
-    executor.check_models(job.models.root, checks.missing_model_files(resolved))
+    executor.check_models(job.models.root, checks.missing_model_files(resolved), download_args(job.models.preset, job.models.format, job.trainer))
     build = job.trainer.value if variant_name == "default" else f"{job.trainer.value} --variant {variant_name}"
     rid = records.new_id(job.name)
     record = JobRecord(
