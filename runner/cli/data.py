@@ -137,10 +137,16 @@ def _download_on(host: str, preset, fmt, trainers, dry_run: bool, as_json: bool)
     from runner.executors import executor_for
     from runner.jobs import download_there
     from runner.models.presets import get_preset
-    from runner.progress import transfer
 
     get_preset(preset)  # a bad preset is refused before the host is contacted
-    fetcher = download_there.on_host(executor_for(host), config.load(), trainers, cli.err)
+    return _download_with(download_there.on_host(executor_for(host), config.load(), trainers, cli.err), preset, fmt, trainers, dry_run, as_json)
+
+
+def _download_with(fetcher, preset, fmt, trainers, dry_run: bool, as_json: bool):
+    """The download on another machine, whichever runner.jobs.download_there.Fetcher reaches it."""
+    from runner.jobs import download_there
+    from runner.progress import transfer
+
     items = download_there.plan(preset, fmt, trainers, fetcher)
     rows = download_there.states(items, fetcher, cli.err)
     if not as_json:
