@@ -3,8 +3,8 @@ free GPUs, or refuses before anything starts.
 
 Real parts: the two SSH test hosts (tests/infra/), their dockerds, the stand-in trainer images, the `runner` command.
 Stood in: the GPUs. Each test host gets a second sshd of this test's own (same network namespace, host key and Docker
-engine) whose sessions find a STAND-IN `nvidia-smi` first on their PATH: a script that answers runner's inventory
-queries with the recorded outputs of tests/fixtures/nvidia-smi/ (gpu01: two RTX 4090, gpu02: one H200). The containers
+engine) whose sessions find the STAND-IN `nvidia-smi` (tests/standin/nvidia-smi/) first on their PATH, beside the
+recorded outputs of tests/fixtures/nvidia-smi/ it answers with (gpu01: two RTX 4090, gpu02: one H200). The containers
 still start without GPUs (RUNNER_GPUS=none): no GPU runtime exists here.
 """
 
@@ -30,6 +30,7 @@ from tests.remotefixtures import ADDRESS, INFRA, SRV, add_host, engine, host_dir
 from tests.test_remote import _records, env, remote_models  # noqa: F401  (fixtures)
 
 CARDS = {"gpu01": "rtx4090x2", "gpu02": "h200"}
+STANDIN_SMI = Path(__file__).parent / "standin" / "nvidia-smi" / "nvidia-smi"
 
 
 def _inventory(card: str, host: str):
@@ -113,12 +114,7 @@ def gpu_hosts(env, remote_models, tmp_path):  # noqa: F811
         for suffix in ["query.csv", *SMI_FILES.values()]:
             if (FIXTURES / f"{CARDS[host]}-{suffix}").exists():
                 shutil.copy(FIXTURES / f"{CARDS[host]}-{suffix}", bin_dir / suffix)
-        smi = bin_dir / "nvidia-smi"
-        smi.write_text('#!/bin/sh\n# STAND-IN for nvidia-smi (tests/test_placement.py): recorded outputs, no GPU here.\nd=$(dirname "$0")\n'
-                       'case "$1 $2 $3" in\n  --query-gpu=*) f=query.csv ;;\n  "-q -x ") f=q.xml ;;\n  "topo -m ") f=topo.txt ;;\n'
-                       '  "topo -p2p r") f=p2p.txt ;;\n  *) f=none ;;\nesac\n'
-                       '[ -f "$d/$f" ] || { echo "STAND-IN nvidia-smi: no recorded output for: $*" >&2; exit 6; }\nexec cat "$d/$f"\n')
-        smi.chmod(0o755)
+        shutil.copy(STANDIN_SMI, bin_dir / "nvidia-smi")
         address, port = ADDRESS[host], _free_port(ADDRESS[host])
         cfg, pid = tmp_path / f"sshd-{name}.conf", tmp_path / f"sshd-{name}.pid"
         cfg.write_text(f"ListenAddress {address}:{port}\nHostKey {INFRA / host / 'ssh_host_ed25519_key'}\nPidFile {pid}\nAllowUsers runnertest\n"
