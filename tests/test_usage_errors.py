@@ -44,7 +44,7 @@ def given(command, but=None) -> list[str]:
     """A command line part that gives every argument and required option of `command` except `but`."""
     argv = []
     for p in command.params:
-        if p is not but and p.param_type_name == "argument" and p.nargs == 1:
+        if p is not but and p.param_type_name == "argument" and (p.nargs == 1 or p.required):
             argv.append(REQUIRED[p.name])
         elif p is not but and p.required:
             argv += [p.opts[0], REQUIRED[p.name]]

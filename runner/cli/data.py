@@ -8,6 +8,7 @@ import typer
 
 from runner import cli, views
 from runner.cli import JsonOpt, app, choice, out_folder, schema_option
+from runner.errors import UserError
 from runner.spec import CaptionExtension, Count, FrameCount, PositiveFloat
 
 
@@ -85,31 +86,72 @@ def dataset_prepare(
 def download(
     preset: str = typer.Argument(..., help="t2v-1.3B, t2v-14B, i2v-14B-480P or i2v-14B-720P"),
     fmt: str = typer.Option("comfy", "--format", help="official (DiT and T5 from the official repo) or comfy (ComfyUI single files)"),
-    to: Path = typer.Option(Path("models"), "--to", parser=out_folder("--to"), help="models root (the job's models.root)"),
+    to: Path = typer.Option(None, "--to", parser=out_folder("--to"), help="models root (the job's models.root); default: models"),
     trainer: str = typer.Option(None, "--trainer", help="diffpipe or musubi (default: what both need)"),
     hf_home: Path = typer.Option(None, "--hf-home", parser=out_folder("--hf-home"), help="Hugging Face home for the tokenizers musubi reads (the job's hf_cache); default $HF_HOME"),
+    host: str = typer.Option(None, "--host", "-H", help="download on this host of `runner hosts list`, into its models folder (`runner hosts add --models`), in a trainer image there"),
     dry_run: bool = typer.Option(False, "--dry-run", help="show what would be fetched and stop"),
     as_json: bool = JsonOpt('{"files": [{"repo", "revision", "filename", "size", "dest", "state"}], "bytes", "to_fetch": {"files", "bytes"}, '
                             '"result": {"fetched", "verified", "skipped"} (null with --dry-run)}'),
 ) -> None:
     """Fetch the model files a preset needs, verified against the hub's sizes and hashes; resumable, and a second
-    run fetches nothing. Honors HF_ENDPOINT; reads the token from HF_TOKEN only."""
-    from runner.config import default_hf_home
-    from runner.models.download import fetch, plan, summarize
+    run fetches nothing. Honors HF_ENDPOINT; reads the token from HF_TOKEN only. With --host the host downloads them
+    itself (same hub settings, verification and resume; progress shown here)."""
     from runner.models.presets import Format
-    from runner.progress import transfer
     from runner.spec import Trainer
 
     chosen = choice(Trainer, trainer, "--trainer")
-    items = plan(preset, choice(Format, fmt, "--format"), [chosen] if chosen else list(Trainer), to, (hf_home or default_hf_home()) / "hub")
-    rows = summarize(items, to)
-    if not as_json:
-        views.download_plan(cli.out, rows)
-    counts = None
-    if not dry_run:
-        with transfer(cli.err) as progress:
-            counts = fetch(items, to, progress)
+    trainers = [chosen] if chosen else list(Trainer)
+    fmt_ = choice(Format, fmt, "--format")
+    if host not in (None, "local"):
+        for option, given in (("--to", to), ("--hf-home", hf_home)):
+            if given is not None:
+                raise UserError(option, f"cannot be given with --host: the files go to host {host}'s models folder, and its jobs' "
+                                "tokenizers come with the trainer image.", f"drop {option}; `runner hosts add {host} … --models DIR --replace` moves the folder.")
+        rows, counts = _download_on(host, preset, fmt_, trainers, dry_run, as_json)
+    else:
+        rows, counts = _download_here(preset, fmt_, trainers, to or Path("models"), hf_home, dry_run, as_json)
     if as_json:
         views.emit_json(views.download_json(rows, counts))
     elif counts:
         views.downloaded(cli.out, counts)
+
+
+def _download_here(preset, fmt, trainers, to: Path, hf_home: Path | None, dry_run: bool, as_json: bool):
+    from runner.config import default_hf_home
+    from runner.models.download import fetch, plan, summarize
+    from runner.progress import transfer
+
+    items = plan(preset, fmt, trainers, to, (hf_home or default_hf_home()) / "hub")
+    rows = summarize(items, to)
+    if not as_json:
+        views.download_plan(cli.out, rows)
+    if dry_run:
+        return rows, None
+    with transfer(cli.err) as progress:
+        return rows, fetch(items, to, progress)
+
+
+def _download_on(host: str, preset, fmt, trainers, dry_run: bool, as_json: bool):
+    from runner import config
+    from runner.executors import executor_for
+    from runner.jobs import download_there
+    from runner.models.presets import get_preset
+
+    get_preset(preset)  # a bad preset is refused before the host is contacted
+    return _download_with(download_there.on_host(executor_for(host), config.load(), trainers, cli.err), preset, fmt, trainers, dry_run, as_json)
+
+
+def _download_with(fetcher, preset, fmt, trainers, dry_run: bool, as_json: bool):
+    """The download on another machine, whichever runner.jobs.download_there.Fetcher reaches it."""
+    from runner.jobs import download_there
+    from runner.progress import transfer
+
+    items = download_there.plan(preset, fmt, trainers, fetcher)
+    rows = download_there.states(items, fetcher, cli.err)
+    if not as_json:
+        views.download_plan(cli.out, rows)
+    if dry_run:
+        return rows, None
+    with transfer(cli.err) as progress:
+        return rows, download_there.fetch(items, fetcher, preset, cli.err, progress)

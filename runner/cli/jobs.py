@@ -57,9 +57,9 @@ def render(
 
 @app.command()
 def train(
-    job: Path = JobArg,
+    job: list[Path] = typer.Argument(..., help="the job file (YAML), or several: each is placed on a host with free GPUs"),
     detach: bool = typer.Option(False, "--detach", "-d", help="start and return; follow later with `runner logs -f`"),
-    host: str = HostOpt,
+    host: list[str] = typer.Option(None, "--host", "-H", help="a host from `runner hosts list` (default: this machine); repeat it to let several jobs spread over several hosts"),
     resume: bool = typer.Option(False, "--resume", help="continue the latest run from its latest checkpoint (as `runner resume`)"),
     fresh: bool = typer.Option(False, "--fresh", help="start a new run beside an earlier run's LoRAs and checkpoints (nothing is deleted)"),
 ) -> None:
@@ -71,11 +71,35 @@ def train(
     When the output folder holds LoRAs or checkpoints of an earlier run, it refuses to start without --resume or
     --fresh: no LoRA or checkpoint is ever overwritten.
     With --host the image, the rendered job and the datasets are sent to the host (only what changed), model
-    files must already be in the host's models folder, and `runner pull` brings the outputs back.
+    files must already be in the host's models folder (`runner download PRESET --host H`), and `runner pull`
+    brings the outputs back.
+    Several job files, or several --host: each job goes to the first host with enough free GPUs (those nvidia-smi
+    lists there minus those runner's unended runs hold), on those GPUs only, and starts detached; a job that fits
+    nowhere refuses them all before any starts (exit 2).
     """
     from runner.trainers.resolved import Earlier
 
-    run(job, host, detach, earlier(resume, fresh, refuse=Earlier.refuse))
+    when = earlier(resume, fresh, refuse=Earlier.refuse)
+    hosts = list(dict.fromkeys(host or ["local"]))
+    if len(job) == 1 and len(hosts) == 1:
+        run(job[0], hosts[0], detach, when)
+    else:
+        run_placed(job, hosts, when)
+
+
+def run_placed(jobs: list[Path], hosts: list[str], earlier) -> None:
+    """Several jobs or hosts: place each job on a host with free GPUs, start them all detached, say where each went."""
+    from runner import config
+    from runner.executors import executor_for
+    from runner.jobs import placement
+
+    wanted = placement.wanted(jobs)  # read before Docker or SSH is contacted
+    settings = config.load()
+    executors = [executor_for(h) for h in hosts]
+    with _interrupted("jobs started before this are named above and keep running"):
+        started = placement.submit(wanted, executors, settings, cli.out, earlier)
+    for record in started:
+        views.line(cli.out, f"{record.name}: {record.id} on {record.host}; follow it with `runner logs -f {record.id}`")
 
 
 def earlier(resume: bool, fresh: bool, refuse):
@@ -205,7 +229,7 @@ def logs(
 def ps(
     host: str = typer.Option(None, help="only jobs on this host (\"local\" for this machine)"),
     as_json: bool = JsonOpt('{"jobs": [{"id", "name", "kind": train or sample, "trainer", "host", "image", "container", "job_file", "output_dir", "status", '
-                            '"exit_code", "failure", "stopped_by", "started", "finished", "master_port", "env_names", "fingerprints", "stop_requested", "locked"}]}'),
+                            '"exit_code", "failure", "stopped_by", "started", "finished", "master_port", "gpu_ids", "env_names", "fingerprints", "stop_requested", "locked"}]}'),
 ) -> None:
     """List job runs (trainings and sample runs) with their state, refreshed from the engines that run them."""
     from runner.jobs import launch, records

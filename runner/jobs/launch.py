@@ -22,6 +22,7 @@ from runner.job import checks, render
 from runner.job.resolve import Target
 from runner.jobs import joblock, logwatch, records, watchdog
 from runner.jobs.records import TRAIN, JobRecord
+from runner.models.presets import download_args
 from runner.mounts import Mount
 from runner.plan import Plan
 from runner.progress import Following
@@ -88,9 +89,10 @@ class Run:
 
 
 def start(job_file: Path, executor: Executor, settings: config.Settings, console: Console, run: Run,
-          read: JobRead | None = None) -> JobRecord:
+          read: JobRead | None = None, gpu_ids: tuple[int, ...] = ()) -> JobRecord:
     """Resolve the job against its executor's machine, take its lock, render and start the run; returns its record
-    (status running). read: the job file as the command read it already (runner.spec.read_job).
+    (status running). read: the job file as the command read it already (runner.spec.read_job); gpu_ids: the host's
+    GPUs the container gets (runner.jobs.placement), () for all of them.
 
     The job folder's plan.json is written once, after the container is fully decided: it lists the mounts as
     the target sees them, the whole environment (secrets by name only) and the facts the settings came from."""
@@ -105,12 +107,12 @@ def start(job_file: Path, executor: Executor, settings: config.Settings, console
     gpu_env, variant_name = gpu_environment(inventory, job, resolved.memory_plan)
     pins = builder.load_pins(job.trainer.value, variant_name, pins_file=settings.pins)
     ref = builder.image_ref(pins, settings.ca_bundle)
-    executor.check_models(job.models.root, run.missing_models(resolved, there))
+    executor.check_models(job.models.root, run.missing_models(resolved, there), download_args(job.models.preset, job.models.format, job.trainer))
     build = job.trainer.value if variant_name == "default" else f"{job.trainer.value} --variant {variant_name}"
     rid = records.new_id(job.name if run.kind == TRAIN else f"{job.name}-{run.kind}")
     record = JobRecord(
         id=rid, name=job.name, kind=run.kind, trainer=job.trainer.value, host=executor.host, image=ref, container=f"runner-{rid}",
-        job_file=str(job_file.resolve()), output_dir=str(job.output / job.name),
+        job_file=str(job_file.resolve()), output_dir=str(job.output / job.name), gpu_ids=list(gpu_ids),
     )
     record.locked = joblock.claim(executor, record, there.output_dir(job))  # before anything is sent or written: a second run launches nothing
     try:
@@ -122,7 +124,7 @@ def start(job_file: Path, executor: Executor, settings: config.Settings, console
         env = {**config.network_env(settings), **gpu_env, **plan.env}  # the job's own `env:` (in plan.env) wins
         spec = ContainerSpec(
             image=ref, name=record.container, command=RUN_PLAN, mounts=target, env=env, user=executor.user,
-            workdir=plan.workdir, gpus=gpus, shm_size=settings.shm_size, ulimits=settings.ulimits,
+            workdir=plan.workdir, gpus=gpus, gpu_ids=gpu_ids, shm_size=settings.shm_size, ulimits=settings.ulimits,
             labels={LABEL_RECORD: rid, LABEL_JOB: job.name, LABEL_PORT: str(port)},
         )
         render.write(as_run(plan, spec, job, {**facts(executor, resolved, variant_name), **run.facts(resolved)}), record.job_dir)

@@ -40,6 +40,7 @@ class JobRecord(BaseModel):
     started: str = ""
     finished: str = ""
     master_port: int = 29500
+    gpu_ids: list[int] = []  # the host's GPUs (nvidia-smi indices) its container was given; [] = all of them
     env_names: list[str] = []
     stop_requested: bool = False  # `runner stop` ran: the run ends as stopped, whoever records its end
     locked: str = ""  # the lock file this run holds on its host (runner.jobs.joblock)

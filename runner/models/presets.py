@@ -106,6 +106,13 @@ def wanted(preset: Preset, fmt: Format, trainers: list[Trainer]) -> list[Want]:
     return wants
 
 
+def download_args(preset: str | None, fmt: Format | str, trainer: Trainer) -> str | None:
+    """The `runner download` arguments that fetch a job's preset files for its trainer (None: the job names no preset)."""
+    if preset is None:
+        return None
+    return f"{get_preset(preset).name}{' --format official' if Format(fmt) is Format.official else ''} --trainer {trainer.value}"
+
+
 def preset_files(preset: str, fmt: Format | str, trainer: Trainer, task: Task, root: Path | None = None,
                  listdir: Callable[[Path], list[str]] | None = None) -> dict[str, Path | None]:
     """Paths, relative to the models root, for `Models(root=..., **preset_files(...))`.
