@@ -342,7 +342,7 @@ def _experts(job: Job, files: modelfiles.ModelFiles) -> Iterator[UserError]:
                             f"point {field} at the {own} DiT (the official {own}_model folder or ComfyUI's wan2.2_*_{own}_14B file).")
     if "high" in experts(job) and files.dit_high_noise is None:
         yield from _unset("models.dit_high_noise", f"expert: {job.expert} trains the high-noise expert",
-                          "set models.dit_high_noise (a preset fills it), or train expert: low.")
+                          "set models.dit_high_noise (a preset fills it once `runner download` has fetched it), or train expert: low.")
 
 
 _KIND_FIX = {

@@ -178,10 +178,15 @@ def preset_files(preset: str, fmt: Format | str, trainer: Trainer, task: Task, r
         files["dit_high_noise"] = p.comfy_dir / p.comfy_dit_high if p.comfy_dit_high else None
         files["t5"] = comfy / COMFY_T5 if trainer is Trainer.diffpipe else official / OFFICIAL_T5
     elif task.has_experts:
-        # diffusion-pipe takes an expert's folder as transformer_path; musubi its first shard
+        # diffusion-pipe takes an expert's folder as transformer_path; musubi its first shard (a high-noise expert
+        # without shards stays unset: checks ask for it when the job trains it)
         for key, expert in (("dit", "low"), ("dit_high_noise", "high")):
             folder = official / EXPERT_FOLDERS[expert]
-            files[key] = folder if trainer is Trainer.diffpipe else _official_dit(folder, task, root, listdir)
+            try:
+                files[key] = folder if trainer is Trainer.diffpipe else _official_dit(folder, task, root, listdir)
+            except UserError:
+                if expert == "low":
+                    raise
         if trainer is Trainer.musubi:
             files["t5"] = official / OFFICIAL_T5
     elif trainer is Trainer.musubi:
