@@ -143,6 +143,16 @@ def _resample(prefix: str, dim: int, mode: str) -> list[Tensor]:
     return t
 
 
+def _bottleneck(top: int, z: int, dec: int) -> list[Tensor]:
+    """Both Wan VAEs between their down and up paths: the encoder's middle and head (top channels), the latent 1x1
+    convs (z channels), the decoder's input conv and middle (dec channels)."""
+    t = _res("encoder.middle.0", top, top) + _attn("encoder.middle.1", top) + _res("encoder.middle.2", top, top)
+    t += _rms("encoder.head.0", top) + _conv("encoder.head.2", top, 2 * z, (3, 3, 3))
+    t += _conv("conv1", 2 * z, 2 * z, (1, 1, 1)) + _conv("conv2", z, z, (1, 1, 1))
+    t += _conv("decoder.conv1", z, dec, (3, 3, 3))
+    return t + _res("decoder.middle.0", dec, dec) + _attn("decoder.middle.1", dec) + _res("decoder.middle.2", dec, dec)
+
+
 def vae() -> list[Tensor]:
     """WanVAE_ as Wan2.1_VAE.pth holds it (fp32)."""
     base, z, mult, nres, down = 96, 16, [1, 2, 4, 4], 2, [False, True, True]
@@ -156,13 +166,7 @@ def vae() -> list[Tensor]:
         if level != len(mult) - 1:
             t += _resample(f"encoder.downsamples.{i}", cout, "downsample3d" if down[level] else "downsample2d")
             i += 1
-    top = dims[-1]
-    t += _res("encoder.middle.0", top, top) + _attn("encoder.middle.1", top) + _res("encoder.middle.2", top, top)
-    t += _rms("encoder.head.0", top) + _conv("encoder.head.2", top, 2 * z, (3, 3, 3))
-    t += _conv("conv1", 2 * z, 2 * z, (1, 1, 1)) + _conv("conv2", z, z, (1, 1, 1))
-    dims = [base * u for u in [mult[-1]] + mult[::-1]]
-    t += _conv("decoder.conv1", z, dims[0], (3, 3, 3))
-    t += _res("decoder.middle.0", dims[0], dims[0]) + _attn("decoder.middle.1", dims[0]) + _res("decoder.middle.2", dims[0], dims[0])
+    dims, t = [base * u for u in [mult[-1]] + mult[::-1]], t + _bottleneck(dims[-1], z, base * mult[-1])
     i = 0
     for level, (cin, cout) in enumerate(zip(dims[:-1], dims[1:])):
         cin = cin // 2 if level in (1, 2, 3) else cin
@@ -187,13 +191,7 @@ def vae22() -> list[Tensor]:
             t += _res(f"encoder.downsamples.{level}.downsamples.{i}", cin if i == 0 else cout, cout)
         if level != len(mult) - 1:
             t += _resample(f"encoder.downsamples.{level}.downsamples.{nres}", cout, "downsample3d" if down[level] else "downsample2d")
-    top = dims[-1]
-    t += _res("encoder.middle.0", top, top) + _attn("encoder.middle.1", top) + _res("encoder.middle.2", top, top)
-    t += _rms("encoder.head.0", top) + _conv("encoder.head.2", top, 2 * z, (3, 3, 3))
-    t += _conv("conv1", 2 * z, 2 * z, (1, 1, 1)) + _conv("conv2", z, z, (1, 1, 1))
-    dims = [dec * u for u in [mult[-1]] + mult[::-1]]
-    t += _conv("decoder.conv1", z, dims[0], (3, 3, 3))
-    t += _res("decoder.middle.0", dims[0], dims[0]) + _attn("decoder.middle.1", dims[0]) + _res("decoder.middle.2", dims[0], dims[0])
+    dims, t = [dec * u for u in [mult[-1]] + mult[::-1]], t + _bottleneck(dims[-1], z, dec * mult[-1])
     for level, (cin, cout) in enumerate(zip(dims[:-1], dims[1:])):
         for i in range(nres + 1):
             t += _res(f"decoder.upsamples.{level}.upsamples.{i}", cin if i == 0 else cout, cout)
