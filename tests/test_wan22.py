@@ -173,3 +173,12 @@ def test_presets_fetch_each_models_own_files():
     assert five.matches("Wan2.2_VAE.pth") and not five.matches("Wan2.1_VAE.pth") and five.matches("diffusion_pytorch_model-00001-of-00003.safetensors")
     flf = wanted(get_preset("flf2v-14B"), Format.comfy, [Trainer.diffpipe])[0]
     assert flf.matches("models_clip_open-clip-xlm-roberta-large-vit-huge-14.pth") and flf.matches("xlm-roberta-large/tokenizer.json")
+
+
+@pytest.mark.parametrize("example", ["ti2v-5B-diffpipe", "t2v-A14B-musubi"])
+def test_runner_sample_of_a_wan22_job_is_refused(cli, workspace, monkeypatch, example):
+    monkeypatch.setenv("RUNNER_GPUS", "none")  # refused before any container or GPU is asked for
+    job = workspace / "examples" / f"{example}.yaml"
+    code, _, err = cli("sample", job, "--prompt", "a ball")
+    assert code == 2 and "task" in err and "Wan2.2 needs both experts" in err and "Fix:" in err, err
+    assert not (workspace / "examples" / "outputs").exists()
