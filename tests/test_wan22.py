@@ -182,3 +182,15 @@ def test_runner_sample_of_a_wan22_job_is_refused(cli, workspace, monkeypatch, ex
     code, _, err = cli("sample", job, "--prompt", "a ball")
     assert code == 2 and "task" in err and "Wan2.2 needs both experts" in err and "Fix:" in err, err
     assert not (workspace / "examples" / "outputs").exists()
+
+
+def test_dataset_prepare_takes_the_tasks_frame_rate(cli, workspace, tmp_path):
+    import av
+
+    out = tmp_path / "clips24"
+    code, _, err = cli("dataset", "prepare", workspace / "examples" / "data" / "clips", "--out", out, "--task", "ti2v-5B", "--frames", "17")
+    assert code == 0, err
+    clip = sorted(out.glob("*.mp4"))[0]
+    with av.open(str(clip)) as c:
+        s = c.streams.video[0]
+        assert float(s.average_rate) == 24 and sum(1 for _ in c.decode(s)) == 17
