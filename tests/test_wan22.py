@@ -194,3 +194,11 @@ def test_dataset_prepare_takes_the_tasks_frame_rate(cli, workspace, tmp_path):
     with av.open(str(clip)) as c:
         s = c.streams.video[0]
         assert float(s.average_rate) == 24 and sum(1 for _ in c.decode(s)) == 17
+
+
+def test_both_experts_runs_are_watched_as_training():
+    """The NaN and out-of-memory watchdogs read diffusion-pipe's train-high_noise / train-low_noise steps as training."""
+    from runner.jobs import logwatch
+
+    watch = logwatch.scan([f"{logwatch.STEP_MARK}2/2 train-low_noise: deepspeed --num_gpus=1 train.py"], "diffpipe")
+    assert watch.step == logwatch.TRAIN and watch.phase() == logwatch.TRAIN
