@@ -414,6 +414,7 @@ CASES = {
     ("hosts rm", "name"): (["nosuch"], "nosuch"),
     ("download", "preset"): (["bogus"], "bogus"), ("download", "fmt"): (["bogus"], "--format"), ("download", "trainer"): (["bogus"], "--trainer"),
     ("selftest", "trainer"): (["bogus"], "--trainer"), ("selftest", "fmt"): (["bogus"], "--format"),
+    ("selftest", "task"): (["bogus", "t2v-14B"], "--task"), ("dataset prepare", "task"): (["bogus"], "--task"),
     ("dataset check", "directory"): (["no-such-folder"], "no-such-folder"),
     ("dataset check", "task"): (["bogus"], "--task"), ("dataset check", "trainer"): (["bogus"], "--trainer"),
     ("dataset prepare", "src"): (["no-such-folder"], "no-such-folder"),

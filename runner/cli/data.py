@@ -9,7 +9,9 @@ import typer
 from runner import cli, views
 from runner.cli import JsonOpt, app, choice, out_folder, schema_option
 from runner.errors import UserError
-from runner.spec import CaptionExtension, Count, FrameCount, PositiveFloat
+from runner.spec import CaptionExtension, Count, FrameCount, PositiveFloat, Task
+
+TASKS = ", ".join(t.value for t in Task)
 
 
 @app.command()
@@ -33,14 +35,14 @@ def dataset_check(
     as_json: bool = JsonOpt('{"directory", "settings", "files": [{"name", …, "verdicts": {trainer: {"level", "text"}}}], "problems", "failed", "counts"}'),
     frames: list[int] = typer.Option(None, "--frames", parser=schema_option(FrameCount, "--frames", FRAMES_FIX), help="frame buckets / target frames (repeat the option)"),
     source_fps: float = typer.Option(None, "--source-fps", parser=schema_option(PositiveFloat, "--source-fps", "give the videos' frame rate, a number above 0, e.g. --source-fps 30."), help="musubi source_fps"),
-    task: str = typer.Option(None, "--task", help="t2v-1.3B, t2v-14B, i2v-14B-480P or i2v-14B-720P"),
+    task: str = typer.Option(None, "--task", help=f"{TASKS} (ti2v-5B trains at 24 fps, the rest at 16)"),
     trainer: str = typer.Option(None, "--trainer", help="diffpipe or musubi (default: both)"),
 ) -> None:
     """What each trainer will do with every file: read, captioned, bucketed, resampled, or dropped, and why.
     Exits 1 when anything would fail or silently drop out of training."""
     from runner.data.check import check
     from runner.progress import counting
-    from runner.spec import Task, Trainer
+    from runner.spec import Trainer
 
     with counting("reading", cli.err) as start:
         report = check(
@@ -61,7 +63,8 @@ def dataset_check(
 def dataset_prepare(
     src: Path = typer.Argument(..., help="folder of source videos and images (only read)"),
     dst: Path = typer.Option(..., "--out", parser=out_folder("--out"), help="folder for the clips"),
-    fps: float = typer.Option(16, "--fps", parser=schema_option(PositiveFloat, "--fps", "give the frame rate to train at, a number above 0, e.g. --fps 16."), help="target frame rate (Wan2.1 trains at 16)"),
+    fps: float = typer.Option(None, "--fps", parser=schema_option(PositiveFloat, "--fps", "give the frame rate to train at, a number above 0, e.g. --fps 16."), help="target frame rate (default: the --task's, else 16)"),
+    task: str = typer.Option(None, "--task", help=f"the task the clips are for, which sets the default --fps: {TASKS} (ti2v-5B: 24, the rest: 16)"),
     frames: int = typer.Option(81, "--frames", parser=schema_option(FrameCount, "--frames", FRAMES_FIX), help="frames per clip, 4k+1"),
     min_frames: int = typer.Option(None, "--min-frames", parser=schema_option(FrameCount, "--min-frames", FRAMES_FIX), help="keep a last, shorter clip (4k+1) of at least this many frames"),
     max_side: int = typer.Option(None, "--max-side", parser=schema_option(Count, "--max-side", "give the longest side in pixels, e.g. --max-side 832."), help="scale down so the longest side is at most this"),
@@ -74,6 +77,8 @@ def dataset_prepare(
     from runner.progress import counting
 
     given = {"min_frames": min_frames, "max_side": max_side, "workers": workers}
+    chosen = choice(Task, task, "--task")
+    fps = fps or (chosen.fps if chosen else Task.t2v_1_3b.fps)
     opts = Options(fps=fps, frames=frames, caption_extension=caption_extension, **{k: v for k, v in given.items() if v is not None})
     with counting("preparing", cli.err) as start:
         report = prepare(src, dst, opts, start)
@@ -84,7 +89,7 @@ def dataset_prepare(
 
 @app.command()
 def download(
-    preset: str = typer.Argument(..., help="t2v-1.3B, t2v-14B, i2v-14B-480P or i2v-14B-720P"),
+    preset: str = typer.Argument(..., help=f"a task's preset: {TASKS}"),
     fmt: str = typer.Option("comfy", "--format", help="official (DiT and T5 from the official repo) or comfy (ComfyUI single files)"),
     to: Path = typer.Option(None, "--to", parser=out_folder("--to"), help="models root (the job's models.root); default: models"),
     trainer: str = typer.Option(None, "--trainer", help="diffpipe or musubi (default: what both need)"),

@@ -311,6 +311,7 @@ def selftest(
     host: str = HostOpt,
     steps: int = typer.Option(4, "--steps", parser=schema_option(Count, "--steps", "give a whole number of steps, 1 or more, e.g. --steps 4."), help="training steps per trainer (whole epochs over the 2 clips)"),
     fmt: str = typer.Option("comfy", "--format", help="model files as `runner download --format` lays them out: comfy or official"),
+    task: str = typer.Option("t2v-1.3B", "--task", help="the model: t2v-1.3B, ti2v-5B (diffpipe only) or t2v-A14B (its low-noise expert)"),
     as_json: bool = JsonOpt('[{"trainer", "passed", "steps", "s_per_step", "peak_gib", "plan_gib", "step_peaks_gib", "lora", "problems", "notes", …}], one per trainer'),
 ) -> None:
     """Smoke-test the trainers on a GPU host: random-weight Wan2.1 T2V-1.3B files of the real architecture (made once,
@@ -319,10 +320,12 @@ def selftest(
     trained) and reports s/step and peak GPU memory against the planner's estimate. Exits 1 when a trainer fails."""
     from runner import selftest
     from runner.models.presets import Format
-    from runner.spec import Trainer
+    from runner.spec import Task, Trainer
 
     chosen = choice(Trainer, trainer, "--trainer")
-    results = selftest.run([chosen] if chosen else list(Trainer), host, steps, choice(Format, fmt, "--format"), cli.err if as_json else cli.out)
+    model = choice(selftest.SelftestTask, task, "--task")
+    trainers = selftest.trainers_for(Task(model.value), chosen)
+    results = selftest.run(trainers, host, steps, choice(Format, fmt, "--format"), cli.err if as_json else cli.out, Task(model.value))
     views.emit_json(views.selftest_data(results)) if as_json else cli.out.print(views.selftest_table(results))
     if not all(r.passed for r in results):
         raise typer.Exit(1)

@@ -175,7 +175,9 @@ class Watch:
     def feed(self, text: str) -> Line:
         line = classify(text)
         if line.step:
-            self.step, self.caching, self.frames = line.step, None, []
+            # diffusion-pipe's A14B expert: both runs are steps train-high_noise and train-low_noise: training all the same
+            step = TRAIN if line.step.startswith(f"{TRAIN}-") else line.step
+            self.step, self.caching, self.frames = step, None, []
         if line.caching:
             self.caching = line.caching
         if line.sampling or line.loss is not None:  # sampling's own bars carry no loss; training's next step does

@@ -198,6 +198,10 @@ class Sampling(launch.Run):
         if job.task.is_i2v:
             raise UserError("task", f"{job.task.value}: sampling an I2V LoRA needs a start image per prompt, which runner does not pass yet.",
                             "sample a T2V job, or run wan_generate_video.py with --image_path by hand (`runner shell musubi`).")
+        if job.task.is_wan22:
+            raise UserError("task", f"{job.task.value}: runner's samples run musubi's wan_generate_video.py with one DiT, and Wan2.2 needs "
+                            "both experts (A14B) or a model musubi has no task for (TI2V-5B).",
+                            "run wan_generate_video.py --dit LOW --dit_high_noise HIGH --lora_weight … by hand (`runner shell musubi`).")
         self.prompts = self.prompts or list(job.samples.prompts)
         if not self.prompts:
             raise UserError("samples.prompts", f"{job_file} sets no sample prompts and none was given.",
