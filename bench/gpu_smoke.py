@@ -92,12 +92,14 @@ def seed_tokenizer(hf_home: Path, tokenizer: Path) -> None:
 
 def settings(plan: dict, job_dir: Path, steps: dict[str, list[str]]) -> dict:
     """Training settings as the planner names them, read from what runner rendered."""
+    from runner.gpu.planner import model_size
+
     if plan["trainer"] == "diffpipe":
         doc = tomllib.loads((job_dir / "diffpipe.toml").read_text())
         ds = tomllib.loads((job_dir / "dataset.toml").read_text())
         ckpt = doc.get("activation_checkpointing", False)
         res, frames = ds["resolutions"][0], ds["frame_buckets"][-1]
-        return {"task": "1.3B" if "1.3B" in doc["model"]["ckpt_path"] else "14B",
+        return {"task": model_size(plan["settings"]["task"]),
                 "weights": "fp8" if doc["model"].get("transformer_dtype") == "float8" else "bf16",
                 "checkpointing": "gcoff" if ckpt == "unsloth" else "gc" if ckpt else "none",
                 "swap": doc.get("blocks_to_swap", 0), "optimizer": doc["optimizer"]["type"],
@@ -109,7 +111,7 @@ def settings(plan: dict, job_dir: Path, steps: dict[str, list[str]]) -> dict:
     entry = ds["datasets"][0]
     res = entry.get("resolution", ds["general"].get("resolution"))
     flag = lambda name, default=0: train[train.index(name) + 1] if name in train else default  # noqa: E731
-    return {"task": "1.3B" if "1.3B" in flag("--task") else "14B", "weights": "fp8" if "--fp8_base" in train else "bf16",
+    return {"task": model_size(plan["settings"]["task"]), "weights": "fp8" if "--fp8_base" in train else "bf16",
             "checkpointing": "gc" if "--gradient_checkpointing" in train else "none",
             "swap": int(flag("--blocks_to_swap")), "optimizer": flag("--optimizer_type", "adamw"),
             "te_dtype": "fp8" if "--fp8_t5" in text else "bf16", "te_batch": int(text[text.index("--batch_size") + 1]),
@@ -288,7 +290,7 @@ def main() -> int:
             **settings(plan, work / "job", steps)}
     from runner.gpu.wan import latent_tokens
 
-    base["tokens"] = latent_tokens(base["width"], base["height"], base["frames"])
+    base["tokens"] = latent_tokens(base["width"], base["height"], base["frames"], base["task"])
     rows = []
     with DevicePoller() as poller:
         for i, (name, argv) in enumerate(steps.items(), 1):
