@@ -43,12 +43,17 @@ REPO = Path(__file__).resolve().parent.parent
 MUSUBI_PIN = "30c658c4f4b0bf05038b3346eff9670259b10fc7"
 DIFFPIPE_PIN = "8f83dbf25d03219df705570ec03e62be04bc402f"
 DEFAULT_PYTHON = "/work/venvs/contract/bin/python"
-TASKS = {"T2V": "t2v-1.3B", "I2V": "i2v-14B-480P"}
+TASKS = {"T2V": "t2v-1.3B", "I2V": "i2v-14B-480P", "A14B-T2V": "t2v-A14B", "A14B-I2V": "i2v-A14B", "TI2V-5B": "ti2v-5B",
+         "FLF2V": "flf2v-14B"}
 KINDS = ("image", "video", "mixed")
 VRAMS = (8, 12, 16, 24, 48)
 RAM_GIB = 64
 # what each matrix job writes under memory when it is not `auto` (the I2V 14B one as in examples/)
-MEMORY_AS_WRITTEN = {"T2V": {}, "I2V": {"transformer_dtype": "float8", "blocks_to_swap": 20}}
+MEMORY_AS_WRITTEN = {"T2V": {}, "I2V": {"transformer_dtype": "float8", "blocks_to_swap": 20}, "TI2V-5B": {},
+                     "FLF2V": {"transformer_dtype": "float8", "blocks_to_swap": 20}}
+# the A14B jobs train both experts (musubi's high/low flags, diffusion-pipe's two runs) from the fp16 ComfyUI files
+A14B = {"expert": "both"}
+A14B_MEMORY = {"dtype": "float16", "transformer_dtype": "float8"}
 FRAMES = {"image": None, "video": [33], "mixed": [1, 33]}
 SCHEDULE = {"epochs": 8, "save_every_epochs": 2, "checkpoint_every_epochs": 2, "warmup_steps": 10}  # state with each LoRA: musubi can do no other
 OTHER_TRAINER = {"diffpipe": "musubi", "musubi": "diffpipe"}
@@ -103,7 +108,8 @@ def matrix(work: Path) -> list[tuple[str, dict, float | None]]:
             "datasets": datasets,
             "lora": {"rank": 16},
             "schedule": SCHEDULE,
-            "memory": "auto" if mem != "written" else MEMORY_AS_WRITTEN[tv],
+            "memory": ("auto" if mem != "written" else MEMORY_AS_WRITTEN[tv]) if not tv.startswith("A14B") else
+                      ({**A14B_MEMORY, "auto": True} if mem != "written" else A14B_MEMORY),
             "gpus": gpus,
             "output": str(work / "outputs"),
             "cache": str(work / "cache"),
@@ -111,6 +117,8 @@ def matrix(work: Path) -> list[tuple[str, dict, float | None]]:
         }
         if tv == "T2V":
             job["samples"] = SAMPLES
+        if tv.startswith("A14B"):
+            job.update(A14B)
         jobs.append((name, job, None if mem == "written" else float(mem)))
     base = next(job for name, job, _ in jobs if name == "diffpipe-t2v-video-1ds-1gpu-written")
     for trainer, opt in itertools.product(("diffpipe", "musubi"), optimizer_names()):
@@ -309,6 +317,8 @@ class Musubi:
         converted: set[str] = set()
         for step in plan["steps"]:
             argv = step["argv"]
+            if argv[:2] == ["mkdir", "-p"]:  # a folder made for a later step (runner sample: convert_lora.py's output folder)
+                continue
             if argv[:2] == ["accelerate", "launch"]:
                 script_at = next(i for i, a in enumerate(argv) if a.endswith(".py"))
                 yield from self.accelerate(argv[2:], plan, render_dir)
@@ -760,9 +770,11 @@ class DiffPipe:
                 yield f"diffpipe toml {name}", f"toml 0.10.2: {type(e).__name__}: {e}"
             else:
                 yield f"diffpipe toml {name}", None
-        main = next((d for n, d in docs.items() if "dataset" in d and "model" in d), None)
-        if main is None:
-            return
+        # one main TOML per run: an A14B job with expert: both renders one per expert
+        for main in [d for d in docs.values() if "dataset" in d and "model" in d]:
+            yield from self.check_main(main, docs, plan)
+
+    def check_main(self, main: dict, docs: dict, plan: dict):
         dataset_name = Path(main["dataset"]).name
         if not main["dataset"].startswith("/job/") or dataset_name not in plan["files"]:
             yield "diffpipe dataset path", f"dataset = {main['dataset']!r} is not the rendered dataset TOML"

@@ -122,10 +122,33 @@ class Task(str, Enum):
     t2v_14b = "t2v-14B"
     i2v_14b_480p = "i2v-14B-480P"
     i2v_14b_720p = "i2v-14B-720P"
+    t2v_a14b = "t2v-A14B"
+    i2v_a14b = "i2v-A14B"
+    ti2v_5b = "ti2v-5B"
+    flf2v_14b = "flf2v-14B"
 
     @property
     def is_i2v(self) -> bool:
-        return self.value.startswith("i2v")
+        """Conditioned on frames of each clip (the first; FLF2V the first and the last): trains on videos only."""
+        return self.value.startswith(("i2v", "flf2v"))
+
+    @property
+    def is_flf2v(self) -> bool:
+        return self is Task.flf2v_14b
+
+    @property
+    def is_wan22(self) -> bool:
+        return self in (Task.t2v_a14b, Task.i2v_a14b, Task.ti2v_5b)
+
+    @property
+    def has_experts(self) -> bool:
+        """Wan2.2 A14B: a high-noise and a low-noise DiT, switched at a timestep boundary."""
+        return self in (Task.t2v_a14b, Task.i2v_a14b)
+
+    @property
+    def needs_clip(self) -> bool:
+        """Wan2.1's I2V and FLF2V condition on CLIP image features too; Wan2.2 needs no CLIP."""
+        return self.is_i2v and not self.is_wan22
 
     @property
     def num_blocks(self) -> int:
@@ -133,11 +156,23 @@ class Task(str, Enum):
 
     @property
     def size(self) -> str:
-        return "1.3B" if self is Task.t2v_1_3b else "14B"
+        return {Task.t2v_1_3b: "1.3B", Task.ti2v_5b: "5B"}.get(self, "14B")
+
+    @property
+    def fps(self) -> int:
+        """The frame rate the model is trained at: TI2V-5B 24 (both trainers' configs: sample_fps 24, diffusion-pipe's
+        framerate 24), every other Wan model 16."""
+        return 24 if self is Task.ti2v_5b else 16
+
+    @property
+    def boundary(self) -> float | None:
+        """A14B: the timestep (0..1) where inference switches from the high-noise to the low-noise expert (the
+        official configs, as both trainers' docs give it: T2V 0.875, I2V 0.9)."""
+        return {Task.t2v_a14b: 0.875, Task.i2v_a14b: 0.9}.get(self)
 
 
-# Transformer blocks of each Wan2.1 DiT size (the official configs' num_layers)
-NUM_BLOCKS = {"1.3B": 30, "14B": 40}
+# Transformer blocks of each Wan DiT size (the official configs' num_layers; Wan2.2 A14B experts are 14B-shaped)
+NUM_BLOCKS = {"1.3B": 30, "14B": 40, "5B": 30}
 # Blocks each trainer must keep on the GPU: diffusion-pipe asserts blocks_to_swap <= blocks - 2, musubi blocks - 1.
 SWAP_MARGIN = {"diffpipe": 2, "musubi": 1}
 # Frame counts of a video dataset that sets no `frames` (both trainers' recipe value)
@@ -168,12 +203,13 @@ class Models(Strict):
     """Model files. Relative paths are under `root`, which is mounted read-only at /models."""
 
     root: HostPath = Field(Path("models"), description="host folder mounted read-only at /models; the model paths below are relative to it")
-    preset: Annotated[Text, AfterValidator(_preset)] | None = Field(None, description="a `runner download` preset (t2v-1.3B, t2v-14B, i2v-14B-480P, i2v-14B-720P): the files as `runner download` lays them out; fills the paths below")
+    preset: Annotated[Text, AfterValidator(_preset)] | None = Field(None, description="a `runner download` preset, named after its task (t2v-1.3B, t2v-14B, i2v-14B-480P, i2v-14B-720P, t2v-A14B, i2v-A14B, ti2v-5B, flf2v-14B): the files as `runner download` lays them out; fills the paths below")
     format: Literal["comfy", "official"] = Field("comfy", description="with preset: ComfyUI repackaged single files (comfy) or the official repo (official; its DiT is float32, which musubi keeps unless memory.transformer_dtype is float8: twice the GPU memory of bf16, and the memory planner counts it)")
     ckpt_dir: HostPath | None = Field(None, description="official Wan2.1 folder (config.json, VAE, tokenizers); the official file names inside it are the defaults of dit, t5, vae and clip")
-    dit: HostPath | None = Field(None, description="single-file DiT (.safetensors), e.g. ComfyUI repackaged")
+    dit: HostPath | None = Field(None, description="single-file DiT (.safetensors), e.g. ComfyUI repackaged; for A14B the low-noise expert")
+    dit_high_noise: HostPath | None = Field(None, description="A14B: the high-noise expert's DiT (.safetensors; for diffpipe also the official high_noise_model folder)")
     t5: HostPath | None = Field(None, description="T5 encoder: official models_t5_umt5-xxl-enc-bf16.pth")
-    vae: HostPath | None = Field(None, description="VAE: Wan2.1_VAE.pth or ComfyUI safetensors")
+    vae: HostPath | None = Field(None, description="VAE: Wan2.1_VAE.pth (TI2V-5B: Wan2.2_VAE.pth) or ComfyUI safetensors")
     clip: HostPath | None = Field(None, description="I2V CLIP: official models_clip_open-clip-xlm-roberta-large-vit-huge-14.pth")
 
 
@@ -313,7 +349,10 @@ class Watchdog(Strict):
 class Job(Strict):
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$", description="names the outputs and the runs; letters, digits, . _ -")
     trainer: Trainer = Field(description="the trainer that renders and runs the job")
-    task: Task = Field(description="the Wan2.1 model and task")
+    task: Task = Field(description="the Wan model and task (Wan2.1: t2v-1.3B, t2v-14B, i2v-14B-480P, i2v-14B-720P, flf2v-14B; Wan2.2: t2v-A14B, i2v-A14B, ti2v-5B)")
+    expert: Literal["low", "high", "both"] | None = Field(
+        None, description="A14B only: the expert(s) the LoRA trains, each on its own timestep range (default low, which diffusion-pipe's docs say can be used alone); both: musubi trains one LoRA across both experts in one run, diffpipe trains one LoRA per expert, two runs of the job"
+    )
     models: Models = Field(description="the model files: a preset, or paths")
     datasets: list[Dataset] = Field(min_length=1, description="folders of videos or images with captions")
     lora: Lora = Field(Lora(), description="the LoRA that is trained")
@@ -340,6 +379,20 @@ class Job(Strict):
         return v
 
 
+def experts(job: Job) -> tuple[str, ...]:
+    """The A14B experts a job trains, high first ("high", "low"); () for a model without experts."""
+    if not job.task.has_experts:
+        return ()
+    expert = job.expert or "low"
+    return ("high", "low") if expert == "both" else (expert,)
+
+
+def timestep_range(task: Task, expert: str) -> tuple[float, float]:
+    """The share of the timesteps (0 = clean, 1 = noise) an A14B expert handles at inference, its training range."""
+    assert task.boundary is not None
+    return (task.boundary, 1.0) if expert == "high" else (0.0, task.boundary)
+
+
 FIELDS_DOC = "the job fields are listed in README.md#the-job-file and by `runner fields`"
 EXAMPLE = "the files in examples/ show valid jobs"
 
@@ -349,7 +402,10 @@ def load_job(file: Path) -> Job:
     return read_job(file)[0]
 
 
-def read_job(file: Path) -> tuple[Job, dict[str, int]]:
+JobRead = tuple[Job, dict[str, int]]  # a job file read: the job and the line of each field (read_job)
+
+
+def read_job(file: Path) -> JobRead:
     """The job, with relative host paths resolved against the job file's folder, and the line of each field."""
     data, lines = inputs.read_yaml(file, "job file")
     job = inputs.validate(Job, data, file, lines, "job file", FIELDS_DOC, EXAMPLE)

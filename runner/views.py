@@ -103,6 +103,8 @@ def memory_plan(out: Console, p) -> None:
     for name, value in plan_settings(p).items():
         line(out, f"  {name}: {value}")
     line(out, f"  estimated peak: {p.gpu_gib:.1f} GiB GPU (+{p.margin_gib:.1f} margin), {p.host_gib:.0f} GiB host RAM")
+    if p.unmeasured_note:
+        line(out, f"  UNMEASURED: {p.unmeasured_note}")
     for s in p.suggestions:
         line(out, f"  would fit with: {s}")
 
@@ -186,9 +188,10 @@ def build_log(out: Console):
 
 def jobs_table(records: list) -> Table:
     """`runner ps`: one row per job run (runner.jobs.records.JobRecord), with why a failed one failed."""
-    t = table("id", "job", "trainer", "host", "status", "exit", "started", "why")
+    t = table("id", "job", "kind", "trainer", "host", "gpus", "status", "exit", "started", "why")
     for r in records:
-        t.add_row(r.id, r.name, r.trainer, r.host, r.status, "" if r.exit_code is None else str(r.exit_code), r.started, r.failure)
+        t.add_row(r.id, r.name, r.kind, r.trainer, r.host, ",".join(map(str, r.gpu_ids)) or "all", r.status, "" if r.exit_code is None else str(r.exit_code),
+                  r.started, r.failure)
     return t
 
 

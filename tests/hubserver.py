@@ -41,13 +41,14 @@ class Repo:
 
 
 class HubServer:
-    def __init__(self, repos: dict[str, Repo]):
+    def __init__(self, repos: dict[str, Repo], address: str = "127.0.0.1"):
+        """address: where it listens; the SSH test hosts reach this machine at 10.231.7.1 (tests/infra/README.md)."""
         self.repos = repos
         self.log: list[tuple[str, str, str | None]] = []
         self.auth: list[str | None] = []
         self.cut: dict[str, int] = {}
         self.down = False
-        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), _handler(self))
+        self._httpd = ThreadingHTTPServer((address, 0), _handler(self))
         self._httpd.daemon_threads = True
         self._thread = threading.Thread(target=self._httpd.serve_forever, daemon=True)
 

@@ -11,8 +11,9 @@ import struct
 import zipfile
 from pathlib import Path
 
-# patch_embedding.weight shape by model: [dim, in_channels, 1, 2, 2]; I2V has 36 input channels
-DIT_SHAPES = {("1.3B", False): [1536, 16, 1, 2, 2], ("14B", False): [5120, 16, 1, 2, 2], ("14B", True): [5120, 36, 1, 2, 2]}
+# patch_embedding.weight shape by model: [dim, in_channels, 1, 2, 2]; I2V has 36 input channels, TI2V-5B 48
+DIT_SHAPES = {("1.3B", False): [1536, 16, 1, 2, 2], ("14B", False): [5120, 16, 1, 2, 2], ("14B", True): [5120, 36, 1, 2, 2],
+              ("5B", False): [3072, 48, 1, 2, 2]}
 OFFICIAL_DIRS = {
     "Wan2.1-T2V-1.3B": False,
     "Wan2.1-T2V-14B": False,
@@ -28,7 +29,9 @@ def write_safetensors_header(path: Path, tensors: dict[str, dict]) -> Path:
     return path
 
 
-def dit(path: Path, size: str = "1.3B", i2v: bool = False, dtype: str = "BF16", prefix: str = "", fp8_scaled: bool = False) -> Path:
+def dit(path: Path, size: str = "1.3B", i2v: bool = False, dtype: str = "BF16", prefix: str = "", fp8_scaled: bool = False,
+        clip: bool = True, flf2v: bool = False) -> Path:
+    """clip: an I2V DiT with Wan2.1's CLIP image layers (Wan2.2 I2V has none); flf2v: FLF2V's image position embedding."""
     shape = DIT_SHAPES[(size, i2v)]
     tensors = {
         f"{prefix}patch_embedding.weight": {"dtype": dtype, "shape": shape, "data_offsets": [0, 0]},
@@ -36,10 +39,12 @@ def dit(path: Path, size: str = "1.3B", i2v: bool = False, dtype: str = "BF16", 
         # musubi reads the DiT dtype from this key (wan/modules/model.py detect_wan_sd_dtype)
         f"{prefix}blocks.0.cross_attn.k.weight": {"dtype": dtype, "shape": [shape[0], shape[0]], "data_offsets": [0, 0]},
     }
-    if i2v:
+    if i2v and clip:
         tensors[f"{prefix}img_emb.proj.1.weight"] = {"dtype": dtype, "shape": [1280, 1280], "data_offsets": [0, 0]}
         # Wan2.1 I2V's image cross-attention (diffusion-pipe tells Wan2.1 I2V from Wan2.2 I2V by it)
         tensors[f"{prefix}blocks.0.cross_attn.k_img.weight"] = {"dtype": dtype, "shape": [shape[0], shape[0]], "data_offsets": [0, 0]}
+    if flf2v:
+        tensors[f"{prefix}img_emb.emb_pos"] = {"dtype": dtype, "shape": [1, 514, 1280], "data_offsets": [0, 0]}
     if fp8_scaled:
         tensors["scaled_fp8"] = {"dtype": "F8_E4M3", "shape": [2], "data_offsets": [0, 0]}
         tensors[f"{prefix}blocks.0.self_attn.q.scale_weight"] = {"dtype": "F32", "shape": [1], "data_offsets": [0, 0]}
@@ -76,14 +81,46 @@ DITS = {
 }
 
 
+COMFY_22 = Path("Wan_2.2_ComfyUI_Repackaged/split_files")
+# Wan2.2 and FLF2V: ComfyUI file → (folder, size, i2v, CLIP layers, FLF2V); Comfy-Org stores them in fp16
+DITS_22 = {
+    "wan2.2_t2v_low_noise_14B_fp16.safetensors": (COMFY_22, "14B", False, False, False),
+    "wan2.2_t2v_high_noise_14B_fp16.safetensors": (COMFY_22, "14B", False, False, False),
+    "wan2.2_i2v_low_noise_14B_fp16.safetensors": (COMFY_22, "14B", True, False, False),
+    "wan2.2_i2v_high_noise_14B_fp16.safetensors": (COMFY_22, "14B", True, False, False),
+    "wan2.2_ti2v_5B_fp16.safetensors": (COMFY_22, "5B", False, False, False),
+    "wan2.1_flf2v_720p_14B_fp16.safetensors": (COMFY, "14B", True, True, True),
+}
+
+
+def official_22(root: Path) -> None:
+    """The official Wan2.2 and FLF2V folders as `runner download --format comfy` leaves them: the A14B repositories keep
+    config.json in each expert folder, TI2V-5B has its own VAE, FLF2V the CLIP files of I2V."""
+    for name, i2v in (("Wan2.2-T2V-A14B", False), ("Wan2.2-I2V-A14B", True)):
+        d = official_dir(root, name, False)
+        (d / "config.json").unlink()
+        for expert in ("low_noise_model", "high_noise_model"):
+            (d / expert).mkdir(exist_ok=True)
+            (d / expert / "config.json").write_text(json.dumps({"model_type": "i2v" if i2v else "t2v", "dim": 5120, "in_dim": 36 if i2v else 16}))
+    d = official_dir(root, "Wan2.2-TI2V-5B", False)
+    (d / "Wan2.1_VAE.pth").unlink()
+    pth(d / "Wan2.2_VAE.pth")
+    (d / "config.json").write_text(json.dumps({"model_type": "ti2v", "dim": 3072, "num_layers": 30, "in_dim": 48}))
+    d = official_dir(root, "Wan2.1-FLF2V-14B-720P", True)
+    (d / "config.json").write_text(json.dumps({"model_type": "flf2v", "dim": 5120, "num_layers": 40, "in_dim": 36}))
+
+
 def models_root(root: Path) -> Path:
     """The layout `runner download` leaves (official folders, ComfyUI repackaged files), plus the DiTs
     at the root that hand-written test jobs name."""
     for name, i2v in OFFICIAL_DIRS.items():
         official_dir(root, name, i2v)
+    official_22(root)
     for name, (size, i2v) in DITS.items():
         dit(root / name, size, i2v=i2v)
         dit(root / COMFY / "diffusion_models" / name, size, i2v=i2v)
+    for name, (folder, size, i2v, clip, flf2v) in DITS_22.items():
+        dit(root / folder / "diffusion_models" / name, size, i2v=i2v, dtype="F16", clip=clip, flf2v=flf2v)
     write_safetensors_header(root / COMFY / "text_encoders" / "umt5_xxl_fp16.safetensors",
                              {"encoder.block.0.layer.0.SelfAttention.q.weight": {"dtype": "F16", "shape": [4096, 4096], "data_offsets": [0, 0]}})
     return root

@@ -396,12 +396,12 @@ def commands(command=None, path=()):
 FLAG = "a flag: on or off, nothing to get wrong"
 # placeholders that let a command reach the option under test
 REQUIRED = {"job": "job.yaml", "out_dir": "out", "dst": "clips", "directory": "data", "src": "data", "trainer": "musubi",
-            "preset": "t2v-1.3B", "name": "gpu01", "ssh": "u@h", "jobs": "job.yaml", "login": "u@h"}
+            "preset": "t2v-1.3B", "name": "gpu01", "ssh": "u@h", "login": "u@h"}
 NOT_A_HOST = (["nosuch"], "nosuch")
 # options that are not parsed through a schema type: bad values and what the message must name
 CASES = {
     "host": NOT_A_HOST,
-    ("validate", "job"): (["data"], "folder"), ("render", "job"): (["data"], "folder"), ("train", "jobs"): (["data"], "folder"), ("resume", "job"): (["data"], "folder"),
+    ("validate", "job"): (["data"], "folder"), ("render", "job"): (["data"], "folder"), ("train", "job"): (["data"], "folder"), ("resume", "job"): (["data"], "folder"),
     ("plan", "job"): (["data"], "folder"), ("env", "job"): (["data"], "folder"), ("doctor", "job"): (["data"], "folder"),
     ("sample", "job"): (["data"], "folder"),
     ("dataset check", "job"): (["data"], "folder"),
@@ -422,6 +422,7 @@ CASES = {
     ("clusters remove", "name"): (["nosuch"], "nosuch"),
     ("download", "preset"): (["bogus"], "bogus"), ("download", "fmt"): (["bogus"], "--format"), ("download", "trainer"): (["bogus"], "--trainer"),
     ("selftest", "trainer"): (["bogus"], "--trainer"), ("selftest", "fmt"): (["bogus"], "--format"),
+    ("selftest", "task"): (["bogus", "t2v-14B"], "--task"), ("dataset prepare", "task"): (["bogus"], "--task"),
     ("dataset check", "directory"): (["no-such-folder"], "no-such-folder"),
     ("dataset check", "task"): (["bogus"], "--task"), ("dataset check", "trainer"): (["bogus"], "--trainer"),
     ("dataset prepare", "src"): (["no-such-folder"], "no-such-folder"),

@@ -19,8 +19,8 @@ def _blob(name: str, size: int = 3000) -> bytes:
     return (name.encode() * (size // len(name) + 1))[:size]
 
 
-@pytest.fixture
-def hub(monkeypatch):
+def hub_repos() -> dict[str, Repo]:
+    """The repositories of a preset (t2v-1.3B, both formats) and of a tokenizer, small except the comfy DiT (BIG)."""
     official = {
         "config.json": b'{"dim": 1536}',
         "README.md": b"readme",
@@ -48,7 +48,12 @@ def hub(monkeypatch):
         COMFY_REPO: Repo(comfy, lfs(comfy)),
         "Wan-AI/Wan2.1-T2V-14B": Repo(tokenizer, lfs(tokenizer)),
     }
-    with HubServer(repos) as server:
+    return repos
+
+
+@pytest.fixture
+def hub(monkeypatch):
+    with HubServer(hub_repos()) as server:
         monkeypatch.setenv("HF_ENDPOINT", server.url)
         monkeypatch.delenv("HF_TOKEN", raising=False)
         yield server

@@ -56,7 +56,7 @@ def refused(cli, *args, where: str, says: str, untouched: Path | None = None) ->
 
 
 @pytest.mark.parametrize("out,says", [
-    (".", "is a folder that runner did not write (it holds data, i2v-14B-480P-diffpipe.yaml"),
+    (".", "is a folder that runner did not write (it holds data, flf2v-14B-diffpipe.yaml, i2v-14B-480P-diffpipe.yaml"),
     ("data/clips", "is a folder that runner did not write (it holds clip1.mp4"),
     ("data", "is a folder that runner did not write"),
     ("../models", "is a folder that runner did not write"),

@@ -121,6 +121,34 @@ def test_files_follow_runner_download_layout():
     assert dtypes["Wan_2.1_ComfyUI_repackaged/split_files/text_encoders/umt5_xxl_fp16.safetensors"] == "F16"
 
 
+def test_wan22_tables_are_the_upstream_architectures():
+    """Compared key for key with the state dicts of diffusion-pipe's WanModel and vae2_2.WanVAE_ at its pin (bench/make_wan22_models.py)."""
+    from math import prod
+
+    params = {name: sum(prod(s) for _, _, s, _ in t) for name, t in {
+        "5B": arch.dit("F16", arch.CONFIGS["ti2v-5B"]), "A14B": arch.dit("F16", arch.CONFIGS["t2v-A14B"]), "vae22": arch.vae22()}.items()}
+    assert params == {"5B": 4_999_787_712, "A14B": 14_288_491_584, "vae22": 704_688_668}
+    vae = {k: s for k, _, s, _ in arch.vae22()}
+    # 2x2 patchify in (12 channels), 48 latent channels, each level its own module list
+    assert vae["encoder.conv1.weight"] == [160, 12, 3, 3, 3] and vae["conv2.weight"] == [48, 48, 1, 1, 1] and len(vae) == 196
+    assert vae["decoder.upsamples.0.upsamples.3.time_conv.weight"] == [2048, 1024, 3, 1, 1]
+    five = {k: s for k, _, s, _ in arch.dit("F16", arch.CONFIGS["ti2v-5B"])}
+    assert five["patch_embedding.weight"] == [3072, 48, 1, 2, 2] and five["head.head.weight"] == [192, 3072]
+
+
+def test_wan22_files_follow_runner_download_layout():
+    from runner.models.presets import Format
+
+    five = {f["path"] for f in arch.files(Format.comfy, [Trainer.diffpipe], "ti2v-5B")}
+    assert five == {"Wan2.2-TI2V-5B/config.json", "Wan2.2-TI2V-5B/Wan2.2_VAE.pth", "Wan2.2-TI2V-5B/google/umt5-xxl",
+                    "Wan_2.2_ComfyUI_Repackaged/split_files/diffusion_models/wan2.2_ti2v_5B_fp16.safetensors",
+                    "Wan_2.1_ComfyUI_repackaged/split_files/text_encoders/umt5_xxl_fp16.safetensors"}
+    a14b = {f["path"] for f in arch.files(Format.official, [Trainer.musubi], "t2v-A14B")}
+    assert "Wan2.2-T2V-A14B/low_noise_model/diffusion_pytorch_model-00001-of-00001.safetensors" in a14b
+    assert "Wan2.2-T2V-A14B/high_noise_model/config.json" in a14b and not any("high_noise_model/diffusion" in p for p in a14b)
+    assert "Wan2.2-T2V-A14B/Wan2.1_VAE.pth" in a14b, "the A14B experts use Wan2.1's VAE"
+
+
 def test_standin_tokenizer_loads_as_a_t5_tokenizer(tmp_path):
     tokenizers = pytest.importorskip("tokenizers", reason="the tokenizers library (in both trainer images) is not installed here")
     label = make_files.write_tokenizer(str(tmp_path / "google" / "umt5-xxl"), "Wan-AI/Wan2.1-T2V-14B")
@@ -277,6 +305,8 @@ def test_selftest_official_format(built, tmp_path):
 @pytest.mark.parametrize("args,message", [
     (["--trainer", "kohya"], "--trainer: 'kohya' is not one of diffpipe, musubi"),
     (["--format", "gguf"], "--format: 'gguf' is not one of"),
+    (["--task", "t2v-14B"], "--task: 't2v-14B' is not one of t2v-1.3B, ti2v-5B, t2v-A14B"),
+    (["--task", "ti2v-5B", "--trainer", "musubi"], "musubi-tuner has no ti2v-5B task"),
     (["--host", "nowhere"], "nowhere"),
 ])
 def test_selftest_bad_options_start_nothing(tmp_path, args, message):
@@ -284,6 +314,18 @@ def test_selftest_bad_options_start_nothing(tmp_path, args, message):
     r = runner(["selftest", *args], env)
     assert r.returncode == 2 and message in " ".join(r.stderr.split()), r.stderr
     assert not (tmp_path / "svc" / "models").exists() and not (tmp_path / "state" / "selftest").exists()
+
+
+@pytest.mark.parametrize("task,trainers,blocks", [("ti2v-5B", ["diffpipe"], 30), ("t2v-A14B", ["diffpipe", "musubi"], 40)])
+def test_selftest_wan22_on_the_local_engine(built, tmp_path, task, trainers, blocks):
+    r, results = _selftest(runner_env(tmp_path), "--task", task)
+    assert r.returncode == 0, r.stderr[-4000:]
+    assert [x["trainer"] for x in results] == trainers, "musubi has no TI2V-5B: selftest leaves it out"
+    for x in results:
+        assert x["passed"] and x["standin"] and x["steps"] == 4, x
+        assert x["lora"]["tensors"] == x["lora"]["expected"] == blocks * 10 * {"diffpipe": 2, "musubi": 3}[x["trainer"]]
+    job = (tmp_path / "state" / "selftest" / "jobs" / f"{trainers[-1]}.yaml").read_text()
+    assert f"task: {task}" in job and ("expert: low" in job) == (task == "t2v-A14B")
 
 
 def test_selftest_on_a_remote_host(built, tmp_path):

@@ -8,7 +8,10 @@ import typer
 
 from runner import cli, views
 from runner.cli import JsonOpt, app, choice, out_folder, schema_option
-from runner.spec import CaptionExtension, Count, FrameCount, PositiveFloat
+from runner.errors import UserError
+from runner.spec import CaptionExtension, Count, FrameCount, PositiveFloat, Task
+
+TASKS = ", ".join(t.value for t in Task)
 
 
 @app.command()
@@ -32,14 +35,14 @@ def dataset_check(
     as_json: bool = JsonOpt('{"directory", "settings", "files": [{"name", …, "verdicts": {trainer: {"level", "text"}}}], "problems", "failed", "counts"}'),
     frames: list[int] = typer.Option(None, "--frames", parser=schema_option(FrameCount, "--frames", FRAMES_FIX), help="frame buckets / target frames (repeat the option)"),
     source_fps: float = typer.Option(None, "--source-fps", parser=schema_option(PositiveFloat, "--source-fps", "give the videos' frame rate, a number above 0, e.g. --source-fps 30."), help="musubi source_fps"),
-    task: str = typer.Option(None, "--task", help="t2v-1.3B, t2v-14B, i2v-14B-480P or i2v-14B-720P"),
+    task: str = typer.Option(None, "--task", help=f"{TASKS} (ti2v-5B trains at 24 fps, the rest at 16)"),
     trainer: str = typer.Option(None, "--trainer", help="diffpipe or musubi (default: both)"),
 ) -> None:
     """What each trainer will do with every file: read, captioned, bucketed, resampled, or dropped, and why.
     Exits 1 when anything would fail or silently drop out of training."""
     from runner.data.check import check
     from runner.progress import counting
-    from runner.spec import Task, Trainer
+    from runner.spec import Trainer
 
     with counting("reading", cli.err) as start:
         report = check(
@@ -60,7 +63,8 @@ def dataset_check(
 def dataset_prepare(
     src: Path = typer.Argument(..., help="folder of source videos and images (only read)"),
     dst: Path = typer.Option(..., "--out", parser=out_folder("--out"), help="folder for the clips"),
-    fps: float = typer.Option(16, "--fps", parser=schema_option(PositiveFloat, "--fps", "give the frame rate to train at, a number above 0, e.g. --fps 16."), help="target frame rate (Wan2.1 trains at 16)"),
+    fps: float = typer.Option(None, "--fps", parser=schema_option(PositiveFloat, "--fps", "give the frame rate to train at, a number above 0, e.g. --fps 16."), help="target frame rate (default: the --task's, else 16)"),
+    task: str = typer.Option(None, "--task", help=f"the task the clips are for, which sets the default --fps: {TASKS} (ti2v-5B: 24, the rest: 16)"),
     frames: int = typer.Option(81, "--frames", parser=schema_option(FrameCount, "--frames", FRAMES_FIX), help="frames per clip, 4k+1"),
     min_frames: int = typer.Option(None, "--min-frames", parser=schema_option(FrameCount, "--min-frames", FRAMES_FIX), help="keep a last, shorter clip (4k+1) of at least this many frames"),
     max_side: int = typer.Option(None, "--max-side", parser=schema_option(Count, "--max-side", "give the longest side in pixels, e.g. --max-side 832."), help="scale down so the longest side is at most this"),
@@ -73,6 +77,8 @@ def dataset_prepare(
     from runner.progress import counting
 
     given = {"min_frames": min_frames, "max_side": max_side, "workers": workers}
+    chosen = choice(Task, task, "--task")
+    fps = fps or (chosen.fps if chosen else Task.t2v_1_3b.fps)
     opts = Options(fps=fps, frames=frames, caption_extension=caption_extension, **{k: v for k, v in given.items() if v is not None})
     with counting("preparing", cli.err) as start:
         report = prepare(src, dst, opts, start)
@@ -83,33 +89,74 @@ def dataset_prepare(
 
 @app.command()
 def download(
-    preset: str = typer.Argument(..., help="t2v-1.3B, t2v-14B, i2v-14B-480P or i2v-14B-720P"),
+    preset: str = typer.Argument(..., help=f"a task's preset: {TASKS}"),
     fmt: str = typer.Option("comfy", "--format", help="official (DiT and T5 from the official repo) or comfy (ComfyUI single files)"),
-    to: Path = typer.Option(Path("models"), "--to", parser=out_folder("--to"), help="models root (the job's models.root)"),
+    to: Path = typer.Option(None, "--to", parser=out_folder("--to"), help="models root (the job's models.root); default: models"),
     trainer: str = typer.Option(None, "--trainer", help="diffpipe or musubi (default: what both need)"),
     hf_home: Path = typer.Option(None, "--hf-home", parser=out_folder("--hf-home"), help="Hugging Face home for the tokenizers musubi reads (the job's hf_cache); default $HF_HOME"),
+    host: str = typer.Option(None, "--host", "-H", help="download on this host of `runner hosts list`, into its models folder (`runner hosts add --models`), in a trainer image there"),
     dry_run: bool = typer.Option(False, "--dry-run", help="show what would be fetched and stop"),
     as_json: bool = JsonOpt('{"files": [{"repo", "revision", "filename", "size", "dest", "state"}], "bytes", "to_fetch": {"files", "bytes"}, '
                             '"result": {"fetched", "verified", "skipped"} (null with --dry-run)}'),
 ) -> None:
     """Fetch the model files a preset needs, verified against the hub's sizes and hashes; resumable, and a second
-    run fetches nothing. Honors HF_ENDPOINT; reads the token from HF_TOKEN only."""
-    from runner.config import default_hf_home
-    from runner.models.download import fetch, plan, summarize
+    run fetches nothing. Honors HF_ENDPOINT; reads the token from HF_TOKEN only. With --host the host downloads them
+    itself (same hub settings, verification and resume; progress shown here)."""
     from runner.models.presets import Format
-    from runner.progress import transfer
     from runner.spec import Trainer
 
     chosen = choice(Trainer, trainer, "--trainer")
-    items = plan(preset, choice(Format, fmt, "--format"), [chosen] if chosen else list(Trainer), to, (hf_home or default_hf_home()) / "hub")
-    rows = summarize(items, to)
-    if not as_json:
-        views.download_plan(cli.out, rows)
-    counts = None
-    if not dry_run:
-        with transfer(cli.err) as progress:
-            counts = fetch(items, to, progress)
+    trainers = [chosen] if chosen else list(Trainer)
+    fmt_ = choice(Format, fmt, "--format")
+    if host not in (None, "local"):
+        for option, given in (("--to", to), ("--hf-home", hf_home)):
+            if given is not None:
+                raise UserError(option, f"cannot be given with --host: the files go to host {host}'s models folder, and its jobs' "
+                                "tokenizers come with the trainer image.", f"drop {option}; `runner hosts add {host} … --models DIR --replace` moves the folder.")
+        rows, counts = _download_on(host, preset, fmt_, trainers, dry_run, as_json)
+    else:
+        rows, counts = _download_here(preset, fmt_, trainers, to or Path("models"), hf_home, dry_run, as_json)
     if as_json:
         views.emit_json(views.download_json(rows, counts))
     elif counts:
         views.downloaded(cli.out, counts)
+
+
+def _download_here(preset, fmt, trainers, to: Path, hf_home: Path | None, dry_run: bool, as_json: bool):
+    from runner.config import default_hf_home
+    from runner.models.download import fetch, plan, summarize
+    from runner.progress import transfer
+
+    items = plan(preset, fmt, trainers, to, (hf_home or default_hf_home()) / "hub")
+    rows = summarize(items, to)
+    if not as_json:
+        views.download_plan(cli.out, rows)
+    if dry_run:
+        return rows, None
+    with transfer(cli.err) as progress:
+        return rows, fetch(items, to, progress)
+
+
+def _download_on(host: str, preset, fmt, trainers, dry_run: bool, as_json: bool):
+    from runner import config
+    from runner.executors import executor_for
+    from runner.jobs import download_there
+    from runner.models.presets import get_preset
+
+    get_preset(preset)  # a bad preset is refused before the host is contacted
+    return _download_with(download_there.on_host(executor_for(host), config.load(), trainers, cli.err), preset, fmt, trainers, dry_run, as_json)
+
+
+def _download_with(fetcher, preset, fmt, trainers, dry_run: bool, as_json: bool):
+    """The download on another machine, whichever runner.jobs.download_there.Fetcher reaches it."""
+    from runner.jobs import download_there
+    from runner.progress import transfer
+
+    items = download_there.plan(preset, fmt, trainers, fetcher)
+    rows = download_there.states(items, fetcher, cli.err)
+    if not as_json:
+        views.download_plan(cli.out, rows)
+    if dry_run:
+        return rows, None
+    with transfer(cli.err) as progress:
+        return rows, download_there.fetch(items, fetcher, preset, cli.err, progress)

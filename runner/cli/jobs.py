@@ -33,7 +33,8 @@ def validate(job: Path = JobArg, host: str = HostOpt, as_json: bool = JsonOpt('{
     """
     from runner.job.render import load_checked
 
-    j = load_checked(job, target(host, job=job)).job
+    read = read_first(job)
+    j = load_checked(job, target(host), read).job
     views.emit_json(views.validated_json(job, j)) if as_json else views.validated(cli.out, job, j)
 
 
@@ -53,15 +54,16 @@ def render(
     output folder are looked at only with --resume or --fresh."""
     from runner.job import render as r
 
-    plan = r.render(job, out_dir, vram, ram, target(host, job=job), earlier(resume, fresh, refuse=None))
+    read = read_first(job)
+    plan = r.render(job, out_dir, vram, ram, target(host), earlier(resume, fresh, refuse=None), read)
     views.emit_json(views.rendered_json(plan, out_dir)) if as_json else views.rendered(cli.out, plan, out_dir)
 
 
 @app.command()
 def train(
-    jobs: list[Path] = typer.Argument(..., help="the job file (YAML; see examples/); several with --cluster become one Slurm job array"),
+    job: list[Path] = typer.Argument(..., help="the job file (YAML), or several: each is placed on a host with free GPUs"),
     detach: bool = typer.Option(False, "--detach", "-d", help="start and return; follow later with `runner logs -f`"),
-    host: str = HostOrClusterOpt,
+    host: list[str] = typer.Option(None, "--host", "-H", help="a host from `runner hosts list` (default: this machine); repeat it to let several jobs spread over several hosts"),
     resume: bool = typer.Option(False, "--resume", help="continue the latest run from its latest checkpoint (as `runner resume`)"),
     fresh: bool = typer.Option(False, "--fresh", help="start a new run beside an earlier run's LoRAs and checkpoints (nothing is deleted)"),
     cluster: str = ClusterOpt,
@@ -75,18 +77,42 @@ def train(
     When the output folder holds LoRAs or checkpoints of an earlier run, it refuses to start without --resume or
     --fresh: no LoRA or checkpoint is ever overwritten.
     With --host the image, the rendered job and the datasets are sent to the host (only what changed), model
-    files must already be in the host's models folder, and `runner pull` brings the outputs back.
+    files must already be in the host's models folder (`runner download PRESET --host H`), and `runner pull`
+    brings the outputs back.
+    Several job files, or several --host: each job goes to the first host with enough free GPUs (those nvidia-smi
+    lists there minus those runner's unended runs hold), on those GPUs only, and starts detached; a job that fits
+    nowhere refuses them all before any starts (exit 2).
     With --cluster the job is submitted to a Slurm cluster (sbatch through its login node, one task per node) with its
     data and rendered job staged in the cluster's shared folders; `runner ps`, `logs -f`, `stop` and `pull` follow it.
     Several job files with --cluster are one Slurm job array, each job its own run: runner returns once it is submitted.
     """
     from runner.trainers.resolved import Earlier
 
-    chosen = earlier(resume, fresh, refuse=Earlier.refuse)
-    if len(jobs) == 1:
-        run(jobs[0], where(host, cluster, nodes), detach, chosen)
+    when = earlier(resume, fresh, refuse=Earlier.refuse)
+    if cluster is not None or nodes is not None:
+        on = where(host, cluster, nodes)
+        run(job[0], on, detach, when) if len(job) == 1 else run_array(job, on, when)
+        return
+    hosts = list(dict.fromkeys(host or ["local"]))
+    if len(job) == 1 and len(hosts) == 1:
+        run(job[0], hosts[0], detach, when)
     else:
-        run_array(jobs, where(host, cluster, nodes), chosen)
+        run_placed(job, hosts, when)
+
+
+def run_placed(jobs: list[Path], hosts: list[str], earlier) -> None:
+    """Several jobs or hosts: place each job on a host with free GPUs, start them all detached, say where each went."""
+    from runner import config
+    from runner.executors import executor_for
+    from runner.jobs import placement
+
+    wanted = placement.wanted(jobs)  # read before Docker or SSH is contacted
+    settings = config.load()
+    executors = [executor_for(h) for h in hosts]
+    with _interrupted("jobs started before this are named above and keep running"):
+        started = placement.submit(wanted, executors, settings, cli.out, earlier)
+    for record in started:
+        views.line(cli.out, f"{record.name}: {record.id} on {record.host}; follow it with `runner logs -f {record.id}`")
 
 
 def earlier(resume: bool, fresh: bool, refuse):
@@ -113,9 +139,9 @@ def resume_job(
     run(job, where(host, cluster, nodes), detach, Earlier.resume)
 
 
-def where(host: str | None, cluster: str | None, nodes: int | None):
-    """What runs the job: --host's executor made later, or (cluster name, nodes) for --cluster."""
-    if cluster is not None and host is not None:
+def where(host: str | list[str] | None, cluster: str | None, nodes: int | None):
+    """What runs the job: --host (made an executor later), or (cluster name, nodes) for --cluster."""
+    if cluster is not None and host:
         raise UserError("--cluster and --host", "both given: a job runs on one host or is submitted to one cluster.", "pass one of them.")
     if nodes is not None and cluster is None:
         raise UserError("--nodes", "is the number of a cluster's nodes the job runs on, and no --cluster is given.",
@@ -130,17 +156,17 @@ def run(job: Path, host: str | tuple[str, int], detach: bool, earlier) -> None:
     from runner.jobs import launch
     from runner.executors import executor_for
 
-    j = read_first(job)
+    read = read_first(job)
     settings = config.load()
     if isinstance(host, tuple):
         from runner.executors import slurm
 
-        slurm.check_nodes(j.trainer.value, host[1])
+        slurm.check_nodes(read[0].trainer.value, host[1])
         executor = slurm.SlurmExecutor.for_cluster(*host)
     else:
         executor = executor_for(host)
     with _interrupted("the job was not started"):
-        record = launch.start(job, executor, settings, cli.out, earlier)
+        record = launch.start(job, executor, settings, cli.out, launch.Run(earlier), read)
     if detach:
         views.line(cli.out, f"follow it with `runner logs -f {record.id}`")
         return
@@ -155,16 +181,13 @@ def run_array(jobs: list[Path], cluster, earlier) -> None:
     from runner.executors import slurm
     from runner.jobs import launch
 
-    if not isinstance(cluster, tuple):
-        raise UserError(f"{len(jobs)} job files", "run together only as a job array on a Slurm cluster.",
-                        "add --cluster NAME (`runner clusters list`), or give one job file.")
     if len({p.resolve() for p in jobs}) < len(jobs):
         raise UserError("job files", "name one file twice: each job of an array is its own run.", "give each job file once.")
     for job in jobs:
-        slurm.check_nodes(read_first(job).trainer.value, cluster[1])
+        slurm.check_nodes(read_first(job)[0].trainer.value, cluster[1])
     executor = slurm.SlurmExecutor.for_cluster(*cluster)
     with _interrupted("nothing was submitted"):
-        started = launch.start_array(jobs, executor, config.load(), cli.out, earlier)
+        started = launch.start_array(jobs, executor, config.load(), cli.out, launch.Run(earlier))
     for record in started:
         views.line(cli.out, f"{record.id}: Slurm {record.scheduler_id}; follow it with `runner logs -f {record.id}`")
 
@@ -207,16 +230,19 @@ def sample(
     Each (epoch, prompt) gives an mp4 under <output>/<name>/samples/<epoch>/<prompt>/ (new files only); the sheet,
     samples/index.html, shows the epochs side by side per prompt with the loss at each save. Size, frames, steps,
     guidance and seed come from the job's samples: section. diffusion-pipe's LoRAs are converted to musubi's keys first.
+    A sample run holds the job's lock as a training does (refused while the job trains: exit 2) and has a record:
+    `runner ps`, `runner logs` and `runner stop` work on it; Ctrl-C stops it.
     """
     from runner import config
     from runner.jobs import sample as sampling
     from runner.executors import executor_for
 
-    read_first(job)
+    read = read_first(job)
     if every and epochs:
         raise UserError("--all", "and --epochs both choose the LoRAs to sample.", "give one of them.")
+    run = sampling.Sampling(epochs or None, every, prompts or None, cli.out)
     with _interrupted("sampling stopped, its container removed; the videos made so far stay in the job's samples/ folder"):
-        code = sampling.start(job, executor_for(host), config.load(), epochs or None, every, prompts or None, cli.out)
+        code = sampling.sample(job, executor_for(host), config.load(), run, cli.out, read)
     raise typer.Exit(code)
 
 
@@ -251,10 +277,10 @@ def logs(
 @app.command()
 def ps(
     host: str = typer.Option(None, help="only jobs on this host (\"local\" for this machine, \"slurm:NAME\" for a cluster)"),
-    as_json: bool = JsonOpt('{"jobs": [{"id", "name", "trainer", "host", "image", "container", "job_file", "output_dir", "status", '
-                            '"exit_code", "failure", "stopped_by", "started", "finished", "master_port", "env_names", "fingerprints", "stop_requested", "locked"}]}'),
+    as_json: bool = JsonOpt('{"jobs": [{"id", "name", "kind": train or sample, "trainer", "host", "image", "container", "scheduler_id", "job_file", "output_dir", "status", '
+                            '"exit_code", "failure", "stopped_by", "started", "finished", "master_port", "gpu_ids", "env_names", "fingerprints", "stop_requested", "locked"}]}'),
 ) -> None:
-    """List job runs with their state, refreshed from the engines that run them."""
+    """List job runs (trainings and sample runs) with their state, refreshed from the engines that run them."""
     from runner.jobs import launch, records
     from runner.remote import clusters, hosts
 
@@ -334,6 +360,7 @@ def selftest(
     host: str = HostOpt,
     steps: int = typer.Option(4, "--steps", parser=schema_option(Count, "--steps", "give a whole number of steps, 1 or more, e.g. --steps 4."), help="training steps per trainer (whole epochs over the 2 clips)"),
     fmt: str = typer.Option("comfy", "--format", help="model files as `runner download --format` lays them out: comfy or official"),
+    task: str = typer.Option("t2v-1.3B", "--task", help="the model: t2v-1.3B, ti2v-5B (diffpipe only) or t2v-A14B (its low-noise expert)"),
     as_json: bool = JsonOpt('[{"trainer", "passed", "steps", "s_per_step", "peak_gib", "plan_gib", "step_peaks_gib", "lora", "problems", "notes", …}], one per trainer'),
 ) -> None:
     """Smoke-test the trainers on a GPU host: random-weight Wan2.1 T2V-1.3B files of the real architecture (made once,
@@ -342,10 +369,12 @@ def selftest(
     trained) and reports s/step and peak GPU memory against the planner's estimate. Exits 1 when a trainer fails."""
     from runner import selftest
     from runner.models.presets import Format
-    from runner.spec import Trainer
+    from runner.spec import Task, Trainer
 
     chosen = choice(Trainer, trainer, "--trainer")
-    results = selftest.run([chosen] if chosen else list(Trainer), host, steps, choice(Format, fmt, "--format"), cli.err if as_json else cli.out)
+    model = choice(selftest.SelftestTask, task, "--task")
+    trainers = selftest.trainers_for(Task(model.value), chosen)
+    results = selftest.run(trainers, host, steps, choice(Format, fmt, "--format"), cli.err if as_json else cli.out, Task(model.value))
     views.emit_json(views.selftest_data(results)) if as_json else cli.out.print(views.selftest_table(results))
     if not all(r.passed for r in results):
         raise typer.Exit(1)

@@ -3,8 +3,8 @@
 The rules are the trainers' own, read at the pins in UPSTREAM.md (never their code):
 
 diffusion-pipe (utils/dataset.py, models/wan): lists the folder (not sub-folders); reads `<stem>.txt` whatever
-caption extension is configured and skips media without one; resamples every video to 16 fps by counting,
-frames = int(source_frames * 16 / source_fps); puts it in the largest frame bucket <= that count, never in bucket 1
+caption extension is configured and skips media without one; resamples every video to the model's frame rate
+(16 fps; TI2V-5B 24: WanPipeline.framerate) by counting, frames = int(source_frames * fps / source_fps); puts it in the largest frame bucket <= that count, never in bucket 1
 (that one is for images), and skips it when no bucket fits; trains on the first `bucket` frames
 (video_clip_mode single_beginning).
 
@@ -39,15 +39,15 @@ from runner.data.media import (
 )
 from runner.spec import DEFAULT_VIDEO_FRAMES, Dataset, Task, Trainer, round_4k1
 
-WAN_FPS = 16
+WAN_FPS = 16  # musubi's Wan datasets (it trains no 24 fps Wan model at its pin)
 
 Level = Literal["ok", "warn", "drop", "error"]
 _RANK = {"ok": 0, "warn": 1, "drop": 2, "error": 3}
 CaptionState = Literal["ok", "empty", "missing", "unreadable"]
 
 
-def diffpipe_frames(source_frames: int, source_fps: float) -> int:
-    return int(source_frames * WAN_FPS / source_fps)
+def diffpipe_frames(source_frames: int, source_fps: float, fps: int = WAN_FPS) -> int:
+    return int(source_frames * fps / source_fps)
 
 
 def diffpipe_bucket(frames_at_16: int, buckets: Iterable[int]) -> int | None:
@@ -196,10 +196,11 @@ def _diffpipe(path: Path, p: Probe, caption: Caption, s: Settings) -> Verdict:
         if s.task.is_i2v:
             return Verdict(level="error", text="an image in an I2V dataset: diffpipe stops ('i2v/flf2v must train on videos')")
         return _with_caption(Verdict(level="ok", text="image → bucket 1"), caption)
-    n16 = diffpipe_frames(p.frames, p.fps)
-    head = f"{p.frames} frames at {_fps(p.fps)} fps = {n16} frames at {WAN_FPS} fps"
-    if p.fps == WAN_FPS:
-        head = f"{p.frames} frames at {WAN_FPS} fps"
+    fps = s.task.fps
+    n16 = diffpipe_frames(p.frames, p.fps, fps)
+    head = f"{p.frames} frames at {_fps(p.fps)} fps = {n16} frames at {fps} fps"
+    if p.fps == fps:
+        head = f"{p.frames} frames at {fps} fps"
     if n16 <= 1:
         return Verdict(level="drop", text=f"{head}: diffpipe takes it for an image, not a video")
     bucket = diffpipe_bucket(n16, s.frames)

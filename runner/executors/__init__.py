@@ -52,9 +52,10 @@ class Executor(Protocol):
     def check_gpus(self) -> None: ...
     def check_image(self, ref: str, build: str) -> None:
         """The image is on the target (a remote host receives it here); build: `runner build` arguments for the fix."""
-    def check_models(self, root: Path, missing: dict[str, Path]) -> None:
+    def check_models(self, root: Path, missing: dict[str, Path], download: str | None = None) -> None:
         """Refuse the job when model files it uses are missing on the target (job field → path under root on this
-        machine; runner.job.checks.missing_model_files: resolving the job looked them up there)."""
+        machine; runner.job.checks.missing_model_files: resolving the job looked them up there); download: the
+        `runner download` arguments that fetch them (runner.models.presets.download_args), for the fix."""
     def port_free(self, port: int) -> bool: ...
 
     # --- mounts: the target's side of each volume --------------------------------------------------

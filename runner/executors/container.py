@@ -38,6 +38,7 @@ class ContainerSpec:
     user: str  # "UID:GID" of the invoking user, so files written to mounts are theirs
     workdir: str
     gpus: bool = True
+    gpu_ids: tuple[int, ...] = ()  # with gpus: the host's GPUs (nvidia-smi indices) the container gets; () = all of them
     gpu_count: int = 0  # GPUs the job trains on per machine: what a scheduler reserves (engines give the container all of them)
     shm_size: str = "16g"
     ulimits: dict[str, int] = field(default_factory=dict)
@@ -73,7 +74,7 @@ class ContainerSpec:
             "env": {k: v for k, v in self.env.items() if k not in secret},
             "mounts": list(self.mounts),
             "container": {"image": self.image, "command": self.command, "user": self.user, "workdir": self.workdir, "gpus": self.gpus,
-                          "shm_size": self.shm_size, "ulimits": self.ulimits, "secret_env": sorted(secret)},
+                          "gpu_ids": list(self.gpu_ids), "shm_size": self.shm_size, "ulimits": self.ulimits, "secret_env": sorted(secret)},
         }
 
     @classmethod
@@ -85,6 +86,7 @@ class ContainerSpec:
         if unset:
             raise UserError("plan.json", f"names secret variables that are not set here: {', '.join(unset)}.", "export them, then start it again.")
         env = {**plan["env"], **{k: environ[k] for k in secret}}
+        container["gpu_ids"] = tuple(container.get("gpu_ids", ()))
         return cls(name=name, mounts=[Mount(**m) for m in plan["mounts"]], env=env, **container)
 
     def sdk_kwargs(self) -> dict:
@@ -105,7 +107,9 @@ class ContainerSpec:
             labels=self.labels,
             detach=True,
         )
-        if self.gpus:
+        if self.gpus and self.gpu_ids:
+            kw["device_requests"] = [DeviceRequest(device_ids=[str(i) for i in self.gpu_ids], capabilities=[["gpu"]])]
+        elif self.gpus:
             kw["device_requests"] = [DeviceRequest(count=-1, capabilities=[["gpu"]])]
         return kw
 
@@ -118,7 +122,8 @@ class ContainerSpec:
         argv += ["--network", "host", "--shm-size", self.shm_size]
         argv += [f"--ulimit={n}={v}:{v}" for n, v in self.ulimits.items()]
         if self.gpus:
-            argv += ["--gpus", "all"]
+            # several ids need the inner quotes: docker reads --gpus as CSV, where "device=0,1" would split at the comma
+            argv += ["--gpus", f'"device={",".join(map(str, self.gpu_ids))}"' if self.gpu_ids else "all"]
         for v in docker_volumes(self.mounts):
             argv += ["--volume", v]
         for k, v in self.config_env().items():

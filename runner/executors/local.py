@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shlex
 import socket
 import time
 from pathlib import Path
@@ -116,9 +117,10 @@ class LocalDocker:
         if find_image(self.client, ref) is None:
             raise UserError(f"image {ref}", "is not built on this machine.", f"run `runner build {build}`.")
 
-    def check_models(self, root: Path, missing: dict[str, Path]) -> None:
+    def check_models(self, root: Path, missing: dict[str, Path], download: str | None = None) -> None:
+        command = f"runner download {download} --to {shlex.quote(str(root))}" if download else "runner download"
         preflight.check_model_files(str(root), root, missing, "this machine",
-                                    "download them (`runner download`) or correct the paths, which are relative to models.root.")
+                                    f"download them (`{command}`) or correct the paths, which are relative to models.root.")
 
     def prepare_mounts(self, spec: ContainerSpec, sources: list[Mount], by_content: bool = False) -> None:
         """Inputs must exist; runner-owned folders (outputs, cache, HF cache) are created for the user.

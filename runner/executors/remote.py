@@ -78,7 +78,7 @@ class RemoteDocker:
         missing = missing_files(self.shell, "/", [paths["models"].lstrip("/")])
         if missing:
             raise UserError(f"host {self.host}", f"has no models folder {paths['models']}.",
-                            f"put the model files there (e.g. `runner download … --to {paths['models']}` on the host, or scp), "
+                            f"let the host download them (`runner download PRESET --host {self.host}` makes the folder), or copy them there with scp, "
                             f"or point the host at them: `runner hosts add {self.host} --ssh {self.spec_host.ssh} --models DIR`.")
         preflight.make_dirs(self.shell, [paths["data"], paths["cache"], paths["outputs"]])
         free = preflight.free_bytes(self.shell, [paths["cache"], paths["outputs"]])
@@ -93,12 +93,12 @@ class RemoteDocker:
         self.check_folders()
         image_transfer.ensure(self.shell, client(), ref, build, self.info().get("DockerRootDir", "/var/lib/docker"), self.console)
 
-    def check_models(self, root: Path, missing: dict[str, Path]) -> None:
+    def check_models(self, root: Path, missing: dict[str, Path], download: str | None = None) -> None:
         """Model files are not synced (tens of GB): they must be on the host, in the layout of models.root."""
         host_models = self.folder("models")
+        fetch = f"let the host download them: `runner download {download} --host {self.host}`, or copy" if download else "copy"
         preflight.check_model_files(host_models, root, missing, f"host {self.host}",
-                                    f"put them there in the layout of models.root: `runner download … --to {host_models}` on the host, or "
-                                    f"`scp -r {root}/. {self.spec_host.ssh}:{host_models}/` from here.")
+                                    f"{fetch} them there in the layout of models.root: `scp -r {root}/. {self.spec_host.ssh}:{host_models}/` from here.")
 
     def port_free(self, port: int) -> bool:
         """Not used by a runner container on the host (from any machine) nor by anything listening there."""

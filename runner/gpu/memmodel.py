@@ -60,7 +60,29 @@ class MemoryFit:
     caching: dict[str, CachingFit] = field(default_factory=dict)
 
 
+# Model sizes no GPU run has measured yet, estimated from a measured size of the same depth: the weights' share of the
+# intercept swapped for this model's weights, the per-token slope scaled by the width (activations per token grow with
+# dim). UNMEASURED until bench/gpu_jobs' TI2V-5B runs are fitted in (bench/README.md "GPU runs").
+SCALED_FROM = {"5B": "1.3B"}
+
+
+def measured(task: str) -> bool:
+    return task not in SCALED_FROM
+
+
+def _scaled(fit: MemoryFit, task: str, weights: Weights, ckpt: Checkpointing, trainer: str) -> tuple[float, float] | None:
+    base = SCALED_FROM[task]
+    lin = _linear(fit, base, weights, ckpt, trainer)
+    if lin is None:
+        return None
+    bytes_per_param = 2 if weights == "bf16" else 1
+    weights_delta = ARCH[task].layers * ARCH[task].block_gib(bytes_per_param) - ARCH[base].layers * ARCH[base].block_gib(bytes_per_param)
+    return lin[0] + weights_delta, lin[1] * ARCH[task].dim / ARCH[base].dim
+
+
 def _linear(fit: MemoryFit, task: str, weights: Weights, ckpt: Checkpointing, trainer: str) -> tuple[float, float] | None:
+    if not measured(task):
+        return _scaled(fit, task, weights, ckpt, trainer)
     gc = "none" if ckpt == "none" else "gc"
     for table, key in ((fit.trainer_linear, (trainer, task, weights, gc)), (fit.linear, (task, weights, gc))):
         if key in table:
@@ -77,7 +99,7 @@ def _linear(fit: MemoryFit, task: str, weights: Weights, ckpt: Checkpointing, tr
 
 def outside_gib(fit: MemoryFit, trainer: str, task: str) -> float:
     """Memory outside PyTorch's allocator while training: measured per trainer, else musubi's per model size."""
-    return fit.trainer_outside_gib.get(trainer, fit.outside_allocator_gib[task])
+    return fit.trainer_outside_gib.get(trainer, fit.outside_allocator_gib[SCALED_FROM.get(task, task)])
 
 
 def gpu_gib(fit: MemoryFit, task: str, weights: Weights, ckpt: Checkpointing, swap: int, tokens: int,
@@ -92,7 +114,8 @@ def gpu_gib(fit: MemoryFit, task: str, weights: Weights, ckpt: Checkpointing, sw
         slope -= fit.offload_fraction * arch.checkpoint_gib_per_token()
     mem = intercept + slope * tokens
     if swap:
-        overhead = fit.trainer_swap_overhead_gib.get((trainer, task), fit.swap_overhead_gib[task])
+        like = SCALED_FROM.get(task, task)
+        overhead = fit.trainer_swap_overhead_gib.get((trainer, like), fit.swap_overhead_gib[like])
         mem += overhead - swap * arch.block_gib(2 if weights == "bf16" else 1)
     mem += (arch.lora_params(rank) - arch.lora_params(MEASURED_RANK)) * LORA_BYTES_PER_PARAM / GIB
     if adam_8bit:

@@ -13,10 +13,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-from runner.gpu.memmodel import Checkpointing, MemoryFit, gpu_gib, host_gib, outside_gib
+from runner.gpu.memmodel import Checkpointing, MemoryFit, dit_bf16_gib, gpu_gib, host_gib, measured, outside_gib
 from runner.gpu.memory_fit import FIT
 from runner.gpu.wan import latent_tokens
-from runner.spec import DEFAULT_VIDEO_FRAMES, Memory
+from runner.spec import DEFAULT_VIDEO_FRAMES, Memory, Task, experts
 
 HOST_RESERVE_GIB = 4.0  # OS, dataloader workers, page cache for the caches
 LOW_VRAM_GIB = 2.0  # within this much of the card, expandable segments are worth it
@@ -32,6 +32,10 @@ VERIFIED: dict[tuple[str, str], tuple[tuple[str, Checkpointing, int, bool], ...]
     ("diffpipe", "1.3B"): (("bf16", "gc", 0, False), ("fp8", "gc", 28, True)),
     ("diffpipe", "14B"): (("fp8", "gcoff", 32, True),),
 }
+# TI2V-5B has not run on a GPU yet: the settings that ran on the model of its depth (1.3B, 30 blocks), with estimates
+# scaled from it (runner.gpu.memmodel.SCALED_FROM), until bench/gpu_jobs/*5b* are measured
+VERIFIED[("musubi", "5B")] = VERIFIED[("musubi", "1.3B")]
+VERIFIED[("diffpipe", "5B")] = VERIFIED[("diffpipe", "1.3B")]
 CACHING: dict[str, tuple[tuple[str, int], ...]] = {  # (umT5 precision, text-encoder batch), cheapest last
     "musubi": (("bf16", TEXT_ENCODER_BATCH), ("fp8", TEXT_ENCODER_BATCH), ("fp8", 1)),
     "diffpipe": (("bf16", 1), ("fp8", 1)),
@@ -44,7 +48,7 @@ def margin_gib(predicted: float, fit: MemoryFit) -> float:
 
 
 def model_size(task: str) -> str:
-    return "1.3B" if "1.3B" in task else "14B"
+    return Task(task).size
 
 
 @dataclass(frozen=True)
@@ -67,6 +71,11 @@ class MemoryPlan:
     text_encoder_batch: int = 1  # texts per umT5 batch while caching (musubi's --batch_size)
     caching_gpu_gib: float = 0.0
     training_gpu_gib: float = 0.0
+    measured: bool = True  # False: the model has not run on a GPU, its estimate is scaled from another size
+
+    @property
+    def unmeasured_note(self) -> str | None:
+        return None if self.measured else f"{self.task}: estimate scaled from a measured model, not measured on a GPU yet"
 
     @property
     def activation_checkpointing(self) -> bool | str:
@@ -98,8 +107,9 @@ def _caching(trainer: str, tokens: int, vram_gib: float, fit: MemoryFit) -> tupl
 
 
 def _evaluate(task: str, trainer: str, tokens: int, vram_gib: float, ram_gib: float | None, rank: int,
-              fit: MemoryFit) -> tuple[MemoryPlan | None, MemoryPlan | None]:
-    """(first plan that fits, the plan with the least GPU memory considered)."""
+              fit: MemoryFit, dits: int = 1) -> tuple[MemoryPlan | None, MemoryPlan | None]:
+    """(first plan that fits, the plan with the least GPU memory considered). dits: DiTs one run loads (musubi's
+    A14B expert: both keeps the inactive expert in host RAM: --offload_inactive_dit, or its swapped state dict)."""
     size = model_size(task)
     t5, batch, cache_gpu, cache_host = _caching(trainer, tokens, vram_gib, fit)
     smallest: MemoryPlan | None = None
@@ -110,12 +120,12 @@ def _evaluate(task: str, trainer: str, tokens: int, vram_gib: float, ram_gib: fl
         train = alloc + outside_gib(fit, trainer, size)
         need = max(train, cache_gpu)
         margin = margin_gib(need, fit)
-        host = max(host_gib(fit, size, ckpt, tokens, trainer=trainer, swap=swap), cache_host)
+        host = max(host_gib(fit, size, ckpt, tokens, trainer=trainer, swap=swap) + (dits - 1) * dit_bf16_gib(size), cache_host)
         host_ok = ram_gib is None or host + HOST_RESERVE_GIB <= ram_gib
         fits = need + margin <= vram_gib and host_ok
         plan = MemoryPlan(task, trainer, tokens, vram_gib, ram_gib, fits, "bfloat16" if weights == "bf16" else "float8",
                     ckpt, swap, adam8, round(need, 2), round(margin, 2), round(host, 1), (),
-                    "bfloat16" if t5 == "bf16" else "float8", batch, round(cache_gpu, 2), round(train, 2))
+                    "bfloat16" if t5 == "bf16" else "float8", batch, round(cache_gpu, 2), round(train, 2), measured(size))
         if fits:
             return plan, plan
         if smallest is None or need < smallest.gpu_gib:
@@ -124,24 +134,24 @@ def _evaluate(task: str, trainer: str, tokens: int, vram_gib: float, ram_gib: fl
 
 
 def plan(task: str, trainer: str, width: int, height: int, frames: int, batch: int, vram_gib: float,
-         ram_gib: float | None = None, rank: int = 32, fit: MemoryFit = FIT) -> MemoryPlan:
-    tokens = latent_tokens(width, height, frames) * batch
-    found, smallest = _evaluate(task, trainer, tokens, vram_gib, ram_gib, rank, fit)
+         ram_gib: float | None = None, rank: int = 32, fit: MemoryFit = FIT, dits: int = 1) -> MemoryPlan:
+    tokens = latent_tokens(width, height, frames, model_size(task)) * batch
+    found, smallest = _evaluate(task, trainer, tokens, vram_gib, ram_gib, rank, fit, dits)
     if found:
         return found
     assert smallest is not None
     return MemoryPlan(**{**smallest.__dict__, "fits": False,
-                   "suggestions": tuple(_what_would_fit(task, trainer, width, height, frames, batch, vram_gib, ram_gib, rank, fit, smallest))})
+                   "suggestions": tuple(_what_would_fit(task, trainer, width, height, frames, batch, vram_gib, ram_gib, rank, fit, smallest, dits))})
 
 
 def _what_would_fit(task: str, trainer: str, width: int, height: int, frames: int, batch: int, vram_gib: float,
-                    ram_gib: float | None, rank: int, fit: MemoryFit, smallest: MemoryPlan) -> list[str]:
+                    ram_gib: float | None, rank: int, fit: MemoryFit, smallest: MemoryPlan, dits: int) -> list[str]:
     out = []
     if ram_gib is not None and smallest.host_gib + HOST_RESERVE_GIB > ram_gib:
         out.append(f"more host RAM: at least {smallest.host_gib + HOST_RESERVE_GIB:.0f} GiB for these settings")
 
     def fits(w: int, h: int, f: int, b: int) -> bool:
-        return _evaluate(task, trainer, latent_tokens(w, h, f) * b, vram_gib, ram_gib, rank, fit)[0] is not None
+        return _evaluate(task, trainer, latent_tokens(w, h, f, model_size(task)) * b, vram_gib, ram_gib, rank, fit, dits)[0] is not None
 
     if batch > 1 and fits(width, height, frames, 1):
         out.append("batch size 1 (use gradient accumulation for a larger effective batch)")
@@ -163,12 +173,13 @@ def _what_would_fit(task: str, trainer: str, width: int, height: int, frames: in
 def plan_for_job(job, vram_gib: float, ram_gib: float | None = None) -> MemoryPlan:
     """MemoryPlan for the largest bucket of a runner.spec.Job. Apply with job.memory.model_copy(update=plan.memory_update())
     and, when plan.optimizer_type is set, job.optimizer.model_copy(update={"type": plan.optimizer_type})."""
-    best = None
+    best, size = None, job.task.size
     for ds in job.datasets:
         for res in ds.resolutions:
             w, h = (res, res) if isinstance(res, int) else res
             for f in ds.frames or DEFAULT_VIDEO_FRAMES:
-                if best is None or latent_tokens(w, h, f) > latent_tokens(*best):
+                if best is None or latent_tokens(w, h, f, size) > latent_tokens(*best, size):
                     best = (w, h, f)
     assert best is not None
-    return plan(job.task.value, job.trainer.value, *best, job.schedule.batch_size, vram_gib, ram_gib, job.lora.rank)
+    dits = len(experts(job)) if job.trainer.value == "musubi" else 1  # diffusion-pipe trains one expert per run
+    return plan(job.task.value, job.trainer.value, *best, job.schedule.batch_size, vram_gib, ram_gib, job.lora.rank, dits=max(dits, 1))

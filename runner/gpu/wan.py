@@ -1,4 +1,7 @@
-"""Wan2.1 DiT shapes that memory depends on (from the official configs, as in musubi's wan/configs)."""
+"""Wan DiT shapes that memory depends on (from the official configs, as in musubi's wan/configs and diffusion-pipe's
+models/wan/configs.py at the pins). Wan2.2 A14B experts have the 14B shapes (t2v_A14B/i2v_A14B: dim 5120, ffn 13824,
+40 layers, 40 heads); TI2V-5B is dim 3072, ffn 14336, 30 layers, 24 heads, with the Wan2.2 VAE (vae_stride (4, 16, 16),
+z_dim 48: 16x16 spatial, 4x temporal compression, 48 latent channels)."""
 
 from __future__ import annotations
 
@@ -33,9 +36,17 @@ class WanArch:
         return self.layers * self.dim * 2 / GIB
 
 
-ARCH = {"1.3B": WanArch(layers=NUM_BLOCKS["1.3B"], dim=1536, ffn=8960), "14B": WanArch(layers=NUM_BLOCKS["14B"], dim=5120, ffn=13824)}
+ARCH = {
+    "1.3B": WanArch(layers=NUM_BLOCKS["1.3B"], dim=1536, ffn=8960),
+    "14B": WanArch(layers=NUM_BLOCKS["14B"], dim=5120, ffn=13824),
+    "5B": WanArch(layers=NUM_BLOCKS["5B"], dim=3072, ffn=14336),
+}
+# the VAE's spatial compression per model size: Wan2.1_VAE 8x, Wan2.2_VAE (TI2V-5B) 16x
+VAE_SPATIAL = {"1.3B": 8, "14B": 8, "5B": 16}
 
 
-def latent_tokens(width: int, height: int, frames: int) -> int:
-    """DiT sequence length: the VAE keeps the first frame and compresses 4x in time, 8x in space; patches are 2x2."""
-    return ((frames - 1) // 4 + 1) * (height // 16) * (width // 16)
+def latent_tokens(width: int, height: int, frames: int, size: str = "14B") -> int:
+    """DiT sequence length: the VAE keeps the first frame and compresses 4x in time, 8x (TI2V-5B 16x) in space;
+    patches are 2x2."""
+    side = 2 * VAE_SPATIAL[size]
+    return ((frames - 1) // 4 + 1) * (height // side) * (width // side)

@@ -16,7 +16,7 @@ from typing import Callable, Iterator
 from runner import mounts
 from runner.errors import JobInvalid, UserError
 from runner.models import modelfiles, weights
-from runner.spec import Job, Trainer, is_4k_plus_1, max_blocks_to_swap, round_4k1
+from runner.spec import Job, Task, Trainer, experts, is_4k_plus_1, max_blocks_to_swap, round_4k1
 from runner.trainers import diffpipe, musubi
 from runner.trainers.resolved import ResolvedJob
 
@@ -121,7 +121,7 @@ def blocks_to_swap_limit(job: Job) -> Iterator[UserError]:
     if n > limit:
         yield UserError(
             "memory.blocks_to_swap",
-            f"{n} is over the limit for Wan2.1-{job.task.size} ({job.task.num_blocks} blocks) with "
+            f"{n} is over the limit for Wan-{job.task.size} ({job.task.num_blocks} blocks) with "
             f"{job.trainer.value}; the trainer asserts blocks_to_swap <= {limit} and stops after loading the model.",
             f"use at most {limit}.",
         )
@@ -224,18 +224,39 @@ def dataset_kind_mismatch(index: int, declared: str, holds: str) -> UserError:
 def i2v_needs_video(job: Job) -> Iterator[UserError]:
     if not job.task.is_i2v:
         return
+    frames = "the first and the last frame of each clip" if job.task.is_flf2v else "the first frame"
     for i, d in enumerate(job.datasets):
         if d.frames == [1]:
             yield UserError(
                 f"datasets[{i}].frames",
-                f"[1] trains on single images, but {job.task.value} learns motion from the first frame: both "
-                "trainers need videos for I2V (diffusion-pipe: 'i2v must train on videos').",
+                f"[1] trains on single images, but {job.task.value} learns motion from {frames}: both "
+                "trainers need videos for I2V (diffusion-pipe: 'i2v/flf2v must train on videos').",
                 "give video frame counts such as [33] and a folder of videos.",
             )
 
 
+def task_for_trainer(job: Job) -> Iterator[UserError]:
+    """Tasks one trainer cannot train at its pin."""
+    if job.trainer is Trainer.musubi and job.task.value in musubi.UNSUPPORTED_TASKS:
+        yield UserError("task", f"{job.task.value}: {musubi.UNSUPPORTED_TASKS[job.task.value]}.",
+                        f"use trainer: diffpipe for {job.task.value}.")
+
+
+def expert_choice(job: Job) -> Iterator[UserError]:
+    if job.expert is not None and not job.task.has_experts:
+        yield UserError("expert", f"is set, but {job.task.value} is one DiT; only Wan2.2 A14B (t2v-A14B, i2v-A14B) has experts.",
+                        "remove expert:, or use task t2v-A14B or i2v-A14B.")
+
+
 def samples_need_t2v(job: Job) -> Iterator[UserError]:
-    if job.task.is_i2v and job.samples.prompts:
+    if job.task.is_wan22 and job.samples.prompts:
+        yield UserError(
+            "samples.prompts",
+            f"runner's samples of {job.task.value} are not built yet: they run musubi's wan_generate_video.py with one DiT, "
+            "and Wan2.2 needs its experts (A14B) or a model musubi has no task for (TI2V-5B).",
+            "remove samples.prompts for a Wan2.2 job (run wan_generate_video.py --dit --dit_high_noise by hand).",
+        )
+    elif job.task.is_i2v and job.samples.prompts:
         yield UserError(
             "samples.prompts",
             f"{job.task.value} samples from a start image per prompt, which runner does not pass to the trainer yet.",
@@ -257,11 +278,14 @@ def dataset_contents(r: ResolvedJob) -> Iterator[UserError]:
 
 
 def used_model_files(job: Job, files: modelfiles.ModelFiles) -> dict[str, Path]:
-    """Job field → host path of every model file or folder the trainer opens."""
+    """Job field → host path of every model file or folder the trainer opens (of an A14B job, the experts it trains)."""
+    chosen = experts(job)
+    dits = {"models.dit": files.dit if not chosen or "low" in chosen else None,
+            "models.dit_high_noise": files.dit_high_noise if "high" in chosen else None}
     if job.trainer is Trainer.diffpipe:
-        used = {"models.ckpt_dir": files.ckpt_dir, "models.dit": files.dit, "models.t5": files.t5 if files.t5_outside_ckpt else None}
+        used = {"models.ckpt_dir": files.ckpt_dir, **dits, "models.t5": files.t5 if files.t5_outside_ckpt else None}
     else:
-        used = {"models.dit": files.dit, "models.vae": files.vae, "models.t5": files.t5, "models.clip": files.clip}
+        used = {**dits, "models.vae": files.vae, "models.t5": files.t5, "models.clip": files.clip}
     return {f: p for f, p in used.items() if p is not None}
 
 
@@ -295,8 +319,30 @@ def model_files(r: ResolvedJob) -> Iterator[UserError]:
         if isinstance(problem, str):  # a file inside ckpt_dir that diffusion-pipe reads is the folder's problem
             yield UserError(field_of.get(path, "models.ckpt_dir"), f"{path} cannot be read as {path.suffix} ({problem}).",
                             "download it again (`runner download` verifies sizes and hashes).")
-    if files.dit is not None and isinstance(r.headers.get(files.dit), dict):
-        yield from _dit_file(job, files.dit, r.headers[files.dit])
+    yield from _experts(job, files)
+    for field, path in used_model_files(job, files).items():
+        if field in DIT_FIELDS and isinstance(r.headers.get(path), dict):
+            yield from _dit_file(job, path, r.headers[path], field)
+
+
+DIT_FIELDS = ("models.dit", "models.dit_high_noise")
+EXPERT_WORDS = {"models.dit": ("low_noise", "high_noise"), "models.dit_high_noise": ("high_noise", "low_noise")}
+
+
+def _experts(job: Job, files: modelfiles.ModelFiles) -> Iterator[UserError]:
+    """An A14B expert file in the other expert's place. The two experts have the same shapes and keys, so only their
+    names (the official folders low_noise_model/high_noise_model, ComfyUI's wan2.2_*_low_noise_* / *_high_noise_*) tell."""
+    for field, path in used_model_files(job, files).items():
+        if field not in EXPERT_WORDS:
+            continue
+        own, other = EXPERT_WORDS[field]
+        if other in str(path).lower() and own not in str(path).lower():
+            yield UserError(field, f"{path} is named as the {other.replace('_', '-')} expert, but {field} is the "
+                            f"{own.replace('_', '-')} expert's DiT; training it on the other expert's timesteps makes a LoRA for neither.",
+                            f"point {field} at the {own} DiT (the official {own}_model folder or ComfyUI's wan2.2_*_{own}_14B file).")
+    if "high" in experts(job) and files.dit_high_noise is None:
+        yield from _unset("models.dit_high_noise", f"expert: {job.expert} trains the high-noise expert",
+                          "set models.dit_high_noise (a preset fills it once `runner download` has fetched it), or train expert: low.")
 
 
 _KIND_FIX = {
@@ -318,7 +364,7 @@ def model_path_kinds(r: ResolvedJob) -> Iterator[UserError]:
     paths = {"root": files.root, **{name: getattr(files, name) for name in modelfiles.FIELDS}}
     for name, path in paths.items():
         kind, expected = r.kinds.get(path), modelfiles.EXPECTED_KIND[name]
-        if path is None or kind in (None, "missing", expected):
+        if path is None or kind in (None, "missing", expected) or (kind == "folder" and _expert_folder(r.job, name)):
             continue
         if kind == "outside":
             yield UserError(f"models.{name}", f"{path} {_OUTSIDE[0]}", _OUTSIDE[1])
@@ -327,10 +373,17 @@ def model_path_kinds(r: ResolvedJob) -> Iterator[UserError]:
                             _KIND_FIX.get(name, f"set models.{name} to the {name} file itself, relative to models.root."))
 
 
+def _expert_folder(job: Job, name: str) -> bool:
+    """diffusion-pipe takes an official A14B expert folder (config.json and shards) as transformer_path."""
+    return job.trainer is Trainer.diffpipe and job.task.has_experts and name in ("dit", "dit_high_noise")
+
+
 def ckpt_dir_needs(job: Job, files: modelfiles.ModelFiles) -> list[str]:
-    """What diffusion-pipe reads from the official folder (names relative to it)."""
-    needed = ["config.json", modelfiles.VAE, modelfiles.T5_TOKENIZER]
-    if job.task.is_i2v:
+    """What diffusion-pipe reads from the official folder (names relative to it): config.json, which the A14B
+    repositories keep in their expert folders only (models/wan/wan.py falls back to low_noise_model/config.json)."""
+    config = "low_noise_model/config.json" if job.task.has_experts else "config.json"
+    needed = [config, modelfiles.vae_name(job.task), modelfiles.T5_TOKENIZER]
+    if job.task.needs_clip:
         needed += [modelfiles.CLIP, modelfiles.CLIP_TOKENIZER]
     if not files.t5_outside_ckpt:
         needed.append(modelfiles.T5)
@@ -358,7 +411,7 @@ def _musubi_file_names(r: ResolvedJob) -> Iterator[UserError]:
             f"Wan's own key names and fails on this file.",
             f"use {modelfiles.T5} from the official Wan2.1 repository.",
         )
-    if job.task.is_i2v and files.clip is None:
+    if job.task.needs_clip and files.clip is None:
         yield from _unset("models.clip", "musubi-tuner's I2V training needs the official CLIP (--clip)", "set models.clip or models.ckpt_dir.")
     if files.clip is not None and files.clip.name != modelfiles.CLIP:
         yield UserError(
@@ -367,29 +420,37 @@ def _musubi_file_names(r: ResolvedJob) -> Iterator[UserError]:
             "vision tower and musubi's strict load fails (musubi-tuner #152).",
             f"use {modelfiles.CLIP} from Wan-AI/Wan2.1-I2V-14B-720P.",
         )
-    if files.dit is None:
-        yield from _unset("models.dit", "musubi-tuner needs a DiT file (--dit)", "set models.dit to a bf16 or fp16 Wan2.1 DiT .safetensors.")
+    if files.dit is None and "models.dit_high_noise" not in used_model_files(job, files):
+        yield from _unset("models.dit", "musubi-tuner needs a DiT file (--dit)", "set models.dit to a bf16 or fp16 Wan DiT .safetensors.")
 
 
-def _dit_file(job: Job, path: Path, header: dict) -> Iterator[UserError]:
+# what each task's DiT is (weights.WeightsInfo.variant)
+VARIANTS = {Task.t2v_1_3b: "t2v", Task.t2v_14b: "t2v", Task.i2v_14b_480p: "i2v", Task.i2v_14b_720p: "i2v",
+            Task.t2v_a14b: "t2v", Task.i2v_a14b: "i2v-v2", Task.flf2v_14b: "flf2v", Task.ti2v_5b: "ti2v"}
+VARIANT_WORDS = {"t2v": "a T2V", "i2v": "a Wan2.1 I2V", "i2v-v2": "a Wan2.2 I2V (A14B)", "flf2v": "an FLF2V", "ti2v": "a TI2V-5B"}
+
+
+def _dit_file(job: Job, path: Path, header: dict, field: str = "models.dit") -> Iterator[UserError]:
     info = weights.info(header)
     if info.fp8_scaled:
         yield UserError(
-            "models.dit",
+            field,
             f"{path.name} is a ComfyUI fp8_scaled file (fp8 weights with per-tensor scales); neither trainer can "
             "load it: diffusion-pipe rejects it and musubi-tuner does not support it.",
             "use the bf16 or fp16 DiT and set memory.transformer_dtype: float8 to train in fp8.",
         )
         return
     if info.size and info.size != job.task.size:
+        family = "Wan2.2" if info.size == "5B" else "Wan2.1"
         yield UserError(
-            "models.dit",
-            f"{path.name} is a Wan2.1-{info.size} DiT but task is {job.task.value}; loading fails with shape mismatches.",
+            field,
+            f"{path.name} is a {family}-{info.size} DiT but task is {job.task.value}; loading fails with shape mismatches.",
             f"use a {job.task.size} DiT or change task.",
         )
-    if info.size and info.i2v != job.task.is_i2v:
-        kind = "an I2V" if info.i2v else "a T2V"
-        yield UserError("models.dit", f"{path.name} is {kind} DiT but task is {job.task.value}.", "match task and DiT file.")
+    elif info.size and info.variant != VARIANTS[job.task]:
+        kind = VARIANT_WORDS.get(info.variant or "", f"an unknown ({info.in_dim} input channels)")
+        yield UserError(field, f"{path.name} is {kind} DiT but task is {job.task.value}, which needs {VARIANT_WORDS[VARIANTS[job.task]]} DiT; "
+                        "the trainer would fail on missing or extra weights, or train the wrong model.", "match task and DiT file.")
     yield from _dit_dtype(job, path.name, info.dtype)
 
 
@@ -414,6 +475,8 @@ RULES: list[Rule] = [
     reserved_env,
     diffpipe_resolutions,
     i2v_needs_video,
+    task_for_trainer,
+    expert_choice,
     samples_need_t2v,
     mount_folders,
     diffpipe_shared_dataset_folder,

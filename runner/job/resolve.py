@@ -134,7 +134,7 @@ def _model_facts(job: Job, files: modelfiles.ModelFiles, target: Target) -> tupl
         wanted |= {files.ckpt_dir / name for name in checks.ckpt_dir_needs(job, files)}
     there = {p: _on_target(p, files.root, target) for p in sorted(wanted)}
     kinds = dict(zip(there, modelfiles.path_kinds(target.shell, there[files.root], list(there.values()))))
-    to_read = [files.dit]
+    to_read = [files.dit, files.dit_high_noise]
     if job.trainer is Trainer.musubi and files.t5 is not None and files.t5.suffix == ".safetensors":
         to_read.append(files.t5)
     headers: dict[Path, dict | str] = {}

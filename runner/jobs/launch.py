@@ -23,11 +23,12 @@ from runner.images import builder
 from runner.job import checks, render
 from runner.job.resolve import NothingToResume, Target
 from runner.jobs import joblock, logwatch, records, watchdog
-from runner.jobs.records import JobRecord
+from runner.jobs.records import TRAIN, JobRecord
+from runner.models.presets import download_args
 from runner.mounts import Mount
 from runner.plan import Plan
 from runner.progress import Following
-from runner.spec import Job
+from runner.spec import Job, JobRead
 from runner.trainers.resolved import Caches, Earlier, ResolvedJob
 
 def gpu_environment(inventory, job: Job, memory_plan=None) -> tuple[dict[str, str], str]:
@@ -57,26 +58,57 @@ def target_of(executor: Executor, gpus: bool) -> Target:
                   output_dir)
 
 
-def start(job_file: Path, executor: Executor, settings: config.Settings, console: Console,
-          earlier: Earlier = Earlier.refuse) -> JobRecord:
-    """Resolve the job against its executor's machine, render and start it; returns its record (status running, or
-    stopped when `runner stop` ended it while it started). earlier: what to do when the job's output folder holds an
-    earlier run's LoRAs or checkpoints.
+class Run:
+    """A kind of run started by `start`: training (this class) or sampling (runner.jobs.sample.Sampling). What the
+    kinds share — GPUs, image, job lock, record, container with its secrets on stdin — is `start`'s; a kind says how
+    the job is resolved, which model files it needs and what its container runs."""
+
+    kind = TRAIN
+
+    def __init__(self, earlier: Earlier = Earlier.refuse):
+        self.earlier = earlier  # what to do when the job's output folder holds an earlier run's LoRAs or checkpoints
+
+    def resolve(self, job_file: Path, there: Target, read: JobRead | None) -> ResolvedJob:
+        """The job resolved on the executor's machine, refused (UserError) before anything is written or started."""
+        resolved = render.load_checked(job_file, there, plan_needed=there.gpus, earlier=self.earlier, read=read)
+        if resolved.job.memory.auto and resolved.inventory is None:
+            raise UserError("memory: auto", "needs a GPU to plan for, and RUNNER_GPUS=none starts containers without one.", "set memory settings explicitly")
+        return resolved
+
+    def missing_models(self, resolved: ResolvedJob, there: Target) -> dict[str, Path]:
+        return checks.missing_model_files(resolved)
+
+    def plan(self, resolved: ResolvedJob, job_dir: Path, master_port: int) -> Plan:
+        return render.trainer_plan(resolved, job_dir, master_port=master_port)
+
+    def facts(self, resolved: ResolvedJob) -> dict:
+        """plan.json's facts of this kind of run; watchdog.Guard reads the schedule."""
+        return {"schedule": watchdog.schedule_of(resolved).to_json()}
+
+    def fingerprints(self, resolved: ResolvedJob) -> dict[str, str]:
+        """The cache fingerprints a successful run records as fresh (runner.jobs.launch.end)."""
+        return resolved.fingerprints
+
+
+def start(job_file: Path, executor: Executor, settings: config.Settings, console: Console, run: Run,
+          read: JobRead | None = None, gpu_ids: tuple[int, ...] = ()) -> JobRecord:
+    """Resolve the job against its executor's machine, take its lock, render and start the run; returns its record
+    (status running). read: the job file as the command read it already (runner.spec.read_job); gpu_ids: the host's
+    GPUs the container gets (runner.jobs.placement), () for all of them.
 
     The job folder's plan.json is written once, after the container is fully decided: it lists the mounts as
     the target sees them, the whole environment (secrets by name only) and the facts the settings came from."""
     with _starting(executor) as prepared:
-        spec = _prepare(job_file, executor, settings, console, earlier, prepared)
+        spec = _prepare(job_file, executor, settings, console, run, read, gpu_ids, prepared)
         prepared[0].scheduler_id = executor.start(spec)
         return _running(prepared[0], executor, console)
 
 
-def start_array(job_files: list[Path], executor, settings: config.Settings, console: Console,
-                earlier: Earlier = Earlier.refuse) -> list[JobRecord]:
+def start_array(job_files: list[Path], executor, settings: config.Settings, console: Console, run: Run) -> list[JobRecord]:
     """Several jobs as one submission of a scheduler (a Slurm job array: runner.executors.slurm), each its own run
     and record; when one cannot start, none is submitted."""
     with _starting(executor) as prepared:
-        specs = [_prepare(f, executor, settings, console, earlier, prepared) for f in job_files]
+        specs = [_prepare(f, executor, settings, console, run, None, (), prepared) for f in job_files]
         for record, scheduler_id in zip(prepared, executor.submit(specs)):
             record.scheduler_id = scheduler_id
         return [_running(r, executor, console) for r in prepared]
@@ -99,25 +131,25 @@ def _starting(executor: Executor) -> Iterator[list[JobRecord]]:
         raise
 
 
-def _prepare(job_file: Path, executor: Executor, settings: config.Settings, console: Console, earlier: Earlier,
-             prepared: list[JobRecord]) -> ContainerSpec:
+def _prepare(job_file: Path, executor: Executor, settings: config.Settings, console: Console, run: Run, read: JobRead | None,
+             gpu_ids: tuple[int, ...], prepared: list[JobRecord]) -> ContainerSpec:
     """Resolve the job, take its lock, stage it on the target; its record (status created) is added to `prepared`."""
     gpus = records.gpus_wanted()
     if gpus:
         executor.check_gpus()
     there = target_of(executor, bool(gpus))
-    run = resolve(job_file, there, executor, settings, earlier, console)
-    job, ref = run.resolved.job, run.image
-    rid = records.new_id(job.name)
+    staging = resolve(job_file, there, executor, settings, run, console, read)
+    job, ref = staging.resolved.job, staging.image
+    rid = records.new_id(job.name if run.kind == TRAIN else f"{job.name}-{run.kind}")
     record = JobRecord(
-        id=rid, name=job.name, trainer=job.trainer.value, host=executor.host, image=ref, container=f"runner-{rid}",
-        job_file=str(job_file.resolve()), output_dir=str(job.output / job.name),
+        id=rid, name=job.name, kind=run.kind, trainer=job.trainer.value, host=executor.host, image=ref, container=f"runner-{rid}",
+        job_file=str(job_file.resolve()), output_dir=str(job.output / job.name), gpu_ids=list(gpu_ids),
     )
     record.locked = joblock.claim(executor, record, there.output_dir(job))  # before anything is sent or written: a second run launches nothing
     prepared.append(record)
-    executor.check_image(ref, run.build)  # a remote host receives the image here: after the cheap checks
+    executor.check_image(ref, staging.build)  # a remote host receives the image here: after the cheap checks
     record.master_port = records.free_master_port(executor.host, executor.port_free)
-    spec = staged(run, record, executor, settings)
+    spec = staged(run, staging, record, executor, settings)
     record.started = records.now()
     record.save()  # status created: `runner ps` knows the container before it exists
     return spec
@@ -135,7 +167,7 @@ def _running(record: JobRecord, executor: Executor, console: Console) -> JobReco
 
 
 @dataclasses.dataclass(frozen=True)
-class Resolved:
+class Staging:
     """A job resolved on its target, with what its container needs: the GPUs' environment and the image."""
 
     resolved: ResolvedJob
@@ -145,38 +177,36 @@ class Resolved:
     build: str  # `runner build` arguments of that image, for the fix when it is missing
 
 
-def resolve(job_file: Path, there: Target, executor: Executor, settings: config.Settings, earlier: Earlier, console: Console) -> Resolved:
-    """Resolve, check and plan the job on its target (earlier: what to do with an earlier run's files); the model
-    files it uses must be there."""
-    resolved = render.load_checked(job_file, there, plan_needed=there.gpus, earlier=earlier)
+def resolve(job_file: Path, there: Target, executor: Executor, settings: config.Settings, run: Run, console: Console,
+            read: JobRead | None = None) -> Staging:
+    """Resolve and check the job on its target as `run` does; the model files it uses must be there."""
+    resolved = run.resolve(job_file, there, read)
     job, inventory = resolved.job, resolved.inventory
-    if job.memory.auto and inventory is None:
-        raise UserError("memory: auto", "needs a GPU to plan for, and RUNNER_GPUS=none starts containers without one.", "set memory settings explicitly")
     for note in resolved.notes:
         console.print(note)
     gpu_env, variant_name = gpu_environment(inventory, job, resolved.memory_plan)
     pins = builder.load_pins(job.trainer.value, variant_name, pins_file=settings.pins)
-    executor.check_models(job.models.root, checks.missing_model_files(resolved))
+    executor.check_models(job.models.root, run.missing_models(resolved, there), download_args(job.models.preset, job.models.format, job.trainer))
     build = job.trainer.value if variant_name == "default" else f"{job.trainer.value} --variant {variant_name}"
-    return Resolved(resolved, gpu_env, variant_name, builder.image_ref(pins, settings.ca_bundle), build)
+    return Staging(resolved, gpu_env, variant_name, builder.image_ref(pins, settings.ca_bundle), build)
 
 
-def staged(run: Resolved, record: JobRecord, executor: Executor, settings: config.Settings) -> ContainerSpec:
+def staged(run: Run, staging: Staging, record: JobRecord, executor: Executor, settings: config.Settings) -> ContainerSpec:
     """Render the run's plan into its job folder, stage the mounts on the target and return its container; the
     record gets the fingerprints to keep and the environment's names."""
-    resolved, job = run.resolved, run.resolved.job
-    plan = render.trainer_plan(resolved, record.job_dir, master_port=record.master_port)
+    resolved, job = staging.resolved, staging.resolved.job
+    plan = run.plan(resolved, record.job_dir, record.master_port)
     target = executor.host_mounts(plan.mounts, job.name, record.container)
-    env = {**config.network_env(settings), **run.gpu_env, **plan.env}  # the job's own `env:` (in plan.env) wins
-    gpus = records.gpus_wanted()
+    record.fingerprints = run.fingerprints(resolved)
+    env = {**config.network_env(settings), **staging.gpu_env, **plan.env}  # the job's own `env:` (in plan.env) wins
     spec = ContainerSpec(
-        image=run.image, name=record.container, command=RUN_PLAN, mounts=target, env=env, user=executor.user,
-        workdir=plan.workdir, gpus=gpus, gpu_count=job.gpus, shm_size=settings.shm_size, ulimits=settings.ulimits,
+        image=staging.image, name=record.container, command=RUN_PLAN, mounts=target, env=env, user=executor.user,
+        workdir=plan.workdir, gpus=records.gpus_wanted(), gpu_ids=tuple(record.gpu_ids), gpu_count=job.gpus,
+        shm_size=settings.shm_size, ulimits=settings.ulimits,
         labels={LABEL_RECORD: record.id, LABEL_JOB: job.name, LABEL_PORT: str(record.master_port)},
     )
-    render.write(as_run(plan, spec, job, facts(executor, resolved, run.variant)), record.job_dir)
+    render.write(as_run(plan, spec, job, {**facts(executor, resolved, staging.variant), **run.facts(resolved)}), record.job_dir)
     executor.prepare_mounts(spec, sources=plan.mounts, by_content=resolved.caches is not Caches.reuse)
-    record.fingerprints = resolved.fingerprints
     record.env_names = sorted(env)
     return spec
 
@@ -195,12 +225,14 @@ def resume_held(record: JobRecord, executor: Executor, console: Console, wait_s:
             return False
         settings = config.load()
         there = target_of(executor, records.gpus_wanted())
+        run = Run(Earlier.resume)
         try:
-            run = resolve(Path(saved.job_file), there, executor, settings, Earlier.resume, console)
+            staging = resolve(Path(saved.job_file), there, executor, settings, run, console)
         except NothingToResume:
-            run = resolve(Path(saved.job_file), there, executor, settings, Earlier.refuse, console)
-        executor.check_image(run.image, run.build)
-        spec = staged(run, saved, executor, settings)
+            run = Run(Earlier.refuse)
+            staging = resolve(Path(saved.job_file), there, executor, settings, run, console)
+        executor.check_image(staging.image, staging.build)
+        spec = staged(run, staging, saved, executor, settings)
         saved.save()
         executor.release(spec)
     console.print(f"runner: {saved.id} was restarted by its scheduler; it continues from its last checkpoint")
@@ -216,8 +248,7 @@ def as_run(plan: Plan, spec: ContainerSpec, job: Job, facts: dict) -> Plan:
 def facts(executor: Executor, resolved: ResolvedJob, variant_name: str) -> dict:
     """What the target reported that the settings were chosen for (runner.job.render.facts), where, and the image variant."""
     f = render.facts(resolved)
-    return {"host": executor.host, **f, "gpus": f["gpus"] or "none (RUNNER_GPUS=none)", "image_variant": variant_name,
-            "schedule": watchdog.schedule_of(resolved).to_json()}
+    return {"host": executor.host, **f, "gpus": f["gpus"] or "none (RUNNER_GPUS=none)", "image_variant": variant_name}
 
 
 def archive(record: JobRecord, executor: Executor) -> list[str]:

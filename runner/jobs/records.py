@@ -20,9 +20,13 @@ from runner import config, files
 from runner.errors import UserError
 
 
+TRAIN, SAMPLE = "train", "sample"  # the kinds of run (runner.jobs.launch.Run)
+
+
 class JobRecord(BaseModel):
     id: str
     name: str
+    kind: str = TRAIN  # train | sample (`runner sample`)
     trainer: str
     host: str  # "local", a hosts inventory name, or "slurm:CLUSTER"
     image: str
@@ -37,6 +41,7 @@ class JobRecord(BaseModel):
     started: str = ""
     finished: str = ""
     master_port: int = 29500
+    gpu_ids: list[int] = []  # the host's GPUs (nvidia-smi indices) its container was given; [] = all of them
     env_names: list[str] = []
     stop_requested: bool = False  # `runner stop` ran: the run ends as stopped, whoever records its end
     locked: str = ""  # the lock file this run holds on its host (runner.jobs.joblock)
@@ -53,7 +58,8 @@ class JobRecord(BaseModel):
 
     @property
     def log_file(self) -> Path:
-        return self.folder / "train.log"
+        """The container's whole log, kept once the run ends: train.log, sample.log."""
+        return self.folder / f"{self.kind}.log"
 
     @property
     def ended(self) -> bool:

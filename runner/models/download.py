@@ -10,8 +10,6 @@
 
 from __future__ import annotations
 
-import hashlib
-import json
 import os
 import threading
 from dataclasses import dataclass
@@ -23,12 +21,11 @@ from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError
 from huggingface_hub.utils import disable_progress_bars, enable_progress_bars
 from rich.progress import Progress
 
-from runner import files
 from runner.errors import UserError
+from runner.models.hubfetch import Mismatch, Verified, bring, expected
 from runner.models.presets import Format, Want, get_preset, wanted
 from runner.spec import Trainer
 
-RECORD = ".runner-verified.json"
 State = Literal["present", "unverified", "partial", "missing"]
 
 
@@ -53,17 +50,17 @@ class Item:
         return self.folder / ".cache" / "huggingface" / "download" / Path(self.filename).parent
 
 
-def _endpoint() -> str:
+def hub_endpoint() -> str:
     return os.environ.get("HF_ENDPOINT", "").rstrip("/") or "https://huggingface.co"
 
 
-def _token() -> str | bool:
+def hub_token() -> str | bool:
     return os.environ.get("HF_TOKEN") or False
 
 
 def plan(preset: str, fmt: Format, trainers: list[Trainer], root: Path, hf_cache: Path, revision: str = "main") -> list[Item]:
     """Every file to have, from the hub's metadata (one API call per repository)."""
-    api = HfApi(endpoint=_endpoint(), token=_token())
+    api = HfApi(endpoint=hub_endpoint(), token=hub_token())
     items: list[Item] = []
     for want in wanted(get_preset(preset), Format(fmt), trainers):
         items += _items(api, want, root, hf_cache, revision)
@@ -74,7 +71,7 @@ def _items(api: HfApi, want: Want, root: Path, hf_cache: Path, revision: str) ->
     try:
         info = api.model_info(want.repo, revision=revision, files_metadata=True)
     except (HfHubHTTPError, OSError) as e:
-        raise UserError(f"{_endpoint()}/{want.repo}", f"cannot read the repository's file list ({e}).", "check HF_ENDPOINT, HF_TOKEN and the network") from e
+        raise UserError(f"{hub_endpoint()}/{want.repo}", f"cannot read the repository's file list ({e}).", "check HF_ENDPOINT, HF_TOKEN and the network") from e
     siblings = [s for s in info.siblings or [] if want.matches(s.rfilename)]
     missing = [p for p in want.patterns if not any(Want(want.repo, (p,), None).matches(s.rfilename) for s in siblings)]
     if missing:
@@ -102,32 +99,8 @@ def _items(api: HfApi, want: Want, root: Path, hf_cache: Path, revision: str) ->
     return out
 
 
-class Verified:
-    """The record of files already checked against the hub's hashes, keyed by absolute path."""
-
-    def __init__(self, root: Path):
-        self.path = root / RECORD
-        try:
-            self.data: dict[str, dict] = json.loads(self.path.read_text())
-        except (OSError, ValueError):
-            self.data = {}
-
-    def state(self, item: Item) -> State:
-        try:
-            st = item.dest.stat()
-        except OSError:
-            return "partial" if _incomplete(item) else "missing"
-        if st.st_size != item.size:
-            return "partial"
-        seen = self.data.get(str(item.dest.resolve()))
-        if seen == {"size": st.st_size, "mtime_ns": st.st_mtime_ns, "hash": _expected(item)}:
-            return "present"
-        return "unverified"
-
-    def add(self, item: Item) -> None:
-        st = item.dest.stat()
-        self.data[str(item.dest.resolve())] = {"size": st.st_size, "mtime_ns": st.st_mtime_ns, "hash": _expected(item)}
-        files.write_text(self.path, json.dumps(self.data, indent=1, sort_keys=True))
+def _state(verified: Verified, item: Item) -> State:
+    return verified.state(item.dest, item.size, _expected(item), _incomplete(item))  # type: ignore[return-value]
 
 
 def _incomplete(item: Item) -> bool:
@@ -135,23 +108,11 @@ def _incomplete(item: Item) -> bool:
 
 
 def _expected(item: Item) -> str:
-    return f"sha256:{item.sha256}" if item.sha256 else f"git:{item.blob_id}"
-
-
-def _actual(item: Item) -> str:
-    if item.sha256:
-        h = hashlib.sha256()
-    else:
-        h = hashlib.sha1()
-        h.update(f"blob {item.dest.stat().st_size}\0".encode())
-    with item.dest.open("rb") as f:
-        while chunk := f.read(1 << 20):
-            h.update(chunk)
-    return f"{'sha256' if item.sha256 else 'git'}:{h.hexdigest()}"
+    return expected(item.sha256, item.blob_id)
 
 
 def _fetch(item: Item, force: bool) -> None:
-    common = dict(repo_id=item.repo, filename=item.filename, token=_token(), endpoint=_endpoint(), force_download=force)
+    common = dict(repo_id=item.repo, filename=item.filename, token=hub_token(), endpoint=hub_endpoint(), force_download=force)
     if item.folder is None:
         hf_hub_download(revision=item.ref, cache_dir=item.cache_dir, **common)
     else:
@@ -172,23 +133,13 @@ def fetch(items: list[Item], root: Path, progress: Progress | None = None) -> di
     disable_progress_bars()
     try:
         for item in items:
-            state = verified.state(item)
-            if state == "present":
-                counts["skipped"] += 1
-            elif state == "unverified" and _actual(item) == _expected(item):
-                verified.add(item)
-                counts["verified"] += 1
-            else:
-                _download(item, state == "unverified", progress)
-                if _actual(item) != _expected(item):
-                    item.dest.unlink()
-                    raise UserError(
-                        f"{item.repo}/{item.filename}",
-                        f"does not match the hub's hash ({_expected(item)}); the file was deleted.",
-                        "run the command again; if it repeats, the mirror (HF_ENDPOINT) serves a different file",
-                    )
-                verified.add(item)
-                counts["fetched"] += 1
+            try:
+                done = bring(verified, item.dest, item.size, _expected(item), _incomplete(item),
+                             lambda force, it=item: _download(it, force, progress))
+            except Mismatch as e:
+                raise UserError(f"{item.repo}/{item.filename}", f"{e}.",
+                                "run the command again; if it repeats, the mirror (HF_ENDPOINT) serves a different file") from None
+            counts[done] += 1
             if progress and total is not None:
                 progress.advance(total, item.size)
     finally:
@@ -218,4 +169,4 @@ def _download(item: Item, force: bool, progress: Progress | None) -> None:
 
 def summarize(items: list[Item], root: Path) -> list[tuple[Item, State]]:
     verified = Verified(root)
-    return [(item, verified.state(item)) for item in items]
+    return [(item, _state(verified, item)) for item in items]

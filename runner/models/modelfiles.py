@@ -15,6 +15,7 @@ from runner.errors import JobInvalid, UserError
 from runner.spec import Job
 
 VAE = "Wan2.1_VAE.pth"
+VAE_22 = "Wan2.2_VAE.pth"  # TI2V-5B's VAE (16x16 spatial, 48 channels); the A14B experts use Wan2.1's
 T5 = "models_t5_umt5-xxl-enc-bf16.pth"
 CLIP = "models_clip_open-clip-xlm-roberta-large-vit-huge-14.pth"
 T5_TOKENIZER = "google/umt5-xxl"
@@ -29,6 +30,7 @@ class ModelFiles:
     t5: Path | None
     vae: Path | None
     clip: Path | None
+    dit_high_noise: Path | None = None  # A14B: the high-noise expert
 
     @property
     def t5_outside_ckpt(self) -> bool:
@@ -44,7 +46,7 @@ def resolve(job: Job, listdir: Callable[[Path], list[str]] | None = None) -> Mod
     if m.preset:
         from runner.models.presets import preset_files
 
-        given = {k: getattr(m, k) for k in ("ckpt_dir", "dit", "t5", "vae", "clip") if getattr(m, k) is not None}
+        given = {k: getattr(m, k) for k in FIELDS if getattr(m, k) is not None}
         m = m.model_copy(update={**preset_files(m.preset, m.format, job.trainer, job.task, root, listdir), **given})
 
     def under_root(p: Path | None) -> Path | None:
@@ -64,8 +66,9 @@ def resolve(job: Job, listdir: Callable[[Path], list[str]] | None = None) -> Mod
         ckpt_dir=ckpt,
         dit=under_root(m.dit),
         t5=under_root(m.t5) or official(T5),
-        vae=under_root(m.vae) or official(VAE),
-        clip=(under_root(m.clip) or official(CLIP)) if job.task.is_i2v else None,
+        vae=under_root(m.vae) or official(vae_name(job.task)),
+        clip=(under_root(m.clip) or official(CLIP)) if job.task.needs_clip else None,
+        dit_high_noise=under_root(m.dit_high_noise) if job.task.has_experts else None,
     )
     outside = outside_root(files)
     if outside:
@@ -73,7 +76,12 @@ def resolve(job: Job, listdir: Callable[[Path], list[str]] | None = None) -> Mod
     return files
 
 
-FIELDS = ("ckpt_dir", "dit", "t5", "vae", "clip")
+FIELDS = ("ckpt_dir", "dit", "t5", "vae", "clip", "dit_high_noise")
+
+
+def vae_name(task) -> str:
+    """The official VAE file of a task's repository (runner.spec.Task)."""
+    return VAE_22 if task.size == "5B" else VAE
 
 
 def outside_root(files: ModelFiles) -> list[UserError]:
@@ -91,7 +99,7 @@ def outside_root(files: ModelFiles) -> list[UserError]:
 
 
 # What each model path must be: models.root and ckpt_dir are folders, the weight files regular files.
-EXPECTED_KIND = {"root": "folder", "ckpt_dir": "folder", "dit": "file", "t5": "file", "vae": "file", "clip": "file"}
+EXPECTED_KIND = {"root": "folder", "ckpt_dir": "folder", "dit": "file", "t5": "file", "vae": "file", "clip": "file", "dit_high_noise": "file"}
 
 # One round trip: the kind of each path, one per line, in order ("$1" is models.root). A dangling or looping link is
 # "broken link"; a path whose real location is not under models.root's (a symlink out of it) is "outside": the

@@ -20,8 +20,8 @@ MAX_HEADER = 100 * 2**20
 # safetensors dtype names → the names the job file and trainers use
 DTYPES = {"BF16": "bfloat16", "F16": "float16", "F32": "float32", "F8_E4M3": "float8", "F8_E5M2": "float8_e5m2"}
 
-# model width of a Wan2.1 DiT (config `dim`) → task size
-SIZE_BY_DIM = {1536: "1.3B", 5120: "14B"}
+# model width of a Wan DiT (config `dim`) → task size (Wan2.2 A14B experts are 14B-wide, TI2V-5B 3072)
+SIZE_BY_DIM = {1536: "1.3B", 5120: "14B", 3072: "5B"}
 
 
 @dataclass(frozen=True)
@@ -29,7 +29,21 @@ class WeightsInfo:
     dtype: str  # the dtype of most parameters, as named in DTYPES
     fp8_scaled: bool  # ComfyUI "fp8_scaled": fp8 weights with per-tensor scales
     size: str | None  # "1.3B" / "14B" for a Wan DiT, else None
-    i2v: bool  # has the image-embedding layers of the I2V models
+    i2v: bool  # has the CLIP image-embedding layers of Wan2.1's I2V and FLF2V models
+    in_dim: int | None = None  # input channels of patch_embedding: 16 T2V, 36 I2V/FLF2V (latents + mask + image), 48 TI2V-5B
+    flf2v: bool = False  # the FLF2V image projection's position embedding (img_emb.emb_pos)
+
+    @property
+    def variant(self) -> str | None:
+        """What the DiT was trained for, as both trainers tell it (diffusion-pipe models/wan/wan.py by
+        config.json and cross_attn.k_img, musubi by --task): t2v, i2v (Wan2.1), i2v-v2 (Wan2.2, no CLIP), flf2v, ti2v."""
+        if self.size == "5B":
+            return "ti2v"
+        if self.in_dim == 16:
+            return "t2v"
+        if self.in_dim == 36:
+            return "flf2v" if self.flf2v else "i2v" if self.i2v else "i2v-v2"
+        return None
 
 
 class NotSafetensors(ValueError):
@@ -164,9 +178,11 @@ def info(header: dict) -> WeightsInfo:
     dtype = DTYPES.get(counts.most_common(1)[0][0], "unknown") if counts else "unknown"
     names = list(tensors)
     fp8_scaled = "scaled_fp8" in tensors or any(k.endswith(".scale_weight") for k in names)
-    size = None
+    size = in_dim = None
     for k, v in tensors.items():
         if k.endswith("patch_embedding.weight"):
             size = SIZE_BY_DIM.get(v["shape"][0]) if v["shape"] else None
+            in_dim = v["shape"][1] if len(v["shape"]) > 1 else None
     i2v = any(".img_emb." in f".{k}" or ".k_img." in k for k in names)
-    return WeightsInfo(dtype=dtype, fp8_scaled=fp8_scaled, size=size, i2v=i2v)
+    flf2v = any(k.endswith("img_emb.emb_pos") for k in names)
+    return WeightsInfo(dtype=dtype, fp8_scaled=fp8_scaled, size=size, i2v=i2v, in_dim=in_dim, flf2v=flf2v)

@@ -1,4 +1,5 @@
-"""`runner selftest`: each trainer, end to end, on a random-weight Wan2.1 T2V-1.3B, on a GPU host.
+"""`runner selftest`: each trainer, end to end, on a random-weight Wan2.1 T2V-1.3B (or `--task` ti2v-5B, t2v-A14B:
+its low-noise expert), on a GPU host.
 
 Per trainer: the model files of the real architecture in `runner download`'s layout (made once per host, in
 the trainer image: runner/selftest/modelfiles.py), two synthetic captioned clips, a job file, then the
@@ -11,7 +12,9 @@ from __future__ import annotations
 
 import shutil
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
+from enum import Enum
+from pathlib import Path, PurePosixPath
+from typing import Callable
 
 import yaml
 from rich.console import Console
@@ -22,7 +25,7 @@ from runner.images import builder
 from runner.jobs import launch, records
 from runner.models import presets
 from runner.models.presets import Format
-from runner.selftest import lora, modelfiles, watch
+from runner.selftest import arch, lora, modelfiles, watch
 from runner.spec import Task, Trainer, load_job
 from runner.trainers.resolved import Earlier
 
@@ -66,21 +69,36 @@ def write_clips(folder: Path) -> Path:
     return folder
 
 
+TASKS = (Task.t2v_1_3b, Task.ti2v_5b, Task.t2v_a14b)  # the models selftest can make (runner/selftest/arch.py)
+SelftestTask = Enum("SelftestTask", {t.name: t.value for t in TASKS}, type=str)  # `runner selftest --task`
+
+
+def _listdir(task: Task) -> Callable[[Path], list[str]]:
+    """The names selftest writes into a folder of the models (an official A14B expert's first shard), without
+    looking at the host."""
+    written = [PurePosixPath(f["path"]) for f in arch.all_files(task.value)]
+    return lambda folder: [p.name for p in written if p.parent == PurePosixPath(folder.as_posix())]
+
+
 def write_job(folder: Path, trainer: Trainer, fmt: Format, model_set: modelfiles.ModelSet, settings: config.Settings,
-              steps: int, gpu: bool) -> Path:
+              steps: int, gpu: bool, task: Task = Task.t2v_1_3b) -> Path:
     """A job training `steps` steps (whole epochs over the clips, one save at the end) on the selftest models."""
     epochs = -(-steps // CLIPS)
-    paths = presets.preset_files(Task.t2v_1_3b.value, fmt, trainer, Task.t2v_1_3b)
+    paths = presets.preset_files(task.value, fmt, trainer, task, listdir=_listdir(task))
     model_paths = {k: str(model_set.relative / v.as_posix()) for k, v in paths.items() if v is not None}
     job = {
-        "name": f"selftest-{trainer.value}", "trainer": trainer.value, "task": Task.t2v_1_3b.value,
+        "name": f"selftest-{trainer.value}", "trainer": trainer.value, "task": task.value,
+        **({"expert": "low"} if task.has_experts else {}),
         "models": {"root": str(settings.models), **model_paths},
         "datasets": [{"path": str(folder / "data"), "resolutions": [[SIZE, SIZE]], "frames": [FRAMES]}],
         "schedule": {"epochs": epochs, "save_every_epochs": epochs},
         "output": str(folder / "outputs"), "cache": str(folder / "cache"),
     }
-    if gpu:
-        job["memory"] = {"auto": True}
+    memory: dict = {"auto": True} if gpu else {}
+    if task.is_wan22 and fmt is Format.comfy:
+        memory["dtype"] = "float16"  # Comfy-Org's Wan2.2 DiTs are fp16, and musubi trains in the file's dtype
+    if memory:
+        job["memory"] = memory
     path = folder / "jobs" / f"{trainer.value}.yaml"
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("# written by `runner selftest`\n" + yaml.safe_dump(job, sort_keys=False))
@@ -109,7 +127,16 @@ def tokenizer_note(trainer: Trainer, pins: builder.Pins, model_set: modelfiles.M
         "tokenizer: the image seeds none (pins: tokenizers = []); a real musubi would need it in the HF cache"
 
 
-def run(trainers: list[Trainer], host: str, steps: int, fmt: Format, console: Console) -> list[Result]:
+def trainers_for(task: Task, chosen: Trainer | None) -> list[Trainer]:
+    """The trainers that can train `task` (musubi has no TI2V-5B at its pin), or the one chosen."""
+    from runner.trainers import musubi
+
+    if chosen is Trainer.musubi and task.value in musubi.UNSUPPORTED_TASKS:
+        raise UserError("--trainer musubi", f"with --task {task.value}: {musubi.UNSUPPORTED_TASKS[task.value]}.", "use --trainer diffpipe.")
+    return [chosen] if chosen else [t for t in Trainer if not (t is Trainer.musubi and task.value in musubi.UNSUPPORTED_TASKS)]
+
+
+def run(trainers: list[Trainer], host: str, steps: int, fmt: Format, console: Console, task: Task = Task.t2v_1_3b) -> list[Result]:
     from runner.executors import executor_for
 
     settings = config.load()
@@ -123,10 +150,10 @@ def run(trainers: list[Trainer], host: str, steps: int, fmt: Format, console: Co
     images_ = {t: image_for(executor, t, settings, inventory) for t in trainers}
     folder = work_dir()
     write_clips(folder / "data")
-    model_set = modelfiles.ensure(executor, images_[trainers[0]][0], settings, fmt, trainers, console)
+    model_set = modelfiles.ensure(executor, images_[trainers[0]][0], settings, fmt, trainers, console, task.value)
     results = []
     for t in trainers:
-        job_file = write_job(folder, t, fmt, model_set, settings, steps, inventory is not None)
+        job_file = write_job(folder, t, fmt, model_set, settings, steps, inventory is not None, task)
         result = Result(t.value, passed=False, notes=[tokenizer_note(t, images_[t][1], model_set)])
         try:
             results.append(train_one(executor, t, job_file, settings, model_set, result, console))
@@ -147,7 +174,7 @@ def train_one(executor, trainer: Trainer, job_file: Path, settings: config.Setti
 
         result.plan_gib = render.memory_plan(job_file, launch.target_of(executor, True)).gpu_gib
     peak = watch.GpuPeak(executor.shell) if gpu else None  # the memory in use before the job starts
-    record = launch.start(job_file, executor, settings, console, Earlier.fresh)  # earlier selftests' outputs stay
+    record = launch.start(job_file, executor, settings, console, launch.Run(Earlier.fresh))  # earlier selftests' outputs stay
     if peak:
         with peak:
             watched = watch.Watched(executor, peak.set_step)
@@ -174,7 +201,7 @@ def train_one(executor, trainer: Trainer, job_file: Path, settings: config.Setti
         result.problems.append(f"no LoRA under {out}")
         return result
     job = load_job(job_file)
-    result.lora = lora.check(saved, trainer, job.lora.rank)
+    result.lora = lora.check(saved, trainer, job.lora.rank, job.task.num_blocks)
     result.problems += result.lora.problems
     if not result.lora.b_nonzero and not standin:
         result.problems.append("LoRA B matrices are still zero: training did not update the LoRA")

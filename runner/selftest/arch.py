@@ -1,5 +1,7 @@
-"""Wan2.1 T2V-1.3B as tensors: key names, shapes, dtypes and a sensible random init, for each file that
-`runner download t2v-1.3B` fetches (runner.models.presets), in each trainer's format.
+"""Wan2.1 T2V-1.3B (and Wan2.2 TI2V-5B, a T2V-A14B expert) as tensors: key names, shapes, dtypes and a sensible
+random init, for each file that `runner download TASK` fetches (runner.models.presets), in each trainer's format.
+The Wan2.2 tables (CONFIGS, vae22) were compared, key for key and shape for shape, with the state dicts of
+diffusion-pipe's own WanModel and vae2_2.WanVAE_ at its pin (bench/make_wan22_models.py builds those).
 
 Read from the upstream model code at the pins (musubi-tuner 30c658c src/musubi_tuner/wan/modules/{model,t5,vae}.py,
 which diffusion-pipe 8f83dbf's models/wan shares): WanModel(dim 1536, ffn 8960, 12 heads, 30 layers), the
@@ -15,11 +17,10 @@ from math import prod
 
 from runner.models import presets
 from runner.models.presets import Format
-from runner.spec import Task, Trainer
+from runner.spec import Trainer
 
 Tensor = tuple[str, str, list[int], list]  # key, safetensors dtype, shape, init: ["normal", std] | ["const", value]
 
-PRESET = presets.get_preset(Task.t2v_1_3b.value)
 CONFIG = {"_class_name": "WanModel", "_diffusers_version": "0.30.0", "dim": 1536, "eps": 1e-06, "ffn_dim": 8960,
           "freq_dim": 256, "in_dim": 16, "model_type": "t2v", "num_heads": 12, "num_layers": 30, "out_dim": 16,
           "text_len": 512}
@@ -39,8 +40,19 @@ def _linear(prefix: str, fan_in: int, fan_out: int, dtype: str, bias: bool = Tru
     return out + ([(f"{prefix}.bias", dtype, [fan_out], ZEROS)] if bias else [])
 
 
-def dit(dtype: str) -> list[Tensor]:
-    """WanModel (t2v): official key names, as in the official and the ComfyUI repackaged files."""
+# the other models selftest can make (`runner selftest --task`): Wan2.2 configs of diffusion-pipe models/wan/configs.py
+# and musubi wan/configs at the pins; an A14B expert is the 14B T2V architecture, TI2V-5B adds the Wan2.2 VAE
+CONFIGS = {
+    "t2v-1.3B": CONFIG,
+    "ti2v-5B": {**CONFIG, "_diffusers_version": "0.35.0", "dim": 3072, "ffn_dim": 14336, "in_dim": 48, "model_type": "ti2v",
+                "num_heads": 24, "num_layers": 30, "out_dim": 48},
+    "t2v-A14B": {**CONFIG, "_diffusers_version": "0.35.0", "dim": 5120, "ffn_dim": 13824, "num_heads": 40, "num_layers": 40},
+}
+
+
+def dit(dtype: str, config: dict = CONFIG) -> list[Tensor]:
+    """WanModel (t2v, ti2v): official key names, as in the official and the ComfyUI repackaged files."""
+    CONFIG = config  # noqa: N806 - the table below reads the model's config
     dim, ffn, freq, in_dim = CONFIG["dim"], CONFIG["ffn_dim"], CONFIG["freq_dim"], CONFIG["in_dim"]
     t: list[Tensor] = [("patch_embedding.weight", dtype, [dim, in_dim, *PATCH], _normal((2 / (in_dim * prod(PATCH) + dim)) ** 0.5)),
                        ("patch_embedding.bias", dtype, [dim], ZEROS)]
@@ -131,6 +143,16 @@ def _resample(prefix: str, dim: int, mode: str) -> list[Tensor]:
     return t
 
 
+def _bottleneck(top: int, z: int, dec: int) -> list[Tensor]:
+    """Both Wan VAEs between their down and up paths: the encoder's middle and head (top channels), the latent 1x1
+    convs (z channels), the decoder's input conv and middle (dec channels)."""
+    t = _res("encoder.middle.0", top, top) + _attn("encoder.middle.1", top) + _res("encoder.middle.2", top, top)
+    t += _rms("encoder.head.0", top) + _conv("encoder.head.2", top, 2 * z, (3, 3, 3))
+    t += _conv("conv1", 2 * z, 2 * z, (1, 1, 1)) + _conv("conv2", z, z, (1, 1, 1))
+    t += _conv("decoder.conv1", z, dec, (3, 3, 3))
+    return t + _res("decoder.middle.0", dec, dec) + _attn("decoder.middle.1", dec) + _res("decoder.middle.2", dec, dec)
+
+
 def vae() -> list[Tensor]:
     """WanVAE_ as Wan2.1_VAE.pth holds it (fp32)."""
     base, z, mult, nres, down = 96, 16, [1, 2, 4, 4], 2, [False, True, True]
@@ -144,13 +166,7 @@ def vae() -> list[Tensor]:
         if level != len(mult) - 1:
             t += _resample(f"encoder.downsamples.{i}", cout, "downsample3d" if down[level] else "downsample2d")
             i += 1
-    top = dims[-1]
-    t += _res("encoder.middle.0", top, top) + _attn("encoder.middle.1", top) + _res("encoder.middle.2", top, top)
-    t += _rms("encoder.head.0", top) + _conv("encoder.head.2", top, 2 * z, (3, 3, 3))
-    t += _conv("conv1", 2 * z, 2 * z, (1, 1, 1)) + _conv("conv2", z, z, (1, 1, 1))
-    dims = [base * u for u in [mult[-1]] + mult[::-1]]
-    t += _conv("decoder.conv1", z, dims[0], (3, 3, 3))
-    t += _res("decoder.middle.0", dims[0], dims[0]) + _attn("decoder.middle.1", dims[0]) + _res("decoder.middle.2", dims[0], dims[0])
+    dims, t = [base * u for u in [mult[-1]] + mult[::-1]], t + _bottleneck(dims[-1], z, base * mult[-1])
     i = 0
     for level, (cin, cout) in enumerate(zip(dims[:-1], dims[1:])):
         cin = cin // 2 if level in (1, 2, 3) else cin
@@ -163,22 +179,59 @@ def vae() -> list[Tensor]:
     return t + _rms("decoder.head.0", dims[-1]) + _conv("decoder.head.2", dims[-1], 3, (3, 3, 3))
 
 
-def files(fmt: Format, trainers: list[Trainer]) -> list[dict]:
-    """What `runner download t2v-1.3B --format FMT` puts under the models root for these trainers, as entries
-    for the writer (runner/selftest/make_files.py). The tokenizers musubi reads from the HF cache are the image's."""
-    official = PRESET.official_dir.as_posix()
-    comfy = presets.COMFY_REPO.split('/')[1]
+def vae22() -> list[Tensor]:
+    """Wan2.2_VAE.pth (TI2V-5B): diffusion-pipe models/wan/vae2_2.py WanVAE_(dim 160, dec_dim 256, z 48, mult
+    [1, 2, 4, 4], 2 res blocks, temporal down [False, True, True]) behind a 2x2 patchify (12 input channels): each level
+    its own module list, parameter-free average/duplicate shortcuts, upsampling convs that keep their width."""
+    base, dec, z, mult, nres, down = 160, 256, 48, [1, 2, 4, 4], 2, [False, True, True]
+    dims = [base * u for u in [1] + mult]
+    t = _conv("encoder.conv1", 12, dims[0], (3, 3, 3))
+    for level, (cin, cout) in enumerate(zip(dims[:-1], dims[1:])):
+        for i in range(nres):
+            t += _res(f"encoder.downsamples.{level}.downsamples.{i}", cin if i == 0 else cout, cout)
+        if level != len(mult) - 1:
+            t += _resample(f"encoder.downsamples.{level}.downsamples.{nres}", cout, "downsample3d" if down[level] else "downsample2d")
+    dims, t = [dec * u for u in [mult[-1]] + mult[::-1]], t + _bottleneck(dims[-1], z, dec * mult[-1])
+    for level, (cin, cout) in enumerate(zip(dims[:-1], dims[1:])):
+        for i in range(nres + 1):
+            t += _res(f"decoder.upsamples.{level}.upsamples.{i}", cin if i == 0 else cout, cout)
+        if level != len(mult) - 1:
+            prefix, up3d = f"decoder.upsamples.{level}.upsamples.{nres + 1}", down[::-1][level]
+            t += _conv(f"{prefix}.resample.1", cout, cout, (3, 3))
+            t += _conv(f"{prefix}.time_conv", cout, 2 * cout, (3, 1, 1)) if up3d else []
+    return t + _rms("decoder.head.0", dims[-1]) + _conv("decoder.head.2", dims[-1], 12, (3, 3, 3))
+
+
+def _table(task: str) -> dict[str, dict]:
+    """Every file of `runner download TASK`, both formats: an A14B's experts and configs in their folders."""
+    preset, config = presets.get_preset(task), CONFIGS[task]
+    official, comfy = preset.official_dir.as_posix(), preset.comfy_dir.as_posix()
+    wan21 = presets.COMFY_REPO.split("/")[1]
     table = {
-        f"{official}/config.json": {"kind": "json", "content": CONFIG},
-        f"{official}/{presets.OFFICIAL_VAE}": {"kind": "pth", "tensors": vae()},
+        f"{official}/{preset.vae}": {"kind": "pth", "tensors": vae22() if preset.vae == presets.OFFICIAL_VAE_22 else vae()},
         f"{official}/{presets.T5_TOKENIZER[1]}": {"kind": "tokenizer", "repo": presets.T5_TOKENIZER[0]},
-        f"{official}/diffusion_pytorch_model.safetensors": {"kind": "safetensors", "tensors": dit("F32")},
         f"{official}/{presets.OFFICIAL_T5}": {"kind": "pth", "tensors": umt5_official("BF16")},
-        f"{comfy}/{PRESET.comfy_dit}": {"kind": "safetensors", "tensors": dit("BF16")},
-        f"{comfy}/{presets.COMFY_T5}": {"kind": "safetensors", "tensors": umt5_comfy("F16")},
+        # Comfy-Org ships Wan2.1 DiTs in bf16, Wan2.2 in fp16
+        f"{comfy}/{preset.comfy_dit}": {"kind": "safetensors", "tensors": dit("BF16" if comfy == wan21 else "F16", config)},
+        f"{wan21}/{presets.COMFY_T5}": {"kind": "safetensors", "tensors": umt5_comfy("F16")},
     }
-    wants = [w for w in presets.wanted(PRESET, fmt, trainers) if w.folder is not None]
-    return [{"path": path, **entry} for path, entry in table.items() if any(_wanted(w, path, entry["kind"]) for w in wants)]
+    if preset.task.has_experts:  # the low-noise expert only: selftest trains expert: low
+        for folder in presets.EXPERT_FOLDERS.values():
+            table[f"{official}/{folder}/config.json"] = {"kind": "json", "content": config}
+        table[f"{official}/low_noise_model/diffusion_pytorch_model-00001-of-00001.safetensors"] = {"kind": "safetensors", "tensors": dit("BF16", config)}
+    else:
+        table[f"{official}/config.json"] = {"kind": "json", "content": config}
+        # the official Wan2.1 1.3B DiT is float32 (UPSTREAM.md); the 5B's dtype is not named in the trainers' docs
+        table[f"{official}/diffusion_pytorch_model.safetensors"] = {"kind": "safetensors", "tensors": dit("F32" if task == "t2v-1.3B" else "BF16", config)}
+    return table
+
+
+def files(fmt: Format, trainers: list[Trainer], task: str = "t2v-1.3B") -> list[dict]:
+    """What `runner download TASK --format FMT` puts under the models root for these trainers (of an A14B, the
+    low-noise expert), as entries for the writer (runner/selftest/make_files.py). The tokenizers musubi reads from
+    the HF cache are the image's."""
+    wants = [w for w in presets.wanted(presets.get_preset(task), fmt, trainers) if w.folder is not None]
+    return [{"path": path, **entry} for path, entry in sorted(_table(task).items()) if any(_wanted(w, path, entry["kind"]) for w in wants)]
 
 
 def _wanted(want: presets.Want, path: str, kind: str) -> bool:
@@ -189,10 +242,10 @@ def _wanted(want: presets.Want, path: str, kind: str) -> bool:
     return want.matches(f"{name}/tokenizer.json" if kind == "tokenizer" else name)  # a tokenizer is a folder's files
 
 
-def all_files() -> list[dict]:
+def all_files(task: str = "t2v-1.3B") -> list[dict]:
     """Every file of both formats (the content hash covers them all, so one folder serves every selection)."""
     seen: dict[str, dict] = {}
     for fmt in Format:
-        for f in files(fmt, list(Trainer)):
+        for f in files(fmt, list(Trainer), task):
             seen[f["path"]] = f
     return [seen[p] for p in sorted(seen)]

@@ -11,7 +11,7 @@ from pathlib import Path
 from runner.models import weights
 from runner.spec import Trainer
 
-BLOCKS = 30  # Wan2.1 T2V-1.3B
+BLOCKS = 30  # Wan2.1 T2V-1.3B (TI2V-5B too; an A14B expert has 40)
 MODULES = [f"{a}.{n}" for a in ("self_attn", "cross_attn") for n in "qkvo"] + ["ffn.0", "ffn.2"]
 KEY = {
     # diffusion-pipe: PEFT names with ComfyUI's prefix; musubi: kohya names (lora_unet_ + dots as _), plus an alpha
@@ -44,7 +44,7 @@ def _scan(f, start: int, info: dict) -> tuple[bool, bool]:
     return any(w & zero for w in words), not any(w & exp == exp for w in words)
 
 
-def check(path: Path, trainer: Trainer, rank: int) -> LoraCheck:
+def check(path: Path, trainer: Trainer, rank: int, blocks: int = BLOCKS) -> LoraCheck:
     header, start = weights.read_header_and_offset(path)
     header.pop("__metadata__", None)
     problems: list[str] = []
@@ -52,9 +52,9 @@ def check(path: Path, trainer: Trainer, rank: int) -> LoraCheck:
     strangers = [k for k in header if not pattern.fullmatch(k)]
     if strangers:
         problems.append(f"{len(strangers)} keys outside {trainer.value}'s LoRA format, e.g. {strangers[0]}")
-    expected = BLOCKS * len(MODULES) * PER_MODULE[trainer]
+    expected = blocks * len(MODULES) * PER_MODULE[trainer]
     if len(header) != expected:
-        problems.append(f"{len(header)} tensors, {expected} expected for {BLOCKS} blocks x {len(MODULES)} modules")
+        problems.append(f"{len(header)} tensors, {expected} expected for {blocks} blocks x {len(MODULES)} modules")
     down = [v for k, v in header.items() if k.endswith(("lora_A.weight", "lora_down.weight"))]
     up = {k: v for k, v in header.items() if k.endswith(("lora_B.weight", "lora_up.weight"))}
     ranks = sorted({v["shape"][0] for v in down} | {v["shape"][1] for v in up.values()})

@@ -36,8 +36,8 @@ class ModelSet:
     labels: dict[str, str] = field(default_factory=dict)  # e.g. which tokenizer was written
 
 
-def content_hash() -> str:
-    table = json.dumps({"files": arch.all_files(), "seed": SEED}, sort_keys=True).encode()
+def content_hash(task: str = "t2v-1.3B") -> str:
+    table = json.dumps({"files": arch.all_files(task), "seed": SEED}, sort_keys=True).encode()
     return hashlib.sha256(table + WRITER.read_bytes()).hexdigest()[:16]
 
 
@@ -47,17 +47,18 @@ def host_models_folder(executor, settings: config.Settings) -> str:
     return m.host
 
 
-def ensure(executor, image: str, settings: config.Settings, fmt: Format, trainers: list[Trainer], console: Console) -> ModelSet:
-    """The files `trainers` need in format `fmt`, made in `image` on the executor's host unless already there."""
-    digest = content_hash()
+def ensure(executor, image: str, settings: config.Settings, fmt: Format, trainers: list[Trainer], console: Console,
+           task: str = "t2v-1.3B") -> ModelSet:
+    """The files `trainers` need in format `fmt` for `task`, made in `image` on the executor's host unless already there."""
+    digest = content_hash(task)
     relative = PurePosixPath(FOLDER) / digest
     folder = PurePosixPath(host_models_folder(executor, settings)) / relative
-    needed = arch.files(fmt, trainers)
+    needed = arch.files(fmt, trainers, task)
     manifest = _manifest(executor, folder)
     if manifest and all(manifest["files"].get(f["path"]) == manifest["fill"] for f in needed):
         console.print(f"model files: reusing {folder} ({manifest['fill']})")
         return ModelSet(relative, manifest["fill"], manifest.get("labels", {}))
-    console.print(f"model files: writing {len(needed)} files of Wan2.1 T2V-1.3B with random weights into {folder} on {executor.host}")
+    console.print(f"model files: writing {len(needed)} files of {task} with random weights into {folder} on {executor.host}")
     with tempfile.TemporaryDirectory(prefix="runner-selftest-") as tmp:
         job = Path(tmp)
         (job / "make_files.py").write_bytes(WRITER.read_bytes())

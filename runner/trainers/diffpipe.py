@@ -15,7 +15,7 @@ from runner.data import media
 from runner.errors import UserError
 from runner.models.modelfiles import ModelFiles
 from runner.plan import Plan, Step
-from runner.spec import Job
+from runner.spec import Job, experts, timestep_range
 from runner.trainers.resolved import Caches, Entries, Outputs, ResolvedJob, Resume
 
 WORKDIR = "/opt/diffusion-pipe"
@@ -106,11 +106,34 @@ def cadence(job: Job) -> dict[str, int]:
     return {k: v for k, v in keys.items() if v is not None}
 
 
-def main_toml(job: Job, files: ModelFiles) -> str:
+# expert: both trains one LoRA per A14B expert, each run in a folder of the job's output named like the experts'
+# ComfyUI files (wan2.2_t2v_high_noise_14B_fp16.safetensors, ..._low_noise_...), which is how ComfyUI users tell the
+# two LoRAs apart: <output>/<name>/high_noise/<run>/epochN/adapter_model.safetensors and low_noise/ likewise
+EXPERT_DIRS = {"high": "high_noise", "low": "low_noise"}
+
+
+def expert_runs(job: Job) -> list[str | None]:
+    """The runs of a job, one per expert it trains (None: a model without experts)."""
+    return list(experts(job)) or [None]
+
+
+def output_dir(job: Job, expert: str | None) -> PurePosixPath:
+    """Where a run writes: the job's output folder, or with expert: both each expert's folder in it."""
+    both = len(experts(job)) == 2
+    return mounts.job_output_dir(job.name) / EXPERT_DIRS[expert] if both and expert else mounts.job_output_dir(job.name)
+
+
+def main_toml_name(job: Job, expert: str | None) -> str:
+    return f"diffpipe_{EXPERT_DIRS[expert]}.toml" if len(experts(job)) == 2 and expert else MAIN_TOML
+
+
+def main_toml(job: Job, files: ModelFiles, expert: str | None = None) -> str:
+    """expert: the A14B expert this run trains: transformer_path is its DiT (a file, or the official expert folder)
+    and min_t/max_t its timestep range (docs/supported_models.md, Wan2.2: T2V boundary 0.875, I2V 0.9)."""
     mem, sch, opt = job.memory, job.schedule, job.optimizer
     assert files.ckpt_dir is not None, "checks guarantee ckpt_dir for diffusion-pipe"
     doc: dict = {
-        "output_dir": str(mounts.job_output_dir(job.name)),
+        "output_dir": str(output_dir(job, expert)),
         "dataset": str(mounts.JOB / DATASET_TOML),
         "epochs": epochs(job),
         **({"max_steps": sch.max_steps} if sch.max_steps else {}),
@@ -127,8 +150,9 @@ def main_toml(job: Job, files: ModelFiles) -> str:
         doc["blocks_to_swap"] = mem.blocks_to_swap
     doc.update({"save_dtype": job.lora.dtype, "caching_batch_size": 1, "video_clip_mode": "single_beginning"})
     model: dict = {"type": "wan", "ckpt_path": _model(files, files.ckpt_dir), "dtype": mem.dtype}
-    if files.dit is not None:
-        model["transformer_path"] = _model(files, files.dit)
+    dit = files.dit_high_noise if expert == "high" else files.dit
+    if dit is not None:
+        model["transformer_path"] = _model(files, dit)
     if files.t5_outside_ckpt:
         model["llm_path"] = _model(files, files.t5)
     if mem.transformer_dtype == "float8":
@@ -136,6 +160,8 @@ def main_toml(job: Job, files: ModelFiles) -> str:
     if mem.text_encoder_dtype == "float8":
         model["text_encoder_fp8"] = True
     model["timestep_sample_method"] = "logit_normal"
+    if expert:
+        model["min_t"], model["max_t"] = timestep_range(job.task, expert)
     doc["model"] = model
     doc["adapter"] = {"type": "lora", "rank": job.lora.rank, "dtype": job.lora.dtype}
     doc["optimizer"] = {
@@ -154,30 +180,38 @@ def dit_bytes_per_param(r: ResolvedJob) -> int:
     return 1 if r.job.memory.transformer_dtype == "float8" else 2
 
 
+# the pipeline's name per model (models/wan/wan.py WanPipeline: set from config.json's model_type and the weights)
+CACHE_NAMES = {"i2v-14B-480P": "wan_i2v", "i2v-14B-720P": "wan_i2v", "i2v-A14B": "wan2.2_i2v", "flf2v-14B": "wan_flf2v", "ti2v-5B": "wan2.2_5b"}
+
+
 def dataset_cache_dir(job: Job, index: int) -> PurePosixPath:
     """diffusion-pipe caches inside the dataset folder, under the model's name."""
-    return mounts.dataset_dir(index, job.datasets[index].path) / "cache" / ("wan_i2v" if job.task.is_i2v else "wan")
+    return mounts.dataset_dir(index, job.datasets[index].path) / "cache" / CACHE_NAMES.get(job.task.value, "wan")
 
 
 def render(r: ResolvedJob, master_port: int) -> Plan:
     """--regenerate_cache when the data changed in ways diffusion-pipe's own cache check misses (media bytes);
     it makes missing caches and reuses matching ones itself."""
     job = r.job
-    config = str(mounts.JOB / MAIN_TOML)
-    # --master_port after train.py wins over the launcher's, so two jobs on one host do not clash
-    train = ["deepspeed", f"--num_gpus={job.gpus}", "train.py", "--deepspeed", "--config", config]
-    train += ["--master_port", str(master_port)]
-    if r.caches is Caches.regenerate:
-        train += ["--regenerate_cache"]
-    if r.start.checkpoint is not None:
-        # always the run folder by name: without a value train.py takes the last entry of output_dir, files included
-        train += ["--resume_from_checkpoint", r.start.checkpoint]
+    files, steps = {DATASET_TOML: dataset_toml(r)}, []
+    for expert in expert_runs(job):
+        name = main_toml_name(job, expert)
+        files[name] = main_toml(job, r.files, expert)
+        # --master_port after train.py wins over the launcher's, so two jobs on one host do not clash
+        train = ["deepspeed", f"--num_gpus={job.gpus}", "train.py", "--deepspeed", "--config", str(mounts.JOB / name)]
+        train += ["--master_port", str(master_port)]
+        if r.caches is Caches.regenerate and not steps:  # the second expert's run reuses the first one's caches
+            train += ["--regenerate_cache"]
+        if r.start.checkpoint is not None:
+            # always the run folder by name: without a value train.py takes the last entry of output_dir, files included
+            train += ["--resume_from_checkpoint", r.start.checkpoint]
+        steps.append(Step(f"train-{EXPERT_DIRS[expert]}" if len(experts(job)) == 2 and expert else "train", train))
     return Plan(
         job=job.name,
         trainer=job.trainer.value,
         workdir=WORKDIR,
-        files={DATASET_TOML: dataset_toml(r), MAIN_TOML: main_toml(job, r.files)},
-        steps=[Step("train", train)],
+        files=files,
+        steps=steps,
         output_dir=str(mounts.job_output_dir(job.name)),
     )
 
@@ -191,13 +225,15 @@ SAVED = re.compile(r"(epoch|step|global_step)(\d+)")
 
 
 def _saved(entries: Entries) -> list[tuple[str, str, int]]:
-    """(run, kind, number) of every LoRA and checkpoint folder in a run folder."""
+    """(run, kind, number) of every LoRA and checkpoint folder in a run folder; a run of an expert folder
+    (expert: both) is named with it, "high_noise/RUN"."""
     found = []
     for e in entries:
         parts = e.rstrip("/").split("/")
         m = SAVED.fullmatch(parts[-1])
-        if e.endswith("/") and len(parts) == 2 and RUN_FOLDER.fullmatch(parts[0]) and m:
-            found.append((parts[0], m[1], int(m[2])))
+        expert = len(parts) == 3 and parts[0] in EXPERT_DIRS.values()
+        if e.endswith("/") and (len(parts) == 2 or expert) and RUN_FOLDER.fullmatch(parts[-2]) and m:
+            found.append(("/".join(parts[:-1]), m[1], int(m[2])))
     return sorted(found)
 
 
@@ -227,6 +263,11 @@ def _epochs_after(job: Job, out: Outputs, run: str) -> list[str]:
 def resume_from(job: Job, out: Outputs) -> Resume:
     """The newest run folder with a complete checkpoint (`latest`), refused when that run finished or holds step
     LoRAs newer than the checkpoint (the resumed run would save them again, over them)."""
+    if len(experts(job)) == 2:
+        raise UserError(out.folder, "holds the runs of both A14B experts (expert: both), which runner cannot resume yet: "
+                        "each expert's run would need its own checkpoint.",
+                        "start anew with `runner train JOB --fresh` (earlier files stay), or train one expert per job "
+                        "(expert: high, expert: low), which resumes.")
     runs = sorted({run for run, kind, _ in _saved(out.entries) if kind == "global_step" and f"{run}/latest" in out.entries})
     if not runs:
         raise UserError(out.folder, "holds no DeepSpeed checkpoint (RUN/global_stepN/ with RUN/latest) to resume from.",

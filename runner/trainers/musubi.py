@@ -16,7 +16,7 @@ from runner.data import media
 from runner.errors import UserError
 from runner.models.modelfiles import ModelFiles
 from runner.plan import Plan, Step
-from runner.spec import Job, Samples, Trainer, max_blocks_to_swap
+from runner.spec import Job, Samples, Trainer, experts, max_blocks_to_swap, timestep_range
 from runner.trainers.resolved import Caches, Entries, Outputs, ResolvedJob, Resume
 
 WORKDIR = "/opt/musubi-tuner"
@@ -37,8 +37,16 @@ CACHE_STEP_ENV = {"HF_HUB_OFFLINE": "1"}
 # TensorBoard (--logging_dir): accelerate's tracker writes <dir>/<%Y%m%d%H%M%S of the start>/network_train/events.*
 # (training/accelerator_setup.py, accelerate tracking.py TensorBoardTracker): one folder per run, in the job's outputs
 TENSORBOARD_DIR = "logs"
-# musubi's --task names one I2V config for both resolutions (wan/configs/__init__.py)
-TASKS = {"t2v-1.3B": "t2v-1.3B", "t2v-14B": "t2v-14B", "i2v-14B-480P": "i2v-14B", "i2v-14B-720P": "i2v-14B"}
+# musubi's --task names one I2V config for both resolutions (wan/configs/__init__.py WAN_CONFIGS). It has no
+# ti2v-5B config at the pin (only a SUPPORTED_SIZES entry: docs/wan.md "Wan2.2 ... only for 14B models"), and its
+# flf2v-14B trains only in the one-frame mode of docs/wan_1f.md: checks refuse both (runner.job.checks).
+TASKS = {"t2v-1.3B": "t2v-1.3B", "t2v-14B": "t2v-14B", "i2v-14B-480P": "i2v-14B", "i2v-14B-720P": "i2v-14B",
+         "t2v-A14B": "t2v-A14B", "i2v-A14B": "i2v-A14B"}
+UNSUPPORTED_TASKS = {
+    "ti2v-5B": "musubi-tuner has no ti2v-5B task at its pin (wan/configs WAN_CONFIGS; docs/wan.md: Wan2.2 \"only for 14B models\")",
+    "flf2v-14B": "musubi-tuner trains flf2v-14B only in its one-frame mode (docs/wan_1f.md: control images, one target "
+                 "frame); its video caching keeps one start image, which the FLF2V image projection cannot take",
+}
 
 
 # --optimizer_type (training/trainer_base.py get_optimizer): "adamw8bit", "adafactor" and "adamw" in any case;
@@ -148,7 +156,7 @@ def train_args(r: ResolvedJob, config: str) -> list[str]:
     mem, sch, opt = job.memory, job.schedule, job.optimizer
     mp = MIXED_PRECISION[mem.dtype]
     out = str(run_dir(r))
-    args = ["--task", TASKS[job.task.value], "--dit", _model(files, files.dit), "--dataset_config", config]
+    args = ["--task", TASKS[job.task.value], "--dit", _model(files, expert_dit(r)), "--dataset_config", config]
     args += ["--sdpa", "--mixed_precision", mp]
     if mem.transformer_dtype == "float8":
         # an fp8 file is already quantized (its header, read on the target, says so); a bf16/fp16 file is
@@ -173,7 +181,7 @@ def train_args(r: ResolvedJob, config: str) -> list[str]:
     rank = job.lora.rank
     alpha = job.lora.alpha if job.lora.alpha is not None else rank
     args += ["--network_module", "networks.lora_wan", "--network_dim", str(rank), "--network_alpha", f"{alpha:g}"]
-    args += TIMESTEP_SAMPLING
+    args += TIMESTEP_SAMPLING + expert_args(r)
     # --max_train_epochs overrides --max_train_steps, so pass only the one that limits the run (checks refuse
     # a job that sets both: musubi cannot stop at whichever comes first). A resumed run counts from 0 again: what is left.
     start = r.start
@@ -195,6 +203,27 @@ def train_args(r: ResolvedJob, config: str) -> list[str]:
     args += ["--log_with", "tensorboard", "--logging_dir", str(mounts.job_output_dir(job.name) / TENSORBOARD_DIR)]
     args += ["--seed", str(job.seed), "--output_dir", out, "--output_name", job.name]
     return args
+
+
+def expert_args(r: ResolvedJob) -> list[str]:
+    """Wan2.2 A14B (docs/wan.md): one expert trains on its share of the timesteps, 0..1000 as --min/max_timestep
+    take them, with --preserve_distribution_shape as the docs recommend; both experts train in one run, --dit the
+    low-noise one and --dit_high_noise the other, switched at --timestep_boundary (an int: 0..1000), the inactive
+    one in host RAM unless blocks are swapped (--offload_inactive_dit asserts no block swap)."""
+    job, chosen = r.job, experts(r.job)
+    if not chosen:
+        return []
+    if len(chosen) == 2:
+        assert job.task.boundary is not None
+        args = ["--dit_high_noise", _model(r.files, r.files.dit_high_noise), "--timestep_boundary", str(round(job.task.boundary * 1000))]
+        return args + ([] if job.memory.blocks_to_swap else ["--offload_inactive_dit"])
+    low, high = timestep_range(job.task, chosen[0])
+    return ["--min_timestep", str(round(low * 1000)), "--max_timestep", str(round(high * 1000)), "--preserve_distribution_shape"]
+
+
+def expert_dit(r: ResolvedJob) -> Path | None:
+    """The DiT --dit loads: the high-noise expert's when only that one trains, else models.dit."""
+    return r.files.dit_high_noise if experts(r.job) == ("high",) else r.files.dit
 
 
 def _optimizer_arg(key: str, value: object) -> str:
@@ -236,8 +265,8 @@ def render(r: ResolvedJob, master_port: int) -> Plan:
     python = ["python"]
     cache_latents = python + [str(SCRIPTS / "wan_cache_latents.py"), "--dataset_config", config]
     cache_latents += ["--vae", _model(models, models.vae)]
-    if job.task.is_i2v:
-        cache_latents += ["--i2v", "--clip", _model(models, models.clip)]
+    if job.task.is_i2v:  # Wan2.2 I2V conditions on the first frame's latents only, without CLIP (docs/wan.md)
+        cache_latents += ["--i2v"] + (["--clip", _model(models, models.clip)] if job.task.needs_clip else [])
     cache_text = python + [str(SCRIPTS / "wan_cache_text_encoder_outputs.py"), "--dataset_config", config]
     cache_text += ["--t5", _model(models, models.t5), "--batch_size", str(job.memory.text_encoder_batch)]
     if job.memory.text_encoder_dtype == "float8":

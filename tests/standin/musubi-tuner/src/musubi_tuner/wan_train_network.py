@@ -222,6 +222,12 @@ def handle_model_specific_args(args) -> None:
     if dtype.startswith("F8"):
         dtype = "F16" if args.mixed_precision == "fp16" else "BF16"
     args.dit_dtype = {"F16": "float16", "BF16": "bfloat16", "F32": "float32"}.get(dtype, dtype)
+    # Wan2.2 high/low training (wan_train_network.py handle_model_specific_args, load_transformer)
+    if args.dit_high_noise is not None:
+        if args.blocks_to_swap is not None and args.blocks_to_swap > 0:
+            assert not args.offload_inactive_dit, "Block swap is not supported with offloading inactive DiT"
+        if not os.path.exists(args.dit_high_noise):
+            raise FileNotFoundError(f"No such file or directory: '{args.dit_high_noise}'")
 
 
 def split_weight_filenames(path: str) -> list[str] | None:

@@ -1,0 +1,6 @@
+#!/bin/sh
+# diffpipe job ball-5b-dp: run inside the image, from /opt/diffusion-pipe
+set -e
+cd /opt/diffusion-pipe
+# step: train
+deepspeed --num_gpus=1 train.py --deepspeed --config /job/diffpipe.toml --master_port 29500
