@@ -6,6 +6,9 @@ first: bf16 with checkpointing, fp8 weights, then blocks swapped to the CPU (swa
 for 20 of 30 blocks on 1.3B), then checkpointed activations offloaded to the CPU (costs much). Caching candidates:
 umT5 in bf16, then in fp8 (musubi `--fp8_t5`, diffusion-pipe `text_encoder_fp8`), then with musubi's text-encoder
 batch at 1. bench/README.md lists the runs behind each.
+
+Several GPUs (Layout): memory is planned per GPU, for the card with the least memory among those the job uses, and
+host RAM for all the processes of one machine (runner.gpu.memmodel parallel_gib, host_gib).
 """
 
 from __future__ import annotations
@@ -13,7 +16,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-from runner.gpu.memmodel import Checkpointing, MemoryFit, gpu_gib, host_gib, outside_gib
+from runner.gpu.memmodel import Checkpointing, MemoryFit, gpu_gib, host_gib, outside_gib, parallel_gib
 from runner.gpu.memory_fit import FIT
 from runner.gpu.wan import latent_tokens
 from runner.spec import DEFAULT_VIDEO_FRAMES, Memory
@@ -48,6 +51,19 @@ def model_size(task: str) -> str:
 
 
 @dataclass(frozen=True)
+class Layout:
+    """How a job spreads over the GPUs of one machine: one process per GPU, `stages` of them per pipeline
+    (diffusion-pipe), the rest data-parallel replicas."""
+
+    gpus: int = 1
+    stages: int = 1
+
+    @property
+    def replicas(self) -> int:
+        return max(1, self.gpus // self.stages)
+
+
+@dataclass(frozen=True)
 class MemoryPlan:
     task: str
     trainer: str
@@ -67,6 +83,7 @@ class MemoryPlan:
     text_encoder_batch: int = 1  # texts per umT5 batch while caching (musubi's --batch_size)
     caching_gpu_gib: float = 0.0
     training_gpu_gib: float = 0.0
+    layout: Layout = Layout()
 
     @property
     def activation_checkpointing(self) -> bool | str:
@@ -90,32 +107,34 @@ class MemoryPlan:
         return update
 
 
-def _caching(trainer: str, tokens: int, vram_gib: float, fit: MemoryFit) -> tuple[str, int, float, float]:
-    """The first caching setting that fits (else the smallest): (umT5 precision, batch, GPU GiB, host GiB)."""
+def _caching(trainer: str, tokens: int, vram_gib: float, fit: MemoryFit, layout: Layout) -> tuple[str, int, float, float]:
+    """The first caching setting that fits (else the smallest): (umT5 precision, batch, GPU GiB, host GiB).
+    musubi caches in one process; diffusion-pipe's caching runs in every training process, each with its umT5."""
     cf = fit.caching[trainer]
-    options = [(t5, batch, cf.gpu_gib(t5, batch, tokens), cf.host_gib[t5]) for t5, batch in CACHING[trainer]]
+    processes = layout.gpus if trainer == "diffpipe" else 1
+    options = [(t5, batch, cf.gpu_gib(t5, batch, tokens), processes * cf.host_gib[t5]) for t5, batch in CACHING[trainer]]
     return next((o for o in options if o[2] + margin_gib(o[2], fit) <= vram_gib), options[-1])
 
 
 def _evaluate(task: str, trainer: str, tokens: int, vram_gib: float, ram_gib: float | None, rank: int,
-              fit: MemoryFit) -> tuple[MemoryPlan | None, MemoryPlan | None]:
+              fit: MemoryFit, layout: Layout = Layout()) -> tuple[MemoryPlan | None, MemoryPlan | None]:
     """(first plan that fits, the plan with the least GPU memory considered)."""
     size = model_size(task)
-    t5, batch, cache_gpu, cache_host = _caching(trainer, tokens, vram_gib, fit)
+    t5, batch, cache_gpu, cache_host = _caching(trainer, tokens, vram_gib, fit, layout)
     smallest: MemoryPlan | None = None
     for weights, ckpt, swap, adam8 in VERIFIED[(trainer, size)]:
         alloc = gpu_gib(fit, size, weights, ckpt, swap, tokens, rank, adam8, trainer)
-        if alloc is None:
+        if alloc is None or (swap and layout.stages > 1):  # diffusion-pipe swaps blocks only with pipeline_stages 1
             continue
-        train = alloc + outside_gib(fit, trainer, size)
+        train = alloc + outside_gib(fit, trainer, size) + parallel_gib(size, weights, rank, layout.replicas, layout.stages)
         need = max(train, cache_gpu)
         margin = margin_gib(need, fit)
-        host = max(host_gib(fit, size, ckpt, tokens, trainer=trainer, swap=swap), cache_host)
+        host = max(host_gib(fit, size, ckpt, tokens, trainer=trainer, swap=swap, processes=layout.gpus), cache_host)
         host_ok = ram_gib is None or host + HOST_RESERVE_GIB <= ram_gib
         fits = need + margin <= vram_gib and host_ok
         plan = MemoryPlan(task, trainer, tokens, vram_gib, ram_gib, fits, "bfloat16" if weights == "bf16" else "float8",
                     ckpt, swap, adam8, round(need, 2), round(margin, 2), round(host, 1), (),
-                    "bfloat16" if t5 == "bf16" else "float8", batch, round(cache_gpu, 2), round(train, 2))
+                    "bfloat16" if t5 == "bf16" else "float8", batch, round(cache_gpu, 2), round(train, 2), layout)
         if fits:
             return plan, plan
         if smallest is None or need < smallest.gpu_gib:
@@ -124,24 +143,29 @@ def _evaluate(task: str, trainer: str, tokens: int, vram_gib: float, ram_gib: fl
 
 
 def plan(task: str, trainer: str, width: int, height: int, frames: int, batch: int, vram_gib: float,
-         ram_gib: float | None = None, rank: int = 32, fit: MemoryFit = FIT) -> MemoryPlan:
+         ram_gib: float | None = None, rank: int = 32, fit: MemoryFit = FIT, layout: Layout = Layout()) -> MemoryPlan:
     tokens = latent_tokens(width, height, frames) * batch
-    found, smallest = _evaluate(task, trainer, tokens, vram_gib, ram_gib, rank, fit)
+    found, smallest = _evaluate(task, trainer, tokens, vram_gib, ram_gib, rank, fit, layout)
     if found:
         return found
     assert smallest is not None
     return MemoryPlan(**{**smallest.__dict__, "fits": False,
-                   "suggestions": tuple(_what_would_fit(task, trainer, width, height, frames, batch, vram_gib, ram_gib, rank, fit, smallest))})
+                   "suggestions": tuple(_what_would_fit(task, trainer, width, height, frames, batch, vram_gib, ram_gib, rank, fit, smallest, layout))})
 
 
 def _what_would_fit(task: str, trainer: str, width: int, height: int, frames: int, batch: int, vram_gib: float,
-                    ram_gib: float | None, rank: int, fit: MemoryFit, smallest: MemoryPlan) -> list[str]:
+                    ram_gib: float | None, rank: int, fit: MemoryFit, smallest: MemoryPlan, layout: Layout) -> list[str]:
     out = []
     if ram_gib is not None and smallest.host_gib + HOST_RESERVE_GIB > ram_gib:
         out.append(f"more host RAM: at least {smallest.host_gib + HOST_RESERVE_GIB:.0f} GiB for these settings")
 
-    def fits(w: int, h: int, f: int, b: int) -> bool:
-        return _evaluate(task, trainer, latent_tokens(w, h, f) * b, vram_gib, ram_gib, rank, fit)[0] is not None
+    def fits(w: int, h: int, f: int, b: int, on: Layout = layout) -> bool:
+        return _evaluate(task, trainer, latent_tokens(w, h, f) * b, vram_gib, ram_gib, rank, fit, on)[0] is not None
+
+    if trainer == "diffpipe" and layout.stages == 1:
+        stages = next((s for s in range(2, layout.gpus + 1) if layout.gpus % s == 0 and fits(width, height, frames, batch, Layout(layout.gpus, s))), None)
+        if stages:
+            out.append(f"pipeline_stages: {stages} (the DiT's blocks split over {stages} of the {layout.gpus} GPUs)")
 
     if batch > 1 and fits(width, height, frames, 1):
         out.append("batch size 1 (use gradient accumulation for a larger effective batch)")
@@ -171,4 +195,5 @@ def plan_for_job(job, vram_gib: float, ram_gib: float | None = None) -> MemoryPl
                 if best is None or latent_tokens(w, h, f) > latent_tokens(*best):
                     best = (w, h, f)
     assert best is not None
-    return plan(job.task.value, job.trainer.value, *best, job.schedule.batch_size, vram_gib, ram_gib, job.lora.rank)
+    layout = Layout(job.gpu_count or 1, job.pipeline_stages)
+    return plan(job.task.value, job.trainer.value, *best, job.schedule.batch_size, vram_gib, ram_gib, job.lora.rank, layout=layout)
