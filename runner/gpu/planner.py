@@ -122,9 +122,12 @@ def _evaluate(task: str, trainer: str, tokens: int, vram_gib: float, ram_gib: fl
     size = model_size(task)
     t5, batch, cache_gpu, cache_host = _caching(trainer, tokens, vram_gib, fit, layout)
     smallest: MemoryPlan | None = None
-    for weights, ckpt, swap, adam8 in VERIFIED[(trainer, size)]:
+    candidates = VERIFIED[(trainer, size)]
+    if layout.stages > 1:  # diffusion-pipe swaps blocks only with pipeline_stages 1: the same settings without swap
+        candidates = tuple(dict.fromkeys((w, c, 0, a) for w, c, _, a in candidates))
+    for weights, ckpt, swap, adam8 in candidates:
         alloc = gpu_gib(fit, size, weights, ckpt, swap, tokens, rank, adam8, trainer)
-        if alloc is None or (swap and layout.stages > 1):  # diffusion-pipe swaps blocks only with pipeline_stages 1
+        if alloc is None:
             continue
         train = alloc + outside_gib(fit, trainer, size) + parallel_gib(size, weights, rank, layout.replicas, layout.stages)
         need = max(train, cache_gpu)
@@ -159,13 +162,8 @@ def _what_would_fit(task: str, trainer: str, width: int, height: int, frames: in
     if ram_gib is not None and smallest.host_gib + HOST_RESERVE_GIB > ram_gib:
         out.append(f"more host RAM: at least {smallest.host_gib + HOST_RESERVE_GIB:.0f} GiB for these settings")
 
-    def fits(w: int, h: int, f: int, b: int, on: Layout = layout) -> bool:
-        return _evaluate(task, trainer, latent_tokens(w, h, f) * b, vram_gib, ram_gib, rank, fit, on)[0] is not None
-
-    if trainer == "diffpipe" and layout.stages == 1:
-        stages = next((s for s in range(2, layout.gpus + 1) if layout.gpus % s == 0 and fits(width, height, frames, batch, Layout(layout.gpus, s))), None)
-        if stages:
-            out.append(f"pipeline_stages: {stages} (the DiT's blocks split over {stages} of the {layout.gpus} GPUs)")
+    def fits(w: int, h: int, f: int, b: int) -> bool:
+        return _evaluate(task, trainer, latent_tokens(w, h, f) * b, vram_gib, ram_gib, rank, fit, layout)[0] is not None
 
     if batch > 1 and fits(width, height, frames, 1):
         out.append("batch size 1 (use gradient accumulation for a larger effective batch)")

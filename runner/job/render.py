@@ -52,6 +52,17 @@ def trainer_plan(r: ResolvedJob, job_dir: Path, master_port: int = DEFAULT_MASTE
     return dataclasses.replace(p, env=job_env(r.job), mounts=mounts.job_mounts(r.job, job_dir.resolve()))
 
 
+TRAIN_STEP = "train"
+
+
+def node_plans(p: Plan) -> tuple[Plan, Plan]:
+    """A multi-node plan (trainer_plan with nodes > 1) as two: the steps to run once, on one node, before training
+    (musubi's caching, into the shared cache folder; no steps when the caches are reused), and the `train` step
+    that every node runs at the same time (its machines meet at the rendezvous)."""
+    once = [s for s in p.steps if s.name != TRAIN_STEP]
+    return dataclasses.replace(p, steps=once), dataclasses.replace(p, steps=[s for s in p.steps if s.name == TRAIN_STEP])
+
+
 def dit_bytes_per_param(r: ResolvedJob) -> int:
     """Bytes per DiT parameter as the job's trainer will hold the weights in GPU memory (before block swap):
     1 for float8, 2 for bf16/fp16, 4 where musubi keeps an official float32 DiT."""

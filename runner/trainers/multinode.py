@@ -78,5 +78,6 @@ def main():
     os.execvp(argv[0], argv)
 
 
-main()
+if __name__ == "__main__":
+    main()
 '''
