@@ -302,3 +302,11 @@ def test_a_machine_that_nobody_meets_times_out_clearly(launcher, tmp_path):
     (first,) = _machines(launcher, tmp_path, random.randrange(10**6), ranks=(0,), timeout="1")
     out, err = first.communicate(timeout=30)
     assert first.returncode == 1 and "Timed out after 1 seconds waiting for clients. 1/2 clients joined." in err, err
+
+
+def test_train_refuses_gpus_all_without_gpus(cli, workspace, monkeypatch):
+    monkeypatch.setenv("RUNNER_GPUS", "none")  # CI's containers without GPUs: no inventory to resolve `all` against
+    monkeypatch.setenv("RUNNER_STATE", str(workspace / "state"))
+    job = write_job(workspace / "examples", job_text(extra="gpus: all\n"))
+    code, out, err = cli("train", job)
+    assert code == 2 and "gpus: is `all`, and RUNNER_GPUS=none starts containers without GPUs" in err and "Fix:" in err, err

@@ -70,6 +70,9 @@ def start(job_file: Path, executor: Executor, settings: config.Settings, console
     job, inventory = resolved.job, resolved.inventory
     if job.memory.auto and inventory is None:
         raise UserError("memory: auto", "needs a GPU to plan for, and RUNNER_GPUS=none starts containers without one.", "set memory settings explicitly")
+    if job.gpu_count is None:
+        raise UserError("gpus", "is `all`, and RUNNER_GPUS=none starts containers without GPUs: there are none to count.",
+                        "give a count (gpus: 1) or device ids.")
     for note in resolved.notes:
         console.print(note)
     gpu_env, variant_name = gpu_environment(inventory, job, resolved.memory_plan)
