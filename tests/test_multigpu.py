@@ -290,7 +290,7 @@ def test_two_machines_meet_at_the_first_hosts_port(launcher, tmp_path):
     outs = [p.communicate(timeout=60) for p in _machines(launcher, tmp_path, job_id, ranks=(1, 0))]
     rank1, rank0 = outs
     for out, err in outs:
-        assert f"ranks met: world size 2, machine ranks [0, 1]" in out, out + err
+        assert "ranks met: world size 2, machine ranks [0, 1]" in out, out + err
         assert f"main process localhost:{port}" in out
     assert "trained as rank 0 of 2 on localhost" in rank0[0] and "trained as rank 1 of 2 on localhost" in rank1[0]
 

@@ -60,6 +60,7 @@ RTX_40_SOURCE = "diffusion-pipe README (8f83dbf): 'RTX 4000 series needs NCCL_P2
 def _rtx_40(c: Context) -> bool:
     return any(g.is_geforce_rtx_40 for g in c.used())
 
+
 RULES: tuple[Rule, ...] = (
     Rule(
         "cuda-home",
