@@ -120,7 +120,7 @@ def run(args: argparse.Namespace) -> int:
     else:
         make_lora(lora_at, diffpipe=bool(converts))
         print(f"[gpu_sample] random rank-{RANK} LoRA in {'diffusion-pipe' if converts else 'musubi'}'s format → {lora_at}")
-    for argv in converts:  # as runner's sample.start does: convert_lora.py makes no folder
+    for argv in converts:  # as the plan's make-loras-folder step does: convert_lora.py makes no folder
         Path(flag(argv, "--output")).parent.mkdir(parents=True, exist_ok=True)
     hf_home = work / "hf-cache"
     if args.tokenizer:

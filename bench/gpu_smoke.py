@@ -102,7 +102,8 @@ def settings(plan: dict, job_dir: Path, steps: dict[str, list[str]]) -> dict:
                 "checkpointing": "gcoff" if ckpt == "unsloth" else "gc" if ckpt else "none",
                 "swap": doc.get("blocks_to_swap", 0), "optimizer": doc["optimizer"]["type"],
                 "te_dtype": "fp8" if doc["model"].get("text_encoder_fp8") else "bf16", "te_batch": doc.get("caching_batch_size", 1),
-                "width": res[0], "height": res[1], "frames": frames, "batch": doc.get("micro_batch_size_per_gpu", 1)}
+                "width": res[0], "height": res[1], "frames": frames, "batch": doc.get("micro_batch_size_per_gpu", 1),
+                "accumulation": doc.get("gradient_accumulation_steps", 1)}
     train, text = steps["train"], steps["cache-text-encoder"]
     ds = tomllib.loads((job_dir / "musubi_dataset.toml").read_text())
     entry = ds["datasets"][0]
@@ -113,23 +114,24 @@ def settings(plan: dict, job_dir: Path, steps: dict[str, list[str]]) -> dict:
             "swap": int(flag("--blocks_to_swap")), "optimizer": flag("--optimizer_type", "adamw"),
             "te_dtype": "fp8" if "--fp8_t5" in text else "bf16", "te_batch": int(text[text.index("--batch_size") + 1]),
             "width": res[0], "height": res[1], "frames": max(entry.get("target_frames", [1])),
-            "batch": entry.get("batch_size", ds["general"].get("batch_size", 1))}
+            "batch": entry.get("batch_size", ds["general"].get("batch_size", 1)), "accumulation": int(flag("--gradient_accumulation_steps", 1))}
 
 
 class DevicePoller:
-    """Device memory in use (NVML), sampled every 0.2 s with wall-clock times."""
+    """Device memory in use (NVML) of every GPU, sampled every 0.2 s with wall-clock times."""
 
     def __init__(self) -> None:
         import pynvml
 
         pynvml.nvmlInit()
-        self._nvml, self._handle = pynvml, pynvml.nvmlDeviceGetHandleByIndex(0)
-        self.samples: list[tuple[float, float]] = []
+        self._nvml = pynvml
+        self._handles = [pynvml.nvmlDeviceGetHandleByIndex(i) for i in range(pynvml.nvmlDeviceGetCount())]
+        self.samples: list[tuple[float, list[float]]] = []
         self._stop = threading.Event()
         self.baseline = self.used()
 
-    def used(self) -> float:
-        return self._nvml.nvmlDeviceGetMemoryInfo(self._handle).used / GIB
+    def used(self) -> list[float]:
+        return [self._nvml.nvmlDeviceGetMemoryInfo(h).used / GIB for h in self._handles]
 
     def __enter__(self):
         self._thread = threading.Thread(target=self._run, daemon=True)
@@ -145,9 +147,23 @@ class DevicePoller:
         self._stop.set()
         self._thread.join()
 
-    def peak(self, t0: float, t1: float) -> float | None:
-        inside = [u for t, u in self.samples if t0 <= t <= t1]
-        return round(max(inside) - self.baseline, 3) if inside else None
+    def peak(self, t0: float, t1: float, gpu: int = 0) -> float | None:
+        inside = [u[gpu] for t, u in self.samples if t0 <= t <= t1]
+        return round(max(inside) - self.baseline[gpu], 3) if inside else None
+
+
+def tensorboard_runs(out: Path) -> list[dict]:
+    """The event files the trainer wrote under its output folder, read back with TensorBoard's own reader."""
+    try:
+        from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    except ImportError as e:
+        return [{"error": repr(e)}]
+    runs = []
+    for f in sorted(out.rglob("events.out.tfevents.*")) if out.is_dir() else []:
+        acc = EventAccumulator(str(f))
+        acc.Reload()
+        runs.append({"file": str(f.relative_to(out)), "scalars": {t: len(acc.Scalars(t)) for t in acc.Tags()["scalars"]}})
+    return runs
 
 
 def gpu_facts() -> dict:
@@ -201,22 +217,28 @@ def kill_leftovers() -> None:
 
 
 def phase_rows(events: list[dict], poller: DevicePoller, base: dict, t_start: float) -> list[dict]:
-    """One row per phase the step's process closed; a phase's device window runs from the previous phase's end."""
+    """One row per phase and process (rank) the step closed; a phase's device window runs from the previous phase's
+    end. With several GPUs, rank r runs on GPU r (accelerate and the deepspeed launcher both place them so), and
+    samples/s counts the whole step's batch: batch × gradient accumulation × ranks."""
     rows = []
+    ranks = sorted({e.get("rank", 0) for e in events})
+    starts = dict.fromkeys(ranks, t_start)
     for e in (e for e in events if e["event"] == "phase"):
-        mine = [x for x in events if x["phase"] == e["phase"] and x["event"] in ("step", "phase")]
+        rank = e.get("rank", 0)
+        mine = [x for x in events if x["phase"] == e["phase"] and x.get("rank", 0) == rank and x["event"] in ("step", "phase")]
         steps = [x for x in mine if x["event"] == "step"]
         dts = [s["dt"] for s in steps]
+        step_s = round(statistics.median(dts[1:]), 3) if len(dts) > 1 else None
         reserved = max((x.get("peak_reserved_gib", 0) for x in mine), default=None)
-        device = poller.peak(t_start, e["t"] + 0.3)
-        rows.append({**base, "phase": e["phase"],
+        device = poller.peak(starts[rank], e["t"] + 0.3, rank)
+        rows.append({**base, "phase": e["phase"], "rank": rank, "world": len(ranks),
                      "peak_alloc_gib": max((x.get("peak_alloc_gib", 0) for x in mine), default=None),
                      "peak_reserved_gib": reserved,
                      "outside_allocator_gib": round(device - reserved, 3) if device is not None and reserved else None,
                      "device_peak_gib": device,
-                     "host_peak_rss_gib": e["host_peak_rss_gib"], "steps": len(steps),
-                     "step_s": round(statistics.median(dts[1:]), 3) if len(dts) > 1 else None})
-        t_start = e["t"]
+                     "host_peak_rss_gib": e["host_peak_rss_gib"], "steps": len(steps), "step_s": step_s,
+                     "samples_per_s": round(base["batch"] * base.get("accumulation", 1) * len(ranks) / step_s, 3) if step_s else None})
+        starts[rank] = e["t"]
     return rows
 
 
@@ -269,7 +291,9 @@ def main() -> int:
     base["tokens"] = latent_tokens(base["width"], base["height"], base["frames"])
     rows = []
     with DevicePoller() as poller:
-        for name, argv in steps.items():
+        for i, (name, argv) in enumerate(steps.items(), 1):
+            with open(log, "a") as out:  # images/run_plan.py's marker: runner's log reader knows the step by it
+                out.write(f"[runner] step {i}/{len(steps)} {name} start: {' '.join(argv)}\n")
             phase = "caching" if plan["trainer"] == "diffpipe" else PHASE_OF_STEP[name]
             caps = {}
             if cap is not None:  # diffusion-pipe caches, then trains, in one process: the probe re-caps in between
@@ -290,13 +314,14 @@ def main() -> int:
         for r in rows:
             f.write(json.dumps(r) + "\n")
     for r in rows:
-        print(f"[gpu_smoke] {args.name} {r['phase']:18s} rc={r['rc']} oom={r['oom']} cap={cap} "
+        print(f"[gpu_smoke] {args.name} {r['phase']:18s} rank={r.get('rank', 0)}/{r.get('world', 1)} rc={r['rc']} oom={r['oom']} cap={cap} "
               f"alloc={r.get('peak_alloc_gib')} reserved={r.get('peak_reserved_gib')} device={r.get('device_peak_gib')} "
-              f"outside={r.get('outside_allocator_gib')} rss={r.get('host_peak_rss_gib')} step_s={r.get('step_s')} wall={r['wall_s']}",
+              f"outside={r.get('outside_allocator_gib')} rss={r.get('host_peak_rss_gib')} step_s={r.get('step_s')} samples/s={r.get('samples_per_s')} wall={r['wall_s']}",
               flush=True)
     out = Path(to_local(plan["output_dir"]))
     files = sorted(str(p.relative_to(out)) for p in out.rglob("*.safetensors")) if out.is_dir() else []
     print(f"[gpu_smoke] {args.name}: LoRA files {files}", flush=True)
+    print(f"[gpu_smoke] {args.name}: TensorBoard {json.dumps(tensorboard_runs(out))}", flush=True)
     return 0 if rows and all(r["rc"] == 0 for r in rows) else 1
 
 

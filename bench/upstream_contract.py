@@ -334,6 +334,8 @@ class Musubi:
             if len(argv) > 2 and Path(argv[1]).name == "multinode_launch.py":
                 # what the rendered launcher runs on machine 1 of a Slurm job (runner/trainers/multinode.py)
                 argv = argv[3:5] + ["--machine_rank", "1", "--main_process_ip", "node01", "--main_process_port", "29601"] + argv[5:]
+            if argv[:2] == ["mkdir", "-p"]:  # a folder made for a later step (runner sample: convert_lora.py's output folder)
+                continue
             if argv[:2] == ["accelerate", "launch"]:
                 script_at = next(i for i, a in enumerate(argv) if a.endswith(".py"))
                 yield from self.accelerate(argv[2:], plan, render_dir)

@@ -40,12 +40,14 @@ SETTINGS_DOC = "the settings are listed in README.md (Images, compose and networ
 URLS = {"pip_index_url": "https://pypi.example/simple", "hf_endpoint": "https://hf-mirror.example"}  # URL settings: an example each
 _HTTP_URL = TypeAdapter(HttpUrl)
 _SCHEME = r"[A-Za-z][A-Za-z0-9+.-]*://"
-_PASSWORD = re.compile(rf"^(?P<scheme>{_SCHEME}|(?!{_SCHEME}))(?P<user>[^:@/]*):.*@", re.S)  # to the last @: a password may hold one
+# credentials in a URL, anywhere in a text: https://user:password@mirror/simple, https://token@mirror/simple, and at its
+# start user:password@host; the password runs to the last @, as it may hold one
+URL_CREDENTIALS = re.compile(rf"(?:(?P<scheme>{_SCHEME})|^(?!{_SCHEME})(?=[^:@/?#\s]*:))(?P<user>[^:@/?#\s]*)(?::(?P<password>.*))?@", re.S)
 
 
 def redacted(url: str) -> str:
     """A URL as messages may quote it: the password of a user:password@ part replaced by ***."""
-    return _PASSWORD.sub(r"\g<scheme>\g<user>:***@", url)
+    return URL_CREDENTIALS.sub(lambda m: f"{m['scheme'] or ''}{m['user']}:***@" if m["password"] is not None else m[0], url)
 
 
 _YAML_KINDS = {list: "a list", dict: "a mapping", bool: "true or false", int: "a number", float: "a number"}

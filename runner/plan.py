@@ -6,14 +6,13 @@ Executors run a Plan as it is (argv lists, env, mounts); nothing downstream re-d
 from __future__ import annotations
 
 import json
-import re
 from dataclasses import asdict, dataclass, field
 
+from runner.config import URL_CREDENTIALS
 from runner.mounts import Mount
 
 # a word of a variable's name that says it holds a credential (HF_TOKEN, WANDB_API_KEY, AWS_SECRET_ACCESS_KEY, …)
 SECRET_WORDS = {"TOKEN", "SECRET", "PASSWORD", "PASSWD", "CREDENTIAL", "CREDENTIALS", "KEY", "APIKEY", "AUTH"}
-URL_CREDENTIALS = re.compile(r"://[^/?#@\s]+@")  # https://user:password@mirror/simple
 
 
 def is_secret(name: str, value: str) -> bool:

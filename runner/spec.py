@@ -390,7 +390,10 @@ def load_job(file: Path) -> Job:
     return read_job(file)[0]
 
 
-def read_job(file: Path) -> tuple[Job, dict[str, int]]:
+JobRead = tuple[Job, dict[str, int]]  # a job file read: the job and the line of each field (read_job)
+
+
+def read_job(file: Path) -> JobRead:
     """The job, with relative host paths resolved against the job file's folder, and the line of each field."""
     data, lines = inputs.read_yaml(file, "job file")
     job = inputs.validate(Job, data, file, lines, "job file", FIELDS_DOC, EXAMPLE)

@@ -180,9 +180,9 @@ def build_log(out: Console):
 
 def jobs_table(records: list) -> Table:
     """`runner ps`: one row per job run (runner.jobs.records.JobRecord), with why a failed one failed."""
-    t = table("id", "job", "trainer", "host", "status", "exit", "started", "why")
+    t = table("id", "job", "kind", "trainer", "host", "status", "exit", "started", "why")
     for r in records:
-        t.add_row(r.id, r.name, r.trainer, r.host, r.status, "" if r.exit_code is None else str(r.exit_code), r.started, r.failure)
+        t.add_row(r.id, r.name, r.kind, r.trainer, r.host, r.status, "" if r.exit_code is None else str(r.exit_code), r.started, r.failure)
     return t
 
 

@@ -63,3 +63,18 @@ def test_urls_with_credentials_are_kept_as_given(sandbox, monkeypatch):
 ])
 def test_redacted(url, shown):
     assert config.redacted(url) == shown
+
+
+@pytest.mark.parametrize("value, secret", [
+    ("https://me:pw@host/simple", True),
+    ("https://token@host/simple", True),  # a token as the user part is a credential too
+    ("me:pw@host", True),
+    ("--index-url https://me:pw@host/simple", True),  # a URL inside a longer value
+    ("https://host:8080/simple", False),
+    ("me@example.com", False),  # no scheme, no password: an address, not a credential
+])
+def test_the_urls_redacted_in_messages_are_the_ones_kept_out_of_containers_configuration(value, secret):
+    from runner.plan import is_secret
+
+    assert is_secret("MIRROR", value) == secret
+    assert (config.redacted(value) != value) == (secret and ":pw@" in value)

@@ -320,7 +320,7 @@ def test_one_train_gathers_each_fact_once_on_its_target(workspace, env, monkeypa
     executor.shell = shell = CountingShell(executor.shell)
     monkeypatch.chdir(workspace)
     console = Console(width=200)
-    record = launch.start(job, executor, config.load(), console)
+    record = launch.start(job, executor, config.load(), console, launch.Run())
     assert launch.follow(record, executor, console) == 0
 
     folder = str((workspace / "examples" / "data" / "clips").resolve())

@@ -214,12 +214,6 @@ def test_saved_loras_of_every_run_the_newest_run_winning(tmp_path):
         (tmp_path / n).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / n).write_bytes(b"")
 
-    class Here:
-        shell = LocalShell()
-
-        def host_mounts(self, mounts, job_name, container):
-            return mounts
-
-    found = {lo.key: lo.path for lo in sampling.saved_loras(job, Here())}
+    found = {lo.key: lo.path for lo in sampling.saved_loras(job, LocalShell(), str(tmp_path / "j"))}
     assert found == {"epoch0001": "20260101_00-00-00/epoch1/adapter_model.safetensors", "epoch0002": "20260102_00-00-00/j-000002.safetensors",
                      "final": "j.safetensors"}

@@ -130,7 +130,10 @@ def test_progress_shows_step_of_total_loss_seconds_per_step_and_eta(workspace, e
         eta = int(h) * 3600 + int(m) * 60 + int(s)
         assert abs(eta - (total - int(step)) * float(per_step)) <= 1
     first, last = seen[0], seen[-1]
-    assert first[0] == "1"
+    if trainer == "musubi":  # its first step's rate is tqdm's time since the bar was drawn: no s/step or ETA from it
+        assert f"runner: step 1/{total} · epoch 1/{EPOCHS} · loss " in r.stdout and "· ? s/step · ETA ?" in r.stdout
+    else:
+        assert first[0] == "1"
     if trainer == "diffpipe":  # no total in its lines: estimated from the data and schedule until epoch 1 ends, then known
         assert first[1] == "≈" and last[1] == "" and int(last[3]) == EPOCHS
     else:  # musubi's bar carries its total
@@ -170,9 +173,23 @@ def test_diffpipe_total_is_estimated_from_the_data_then_known_from_its_first_epo
 def test_musubi_standing_comes_from_its_bar_and_survives_carriage_returns():
     standing = watchdog.Standing("musubi", watchdog.Schedule(None, None, 16))
     new = feed(standing, "epoch 1/16", "steps:   0%|          | 0/48 [00:00<?, ?it/s]",
-               "steps:   2%|          | 1/48 [00:03<02:21,  3.00s/it]", "steps:   2%|          | 1/48 [00:03<02:21,  3.00s/it, avr_loss=0.123]")
+               "steps:   2%|          | 1/48 [00:03<02:21,  3.00s/it]", "steps:   2%|          | 1/48 [00:03<02:21,  3.00s/it, avr_loss=0.123]",
+               "steps:   4%|          | 2/48 [00:06<02:18,  3.00s/it, avr_loss=0.121]")
+    assert new == [False, False, True, False, True]
+    assert standing.summary() == "step 2/48 · epoch 1/16 · loss 0.121 · 3.00 s/step · ETA 0:02:18"
+
+
+def test_musubi_standing_reads_only_its_training_bar():
+    """Lines of the real musubi-tuner on the H200 (bench/data/gpu_h200_logs/mu33tb.log): the DiT's loading bar in the
+    train step is not training, and tqdm's rate after the first step (1198 it/s) is not a step's time."""
+    standing = watchdog.Standing("musubi", watchdog.Schedule(None, None, 1))
+    new = feed(standing, "Loading wan2.1_t2v_1.3B_bf16.safetensors:  18%|█▊        | 149/825 [00:00<00:00, 846.43it/s]",
+               "epoch 1/1", "steps:  25%|██▌       | 1/4 [00:00<00:00, 1198.37it/s, avr_loss=1.83]",
+               "Sampling timesteps for prompt 1:  40%|####      | 8/20 [00:04<00:06,  2.00it/s]")
     assert new == [False, False, True, False]
-    assert standing.summary() == "step 1/48 · epoch 1/16 · loss 0.123 · 3.00 s/step · ETA 0:02:21"
+    assert standing.summary() == "step 1/4 · epoch 1/1 · loss 1.83 · ? s/step · ETA ?"
+    feed(standing, "steps:  50%|█████     | 2/4 [00:00<00:00,  2.13it/s, avr_loss=1.75]")
+    assert standing.summary() == "step 2/4 · epoch 1/1 · loss 1.75 · 0.47 s/step · ETA 0:00:01"
 
 
 @pytest.mark.parametrize("losses,stops_at", [

@@ -27,10 +27,11 @@ if _ACTIVE:
 
     GIB = float(2**30)
     LOG = os.environ["BENCH_LOG"]
+    RANK = int(os.environ.get("RANK", 0))  # one process per GPU under accelerate or the deepspeed launcher
     STATE = {"phase": os.environ.get("BENCH_PHASE", os.path.basename(sys.argv[0])), "step": 0, "t": time.time()}
 
     def _write(rec):
-        rec.update(t=round(time.time(), 3), pid=os.getpid(), phase=rec.get("phase", STATE["phase"]))
+        rec.update(t=round(time.time(), 3), pid=os.getpid(), rank=RANK, phase=rec.get("phase", STATE["phase"]))
         with open(LOG, "a") as f:
             f.write(json.dumps(rec) + "\n")
 

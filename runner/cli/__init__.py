@@ -103,22 +103,19 @@ def RamOpt(help: str):
     return typer.Option(None, "--ram", parser=schema_option(GiB, "--ram", "give the host RAM in GiB, a number above 0, e.g. --ram 64."), help=help)
 
 
-def read_first(job: Path | None) -> None:
+def read_first(job: Path):
     """Read and validate the job file before Docker or SSH is contacted: a bad job is reported as itself, not as an
-    unreachable engine or host."""
+    unreachable engine or host. Returns what was read (runner.spec.JobRead), for the command to resolve."""
     from runner.spec import read_job
 
-    if job is not None:
-        read_job(job)
+    return read_job(job)
 
 
-def target(host: str, gpus: bool = False, job: Path | None = None):
-    """The machine of --host as resolving a job sees it (runner.job.resolve.Target); gpus: ask for its GPUs and RAM;
-    job: the job file the command resolves there, read first (read_first)."""
+def target(host: str, gpus: bool = False):
+    """The machine of --host as resolving a job sees it (runner.job.resolve.Target); gpus: ask for its GPUs and RAM.
+    A command that resolves a job there reads it first (read_first)."""
     from runner.jobs import launch
     from runner.executors import executor_for
-
-    read_first(job)
 
     return launch.target_of(executor_for(host), gpus)
 
@@ -127,8 +124,9 @@ def resolved_with_gpus(job: Path | None, host: str):
     """The job (None: none) resolved on --host's machine with its GPUs and RAM, and that machine's Shell."""
     from runner.job.render import load_checked
 
-    there = target(host, gpus=True, job=job)
-    return (load_checked(job, there) if job else None), there.shell
+    read = read_first(job) if job else None
+    there = target(host, gpus=True)
+    return (load_checked(job, there, read) if job else None), there.shell
 
 
 def choice(enum: type, value: str | None, option: str):

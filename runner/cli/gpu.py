@@ -7,7 +7,7 @@ from pathlib import Path
 import typer
 
 from runner import cli, views
-from runner.cli import HostOpt, JobArg, JsonOpt, RamOpt, VramOpt, app, resolved_with_gpus, target
+from runner.cli import HostOpt, JobArg, JsonOpt, RamOpt, VramOpt, app, read_first, resolved_with_gpus, target
 
 
 @app.command("env")
@@ -38,7 +38,8 @@ def plan_cmd(
     Exits 1 when nothing fits."""
     from runner.job.render import memory_plan
 
-    p = memory_plan(job, target(host, gpus=True, job=job), vram, ram)
+    read = read_first(job)
+    p = memory_plan(job, target(host, gpus=True), vram, ram, read)
     views.emit_json(views.memory_plan_json(p)) if as_json else views.memory_plan(cli.out, p)
     if not p.fits:
         raise typer.Exit(1)

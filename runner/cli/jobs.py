@@ -29,7 +29,8 @@ def validate(job: Path = JobArg, host: str = HostOpt, as_json: bool = JsonOpt('{
     """
     from runner.job.render import load_checked
 
-    j = load_checked(job, target(host, job=job)).job
+    read = read_first(job)
+    j = load_checked(job, target(host), read).job
     views.emit_json(views.validated_json(job, j)) if as_json else views.validated(cli.out, job, j)
 
 
@@ -49,7 +50,8 @@ def render(
     output folder are looked at only with --resume or --fresh."""
     from runner.job import render as r
 
-    plan = r.render(job, out_dir, vram, ram, target(host, job=job), earlier(resume, fresh, refuse=None))
+    read = read_first(job)
+    plan = r.render(job, out_dir, vram, ram, target(host), earlier(resume, fresh, refuse=None), read)
     views.emit_json(views.rendered_json(plan, out_dir)) if as_json else views.rendered(cli.out, plan, out_dir)
 
 
@@ -104,11 +106,11 @@ def run(job: Path, host: str | None, detach: bool, earlier) -> None:
     from runner.jobs import launch
     from runner.executors import executor_for
 
-    read_first(job)
+    read = read_first(job)
     settings = config.load()
     executor = executor_for(host)
     with _interrupted("the job was not started"):
-        record = launch.start(job, executor, settings, cli.out, earlier)
+        record = launch.start(job, executor, settings, cli.out, launch.Run(earlier), read)
     if detach:
         views.line(cli.out, f"follow it with `runner logs -f {record.id}`")
         return
@@ -155,16 +157,19 @@ def sample(
     Each (epoch, prompt) gives an mp4 under <output>/<name>/samples/<epoch>/<prompt>/ (new files only); the sheet,
     samples/index.html, shows the epochs side by side per prompt with the loss at each save. Size, frames, steps,
     guidance and seed come from the job's samples: section. diffusion-pipe's LoRAs are converted to musubi's keys first.
+    A sample run holds the job's lock as a training does (refused while the job trains: exit 2) and has a record:
+    `runner ps`, `runner logs` and `runner stop` work on it; Ctrl-C stops it.
     """
     from runner import config
     from runner.jobs import sample as sampling
     from runner.executors import executor_for
 
-    read_first(job)
+    read = read_first(job)
     if every and epochs:
         raise UserError("--all", "and --epochs both choose the LoRAs to sample.", "give one of them.")
+    run = sampling.Sampling(epochs or None, every, prompts or None, cli.out)
     with _interrupted("sampling stopped, its container removed; the videos made so far stay in the job's samples/ folder"):
-        code = sampling.start(job, executor_for(host), config.load(), epochs or None, every, prompts or None, cli.out)
+        code = sampling.sample(job, executor_for(host), config.load(), run, cli.out, read)
     raise typer.Exit(code)
 
 
@@ -199,10 +204,10 @@ def logs(
 @app.command()
 def ps(
     host: str = typer.Option(None, help="only jobs on this host (\"local\" for this machine)"),
-    as_json: bool = JsonOpt('{"jobs": [{"id", "name", "trainer", "host", "image", "container", "job_file", "output_dir", "status", '
+    as_json: bool = JsonOpt('{"jobs": [{"id", "name", "kind": train or sample, "trainer", "host", "image", "container", "job_file", "output_dir", "status", '
                             '"exit_code", "failure", "stopped_by", "started", "finished", "master_port", "env_names", "fingerprints", "stop_requested", "locked"}]}'),
 ) -> None:
-    """List job runs with their state, refreshed from the engines that run them."""
+    """List job runs (trainings and sample runs) with their state, refreshed from the engines that run them."""
     from runner.jobs import launch, records
     from runner.remote import hosts
 

@@ -11,7 +11,7 @@ from runner.errors import JobInvalid, UserError
 from runner.gpu.planner import MemoryPlan
 from runner.job.resolve import NothingFits, Target, here, no_memory_to_plan, resolve
 from runner.plan import Plan, is_secret
-from runner.spec import Job, Trainer, locate, read_job
+from runner.spec import Job, JobRead, Trainer, locate, read_job
 from runner.trainers import diffpipe, musubi
 from runner.trainers.resolved import Earlier, ResolvedJob
 
@@ -21,10 +21,10 @@ PLAN_JSON = "plan.json"
 MARKER = ".runner-render"  # in every folder render writes: the names of its files, so only such a folder is replaced
 
 
-def load_checked(file: Path, target: Target | None = None, **options) -> ResolvedJob:
-    """Read a job file and resolve it against `target` (default: this machine); every problem is reported at
-    its file:line. options: those of runner.job.resolve.resolve."""
-    job, lines = read_job(file)
+def load_checked(file: Path, target: Target | None = None, read: JobRead | None = None, **options) -> ResolvedJob:
+    """Read a job file (unless the caller has: `read`, read_job's result) and resolve it against `target` (default:
+    this machine); every problem is reported at its file:line. options: those of runner.job.resolve.resolve."""
+    job, lines = read or read_job(file)
     try:
         return resolve(job, target or here(), **options)
     except JobInvalid as e:
@@ -112,12 +112,13 @@ def shell_script(p: Plan) -> str:
 
 
 def render(file: Path, out: Path, vram_gib: float | None = None, ram_gib: float | None = None, target: Target | None = None,
-           earlier: Earlier | None = None) -> Plan:
+           earlier: Earlier | None = None, read: JobRead | None = None) -> Plan:
     """`runner render`: the job resolved against `target` (default: this machine) or the memory given, its files
     written to `out`. Its plan.json names the job's secret variables (container.secret_env) without their values.
-    earlier: resolve the run's start from the output folder as `runner train` would (None: a first run)."""
+    earlier: resolve the run's start from the output folder as `runner train` would (None: a first run).
+    read: the job file as the caller read it (load_checked)."""
     check_out(out)
-    r = load_checked(file, target, vram_gib=vram_gib, ram_gib=ram_gib, plan_needed=True, earlier=earlier)
+    r = load_checked(file, target, read, vram_gib=vram_gib, ram_gib=ram_gib, plan_needed=True, earlier=earlier)
     p = trainer_plan(r, out)
     secret = sorted(k for k, v in p.env.items() if is_secret(k, v))
     p = dataclasses.replace(p, env={k: v for k, v in p.env.items() if k not in secret}, container={"secret_env": secret},
@@ -147,10 +148,11 @@ def facts(r: ResolvedJob) -> dict:
     }
 
 
-def memory_plan(file: Path, target: Target, vram_gib: float | None = None, ram_gib: float | None = None) -> MemoryPlan:
+def memory_plan(file: Path, target: Target, vram_gib: float | None = None, ram_gib: float | None = None,
+                read: JobRead | None = None) -> MemoryPlan:
     """`runner plan`: the memory plan resolving the job on `target` (or for the memory given) makes, fitting or not."""
     try:
-        r = load_checked(file, target, vram_gib=vram_gib, ram_gib=ram_gib, plan_needed=True)
+        r = load_checked(file, target, read, vram_gib=vram_gib, ram_gib=ram_gib, plan_needed=True)
     except NothingFits as e:
         return e.plan
     if r.memory_plan is None:

@@ -77,8 +77,8 @@ class Board:
 
 
 def chosen_runs(refs: list[str], host: str | None) -> tuple[str, list[JobRecord]]:
-    """The machine and the runs of the jobs `refs` name (names or run ids; none: every job that ran on `host`)."""
-    every = records.all_records()
+    """The machine and the trainings of the jobs `refs` name (names or run ids; none: every job that ran on `host`)."""
+    every = [r for r in records.all_records() if r.kind == records.TRAIN]  # a sample run logs no curves
     if not refs:
         where = host or "local"
         runs = [r for r in every if r.host == where]
@@ -91,7 +91,9 @@ def chosen_runs(refs: list[str], host: str | None) -> tuple[str, list[JobRecord]
     for ref in refs:
         matching = [r for r in every if ref in (r.id, r.name)]
         if not matching:
-            records.find(ref)  # raises the error every command gives for a job it does not know
+            run = records.find(ref)  # raises the error every command gives for a job it does not know
+            raise UserError(f"run {ref}", "is a sample run (`runner sample`): it logs no training curves.",
+                            f"name its job ({run.name}) or one of its training runs from `runner ps`.")
         if host is not None:
             there = [r for r in matching if r.host == host]
             if not there:

@@ -60,7 +60,7 @@ def html_page(job: str, manifest: dict, videos: dict[tuple[str, str], str]) -> s
 {MARK}
 <html><head><meta charset="utf-8"><title>{html.escape(job)}: samples per epoch</title>
 <style>body{{font-family:sans-serif;margin:1em}} table{{border-collapse:collapse}} th,td{{border:1px solid #ccc;padding:4px;vertical-align:top}}
-th.prompt{{max-width:16em;text-align:left;font-weight:normal}} video{{width:320px;display:block}} td.none{{color:#999;text-align:center}}</style></head>
+th.prompt{{min-width:10em;max-width:16em;text-align:left;font-weight:normal}} video{{width:320px;display:block}} td.none{{color:#999;text-align:center}}</style></head>
 <body><h1>{html.escape(job)}</h1><p>One row per prompt, one column per saved LoRA (the loss logged at its save, where known). Made by <code>runner sample</code>.</p>
 <table><tr><th>prompt</th>{head}</tr>
 {chr(10).join(rows)}

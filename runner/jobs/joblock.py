@@ -1,8 +1,9 @@
 """One run of a job at a time: a lock per job output folder (`<output>/<name>` on the machine that starts it, where a
 remote job's outputs are pulled to), kept where the job runs (runner's state on this machine, the host's cache folder
-on a remote host), so that two `runner train` of one job never share outputs, caches and datasets.
+on a remote host), so that two runs of one job — `runner train` or `runner sample` — never share outputs, caches,
+datasets and GPUs.
 
-The lock is a file naming its holder (run id, container, since when, pid and machine of the `runner` that took it),
+The lock is a file naming its holder (run id, kind, container, since when, pid and machine of the `runner` that took it),
 written only while holding a short-lived mutex (an atomic `mkdir`), so checking the holder and taking over a stale
 lock is one step. A holder is gone when its container no longer runs, or, before it has one, when its `runner`
 process is gone (on another machine: after START_GRACE_S). Only Shell commands and the executor's small-file and
@@ -22,25 +23,36 @@ from pathlib import Path
 
 from runner.errors import UserError
 from runner.executors import Executor
-from runner.jobs.records import JobRecord, now
+from runner.jobs.records import SAMPLE, TRAIN, JobRecord, now
 
 START_GRACE_S = 3600  # a run with no container yet may still be sending its image and data to a host
 MUTEX_WAIT_S = 30.0  # a mutex older than this was left by a runner killed inside the few steps it guards
+DOING = {TRAIN: "training", SAMPLE: "sampling"}
+# why a second run of a job is refused while one runs (a lock written by an older runner names no kind: a training)
+WHY = {
+    (TRAIN, TRAIN): "two trainings of one job would overwrite each other's outputs and caches.",
+    (TRAIN, SAMPLE): ("sampling now would load a second model onto the GPUs whose memory the training's plan counts on, and an "
+                      "out of memory there could end the training; musubi samples while it trains with samples.during_training."),
+    (SAMPLE, TRAIN): "the training would share the GPUs with the sampling, whose memory it counts on having alone.",
+    (SAMPLE, SAMPLE): "two sample runs of one job would write the same converted LoRAs and contact sheet, and share the GPUs.",
+}
 
 
 def claim(executor: Executor, record: JobRecord, folder: str) -> str:
-    """Take the lock of `record`'s job for its run, or raise UserError naming the run that holds it; returns the lock.
+    """Take the lock of `record`'s job for its run (a training or a sample run: one lock for both), or raise UserError
+    naming the run that holds it; returns the lock.
     folder: where the run writes, on the machine that runs it (on a host, the run's own folder there)."""
     path = posixpath.join(executor.locks_folder, hashlib.sha256(folder.encode()).hexdigest()[:24] + ".json")
-    owner = {"run": record.id, "container": record.container, "output": folder, "since": now(), "pid": os.getpid(),
+    owner = {"run": record.id, "kind": record.kind, "container": record.container, "output": folder, "since": now(), "pid": os.getpid(),
              "machine": socket.gethostname()}
     with _mutex(executor, path):
         holder = _holder(executor, path)
         if holder and _alive(executor, holder):
             raise UserError(
                 f"job {record.name}",
-                f"is already running as run {holder['run']} (since {holder['since']}, started by pid {holder['pid']} on "
-                f"{holder['machine']}), writing to {folder}; two runs of one job would overwrite each other's outputs and caches.",
+                f"is already running as run {holder['run']} ({DOING[holder.get('kind', TRAIN)]}, since {holder['since']}, "
+                f"started by pid {holder['pid']} on {holder['machine']}), writing to {folder}; "
+                f"{WHY[holder.get('kind', TRAIN), record.kind]}",
                 f"follow it with `runner logs -f {holder['run']}`, stop it with `runner stop {holder['run']}`, or wait until it ends.")
         executor.write_text(Path(path), json.dumps(owner, indent=2))
     return path

@@ -21,11 +21,11 @@ from runner.images import builder
 from runner.job import checks, render
 from runner.job.resolve import Target
 from runner.jobs import joblock, logwatch, records, watchdog
-from runner.jobs.records import JobRecord
+from runner.jobs.records import TRAIN, JobRecord
 from runner.mounts import Mount
 from runner.plan import Plan
 from runner.progress import Following
-from runner.spec import Job
+from runner.spec import Job, JobRead
 from runner.trainers.resolved import Caches, Earlier, ResolvedJob
 
 def gpu_environment(inventory, job: Job, memory_plan=None) -> tuple[dict[str, str], str]:
@@ -55,10 +55,45 @@ def target_of(executor: Executor, gpus: bool) -> Target:
                   output_dir)
 
 
-def start(job_file: Path, executor: Executor, settings: config.Settings, console: Console,
-          earlier: Earlier = Earlier.refuse) -> JobRecord:
-    """Resolve the job against its executor's machine, render and start it; returns its record (status running).
-    earlier: what to do when the job's output folder holds an earlier run's LoRAs or checkpoints.
+class Run:
+    """A kind of run started by `start`: training (this class) or sampling (runner.jobs.sample.Sampling). What the
+    kinds share — GPUs, image, job lock, record, container with its secrets on stdin — is `start`'s; a kind says how
+    the job is resolved, which model files it needs and what its container runs."""
+
+    kind = TRAIN
+
+    def __init__(self, earlier: Earlier = Earlier.refuse):
+        self.earlier = earlier  # what to do when the job's output folder holds an earlier run's LoRAs or checkpoints
+
+    def resolve(self, job_file: Path, there: Target, read: JobRead | None) -> ResolvedJob:
+        """The job resolved on the executor's machine, refused (UserError) before anything is written or started."""
+        resolved = render.load_checked(job_file, there, plan_needed=there.gpus, earlier=self.earlier, read=read)
+        if resolved.job.memory.auto and resolved.inventory is None:
+            raise UserError("memory: auto", "needs a GPU to plan for, and RUNNER_GPUS=none starts containers without one.", "set memory settings explicitly")
+        if resolved.job.gpu_count is None:
+            raise UserError("gpus", "is `all`, and RUNNER_GPUS=none starts containers without GPUs: there are none to count.",
+                            "give a count (gpus: 1) or device ids.")
+        return resolved
+
+    def missing_models(self, resolved: ResolvedJob, there: Target) -> dict[str, Path]:
+        return checks.missing_model_files(resolved)
+
+    def plan(self, resolved: ResolvedJob, job_dir: Path, master_port: int) -> Plan:
+        return render.trainer_plan(resolved, job_dir, master_port=master_port)
+
+    def facts(self, resolved: ResolvedJob) -> dict:
+        """plan.json's facts of this kind of run; watchdog.Guard reads the schedule."""
+        return {"schedule": watchdog.schedule_of(resolved).to_json()}
+
+    def fingerprints(self, resolved: ResolvedJob) -> dict[str, str]:
+        """The cache fingerprints a successful run records as fresh (runner.jobs.launch.end)."""
+        return resolved.fingerprints
+
+
+def start(job_file: Path, executor: Executor, settings: config.Settings, console: Console, run: Run,
+          read: JobRead | None = None) -> JobRecord:
+    """Resolve the job against its executor's machine, take its lock, render and start the run; returns its record
+    (status running). read: the job file as the command read it already (runner.spec.read_job).
 
     The job folder's plan.json is written once, after the container is fully decided: it lists the mounts as
     the target sees them, the whole environment (secrets by name only) and the facts the settings came from."""
@@ -66,39 +101,34 @@ def start(job_file: Path, executor: Executor, settings: config.Settings, console
     if gpus:
         executor.check_gpus()
     there = target_of(executor, bool(gpus))
-    resolved = render.load_checked(job_file, there, plan_needed=bool(gpus), earlier=earlier)
+    resolved = run.resolve(job_file, there, read)
     job, inventory = resolved.job, resolved.inventory
-    if job.memory.auto and inventory is None:
-        raise UserError("memory: auto", "needs a GPU to plan for, and RUNNER_GPUS=none starts containers without one.", "set memory settings explicitly")
-    if job.gpu_count is None:
-        raise UserError("gpus", "is `all`, and RUNNER_GPUS=none starts containers without GPUs: there are none to count.",
-                        "give a count (gpus: 1) or device ids.")
     for note in resolved.notes:
         console.print(note)
     gpu_env, variant_name = gpu_environment(inventory, job, resolved.memory_plan)
     pins = builder.load_pins(job.trainer.value, variant_name, pins_file=settings.pins)
     ref = builder.image_ref(pins, settings.ca_bundle)
-    executor.check_models(job.models.root, checks.missing_model_files(resolved))
+    executor.check_models(job.models.root, run.missing_models(resolved, there))
     build = job.trainer.value if variant_name == "default" else f"{job.trainer.value} --variant {variant_name}"
-    rid = records.new_id(job.name)
+    rid = records.new_id(job.name if run.kind == TRAIN else f"{job.name}-{run.kind}")
     record = JobRecord(
-        id=rid, name=job.name, trainer=job.trainer.value, host=executor.host, image=ref, container=f"runner-{rid}",
+        id=rid, name=job.name, kind=run.kind, trainer=job.trainer.value, host=executor.host, image=ref, container=f"runner-{rid}",
         job_file=str(job_file.resolve()), output_dir=str(job.output / job.name),
     )
     record.locked = joblock.claim(executor, record, there.output_dir(job))  # before anything is sent or written: a second run launches nothing
     try:
         executor.check_image(ref, build)  # a remote host receives the image here: after the cheap checks
         record.master_port = port = records.free_master_port(executor.host, executor.port_free)
-        plan = render.trainer_plan(resolved, record.job_dir, master_port=port)
+        plan = run.plan(resolved, record.job_dir, port)
         target = executor.host_mounts(plan.mounts, job.name, record.container)
-        record.fingerprints = resolved.fingerprints
+        record.fingerprints = run.fingerprints(resolved)
         env = {**config.network_env(settings), **gpu_env, **plan.env}  # the job's own `env:` (in plan.env) wins
         spec = ContainerSpec(
             image=ref, name=record.container, command=RUN_PLAN, mounts=target, env=env, user=executor.user,
             workdir=plan.workdir, gpus=gpus, shm_size=settings.shm_size, ulimits=settings.ulimits,
             labels={LABEL_RECORD: rid, LABEL_JOB: job.name, LABEL_PORT: str(port)},
         )
-        render.write(as_run(plan, spec, job, facts(executor, resolved, variant_name)), record.job_dir)
+        render.write(as_run(plan, spec, job, {**facts(executor, resolved, variant_name), **run.facts(resolved)}), record.job_dir)
         executor.prepare_mounts(spec, sources=plan.mounts, by_content=resolved.caches is not Caches.reuse)
         record.env_names = sorted(env)
         record.started = records.now()
@@ -131,8 +161,7 @@ def as_run(plan: Plan, spec: ContainerSpec, job: Job, facts: dict) -> Plan:
 def facts(executor: Executor, resolved: ResolvedJob, variant_name: str) -> dict:
     """What the target reported that the settings were chosen for (runner.job.render.facts), where, and the image variant."""
     f = render.facts(resolved)
-    return {"host": executor.host, **f, "gpus": f["gpus"] or "none (RUNNER_GPUS=none)", "image_variant": variant_name,
-            "schedule": watchdog.schedule_of(resolved).to_json()}
+    return {"host": executor.host, **f, "gpus": f["gpus"] or "none (RUNNER_GPUS=none)", "image_variant": variant_name}
 
 
 def archive(record: JobRecord, executor: Executor) -> list[str]:

@@ -16,9 +16,12 @@ from dataclasses import dataclass, field
 
 STEP_MARK = "[runner] step "
 CACHE_LATENTS, CACHE_TEXT, TRAIN, SAMPLING = "cache-latents", "cache-text-encoder", "train", "sampling"
+SAMPLE_STEP = "sample-"  # the name of each wan_generate_video.py step of a `runner sample` run starts so (runner.jobs.sample)
 DIFFPIPE_CACHING_CODE = ("utils/dataset.py", "utils/cache.py")
 
 _PROGRESS = re.compile(r"(\d+)/(\d+) \[")  # tqdm: 'steps:  40%|####  | 4/10 [00:02<00:03, ...]'
+_BAR_NAME = re.compile(r"^\s*(.*?):\s+\d+%\|")  # tqdm's desc: 'steps', 'Loading wan2.1_t2v_1.3B_bf16.safetensors'
+MUSUBI_TRAIN_BAR = "steps"  # training/trainer_base.py: tqdm(range(args.max_train_steps), ..., desc="steps")
 _NUMBER = r"([-+]?(?:\d+(?:\.\d*)?(?:e[-+]?\d+)?|nan|inf))"
 # DeepSpeed's pipeline engine, once per optimizer step in diffusion-pipe: 'steps: 3 loss: 0.1167 iter time (s): 2.990 samples/sec: 0.334'
 _DEEPSPEED_STEP = re.compile(rf"^steps: (\d+) loss: {_NUMBER} iter time \(s\): (\d+(?:\.\d+)?)", re.IGNORECASE)
@@ -65,6 +68,7 @@ class Line:
     step: str | None = None  # a step marker: the step's name
     marker: str | None = None  # a step marker: "1/3 cache-latents start", for the progress display
     progress: tuple[int, int] | None = None
+    bar: str | None = None  # the progress bar's name (tqdm's desc)
     nan: bool = False
     oom: bool = False
     caching: str | None = None  # diffusion-pipe announces a caching phase
@@ -106,8 +110,9 @@ def classify(line: str) -> Line:
     m = _PROGRESS.search(line)
     loss = float(a.group(1)) if (a := _AVR_LOSS.search(line)) else None
     nan = bool(_NAN.search(line)) or (loss is not None and not math.isfinite(loss))
-    return Line(progress=(int(m.group(1)), int(m.group(2))) if m else None, loss=loss, seconds_per_step=_rate(line) if m else None,
-                nan=nan, caching=caching)
+    bar = b.group(1) if m and (b := _BAR_NAME.match(line)) else None
+    return Line(progress=(int(m.group(1)), int(m.group(2))) if m else None, bar=bar, loss=loss,
+                seconds_per_step=_rate(line) if m else None, nan=nan, caching=caching)
 
 
 def _rate(line: str) -> float | None:
@@ -188,7 +193,7 @@ class Watch:
         traceback being printed runs through its caching code."""
         if self.trainer == "diffpipe" and any(f.endswith(DIFFPIPE_CACHING_CODE) for f in self.frames):
             return self.caching or CACHE_LATENTS
-        if self.sampling:
+        if self.sampling or (self.step or "").startswith(SAMPLE_STEP):
             return SAMPLING
         return self.step or TRAIN
 

@@ -20,9 +20,13 @@ from runner import config, files
 from runner.errors import UserError
 
 
+TRAIN, SAMPLE = "train", "sample"  # the kinds of run (runner.jobs.launch.Run)
+
+
 class JobRecord(BaseModel):
     id: str
     name: str
+    kind: str = TRAIN  # train | sample (`runner sample`)
     trainer: str
     host: str  # "local" or a hosts inventory name
     image: str
@@ -52,7 +56,8 @@ class JobRecord(BaseModel):
 
     @property
     def log_file(self) -> Path:
-        return self.folder / "train.log"
+        """The container's whole log, kept once the run ends: train.log, sample.log."""
+        return self.folder / f"{self.kind}.log"
 
     @property
     def ended(self) -> bool:

@@ -4,10 +4,16 @@ the pinned musubi image (diffusion-pipe cannot sample at its pin), locally or on
 Each (LoRA, prompt) gets its own folder `<output>/<name>/samples/<lora>/<prompt id>/`, where musubi writes
 `{time}_{seed}.mp4`: a later run adds a video beside the earlier ones and never replaces a file. diffusion-pipe's
 LoRAs are first converted to musubi's key format (convert_lora.py) into `samples/loras/`.
+
+A sample run is started as a training run is (runner.jobs.launch.start): it holds the job's lock, so it is refused
+while the job trains (or samples) on the same output folder — the two would share the GPUs the training's memory
+plan counts on, and write the same contact sheet and converted LoRAs — and it has a record (`runner ps` shows its
+kind; `runner logs`, `runner stop` and `runner pull` work on it).
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import re
@@ -16,18 +22,18 @@ from pathlib import Path, PurePosixPath
 
 from rich.console import Console
 
-from runner import config, mounts, preflight, shell
+from runner import config, mounts
 from runner.errors import UserError
 from runner.executors import Executor
-from runner.executors.container import LABEL_JOB, RUN_PLAN, ContainerSpec
 from runner.gpu.sampling import SampleMemory, estimate
-from runner.images import builder
 from runner.job import render
+from runner.job.resolve import Target
 from runner.models import modelfiles
-from runner.jobs import contact_sheet, launch, records
+from runner.jobs import contact_sheet, launch, logwatch, records
 from runner.mounts import Mount
 from runner.plan import Plan, Step
-from runner.spec import Job, Trainer
+from runner.shell import Shell, missing_files
+from runner.spec import Job, JobRead, Trainer
 from runner.trainers import musubi
 from runner.trainers.resolved import ResolvedJob
 
@@ -87,18 +93,11 @@ def _diffpipe_lora(rel: str) -> Lora | None:
     return Lora(f"step{s:08d}", f"step {s}", None, s, rel, True, f"step{s}")
 
 
-def output_folder(job: Job, executor: Executor) -> PurePosixPath:
-    """The job's output folder as the target sees it."""
-    root = executor.host_mounts([Mount("outputs", str(job.output), str(mounts.OUTPUTS), False)], job.name, "")[0].host
-    return PurePosixPath(root) / job.name
-
-
-def saved_loras(job: Job, executor: Executor) -> list[Lora]:
-    """Every LoRA saved under the job's output folder on its target, one per epoch or step (a later diffusion-pipe
-    run's save replaces an earlier run's of the same epoch), in training order."""
-    folder = output_folder(job, executor)
-    found = executor.shell.run(["find", str(folder), "-maxdepth", "3", "-type", "f", "-name", "*.safetensors"], timeout=60)
-    rels = [str(PurePosixPath(p).relative_to(folder)) for p in found.stdout.split("\n") if p.startswith(str(folder) + "/")] if found.ok else []
+def saved_loras(job: Job, shell: Shell, folder: str) -> list[Lora]:
+    """Every LoRA saved under the job's output folder (`folder`, on the machine of `shell`), one per epoch or step (a
+    later diffusion-pipe run's save replaces an earlier run's of the same epoch), in training order."""
+    found = shell.run(["find", folder, "-maxdepth", "3", "-type", "f", "-name", "*.safetensors"], timeout=60)
+    rels = [str(PurePosixPath(p).relative_to(folder)) for p in found.stdout.split("\n") if p.startswith(folder + "/")] if found.ok else []
     loras: dict[str, Lora] = {}
     # the first run's files (no run folder) first, then the run folders by time: the newest run's save of an epoch wins
     for rel in sorted(rels, key=lambda r: (bool(re.match(RUN, r)), r)):
@@ -143,7 +142,8 @@ def converted_dir(job: Job) -> PurePosixPath:
 
 
 def sample_plan(r: ResolvedJob, loras: list[Lora], prompts: list[str], job_dir: Path) -> Plan:
-    """Convert diffusion-pipe's LoRAs, then one wan_generate_video.py step per (LoRA, prompt)."""
+    """Convert diffusion-pipe's LoRAs (into a folder made first: convert_lora.py's save_file makes none), then one
+    wan_generate_video.py step per (LoRA, prompt)."""
     job = r.job
     out = mounts.job_output_dir(job.name)
     steps, weights = [], {}
@@ -152,11 +152,13 @@ def sample_plan(r: ResolvedJob, loras: list[Lora], prompts: list[str], job_dir: 
         if lora.diffpipe:
             weights[lora.key] = str(converted_dir(job) / f"{lora.key}.safetensors")
             steps.append(Step(f"convert-{lora.key}", musubi.convert_lora_argv(str(out / lora.path), weights[lora.key])))
+    if steps:
+        steps.insert(0, Step("make-loras-folder", ["mkdir", "-p", str(converted_dir(job))]))
     offline = {k: v for k, v in musubi.CACHE_STEP_ENV.items() if k not in job.env}  # umT5's tokenizer from the image's cache
     for lora in loras:
         for prompt in prompts:
             argv = musubi.generate_argv(r, weights[lora.key], prompt, str(sample_dir(job, lora, prompt)))
-            steps.append(Step(f"sample-{lora.key}-{prompt_id(prompt)}", argv, env=offline))
+            steps.append(Step(f"{logwatch.SAMPLE_STEP}{lora.key}-{prompt_id(prompt)}", argv, env=offline))
     folders = [m for m in mounts.folder_mounts(job) if m.volume == "models" or m.volume == "outputs" or m.volume.startswith("hf-cache")]
     return Plan(job=job.name, trainer=Trainer.musubi.value, workdir=musubi.WORKDIR, files={}, steps=steps, env=render.job_env(job),
                 mounts=folders + [Mount("job", str(job_dir.resolve()), str(mounts.JOB), True)], output_dir=str(out / SAMPLES))
@@ -165,7 +167,7 @@ def sample_plan(r: ResolvedJob, loras: list[Lora], prompts: list[str], job_dir: 
 def losses(job_name: str) -> dict[str, float]:
     """The loss logged before each save of the job's runs (their logs, kept beside the records): save name → loss."""
     found: dict[str, float] = {}
-    for record in sorted((r for r in records.all_records() if r.name == job_name), key=lambda r: r.started or ""):
+    for record in sorted((r for r in records.all_records() if r.name == job_name and r.kind == records.TRAIN), key=lambda r: r.started or ""):
         if not record.log_file.is_file():
             continue
         last = None
@@ -177,63 +179,74 @@ def losses(job_name: str) -> dict[str, float]:
     return found
 
 
-def start(job_file: Path, executor: Executor, settings: config.Settings, epochs: list[int] | None, every: bool,
-          prompts: list[str] | None, console: Console) -> int:
-    """Resolve the job on its target, pick the LoRAs and prompts (refusing before anything is written), run the
-    sample plan in the musubi image, then write the contact sheet there. Returns the plan's exit code."""
-    gpus = records.gpus_wanted()
-    if gpus:
-        executor.check_gpus()
-    target = launch.target_of(executor, bool(gpus))
-    resolved = as_musubi(render.load_checked(job_file, target))
-    job = resolved.job
-    if job.task.is_i2v:
-        raise UserError("task", f"{job.task.value}: sampling an I2V LoRA needs a start image per prompt, which runner does not pass yet.",
-                        "sample a T2V job, or run wan_generate_video.py with --image_path by hand (`runner shell musubi`).")
-    prompts = prompts or list(job.samples.prompts)
-    if not prompts:
-        raise UserError("samples.prompts", f"{job_file} sets no sample prompts and none was given.",
-                        f"add `samples: {{prompts: [\"a red ball bouncing\"]}}` to the job, or give --prompt \"…\".")
-    folder = output_folder(job, executor)
-    chosen = choose(saved_loras(job, executor), epochs, every, job_file, job, f"{folder} on {executor.host}")
-    memory = memory_estimate(resolved)
-    estimate = memory.describe()
-    console.print(f"sampling {len(chosen)} LoRA(s) × {len(prompts)} prompt(s) of {job.name}; GPU memory, an estimate: {estimate}")
-    card = min((g.memory_gib for g in resolved.inventory.gpus), default=None) if resolved.inventory else None
-    if card is not None and memory.peak_gib > card:
-        console.print(f"runner: that is more than the {card:.0f} GiB of the GPU; memory.text_encoder_dtype: float8 halves umT5, "
-                      "memory.transformer_dtype: float8 and memory.blocks_to_swap shrink the DiT, smaller samples.width/height/frames "
-                      "shrink the VAE decode", style="bold yellow", highlight=False)
-    gpu_env, variant_name = launch.gpu_environment(resolved.inventory, job)
-    pins = builder.load_pins(Trainer.musubi.value, variant_name, pins_file=settings.pins)
-    ref = builder.image_ref(pins, settings.ca_bundle)
-    executor.check_models(job.models.root, missing_model_files(resolved, target.models(job.models.root) if target.models else str(job.models.root), executor))
-    executor.check_image(ref, "musubi" if variant_name == "default" else f"musubi --variant {variant_name}")
-    rid = records.new_id(f"{job.name}-sample")
-    job_dir = config.state_dir() / "samples" / rid / "job"
-    plan = sample_plan(resolved, chosen, prompts, job_dir)
-    name = f"runner-sample-{rid}"
-    spec = ContainerSpec(image=ref, name=name, command=RUN_PLAN, mounts=executor.host_mounts(plan.mounts, job.name, name),
-                         env={**config.network_env(settings), **gpu_env, **plan.env}, user=executor.user, workdir=plan.workdir,
-                         gpus=gpus, shm_size=settings.shm_size, ulimits=settings.ulimits, labels={LABEL_JOB: job.name})
-    render.write(dataclasses.replace(plan, **spec.record(), facts={"gpu_memory_estimate": estimate}), job_dir)
-    executor.prepare_mounts(spec, sources=plan.mounts)
-    if any(lo.diffpipe for lo in chosen):  # convert_lora.py's save_file makes no folder
-        preflight.make_dirs(executor.shell, [str(mounts.to_host(converted_dir(job), spec.mounts))])
-    executor.start(spec)
+class Sampling(launch.Run):
+    """`runner sample` as a kind of run (runner.jobs.launch.start): the job's saved LoRAs and the prompts, picked while
+    the job is resolved, so that a bad choice is refused before anything is written."""
+
+    kind = records.SAMPLE
+
+    def __init__(self, epochs: list[int] | None, every: bool, prompts: list[str] | None, console: Console):
+        self.epochs, self.every, self.prompts, self.console = epochs, every, prompts, console
+        self.chosen: list[Lora] = []
+        self.folder = PurePosixPath()  # the job's output folder on its target
+        self.memory: SampleMemory | None = None
+
+    def resolve(self, job_file: Path, there: Target, read: JobRead | None) -> ResolvedJob:
+        # sampling's GPU memory is its own estimate (memory_estimate), not the training's plan
+        resolved = dataclasses.replace(as_musubi(render.load_checked(job_file, there, read=read)), memory_plan=None)
+        job = resolved.job
+        if job.task.is_i2v:
+            raise UserError("task", f"{job.task.value}: sampling an I2V LoRA needs a start image per prompt, which runner does not pass yet.",
+                            "sample a T2V job, or run wan_generate_video.py with --image_path by hand (`runner shell musubi`).")
+        self.prompts = self.prompts or list(job.samples.prompts)
+        if not self.prompts:
+            raise UserError("samples.prompts", f"{job_file} sets no sample prompts and none was given.",
+                            f"add `samples: {{prompts: [\"a red ball bouncing\"]}}` to the job, or give --prompt \"…\".")
+        self.folder = PurePosixPath(there.output_dir(job))
+        loras = saved_loras(job, there.shell, str(self.folder))
+        self.chosen = choose(loras, self.epochs, self.every, job_file, job, f"{self.folder} on {there.name}")
+        self.memory = memory_estimate(resolved)
+        self.console.print(f"sampling {len(self.chosen)} LoRA(s) × {len(self.prompts)} prompt(s) of {job.name}; "
+                           f"GPU memory, an estimate: {self.memory.describe()}")
+        card = min((g.memory_gib for g in resolved.inventory.gpus), default=None) if resolved.inventory else None
+        if card is not None and self.memory.peak_gib > card:
+            self.console.print(f"runner: that is more than the {card:.0f} GiB of the GPU; memory.text_encoder_dtype: float8 halves umT5, "
+                               "memory.transformer_dtype: float8 and memory.blocks_to_swap shrink the DiT, smaller samples.width/height/frames "
+                               "shrink the VAE decode", style="bold yellow", highlight=False)
+        return resolved
+
+    def missing_models(self, resolved: ResolvedJob, there: Target) -> dict[str, Path]:
+        root = resolved.job.models.root
+        return missing_model_files(resolved, there.models(root) if there.models else str(root), there.shell)
+
+    def plan(self, resolved: ResolvedJob, job_dir: Path, master_port: int) -> Plan:
+        return sample_plan(resolved, self.chosen, self.prompts, job_dir)
+
+    def facts(self, resolved: ResolvedJob) -> dict:
+        return {"gpu_memory_estimate": self.memory.describe()}
+
+    def fingerprints(self, resolved: ResolvedJob) -> dict[str, str]:
+        return {}  # sampling reads no cache: it says nothing of their freshness
+
+
+def sample(job_file: Path, executor: Executor, settings: config.Settings, run: Sampling, console: Console,
+           read: JobRead | None = None) -> int:
+    """Start the sample run like a training run (its lock, its record: `runner ps/logs/stop`), follow it, then write
+    the contact sheet on the job's target. Returns the run's exit code (0 for one stopped with `runner stop`).
+    Interrupted, the run is stopped: it ends with the command that started it."""
+    record = launch.start(job_file, executor, settings, console, run, read)
     try:
-        with (job_dir.parent / "sample.log").open("w") as log:
-            for text in executor.logs(name, follow=True):
-                log.write(text + "\n")
-                console.print(text, markup=False, highlight=False)
-        code = executor.wait(name)
-    finally:
-        executor.remove(name)
-    logged = losses(job.name)
-    sheet = contact_sheet.update(executor, folder, [(lo.key, lo.label, logged.get(lo.saved_as)) for lo in chosen], {prompt_id(p): p for p in prompts})
-    console.print(f"samples → {folder / SAMPLES}; contact sheet: {sheet}" + ("" if executor.here else f" (on {executor.host}; `runner pull {job.name}` brings it here)"))
+        code = launch.follow(record, executor, console)
+    except BaseException:
+        with contextlib.suppress(Exception):
+            launch.stop(record, executor)
+        raise
+    logged = losses(record.name)
+    sheet = contact_sheet.update(executor, run.folder, [(lo.key, lo.label, logged.get(lo.saved_as)) for lo in run.chosen],
+                                 {prompt_id(p): p for p in run.prompts})
+    console.print(f"samples → {run.folder / SAMPLES}; contact sheet: {sheet}" + ("" if executor.here else f" (on {executor.host}; `runner pull {record.name}` brings it here)"))
     if code != 0:
-        console.print(f"runner: sampling exited with {code}; its whole log: {job_dir.parent / 'sample.log'}", style="bold red", highlight=False)
+        console.print(f"runner: sampling exited with {code}; its whole log: `runner logs {record.id}`", style="bold red", highlight=False)
     return code
 
 
@@ -246,7 +259,7 @@ def as_musubi(r: ResolvedJob) -> ResolvedJob:
     return dataclasses.replace(r, job=job, files=modelfiles.resolve(job))
 
 
-def missing_model_files(r: ResolvedJob, root_there: str, executor: Executor) -> dict[str, Path]:
+def missing_model_files(r: ResolvedJob, root_there: str, shell: Shell) -> dict[str, Path]:
     """The DiT, VAE and umT5 sampling loads that are missing on the target (job field → path under models.root)."""
     needed = {"models.dit": r.files.dit, "models.vae": r.files.vae, "models.t5": r.files.t5}
     for field, path in needed.items():
@@ -254,7 +267,7 @@ def missing_model_files(r: ResolvedJob, root_there: str, executor: Executor) -> 
             raise UserError(field, "is not set, but musubi's wan_generate_video.py, which makes the samples, needs that file.",
                             f"set {field} (a `runner download` preset sets them all).")
     rel = {field: str(p.relative_to(r.files.root)) for field, p in needed.items()}
-    missing = set(shell.missing_files(executor.shell, root_there, list(rel.values())))
+    missing = set(missing_files(shell, root_there, list(rel.values())))
     return {field: needed[field] for field, p in rel.items() if p in missing}
 
 

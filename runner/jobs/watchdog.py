@@ -100,9 +100,13 @@ class Standing:
             if line.loss is not None:
                 self.loss = line.loss if self.loss is None or not math.isfinite(self.loss) else \
                     (1 - LOSS_SMOOTHING) * self.loss + LOSS_SMOOTHING * line.loss
-        elif line.progress and self.trainer == "musubi":  # its training bar
+        elif line.progress and self.trainer == "musubi":
+            if line.bar != logwatch.MUSUBI_TRAIN_BAR:  # loading the DiT, sampling: bars of their own in the train step
+                return False
             new, (self.step, self.total), self.estimated = line.progress[0] > self.step, line.progress, False
             self.loss = line.loss if line.loss is not None else self.loss
+            if self.step < 2:  # tqdm's rate after its first step is the time since the bar was drawn, not a step's
+                return new
         if line.seconds_per_step is not None:
             s = line.seconds_per_step
             self.seconds_per_step = s if self.seconds_per_step is None or self.trainer == "musubi" else 0.8 * self.seconds_per_step + 0.2 * s

@@ -147,7 +147,7 @@ def train_one(executor, trainer: Trainer, job_file: Path, settings: config.Setti
 
         result.plan_gib = render.memory_plan(job_file, launch.target_of(executor, True)).gpu_gib
     peak = watch.GpuPeak(executor.shell) if gpu else None  # the memory in use before the job starts
-    record = launch.start(job_file, executor, settings, console, Earlier.fresh)  # earlier selftests' outputs stay
+    record = launch.start(job_file, executor, settings, console, launch.Run(Earlier.fresh))  # earlier selftests' outputs stay
     if peak:
         with peak:
             watched = watch.Watched(executor, peak.set_step)

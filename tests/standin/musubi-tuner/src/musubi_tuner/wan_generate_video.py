@@ -8,6 +8,7 @@ musubi's own (`lora_unet_…lora_down/lora_up`, utils/lora_utils.py): others are
 does, and the count of merged modules is printed. Writes `{save_path}/{%Y%m%d-%H%M%S-%f[:-3]}_{seed}.mp4`:
 a real video of --video_length frames at --video_size and --fps, encoded as upstream's save_videos_grid does
 (hv_generate_video.py: PyAV, libx264, yuv420p, 4 Mbit/s), of mid-grey frames: not a sample.
+Knob: STANDIN_STEP_SECONDS (as for training, _standin.py) is slept once per inference step (--infer_steps).
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import random
 import time
 from datetime import datetime
 
-from musubi_tuner._standin import banner, out_of_memory_in, read_safetensors_header
+from musubi_tuner._standin import banner, out_of_memory_in, read_safetensors_header, step_seconds
 
 TASKS = ["t2v-14B", "t2v-1.3B", "i2v-14B", "t2i-14B", "flf2v-14B", "t2v-1.3B-FC", "t2v-14B-FC", "i2v-14B-FC", "i2v-A14B", "t2v-A14B"]
 DEFAULT_STEPS = {"i2v-A14B": 40, "t2v-A14B": 40}  # wan/configs: sample_steps (50 for the Wan2.1 tasks)
@@ -111,6 +112,8 @@ def main() -> None:
         print(f"Loading LoRA weight from: {lora}; merged {merged_modules(lora)} LoRA modules", flush=True)
     seed = args.seed if args.seed is not None else random.randint(0, 2**32 - 1)
     print(f"prompt: {args.prompt}; {width}x{height}, {args.video_length} frames, {args.infer_steps} steps, seed {seed}", flush=True)
+    for _ in range(args.infer_steps):
+        time.sleep(step_seconds())
     os.makedirs(args.save_path, exist_ok=True)
     time_flag = datetime.fromtimestamp(time.time()).strftime("%Y%m%d-%H%M%S-%f")[:-3]
     path = f"{args.save_path}/{time_flag}_{seed}.mp4"
