@@ -98,11 +98,12 @@ def rendered_json(plan, out_dir: Path) -> dict:
 def memory_plan(out: Console, p) -> None:
     """`runner plan`: whether the job fits, the settings picked and the estimated peaks."""
     head = Text("fits", "green") if p.fits else Text("does not fit", "red")
-    line(out, head + Text(f" {p.task} on {p.trainer}: {p.tokens} latent tokens per step, {p.vram_gib:.1f} GiB GPU"
+    per_gpu = f" per GPU × {p.layout.gpus}" + (f" ({p.layout.stages} pipeline stages)" if p.layout.stages > 1 else "") if p.layout.gpus > 1 else " GPU"
+    line(out, head + Text(f" {p.task} on {p.trainer}: {p.tokens} latent tokens per step, {p.vram_gib:.1f} GiB{per_gpu}"
                           + (f", {p.ram_gib:.0f} GiB RAM" if p.ram_gib else "")))
     for name, value in plan_settings(p).items():
         line(out, f"  {name}: {value}")
-    line(out, f"  estimated peak: {p.gpu_gib:.1f} GiB GPU (+{p.margin_gib:.1f} margin), {p.host_gib:.0f} GiB host RAM")
+    line(out, f"  estimated peak: {p.gpu_gib:.1f} GiB{per_gpu} (+{p.margin_gib:.1f} margin), {p.host_gib:.0f} GiB host RAM")
     if p.unmeasured_note:
         line(out, f"  UNMEASURED: {p.unmeasured_note}")
     for s in p.suggestions:

@@ -195,6 +195,7 @@ EXTRA_BAD = {
     "name": ["", "x" * 100_000],
     "memory": ["low"],
     "env": [{"A": "a\x00b"}],
+    "gpus": [0, -1, "ALL", [], [0, 0], [-1], [1.5], [True]],
 }
 FIELDS = list(schema_fields())
 

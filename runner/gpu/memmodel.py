@@ -12,6 +12,7 @@ outside the allocator (CUDA context, libraries, DeepSpeed's buffers) is added pe
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 from runner.gpu.wan import ARCH, GIB
@@ -129,16 +130,38 @@ def dit_bf16_gib(task: str) -> float:
 
 
 def host_gib(fit: MemoryFit, task: str, ckpt: Checkpointing, tokens: int, dit_file_bytes_per_param: float = 2,
-             trainer: str = "musubi", swap: int = 0) -> float:
-    """Peak host RAM of the training process. musubi memory-maps the DiT file and keeps swapped blocks in RAM;
-    diffusion-pipe reads the whole bf16 DiT into RAM before converting it, a fitted multiple of the bf16 file that
-    covers its swapped blocks too. Plus offloaded activations."""
+             trainer: str = "musubi", swap: int = 0, processes: int = 1) -> float:
+    """Peak host RAM of the training processes on one machine (one per GPU). musubi memory-maps the DiT file (its
+    pages are shared by the processes) and each process keeps its swapped blocks in RAM; diffusion-pipe reads the
+    whole bf16 DiT into each process's RAM before converting it, a fitted multiple of the bf16 file that covers its
+    swapped blocks too. Plus each process's offloaded activations."""
     arch = ARCH[task]
     factor = fit.trainer_host_dit_factor.get(trainer)
     if factor is not None:
-        mem = fit.host_base_gib + factor * dit_bf16_gib(task)
+        mem = processes * (fit.host_base_gib + factor * dit_bf16_gib(task))
     else:
-        mem = fit.host_base_gib + dit_bf16_gib(task) * dit_file_bytes_per_param / 2 + swap * arch.block_gib(2)
+        mem = processes * (fit.host_base_gib + swap * arch.block_gib(2)) + dit_bf16_gib(task) * dit_file_bytes_per_param / 2
     if ckpt == "gcoff":
-        mem += fit.offload_fraction * arch.checkpoint_gib_per_token() * tokens
+        mem += processes * fit.offload_fraction * arch.checkpoint_gib_per_token() * tokens
     return mem
+
+
+# NCCL's communicator buffers and streams in each process of a multi-GPU run. Not measured yet (the 2-GPU runs of
+# issue 14 will): NCCL's default is 4 MiB per channel and peer (NCCL_BUFFSIZE) on up to 32 channels, plus its CUDA context use.
+NCCL_GIB = 0.5
+GRAD_BUCKET_BYTES_PER_PARAM = 4  # DDP (and DeepSpeed's data parallel) all-reduce the LoRA's fp32 gradients through a bucket copy
+
+
+def parallel_gib(task: str, weights: Weights, rank: int, replicas: int, stages: int) -> float:
+    """What each GPU holds more (or less) than one GPU training alone. Data parallel (DDP on musubi, DeepSpeed on
+    diffusion-pipe): every GPU a whole copy of the model, plus its gradient buckets and NCCL's buffers. Pipeline
+    parallel (diffusion-pipe's pipeline_stages): the DiT's blocks split across the stages, the heaviest stage holding
+    ceil(blocks / stages) of them; activations are not split (the first stage keeps its share of up to `stages`
+    micro-batches in flight, as many checkpointed block inputs as one GPU holds for one)."""
+    arch = ARCH[task]
+    extra = NCCL_GIB if replicas * stages > 1 else 0.0
+    if replicas > 1:
+        extra += arch.lora_params(rank) * GRAD_BUCKET_BYTES_PER_PARAM / GIB
+    if stages > 1:
+        extra -= (arch.layers - math.ceil(arch.layers / stages)) * arch.block_gib(2 if weights == "bf16" else 1)
+    return extra
