@@ -146,20 +146,22 @@ def host_gib(fit: MemoryFit, task: str, ckpt: Checkpointing, tokens: int, dit_fi
     return mem
 
 
-# NCCL's communicator buffers and streams in each process of a multi-GPU run. Not measured yet (the 2-GPU runs of
-# issue 14 will): NCCL's default is 4 MiB per channel and peer (NCCL_BUFFSIZE) on up to 32 channels, plus its CUDA context use.
-NCCL_GIB = 0.5
+# What a multi-GPU run holds outside PyTorch's allocator beyond one GPU training alone (NCCL's communicator buffers
+# and streams), measured on two H200s (bench/data/gpu_h200x2.jsonl, 1.3B at 33 and 81 frames): musubi +0.83 GiB
+# (0.75 -> 1.58); diffusion-pipe +0.19 (3.20 -> 3.39): DeepSpeed sets up its NCCL group on one GPU too, so most of it is
+# in the one-GPU figure already.
+NCCL_GIB = {"musubi": 0.85, "diffpipe": 0.2}
 GRAD_BUCKET_BYTES_PER_PARAM = 4  # DDP (and DeepSpeed's data parallel) all-reduce the LoRA's fp32 gradients through a bucket copy
 
 
-def parallel_gib(task: str, weights: Weights, rank: int, replicas: int, stages: int) -> float:
+def parallel_gib(task: str, weights: Weights, rank: int, replicas: int, stages: int, trainer: str) -> float:
     """What each GPU holds more (or less) than one GPU training alone. Data parallel (DDP on musubi, DeepSpeed on
     diffusion-pipe): every GPU a whole copy of the model, plus its gradient buckets and NCCL's buffers. Pipeline
     parallel (diffusion-pipe's pipeline_stages): the DiT's blocks split across the stages, the heaviest stage holding
     ceil(blocks / stages) of them; activations are not split (the first stage keeps its share of up to `stages`
     micro-batches in flight, as many checkpointed block inputs as one GPU holds for one)."""
     arch = ARCH[task]
-    extra = NCCL_GIB if replicas * stages > 1 else 0.0
+    extra = NCCL_GIB[trainer] if replicas * stages > 1 else 0.0
     if replicas > 1:
         extra += arch.lora_params(rank) * GRAD_BUCKET_BYTES_PER_PARAM / GIB
     if stages > 1:

@@ -139,7 +139,7 @@ def _evaluate(task: str, trainer: str, tokens: int, vram_gib: float, ram_gib: fl
         alloc = gpu_gib(fit, size, weights, ckpt, swap, tokens, rank, adam8, trainer)
         if alloc is None:
             continue
-        train = alloc + outside_gib(fit, trainer, size) + parallel_gib(size, weights, rank, layout.replicas, layout.stages)
+        train = alloc + outside_gib(fit, trainer, size) + parallel_gib(size, weights, rank, layout.replicas, layout.stages, trainer)
         need = max(train, cache_gpu)
         margin = margin_gib(need, fit)
         host = max(host_gib(fit, size, ckpt, tokens, trainer=trainer, swap=swap, processes=layout.gpus) + (dits - 1) * dit_bf16_gib(size), cache_host)
