@@ -13,7 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-from runner.gpu.memmodel import Checkpointing, MemoryFit, dit_bf16_gib, gpu_gib, host_gib, measured, outside_gib
+from runner.gpu.memmodel import SCALED_FROM, Basis, Checkpointing, MemoryFit, basis, dit_bf16_gib, gpu_gib, host_gib, outside_gib
 from runner.gpu.memory_fit import FIT
 from runner.gpu.wan import latent_tokens
 from runner.spec import DEFAULT_VIDEO_FRAMES, Memory, Task, experts
@@ -32,8 +32,9 @@ VERIFIED: dict[tuple[str, str], tuple[tuple[str, Checkpointing, int, bool], ...]
     ("diffpipe", "1.3B"): (("bf16", "gc", 0, False), ("fp8", "gc", 28, True)),
     ("diffpipe", "14B"): (("fp8", "gcoff", 32, True),),
 }
-# TI2V-5B has not run on a GPU yet: the settings that ran on the model of its depth (1.3B, 30 blocks), with estimates
-# scaled from it (runner.gpu.memmodel.SCALED_FROM), until bench/gpu_jobs/*5b* are measured
+# TI2V-5B: the settings that ran on the model of its depth (1.3B, 30 blocks); diffusion-pipe's bf16+GC also ran on
+# TI2V-5B itself (bench/gpu_jobs/dp-5b.yaml), its other estimates are derived or scaled (runner.gpu.memmodel.SCALED_FROM).
+# musubi has no TI2V-5B at its pin (validation refuses the job); its entry only lets the planner answer for the size.
 VERIFIED[("musubi", "5B")] = VERIFIED[("musubi", "1.3B")]
 VERIFIED[("diffpipe", "5B")] = VERIFIED[("diffpipe", "1.3B")]
 CACHING: dict[str, tuple[tuple[str, int], ...]] = {  # (umT5 precision, text-encoder batch), cheapest last
@@ -71,11 +72,18 @@ class MemoryPlan:
     text_encoder_batch: int = 1  # texts per umT5 batch while caching (musubi's --batch_size)
     caching_gpu_gib: float = 0.0
     training_gpu_gib: float = 0.0
-    measured: bool = True  # False: the model has not run on a GPU, its estimate is scaled from another size
+    basis: Basis = "measured"  # what the training estimate rests on (runner.gpu.memmodel.basis)
 
     @property
-    def unmeasured_note(self) -> str | None:
-        return None if self.measured else f"{self.task}: estimate scaled from a measured model, not measured on a GPU yet"
+    def estimate_note(self) -> str | None:
+        """A line for `runner plan` where the estimate is not measured at several sizes of this model."""
+        base = SCALED_FROM.get(model_size(self.task))
+        if self.basis == "one size":
+            return (f"MEASURED AT ONE SIZE, SLOPE SCALED: {self.task} on {self.trainer} ran on a GPU at one size; the cost per "
+                    f"latent token is {base}'s scaled by width")
+        if self.basis == "scaled":
+            return f"UNMEASURED: {self.task}: estimate scaled from {base}, not measured on a GPU yet"
+        return None
 
     @property
     def activation_checkpointing(self) -> bool | str:
@@ -99,10 +107,10 @@ class MemoryPlan:
         return update
 
 
-def _caching(trainer: str, tokens: int, vram_gib: float, fit: MemoryFit) -> tuple[str, int, float, float]:
+def _caching(trainer: str, size: str, tokens: int, vram_gib: float, fit: MemoryFit) -> tuple[str, int, float, float]:
     """The first caching setting that fits (else the smallest): (umT5 precision, batch, GPU GiB, host GiB)."""
     cf = fit.caching[trainer]
-    options = [(t5, batch, cf.gpu_gib(t5, batch, tokens), cf.host_gib[t5]) for t5, batch in CACHING[trainer]]
+    options = [(t5, batch, cf.gpu_gib(t5, batch, tokens, size), cf.host(t5, size)) for t5, batch in CACHING[trainer]]
     return next((o for o in options if o[2] + margin_gib(o[2], fit) <= vram_gib), options[-1])
 
 
@@ -111,7 +119,7 @@ def _evaluate(task: str, trainer: str, tokens: int, vram_gib: float, ram_gib: fl
     """(first plan that fits, the plan with the least GPU memory considered). dits: DiTs one run loads (musubi's
     A14B expert: both keeps the inactive expert in host RAM: --offload_inactive_dit, or its swapped state dict)."""
     size = model_size(task)
-    t5, batch, cache_gpu, cache_host = _caching(trainer, tokens, vram_gib, fit)
+    t5, batch, cache_gpu, cache_host = _caching(trainer, size, tokens, vram_gib, fit)
     smallest: MemoryPlan | None = None
     for weights, ckpt, swap, adam8 in VERIFIED[(trainer, size)]:
         alloc = gpu_gib(fit, size, weights, ckpt, swap, tokens, rank, adam8, trainer)
@@ -125,7 +133,7 @@ def _evaluate(task: str, trainer: str, tokens: int, vram_gib: float, ram_gib: fl
         fits = need + margin <= vram_gib and host_ok
         plan = MemoryPlan(task, trainer, tokens, vram_gib, ram_gib, fits, "bfloat16" if weights == "bf16" else "float8",
                     ckpt, swap, adam8, round(need, 2), round(margin, 2), round(host, 1), (),
-                    "bfloat16" if t5 == "bf16" else "float8", batch, round(cache_gpu, 2), round(train, 2), measured(size))
+                    "bfloat16" if t5 == "bf16" else "float8", batch, round(cache_gpu, 2), round(train, 2), basis(fit, trainer, size, ckpt))
         if fits:
             return plan, plan
         if smallest is None or need < smallest.gpu_gib:
