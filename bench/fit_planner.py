@@ -25,8 +25,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from runner.gpu.memmodel import (SCALED_FROM, CachingFit, MemoryFit, dit_bf16_gib, gpu_gib, host_gib, outside_gib,  # noqa: E402
-                                  width_scaled_slope)
-from runner.gpu.wan import ARCH, vae_bf16_gib  # noqa: E402
+                                  vae_beyond_wan21_gib, width_scaled_slope)
+from runner.gpu.wan import ARCH  # noqa: E402
 
 OUT = ROOT / "runner" / "gpu" / "memory_fit.py"
 DATA = ROOT / "bench" / "data"
@@ -114,8 +114,8 @@ def fit_h200(rows: list[dict], base: dict) -> dict:
         phases = [r for r in rows if r["trainer"] == trainer and r["phase"] != "train" and r.get("peak_reserved_gib")]
         lat = [r for r in phases if r["phase"] in ("caching", "cache-latents") and r["rc"] == 0]
         text = [r for r in phases if r["phase"] in ("caching", "cache-text-encoder")]
-        # diffusion-pipe: umT5's peak and the caching RSS net of the VAE's bf16 weights (runner.gpu.memmodel.CachingFit)
-        vae = {r["task"]: vae_bf16_gib(r["task"]) if trainer == "diffpipe" else 0.0 for r in phases}
+        # diffusion-pipe: umT5's peak and the caching RSS less what a VAE larger than Wan2.1's adds (memmodel.CachingFit)
+        vae = {r["task"]: vae_beyond_wan21_gib(r["task"]) if trainer == "diffpipe" else 0.0 for r in phases}
         t5 = {d: round(max(r["peak_reserved_gib"] - vae[r["task"]] for r in text if r["te_dtype"] == d) + 5e-4, 3)
               for d in {r["te_dtype"] for r in text}}
         if trainer == "diffpipe":  # one process caches both: its peak is umT5's, whatever the frame count

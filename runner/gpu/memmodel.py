@@ -28,6 +28,11 @@ LORA_BYTES_PER_PARAM = 16  # fp32 weight + fp32 grad + two fp32 AdamW states
 ADAM_8BIT_SAVING_PER_PARAM = 6  # two 1-byte states instead of two 4-byte ones
 
 
+def vae_beyond_wan21_gib(size: str) -> float:
+    """This model's VAE's bf16 weights beyond the Wan2.1 VAE's (TI2V-5B's Wan2.2 VAE: 704.7 M parameters against 126.9 M)."""
+    return vae_bf16_gib(size) - vae_bf16_gib("1.3B")
+
+
 @dataclass(frozen=True)
 class CachingFit:
     """One trainer's caching phase: the VAE pass and the umT5 pass, each GPU peak = allocator peak + outside."""
@@ -40,11 +45,11 @@ class CachingFit:
     host_gib: dict[str, float]  # umT5 precision -> the caching process's peak RSS
     # diffusion-pipe caches in one process: it moves the VAE to the CPU and umT5 to the GPU without emptying PyTorch's
     # cache (utils/dataset.py DatasetManager._handle_task), so the VAE's bf16 weights may stay reserved under umT5's
-    # peak, and they stay in RAM. t5_gib and host_gib are then fitted net of the VAE, which is added per model size.
+    # peak, and they stay in RAM. t5_gib and host_gib then hold the Wan2.1 VAE's; a larger VAE adds its difference.
     vae_under_t5: bool = False
 
     def vae_gib(self, size: str) -> float:
-        return vae_bf16_gib(size) if self.vae_under_t5 else 0.0
+        return vae_beyond_wan21_gib(size) if self.vae_under_t5 else 0.0
 
     def gpu_gib(self, t5: str, batch: int, tokens: int, size: str) -> float:
         latents = self.latents[0] + self.latents[1] * tokens
