@@ -89,7 +89,7 @@ def fit_h200(rows: list[dict], base: dict) -> dict:
     train = [r for r in done if r["trainer"] == "diffpipe" and r["phase"] == "train"]
     plain = [r for r in train if r["swap"] == 0 and r["cap_gib"] is None]
     trainer_linear = {}
-    for key in sorted({(r["task"], r["weights"], r["checkpointing"]) for r in plain}, key=lambda k: k[0] in SCALED_FROM):
+    for key in sorted({(r["task"], r["weights"], r["checkpointing"]) for r in plain}, key=lambda k: (k[0] in SCALED_FROM, k)):
         pts = [(tokens(r), r["peak_reserved_gib"]) for r in plain if (r["task"], r["weights"], r["checkpointing"]) == key]
         task, weights, ckpt = key
         # a model measured at one size only: one point gives the intercept, the slope is its base size's scaled by width
@@ -107,8 +107,8 @@ def fit_h200(rows: list[dict], base: dict) -> dict:
     # diffusion-pipe ComfyUI's fp16 file, which it reads whole and casts to bf16, so two copies: 2.13 against 1.64)
     wan21 = max([host_factor(r) for r in train if not r["swap"] and r["task"] not in SCALED_FROM]
                 + [(DIFFPIPE_14B_HOST_RSS_GIB - base["host_base_gib"]) / dit_bf16_gib("14B")])
-    host_factors = {("diffpipe", size): round(max([wan21] + [host_factor(r) + 5e-4 for r in train if not r["swap"] and r["task"] == size]), 3)
-                    for size in ARCH}
+    own = {size: [host_factor(r) + 5e-4 for r in train if not r["swap"] and r["task"] == size] for size in ARCH}
+    host_factors = {("diffpipe", size): round(max([wan21, *own[size]]), 3) for size in ARCH}
     caching = {}
     for trainer in ("diffpipe", "musubi"):
         phases = [r for r in rows if r["trainer"] == trainer and r["phase"] != "train" and r.get("peak_reserved_gib")]
@@ -117,7 +117,7 @@ def fit_h200(rows: list[dict], base: dict) -> dict:
         # diffusion-pipe: umT5's peak and the caching RSS less what a VAE larger than Wan2.1's adds (memmodel.CachingFit)
         vae = {r["task"]: vae_beyond_wan21_gib(r["task"]) if trainer == "diffpipe" else 0.0 for r in phases}
         t5 = {d: round(max(r["peak_reserved_gib"] - vae[r["task"]] for r in text if r["te_dtype"] == d) + 5e-4, 3)
-              for d in {r["te_dtype"] for r in text}}
+              for d in sorted({r["te_dtype"] for r in text})}
         if trainer == "diffpipe":  # one process caches both: its peak is umT5's, whatever the frame count
             latents, per_text, weights = (0.0, 0.0), 0.0, {}
         else:
