@@ -157,8 +157,8 @@ def dit_bf16_gib(task: str) -> float:
 def host_gib(fit: MemoryFit, task: str, ckpt: Checkpointing, tokens: int, dit_file_bytes_per_param: float = 2,
              trainer: str = "musubi", swap: int = 0) -> float:
     """Peak host RAM of the training process. musubi memory-maps the DiT file and keeps swapped blocks in RAM;
-    diffusion-pipe reads the whole bf16 DiT into RAM before converting it, a fitted multiple of the bf16 file that
-    covers its swapped blocks too. Plus offloaded activations."""
+    diffusion-pipe reads the whole DiT file into RAM before converting it, a fitted multiple of the bf16 DiT per model
+    size that covers its swapped blocks too. Plus offloaded activations."""
     arch = ARCH[task]
     factor = fit.trainer_host_dit_factor.get((trainer, task))
     if factor is not None:
