@@ -104,8 +104,8 @@ def memory_plan(out: Console, p) -> None:
     for name, value in plan_settings(p).items():
         line(out, f"  {name}: {value}")
     line(out, f"  estimated peak: {p.gpu_gib:.1f} GiB{per_gpu} (+{p.margin_gib:.1f} margin), {p.host_gib:.0f} GiB host RAM")
-    if p.unmeasured_note:
-        line(out, f"  UNMEASURED: {p.unmeasured_note}")
+    if p.estimate_note:
+        line(out, f"  {p.estimate_note}")
     for s in p.suggestions:
         line(out, f"  would fit with: {s}")
 

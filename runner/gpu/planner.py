@@ -16,7 +16,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-from runner.gpu.memmodel import Checkpointing, MemoryFit, dit_bf16_gib, gpu_gib, host_gib, measured, outside_gib, parallel_gib
+from runner.gpu.memmodel import SCALED_FROM, Basis, Checkpointing, MemoryFit, basis, dit_bf16_gib, gpu_gib, host_gib, outside_gib, parallel_gib
 from runner.gpu.memory_fit import FIT
 from runner.gpu.wan import latent_tokens
 from runner.spec import DEFAULT_VIDEO_FRAMES, Memory, Task, experts
@@ -35,8 +35,9 @@ VERIFIED: dict[tuple[str, str], tuple[tuple[str, Checkpointing, int, bool], ...]
     ("diffpipe", "1.3B"): (("bf16", "gc", 0, False), ("fp8", "gc", 28, True)),
     ("diffpipe", "14B"): (("fp8", "gcoff", 32, True),),
 }
-# TI2V-5B has not run on a GPU yet: the settings that ran on the model of its depth (1.3B, 30 blocks), with estimates
-# scaled from it (runner.gpu.memmodel.SCALED_FROM), until bench/gpu_jobs/*5b* are measured
+# TI2V-5B: the settings that ran on the model of its depth (1.3B, 30 blocks); diffusion-pipe's bf16+GC also ran on
+# TI2V-5B itself (bench/gpu_jobs/dp-5b.yaml), its other estimates are derived or scaled (runner.gpu.memmodel.SCALED_FROM).
+# musubi has no TI2V-5B at its pin (validation refuses the job); its entry only lets the planner answer for the size.
 VERIFIED[("musubi", "5B")] = VERIFIED[("musubi", "1.3B")]
 VERIFIED[("diffpipe", "5B")] = VERIFIED[("diffpipe", "1.3B")]
 CACHING: dict[str, tuple[tuple[str, int], ...]] = {  # (umT5 precision, text-encoder batch), cheapest last
@@ -87,12 +88,19 @@ class MemoryPlan:
     text_encoder_batch: int = 1  # texts per umT5 batch while caching (musubi's --batch_size)
     caching_gpu_gib: float = 0.0
     training_gpu_gib: float = 0.0
-    measured: bool = True  # False: the model has not run on a GPU, its estimate is scaled from another size
+    basis: Basis = "measured"  # what the training estimate rests on (runner.gpu.memmodel.basis)
     layout: Layout = Layout()
 
     @property
-    def unmeasured_note(self) -> str | None:
-        return None if self.measured else f"{self.task}: estimate scaled from a measured model, not measured on a GPU yet"
+    def estimate_note(self) -> str | None:
+        """A line for `runner plan` where the estimate is not measured at several sizes of this model."""
+        base = SCALED_FROM.get(model_size(self.task))
+        if self.basis == "one size":
+            return (f"MEASURED AT ONE SIZE, SLOPE SCALED: {self.task} on {self.trainer} ran on a GPU at one size; the cost per "
+                    f"latent token is {base}'s scaled by width")
+        if self.basis == "scaled":
+            return f"UNMEASURED: {self.task}: estimate scaled from {base}, not measured on a GPU yet"
+        return None
 
     @property
     def activation_checkpointing(self) -> bool | str:
@@ -116,12 +124,12 @@ class MemoryPlan:
         return update
 
 
-def _caching(trainer: str, tokens: int, vram_gib: float, fit: MemoryFit, layout: Layout) -> tuple[str, int, float, float]:
+def _caching(trainer: str, size: str, tokens: int, vram_gib: float, fit: MemoryFit, layout: Layout) -> tuple[str, int, float, float]:
     """The first caching setting that fits (else the smallest): (umT5 precision, batch, GPU GiB, host GiB).
     musubi caches in one process; diffusion-pipe's caching runs in every training process, each with its umT5."""
     cf = fit.caching[trainer]
     processes = layout.gpus if trainer == "diffpipe" else 1
-    options = [(t5, batch, cf.gpu_gib(t5, batch, tokens), processes * cf.host_gib[t5]) for t5, batch in CACHING[trainer]]
+    options = [(t5, batch, cf.gpu_gib(t5, batch, tokens, size), processes * cf.host(t5, size)) for t5, batch in CACHING[trainer]]
     return next((o for o in options if o[2] + margin_gib(o[2], fit) <= vram_gib), options[-1])
 
 
@@ -130,7 +138,7 @@ def _evaluate(task: str, trainer: str, tokens: int, vram_gib: float, ram_gib: fl
     """(first plan that fits, the plan with the least GPU memory considered). dits: DiTs one run loads (musubi's
     A14B expert: both keeps the inactive expert in host RAM: --offload_inactive_dit, or its swapped state dict)."""
     size = model_size(task)
-    t5, batch, cache_gpu, cache_host = _caching(trainer, tokens, vram_gib, fit, layout)
+    t5, batch, cache_gpu, cache_host = _caching(trainer, size, tokens, vram_gib, fit, layout)
     smallest: MemoryPlan | None = None
     candidates = VERIFIED[(trainer, size)]
     if layout.stages > 1:  # diffusion-pipe swaps blocks only with pipeline_stages 1: the same settings without swap
@@ -147,7 +155,7 @@ def _evaluate(task: str, trainer: str, tokens: int, vram_gib: float, ram_gib: fl
         fits = need + margin <= vram_gib and host_ok
         plan = MemoryPlan(task, trainer, tokens, vram_gib, ram_gib, fits, "bfloat16" if weights == "bf16" else "float8",
                     ckpt, swap, adam8, round(need, 2), round(margin, 2), round(host, 1), (),
-                    "bfloat16" if t5 == "bf16" else "float8", batch, round(cache_gpu, 2), round(train, 2), measured(size), layout)
+                    "bfloat16" if t5 == "bf16" else "float8", batch, round(cache_gpu, 2), round(train, 2), basis(fit, trainer, size, ckpt), layout)
         if fits:
             return plan, plan
         if smallest is None or need < smallest.gpu_gib:
