@@ -159,7 +159,7 @@ def start(req: Request, choice: ModelChoice, fps: float, executor: Executor, set
              Mount("job", str(job_dir), str(mounts.JOB), True)]
     spec = ContainerSpec(image=ref, name=name, command=["python", "/opt/captioner/caption_media.py", f"{mounts.JOB}/work.json"],
                          mounts=executor.host_mounts(local, job_name, name), env=config.network_env(settings), user=executor.user,
-                         workdir="/opt/captioner", gpus=gpus, shm_size=settings.shm_size, ulimits=settings.ulimits, labels={LABEL_JOB: job_name})
+                         workdir="/opt/captioner", gpus=gpus, shm_size=settings.shm_size, labels={LABEL_JOB: job_name})
     staged_host = str(mounts.to_host(STAGED, spec.mounts))
     placer = Placer(req, state, executor, staged_host, console, len(found.todo))
     preflight.make_dirs(executor.shell, [staged_host])

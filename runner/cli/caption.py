@@ -7,7 +7,7 @@ from pathlib import Path
 import typer
 
 from runner import cli, views
-from runner.cli import HostOpt, JsonOpt, app, read_first
+from runner.cli import HostOpt, JsonOpt, app
 
 DEFAULT_FPS = 2.0  # Qwen2.5-VL's own default for videos; --job samples at the job's training fps instead
 
@@ -37,16 +37,18 @@ def caption(
     from runner.caption import run, work
     from runner.executors import executor_for
 
-    read_first(job)
+    from runner.spec import load_job
+
+    j = load_job(job) if job else None  # before Docker or SSH is contacted, like every command that reads a job
     if style not in work.STYLES:
         from runner.errors import UserError
 
         raise UserError("--style", f"{style!r} is not a caption style.", f"use one of {', '.join(work.STYLES)}.")
     work.check_folder(directory)
-    req = work.Request(directory, extension_of(job, directory), work.check_trigger(trigger) if trigger is not None else "", style,
+    req = work.Request(directory, extension_of(j, directory), work.check_trigger(trigger) if trigger is not None else "", style,
                        work.read_prompt(prompt) if prompt else None, overwrite)
     choice = run.choose_model(model)
-    fps = training_fps(job) if job else DEFAULT_FPS
+    fps = training_fps(j) if j else DEFAULT_FPS
     console = cli.err if as_json else cli.out
     with cli_interrupted():
         outcome, found = run.start(req, choice, fps, executor_for(host), config.load(), console)
@@ -71,19 +73,17 @@ def cli_interrupted():
     return _interrupted("captioning stopped, its container removed; the captions written so far stay: run the command again to continue")
 
 
-def extension_of(job: Path | None, directory: Path) -> str:
+def extension_of(job, directory: Path) -> str:
     """The caption extension of the job's dataset in DIRECTORY (its first dataset otherwise); .txt without a job."""
     if job is None:
         return ".txt"
-    from runner.spec import read_job
-
-    datasets = read_job(job).datasets
+    datasets = job.datasets
     same = [d for d in datasets if d.path.resolve() == directory.resolve()]
     return (same or datasets)[0].caption_extension
 
 
-def training_fps(job: Path) -> float:
-    """The frame rate the job trains at: Wan2.1 trains at 16 fps (runner.data.check)."""
+def training_fps(job) -> float:
+    """The frame rate the job's videos are trained at: every Wan2.1 task trains at 16 fps (runner.data.check)."""
     from runner.data.check import WAN_FPS
 
     return float(WAN_FPS)

@@ -32,7 +32,7 @@ app.add_typer(dataset_app, name="dataset")
 def dataset_check(
     directory: Path = typer.Argument(..., help="folder of images/videos with captions"),
     job: Path = typer.Option(None, "--job", help="take frames, source_fps, captions, task and trainer from this job"),
-    as_json: bool = JsonOpt('{"directory", "settings", "files": [{"name", …, "verdicts": {trainer: {"level", "text"}}}], "problems", "failed", "counts"}'),
+    as_json: bool = JsonOpt('{"directory", "settings", "files": [{"name", …, "verdicts": {trainer: {"level", "text"}}}], "problems", "failed", "counts", "captions": {"captioned", "of", "without": [names]}}'),
     frames: list[int] = typer.Option(None, "--frames", parser=schema_option(FrameCount, "--frames", FRAMES_FIX), help="frame buckets / target frames (repeat the option)"),
     source_fps: float = typer.Option(None, "--source-fps", parser=schema_option(PositiveFloat, "--source-fps", "give the videos' frame rate, a number above 0, e.g. --source-fps 30."), help="musubi source_fps"),
     task: str = typer.Option(None, "--task", help=f"{TASKS} (ti2v-5B trains at 24 fps, the rest at 16)"),

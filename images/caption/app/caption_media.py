@@ -34,7 +34,7 @@ PATCH = 28  # Qwen2.5-VL's vision patch (14) times its spatial merge (2): frame 
 def load(model_dir: str, quant: str | None):
     """The model and its processor; bfloat16 on a GPU (float32 on the CPU, which lacks fast bf16 kernels)."""
     cuda = torch.cuda.is_available()
-    kwargs: dict = {"torch_dtype": torch.bfloat16 if cuda else torch.float32, "attn_implementation": "sdpa"}
+    kwargs: dict = {"dtype": torch.bfloat16 if cuda else torch.float32, "attn_implementation": "sdpa"}
     if quant == "8bit":
         kwargs["quantization_config"] = BitsAndBytesConfig(load_in_8bit=True)
     elif quant == "4bit":

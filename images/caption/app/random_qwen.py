@@ -80,7 +80,7 @@ def build(size: str, device: str = "cpu", dtype: torch.dtype = torch.float32):
     proc = processor()
     torch.manual_seed(0)
     with torch.device(device):
-        model = Qwen2_5_VLForConditionalGeneration._from_config(config(size, proc.tokenizer), torch_dtype=dtype)
+        model = Qwen2_5_VLForConditionalGeneration._from_config(config(size, proc.tokenizer), dtype=dtype)
     model.generation_config.eos_token_id = proc.tokenizer.eos_token_id
     model.generation_config.pad_token_id = proc.tokenizer.pad_token_id
     return model.eval(), proc
