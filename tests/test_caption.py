@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from runner.caption import models, work
+from runner.caption import work
+from runner.models import captioner as models
 from runner.caption.run import ModelChoice, choose_model, work_file
 from runner.data.synth import write_caption, write_image, write_video
 from runner.errors import UserError
@@ -131,3 +132,21 @@ def test_bad_inputs_exit_2_before_docker_with_nothing_written(tmp_path, folder, 
     assert r.returncode == 2, r.stderr
     assert where in r.stderr and "Fix:" in r.stderr, r.stderr
     assert sorted(p.name for p in folder.iterdir()) == before and not (tmp_path / "state").exists()
+
+
+def test_download_fetches_a_captioner_preset_into_its_folder(tmp_path, monkeypatch):
+    from tests.hubserver import HubServer, Repo
+    from runner.models.download import fetch, plan
+    from runner.models.presets import Format
+
+    files = {"config.json": b'{"model_type": "qwen2_5_vl"}', "chat_template.json": b"{}", "merges.txt": b"#v\n", "vocab.json": b"{}",
+             "model-00001-of-00002.safetensors": b"w1" * 1000, "model-00002-of-00002.safetensors": b"w2" * 1000, "README.md": b"card"}
+    with HubServer({"Qwen/Qwen2.5-VL-7B-Instruct": Repo(files, {n for n in files if n.endswith(".safetensors")})}) as server:
+        monkeypatch.setenv("HF_ENDPOINT", server.url)
+        monkeypatch.delenv("HF_TOKEN", raising=False)
+        items = plan("Qwen2.5-VL-7B-4bit", Format.comfy, [], tmp_path / "models", tmp_path / "hf")
+        assert sorted(i.filename for i in items) == sorted(n for n in files if n != "README.md")
+        fetch(items, tmp_path / "models")
+    folder = tmp_path / "models" / "Qwen2.5-VL-7B-Instruct"
+    assert (folder / "model-00002-of-00002.safetensors").read_bytes() == files["model-00002-of-00002.safetensors"]
+    assert choose_model("qwen2.5-vl-7b-4bit").preset.folder == folder.relative_to(tmp_path / "models"), "where runner caption looks"

@@ -17,7 +17,7 @@ from pathlib import Path, PurePosixPath
 from rich.console import Console
 
 from runner import config, mounts, preflight, shell
-from runner.caption import models
+from runner.models import captioner as models
 from runner.caption.work import Listing, Request, State, final_text, kind, listing, place, utc_stamp
 from runner.errors import UserError
 from runner.executors import Executor

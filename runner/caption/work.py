@@ -20,7 +20,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from runner import config, inputs
+from runner import config, files, inputs
 from runner.data.media import entry_problem, folder_problem, kind_of, media_files
 from runner.errors import UserError
 
@@ -154,11 +154,7 @@ class State:
             return set()
 
     def add_replaced(self, name: str) -> None:
-        names = sorted(self.replaced() | {name})
-        self.folder.mkdir(parents=True, exist_ok=True)
-        tmp = self.file.with_name(self.file.name + ".tmp")
-        tmp.write_text(json.dumps({"replaced": names}))
-        os.replace(tmp, self.file)
+        files.write_text(self.file, json.dumps({"replaced": sorted(self.replaced() | {name})}))
 
     def pass_finished(self) -> None:
         self.file.unlink(missing_ok=True)

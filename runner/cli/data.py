@@ -89,7 +89,8 @@ def dataset_prepare(
 
 @app.command()
 def download(
-    preset: str = typer.Argument(..., help=f"a task's preset: {TASKS}"),
+    preset: str = typer.Argument(..., help=f"a task's preset: {TASKS}; or the captioner's weights (`runner caption --model`): "
+                                 "qwen2.5-vl-7b (also serves -8bit and -4bit) or qwen2.5-vl-3b"),
     fmt: str = typer.Option("comfy", "--format", help="official (DiT and T5 from the official repo) or comfy (ComfyUI single files)"),
     to: Path = typer.Option(None, "--to", parser=out_folder("--to"), help="models root (the job's models.root); default: models"),
     trainer: str = typer.Option(None, "--trainer", help="diffpipe or musubi (default: what both need)"),
@@ -141,9 +142,11 @@ def _download_on(host: str, preset, fmt, trainers, dry_run: bool, as_json: bool)
     from runner import config
     from runner.executors import executor_for
     from runner.jobs import download_there
+    from runner.models import captioner
     from runner.models.presets import get_preset
 
-    get_preset(preset)  # a bad preset is refused before the host is contacted
+    if preset.lower() not in captioner.PRESETS:
+        get_preset(preset)  # a bad preset is refused before the host is contacted
     return _download_with(download_there.on_host(executor_for(host), config.load(), trainers, cli.err), preset, fmt, trainers, dry_run, as_json)
 
 

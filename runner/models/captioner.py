@@ -12,9 +12,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from runner.errors import UserError
+from runner.models.presets import Want
 
 # what a run of the captioner reads from a model repository
-FILES = ("*.json", "*.safetensors", "merges.txt", "vocab.json", "*.jinja")
+FILES = ("*.json", "*.safetensors", "merges.txt")  # config, tokenizer, processor, chat template, weights
 
 
 @dataclass(frozen=True)
@@ -54,3 +55,9 @@ def get(name: str) -> CaptionModel:
     except KeyError:
         raise UserError("--model", f"{name!r} is not a captioner preset.",
                         f"use one of {', '.join(PRESETS)}, or the path of a folder holding a Qwen2.5-VL model (config.json and weights).") from None
+
+
+def wants(name: str) -> list[Want]:
+    """What `runner download PRESET` fetches for a captioner preset: the repository's model files, into its folder."""
+    m = get(name)
+    return [Want(m.repo, FILES, m.folder)]
