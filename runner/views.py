@@ -116,6 +116,10 @@ def plan_settings(p) -> dict:
     return settings | ({"text_encoder_batch": p.text_encoder_batch} if p.trainer == "musubi" else {})
 
 
+def caption_memory_json(model: str, m) -> dict:
+    return {"model": model, **asdict(m), "peak_gib": round(m.peak_gib, 2), "measured": False}
+
+
 def memory_plan_json(p) -> dict:
     return {**asdict(p), "settings": plan_settings(p) | {"optimizer": p.optimizer_type}}
 

@@ -418,6 +418,7 @@ CASES = {
     ("dataset check", "directory"): (["no-such-folder"], "no-such-folder"),
     ("dataset check", "task"): (["bogus"], "--task"), ("dataset check", "trainer"): (["bogus"], "--trainer"),
     ("dataset prepare", "src"): (["no-such-folder"], "no-such-folder"),
+    ("plan", "caption"): (["bogus"], "--caption"),
     ("caption", "directory"): (["no-such-folder"], "no-such-folder"), ("caption", "model"): (["bogus"], "--model"),
     ("caption", "trigger"): (["", "two\nlines"], "--trigger"), ("caption", "style"): (["bogus"], "--style"),
     ("caption", "prompt"): (["no-such-file"], "no-such-file"), ("caption", "job"): (["data"], "folder"),

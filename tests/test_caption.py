@@ -150,3 +150,26 @@ def test_download_fetches_a_captioner_preset_into_its_folder(tmp_path, monkeypat
     folder = tmp_path / "models" / "Qwen2.5-VL-7B-Instruct"
     assert (folder / "model-00002-of-00002.safetensors").read_bytes() == files["model-00002-of-00002.safetensors"]
     assert choose_model("qwen2.5-vl-7b-4bit").preset.folder == folder.relative_to(tmp_path / "models"), "where runner caption looks"
+
+
+def test_caption_memory_is_weights_by_dtype_plus_vision_tokens_and_says_it_is_an_estimate():
+    from runner.gpu.captioning import estimate
+
+    full, int8, nf4 = (estimate(models.get(n), 33, 448 * 448, 80) for n in ("qwen2.5-vl-7b", "qwen2.5-vl-7b-8bit", "qwen2.5-vl-7b-4bit"))
+    assert 15 < full.weights_gib < 16, "8.3 B parameters in bf16"
+    assert full.weights_gib > int8.weights_gib > nf4.weights_gib > 2 * 1.09e9 / 2**30, "embeddings and LM head stay bf16"
+    assert full.vision_tokens == 17 * 256, "33 frames → 17 pairs of 32×32 patches, merged 2×2"
+    longer = estimate(models.get("qwen2.5-vl-7b"), 81, 448 * 448, 80)
+    assert longer.peak_gib > full.peak_gib and longer.weights_gib == full.weights_gib
+    for m in models.PRESETS.values():
+        assert estimate(m, 81, 448 * 448, 300).peak_gib < m.card_gib, f"{m.name} fits the {m.card_gib} GB card it is meant for"
+    assert "not measured" in full.describe()
+
+
+def test_plan_covers_captioning_the_jobs_clips(cli, workspace):
+    code, out, err = cli("plan", str(workspace / "examples" / "t2v-1.3B-musubi.yaml"), "--vram", "24", "--ram", "64", "--caption", "qwen2.5-vl-7b-4bit", "--json")
+    assert code in (0, 1), err
+    cap = json.loads(out)["captioning"]
+    assert cap["model"] == "qwen2.5-vl-7b-4bit" and cap["frames"] == 33 and cap["measured"] is False and cap["peak_gib"] > cap["weights_gib"]
+    code, out, err = cli("plan", str(workspace / "examples" / "t2v-1.3B-musubi.yaml"), "--caption", "llava")
+    assert code == 2 and "--caption" in err and "qwen2.5-vl-7b" in err

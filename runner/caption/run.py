@@ -22,6 +22,7 @@ from runner.caption.work import Listing, Request, State, final_text, kind, listi
 from runner.errors import UserError
 from runner.executors import Executor
 from runner.executors.container import LABEL_JOB, ContainerSpec
+from runner.gpu.captioning import estimate
 from runner.images import builder
 from runner.jobs import records
 from runner.mounts import Mount
@@ -174,6 +175,9 @@ def start(req: Request, choice: ModelChoice, fps: float, executor: Executor, set
     (job_dir / "work.json").write_text(json.dumps(work_file(req, todo, model_dir, choice, fps), indent=1))
     console.print(f"captioning {len(todo)} of {len(found.todo) + len(found.kept)} file(s) in {req.directory} with {choice.label} "
                   f"({'GPU' if gpus else 'CPU'}, on {executor.host})", markup=False, highlight=False)
+    if choice.preset and gpus:
+        frames = MAX_FRAMES if any(kind(m) == "video" for m in todo) else 1
+        console.print(f"GPU memory, at most: {estimate(choice.preset, frames, FRAME_PIXELS, req.max_new_tokens).describe()}", markup=False, highlight=False)
     executor.prepare_mounts(spec, sources=local)
     executor.start(spec)
     try:

@@ -27,7 +27,10 @@ class CaptionModel:
     quant: str | None  # None (bf16), "8bit" or "4bit" (bitsandbytes at load time)
     card_gib: int  # the smallest card it is meant for
     text_layers: int
+    hidden: int
+    ffn: int
     kv_dim: int  # key/value heads × head size of the language model
+    embedding_params: float  # billions in the token embeddings and the LM head (tied in the 3B), kept bf16 when quantised
 
     @property
     def folder(self) -> Path:
@@ -35,7 +38,9 @@ class CaptionModel:
         return Path(self.repo.split("/")[1])
 
 
-_7B = dict(repo="Qwen/Qwen2.5-VL-7B-Instruct", language_params=7.62, vision_params=0.67, text_layers=28, kv_dim=4 * 128)
+# Qwen/Qwen2.5-VL-{7B,3B}-Instruct's config.json: vocabulary 152064 (7B) / 151936 (3B), the 7B's LM head untied
+_7B = dict(repo="Qwen/Qwen2.5-VL-7B-Instruct", language_params=7.62, vision_params=0.67, text_layers=28, hidden=3584, ffn=18944,
+           kv_dim=4 * 128, embedding_params=2 * 152064 * 3584 / 1e9)
 PRESETS: dict[str, CaptionModel] = {
     m.name: m
     for m in (
@@ -43,17 +48,17 @@ PRESETS: dict[str, CaptionModel] = {
         CaptionModel("qwen2.5-vl-7b-8bit", quant="8bit", card_gib=16, **_7B),
         CaptionModel("qwen2.5-vl-7b-4bit", quant="4bit", card_gib=12, **_7B),
         CaptionModel("qwen2.5-vl-3b", repo="Qwen/Qwen2.5-VL-3B-Instruct", language_params=3.09, vision_params=0.67, quant=None,
-                     card_gib=12, text_layers=36, kv_dim=2 * 128),
+                     card_gib=12, text_layers=36, hidden=2048, ffn=11008, kv_dim=2 * 128, embedding_params=151936 * 2048 / 1e9),
     )
 }
 DEFAULT = "qwen2.5-vl-7b"
 
 
-def get(name: str) -> CaptionModel:
+def get(name: str, option: str = "--model") -> CaptionModel:
     try:
         return PRESETS[name.lower()]
     except KeyError:
-        raise UserError("--model", f"{name!r} is not a captioner preset.",
+        raise UserError(option, f"{name!r} is not a captioner preset.",
                         f"use one of {', '.join(PRESETS)}, or the path of a folder holding a Qwen2.5-VL model (config.json and weights).") from None
 
 
