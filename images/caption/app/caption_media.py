@@ -93,7 +93,7 @@ def caption(model, processor, path: str, kind: str, work: dict) -> tuple[str, in
         inputs = processor(text=[text], images=[read_image(path, work["max_pixels"])], return_tensors="pt")
         seen = 1
     inputs = inputs.to(model.device)
-    out = model.generate(**inputs, max_new_tokens=work["max_new_tokens"], do_sample=False)
+    out = model.generate(**inputs, max_new_tokens=work["max_new_tokens"], min_new_tokens=work.get("min_new_tokens", 0), do_sample=False)
     new = out[:, inputs["input_ids"].shape[1]:]
     return processor.batch_decode(new, skip_special_tokens=True)[0].strip(), seen
 
