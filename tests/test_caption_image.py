@@ -117,3 +117,36 @@ def job(tmp: Path, data: Path) -> Path:
     path.write_text(f"name: cap\ntrainer: musubi\ntask: t2v-1.3B\nmodels: {{root: {tmp}/models, preset: t2v-1.3B}}\n"
                     f"datasets:\n  - path: {data}\n    frames: [33]\n")
     return path
+
+
+def test_on_a_host_the_folder_is_synced_and_the_captions_come_back(tiny_model, tmp_path):
+    """The tiny model stands in for the qwen2.5-vl-3b preset's weights in the host's models folder (no hub here)."""
+    import shutil
+    import uuid
+
+    from tests.remotefixtures import SRV, add_host, engine, host_dirs, require_remote
+
+    require_remote()
+    env = runner_env(tmp_path, XDG_CONFIG_HOME=str(tmp_path / "config"))
+    models = SRV / "gpu01" / "models" / f"t-cap-{uuid.uuid4().hex[:8]}"
+    dirs = host_dirs("gpu01")
+    shutil.copytree(tiny_model, models / "Qwen2.5-VL-3B-Instruct")
+    subprocess.run(["chmod", "-R", "a+rX", str(models)], check=True)
+    try:
+        add_host(env, "gpu01", "gpu01", str(models), dirs)
+        d = clips(tmp_path / "data", videos=1)
+        write_caption(d / "still.png", "mine")
+        r = runner(["caption", d, "--host", "gpu01", "--model", "qwen2.5-vl-3b", "--trigger", TRIGGER, "--json"], env, timeout=1800)
+        assert r.returncode == 0, r.stderr[-3000:]
+        assert json.loads(r.stdout)["written"] == ["clip0.mp4"] and (d / "still.txt").read_text() == "mine"
+        assert (d / "clip0.txt").read_text().startswith(TRIGGER)
+        label = f"io.runner.job=caption-{State('gpu01', d).key}"
+        assert engine("gpu01").containers.list(all=True, filters={"label": label}) == [], "its container is removed on the host"
+        folder = tmp_path / "elsewhere"
+        folder.mkdir()
+        refused = runner(["caption", folder, "--host", "gpu01", "--model", tiny_model], env)
+        assert refused.returncode == 2 and "not sent to hosts" in refused.stderr
+    finally:
+        shutil.rmtree(models, ignore_errors=True)
+        for path in dirs.values():
+            shutil.rmtree(path, ignore_errors=True)
