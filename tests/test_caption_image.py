@@ -74,6 +74,16 @@ def test_captions_written_for_files_without_one_and_others_kept(tiny_model, tmp_
     assert again.returncode == 0 and "0 caption(s) written, 3 kept" in again.stdout, "nothing to do twice"
 
 
+def test_a_file_that_does_not_decode_is_named_and_the_others_are_captioned(tiny_model, tmp_path):
+    d = clips(tmp_path / "data", videos=1)
+    (d / "broken.mp4").write_bytes(b"not a video at all" * 100)
+    r = caption(d, tiny_model, tmp_path, "--json")
+    assert r.returncode == 1, r.stderr[-3000:]
+    doc = json.loads(r.stdout)
+    assert doc["failed"] == ["broken.mp4"] and doc["written"] == ["clip0.mp4", "still.png"] and doc["exit_code"] == 1
+    assert "broken.mp4" in r.stderr and not (d / "broken.txt").exists()
+
+
 def test_overwrite_keeps_the_old_caption_as_runners_backup(tiny_model, tmp_path):
     d = clips(tmp_path / "data", videos=1)
     write_caption(d / "clip0.mp4", "hand written")

@@ -145,12 +145,15 @@ def start(req: Request, choice: ModelChoice, fps: float, executor: Executor, set
     state = State(executor.host, req.directory)
     job_name = f"caption-{state.key}"
     found = listing(req, state.replaced() if req.overwrite else set())
+    model, model_dir = model_mount(choice, settings, executor)
+    if not found.todo:  # nothing to caption: neither Docker nor the host is asked anything
+        finish(req, state, Outcome())
+        return Outcome(), found
     gpus = records.gpus_wanted()
     if gpus:
         executor.check_gpus()
     pins = builder.load_pins("caption", pins_file=settings.pins)
     ref = builder.image_ref(pins, settings.ca_bundle)
-    model, model_dir = model_mount(choice, settings, executor)
     check_model(choice, model, executor)
     executor.check_image(ref, "caption")
     rid = records.new_id(job_name)
@@ -195,6 +198,8 @@ def start(req: Request, choice: ModelChoice, fps: float, executor: Executor, set
     for leftover in placer.staged_names():  # lines the log lost
         placer.place(leftover)
     placer.outcome.failed = [m.name for m in todo if m.name not in placer.outcome.written + placer.outcome.kept]
+    if placer.outcome.exit_code:
+        console.print(f"runner: the captioner exited with {placer.outcome.exit_code}; its log: {job_dir / 'caption.log'}", style="bold red", highlight=False)
     finish(req, state, placer.outcome)
     return placer.outcome, found
 
