@@ -48,7 +48,7 @@ def caption(
     req = work.Request(directory, extension_of(j, directory), work.check_trigger(trigger) if trigger is not None else "", style,
                        work.read_prompt(prompt) if prompt else None, overwrite)
     choice = run.choose_model(model)
-    fps = training_fps(j) if j else DEFAULT_FPS
+    fps = float(j.task.fps) if j else DEFAULT_FPS  # the job's training fps: 24 for ti2v-5B, else 16
     console = cli.err if as_json else cli.out
     with cli_interrupted():
         outcome, found = run.start(req, choice, fps, executor_for(host), config.load(), console)
@@ -82,8 +82,3 @@ def extension_of(job, directory: Path) -> str:
     return (same or datasets)[0].caption_extension
 
 
-def training_fps(job) -> float:
-    """The frame rate the job's videos are trained at: every Wan2.1 task trains at 16 fps (runner.data.check)."""
-    from runner.data.check import WAN_FPS
-
-    return float(WAN_FPS)
