@@ -173,3 +173,14 @@ def test_plan_covers_captioning_the_jobs_clips(cli, workspace):
     assert cap["model"] == "qwen2.5-vl-7b-4bit" and cap["frames"] == 33 and cap["measured"] is False and cap["peak_gib"] > cap["weights_gib"]
     code, out, err = cli("plan", str(workspace / "examples" / "t2v-1.3B-musubi.yaml"), "--caption", "llava")
     assert code == 2 and "--caption" in err and "qwen2.5-vl-7b" in err
+
+
+def test_a_second_caption_run_on_the_same_folder_is_refused_before_docker(tmp_path, folder, monkeypatch):
+    monkeypatch.setenv("RUNNER_STATE", str(tmp_path / "state"))
+    model = tmp_path / "m"
+    model.mkdir()
+    (model / "config.json").write_text("{}")
+    with work.State("local", folder).held():
+        r = _runner([folder, "--model", model], tmp_path)
+    assert r.returncode == 2 and "being captioned by another" in r.stderr, r.stderr
+    assert sorted(p.name for p in folder.iterdir()) == ["a.mp4", "b.mp4", "b.txt", "c.png"]

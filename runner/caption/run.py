@@ -143,6 +143,12 @@ class Placer:
 def start(req: Request, choice: ModelChoice, fps: float, executor: Executor, settings: config.Settings, console: Console) -> tuple[Outcome, Listing]:
     """Caption every file of req.directory that needs one (refusing bad inputs before anything is written)."""
     state = State(executor.host, req.directory)
+    with state.held():
+        return captioned(req, choice, fps, executor, settings, console, state)
+
+
+def captioned(req: Request, choice: ModelChoice, fps: float, executor: Executor, settings: config.Settings, console: Console,
+              state: State) -> tuple[Outcome, Listing]:
     job_name = f"caption-{state.key}"
     found = listing(req, state.replaced() if req.overwrite else set())
     model, model_dir = model_mount(choice, settings, executor)

@@ -12,6 +12,8 @@ after a kill continues the pass instead of replacing its own captions a second t
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
 import json
 import os
@@ -19,6 +21,7 @@ import secrets
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Iterator
 
 from runner import config, files, inputs
 from runner.data.media import entry_problem, folder_problem, kind_of, media_files
@@ -143,9 +146,21 @@ class State:
 
     def __init__(self, host: str, directory: Path):
         key = hashlib.sha256(f"{host}\0{directory.resolve()}".encode()).hexdigest()[:16]
-        self.key = key
+        self.key, self.directory = key, directory
         self.folder = config.state_dir() / "captions" / key
         self.file = self.folder / "overwrite-pass.json"
+
+    @contextlib.contextmanager
+    def held(self) -> Iterator[None]:
+        """One `runner caption` per folder and host at a time (a lock file runner holds while it captions)."""
+        self.folder.mkdir(parents=True, exist_ok=True)
+        with open(self.folder / "lock", "a+") as f:
+            try:
+                fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                raise UserError(str(self.directory), "is being captioned by another `runner caption` of this machine right now.",
+                                "wait for it to finish (or stop it), then run this again: it continues where that one stopped.") from None
+            yield
 
     def replaced(self) -> set[str]:
         try:
