@@ -117,6 +117,10 @@ def plan_settings(p) -> dict:
     return settings | ({"text_encoder_batch": p.text_encoder_batch} if p.trainer == "musubi" else {})
 
 
+def caption_memory_json(model: str, m) -> dict:
+    return {"model": model, **asdict(m), "peak_gib": round(m.peak_gib, 2), "measured": False}
+
+
 def memory_plan_json(p) -> dict:
     return {**asdict(p), "settings": plan_settings(p) | {"optimizer": p.optimizer_type}}
 
@@ -220,13 +224,15 @@ def dataset_report(report, out: Console) -> None:
     for trainer, tally in report.counts().items():
         line(out, f"{trainer}: " + ", ".join(f"{n} {level}" for level, n in tally.items() if n))
     s = report.settings
+    c = report.caption_coverage()
+    line(out, f"captions: {c['captioned']} of {c['of']} file(s) captioned" + (f"; `runner caption {report.directory}` writes the missing ones" if c["without"] else ""))
     line(out, f"settings: task {s.task.value}, frames {s.frames}, source_fps {s.source_fps}, captions *{s.caption_extension}")
     verdict = Text("would fail or drop data", "bold red") if report.failed else Text("every file trains", "green")
     line(out, Text(f"{len(report.files)} media file(s): ") + verdict)
 
 
 def dataset_report_json(report) -> dict:
-    return report.model_dump(mode="json") | {"failed": report.failed, "counts": report.counts()}
+    return report.model_dump(mode="json") | {"failed": report.failed, "counts": report.counts(), "captions": report.caption_coverage()}
 
 
 def prepared(out: Console, err: Console, report) -> None:
