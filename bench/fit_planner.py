@@ -1,13 +1,15 @@
 #!/usr/bin/env python3
 """Fit the planner's memory model to the measured runs and write runner/gpu/memory_fit.py.
 
-    python bench/fit_planner.py [bench/data/musubi_h100.jsonl bench/data/gpu_h200.jsonl]
+    python bench/fit_planner.py [bench/data/musubi_h100.jsonl bench/data/gpu_h200.jsonl bench/data/gpu_h200_wan22.jsonl ...]
 
 musubi_h100.jsonl (musubi training, bench/memory_grid.py): per (model, weights, checkpointing) peak reserved GiB =
 a + b * tokens, b by least squares over the uncapped runs without swap or offload, a raised to the highest point
 (so the model is never below a measured run); then the swap overhead (largest residual) and the offloaded share
 (smallest saving) from the runs that have them. gpu_h200.jsonl (bench/gpu_smoke.py, one line per phase): diffusion-
 pipe's own training line, swap overhead and memory outside the allocator; both trainers' caching phases; host RAM.
+gpu_h200_wan22.jsonl (the same, Wan2.2): diffusion-pipe's TI2V-5B at one size, its line through that point with the
+1.3B slope scaled by width (runner.gpu.memmodel.SCALED_FROM); the VAE's weights in its caching phase; its host RAM.
 Prints every measured phase beside the model's estimate of its device peak, with the ratio (must be 1.00-1.15).
 """
 
@@ -22,7 +24,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from runner.gpu.memmodel import CachingFit, MemoryFit, dit_bf16_gib, gpu_gib, host_gib, outside_gib  # noqa: E402
+from runner.gpu.memmodel import (SCALED_FROM, CachingFit, MemoryFit, dit_bf16_gib, gpu_gib, host_gib, outside_gib,  # noqa: E402
+                                  vae_beyond_wan21_gib, width_scaled_slope)
 from runner.gpu.wan import ARCH  # noqa: E402
 
 OUT = ROOT / "runner" / "gpu" / "memory_fit.py"
@@ -37,9 +40,10 @@ def slope(xs: list[float], ys: list[float]) -> float:
     return sum((x - mx) * (y - my) for x, y in zip(xs, ys)) / sum((x - mx) ** 2 for x in xs)
 
 
-def envelope(points: list[tuple[float, float]]) -> tuple[float, float]:
-    """(a, b): b by least squares, a the smallest intercept that keeps every point on or under the line."""
-    b = slope([x for x, _ in points], [y for _, y in points]) if len({x for x, _ in points}) > 1 else 0.0
+def envelope(points: list[tuple[float, float]], b: float | None = None) -> tuple[float, float]:
+    """(a, b): b by least squares unless given, a the smallest intercept that keeps every point on or under the line."""
+    if b is None:
+        b = slope([x for x, _ in points], [y for _, y in points]) if len({x for x, _ in points}) > 1 else 0.0
     return round(max(y - b * x for x, y in points) + 5e-4, 4), round(b, 10)
 
 
@@ -61,7 +65,7 @@ def fit_musubi_training(rows: list[dict]) -> dict:
         return gpu_gib(f, r["task"], r["weights"], ckpt or r["checkpointing"], r["swap"], tokens(r))
 
     swap_overhead = {}
-    for task in ARCH:
+    for task in (t for t in ARCH if t not in SCALED_FROM):  # a scaled size takes its base size's
         res = [r["train_peak_reserved_gib"] - predicted(r, partial) for r in ok
                if r["task"] == task and r["swap"] and r["checkpointing"] == "gc" and predicted(r, partial) is not None]
         swap_overhead[task] = round(max(res) + 5e-4, 4) if res else 0.0
@@ -85,20 +89,35 @@ def fit_h200(rows: list[dict], base: dict) -> dict:
     train = [r for r in done if r["trainer"] == "diffpipe" and r["phase"] == "train"]
     plain = [r for r in train if r["swap"] == 0 and r["cap_gib"] is None]
     trainer_linear = {}
-    for key in sorted({(r["task"], r["weights"], r["checkpointing"]) for r in plain}):
+    for key in sorted({(r["task"], r["weights"], r["checkpointing"]) for r in plain}, key=lambda k: (k[0] in SCALED_FROM, k)):
         pts = [(tokens(r), r["peak_reserved_gib"]) for r in plain if (r["task"], r["weights"], r["checkpointing"]) == key]
-        trainer_linear[("diffpipe", *key)] = envelope(pts)
+        task, weights, ckpt = key
+        # a model measured at one size only: one point gives the intercept, the slope is its base size's scaled by width
+        one_size = task in SCALED_FROM and len({x for x, _ in pts}) == 1
+        b = width_scaled_slope(trainer_linear[("diffpipe", SCALED_FROM[task], weights, ckpt)][1], task) if one_size else None
+        trainer_linear[("diffpipe", *key)] = envelope(pts, b)
     partial = MemoryFit(**base, trainer_linear=trainer_linear, trainer_swap_overhead_gib={("diffpipe", "1.3B"): 0.0})
     res = [r["peak_reserved_gib"] - gpu_gib(partial, r["task"], r["weights"], r["checkpointing"], r["swap"], tokens(r), 32,
                                              r["optimizer"] in ("AdamW8bitKahan", "adamw8bit"), "diffpipe") for r in train if r["swap"]]
-    host_factor = max([(r["host_peak_rss_gib"] - base["host_base_gib"]) / dit_bf16_gib(r["task"]) for r in train if not r["swap"]]
-                      + [(DIFFPIPE_14B_HOST_RSS_GIB - base["host_base_gib"]) / dit_bf16_gib("14B")])
+
+    def host_factor(r: dict) -> float:
+        return (r["host_peak_rss_gib"] - base["host_base_gib"]) / dit_bf16_gib(r["task"])
+
+    # the Wan2.1 runs' factor for every size; a size whose own run needed more keeps its own (TI2V-5B: runner gives
+    # diffusion-pipe ComfyUI's fp16 file, which it reads whole and casts to bf16, so two copies: 2.13 against 1.64)
+    wan21 = max([host_factor(r) for r in train if not r["swap"] and r["task"] not in SCALED_FROM]
+                + [(DIFFPIPE_14B_HOST_RSS_GIB - base["host_base_gib"]) / dit_bf16_gib("14B")])
+    own = {size: [host_factor(r) + 5e-4 for r in train if not r["swap"] and r["task"] == size] for size in ARCH}
+    host_factors = {("diffpipe", size): round(max([wan21, *own[size]]), 3) for size in ARCH}
     caching = {}
     for trainer in ("diffpipe", "musubi"):
         phases = [r for r in rows if r["trainer"] == trainer and r["phase"] != "train" and r.get("peak_reserved_gib")]
         lat = [r for r in phases if r["phase"] in ("caching", "cache-latents") and r["rc"] == 0]
         text = [r for r in phases if r["phase"] in ("caching", "cache-text-encoder")]
-        t5 = {d: round(max(r["peak_reserved_gib"] for r in text if r["te_dtype"] == d) + 5e-4, 3) for d in {r["te_dtype"] for r in text}}
+        # diffusion-pipe: umT5's peak and the caching RSS less what a VAE larger than Wan2.1's adds (memmodel.CachingFit)
+        vae = {r["task"]: vae_beyond_wan21_gib(r["task"]) if trainer == "diffpipe" else 0.0 for r in phases}
+        t5 = {d: round(max(r["peak_reserved_gib"] - vae[r["task"]] for r in text if r["te_dtype"] == d) + 5e-4, 3)
+              for d in sorted({r["te_dtype"] for r in text})}
         if trainer == "diffpipe":  # one process caches both: its peak is umT5's, whatever the frame count
             latents, per_text, weights = (0.0, 0.0), 0.0, {}
         else:
@@ -110,11 +129,12 @@ def fit_h200(rows: list[dict], base: dict) -> dict:
             per_text = round(max((r["peak_reserved_gib"] - weights[r["te_dtype"]]) / r["te_batch"]
                                  for r in text if r["rc"] == 0) + 5e-4, 4)
         caching[trainer] = CachingFit(latents, t5, per_text, weights, round(max(outside(r) for r in phases if r.get("device_peak_gib")) + 5e-3, 3),
-                                      {d: round(max(r["host_peak_rss_gib"] for r in phases if r["te_dtype"] == d and r["phase"] != "cache-latents"), 2)
-                                       for d in t5})
+                                      {d: round(max(r["host_peak_rss_gib"] - vae[r["task"]] for r in phases
+                                                    if r["te_dtype"] == d and r["phase"] != "cache-latents"), 2) for d in t5},
+                                      trainer == "diffpipe")
     return {"trainer_linear": trainer_linear, "trainer_swap_overhead_gib": {("diffpipe", "1.3B"): round(max(res) + 5e-4, 4)},
             "trainer_outside_gib": {"diffpipe": round(max(outside(r) for r in train) + 5e-3, 3)},
-            "trainer_host_dit_factor": {"diffpipe": round(host_factor, 3)}, "caching": caching}
+            "trainer_host_dit_factor": host_factors, "caching": caching}
 
 
 def cover_musubi_h200_training(f: MemoryFit, rows: list[dict]) -> MemoryFit:
@@ -140,7 +160,7 @@ def estimate(f: MemoryFit, r: dict) -> float | None:
         return cf.latents[0] + cf.latents[1] * tokens(r) + cf.outside_gib
     if r["phase"] == "cache-text-encoder" and r["rc"] != 0:  # ended after loading umT5: compare the load only
         return cf.t5_gib[r["te_dtype"]] + cf.outside_gib
-    return cf.gpu_gib(r["te_dtype"], r["te_batch"], tokens(r))
+    return cf.gpu_gib(r["te_dtype"], r["te_batch"], tokens(r), r["task"])
 
 
 def write(f: MemoryFit, sources: str) -> None:
@@ -153,8 +173,9 @@ def write(f: MemoryFit, sources: str) -> None:
 
 
 def main() -> None:
-    paths = [Path(p) for p in sys.argv[1:]] or [DATA / "musubi_h100.jsonl", DATA / "gpu_h200.jsonl"]
-    musubi, h200 = ([json.loads(x) for x in p.read_text().splitlines() if x.strip()] for p in paths)
+    paths = [Path(p) for p in sys.argv[1:]] or [DATA / "musubi_h100.jsonl", DATA / "gpu_h200.jsonl", DATA / "gpu_h200_wan22.jsonl"]
+    musubi, *h200_files = ([json.loads(x) for x in p.read_text().splitlines() if x.strip()] for p in paths)
+    h200 = [r for rows in h200_files for r in rows]
     base = fit_musubi_training(musubi)
     base["source"] = " + ".join(str(p.relative_to(ROOT)) if p.is_relative_to(ROOT) else str(p) for p in paths)
     f = cover_musubi_h200_training(MemoryFit(**base, **fit_h200(h200, base)), h200)
@@ -181,7 +202,7 @@ def main() -> None:
         if r["phase"] == "train":
             host = f"{host_gib(f, r['task'], r['checkpointing'], tokens(r), trainer=r['trainer'], swap=r['swap']):6.1f}"
         elif r["phase"] != "cache-latents":
-            host = f"{f.caching[r['trainer']].host_gib[r['te_dtype']]:6.1f}"
+            host = f"{f.caching[r['trainer']].host(r['te_dtype'], r['task']):6.1f}"
         print(f"{r['name'] + ' ' + r['phase']:44s} {r['rc']:3d} {r['device_peak_gib']:9.2f} {e:7.2f} {e / r['device_peak_gib']:6.3f} "
               f"{r['host_peak_rss_gib']:6.1f} {host}")
     print(f"musubi training: max |error| {f.max_abs_error_gib} GiB, max relative {f.max_rel_error:.1%} (never below a measured run)")

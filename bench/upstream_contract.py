@@ -61,6 +61,8 @@ SECOND_RESOLUTIONS = [512, [624, 624]]  # an area and a [w, h] pair in one list,
 # samples: on every T2V job (I2V refuses prompts), no value at its default, so a swapped or dropped flag shows
 SAMPLES = {"prompts": ["a red ball bouncing on grass", "a blue ball, slowly rolling"], "width": 624, "height": 352, "frames": 17,
            "steps": 8, "guidance": 6.5, "seed": 7}
+GPU_LAYOUTS = {"ids0-2": {"gpus": [0, 2]}, "id3": {"gpus": [3]}, "4gpu-2stages": {"gpus": 4, "pipeline_stages": 2}}
+MULTINODE = 2  # musubi jobs also rendered for this many machines (runner.job.render.trainer_plan nodes=)
 # the saved LoRAs a `runner sample` plan is rendered for: where each trainer saves epoch 2 (relative to the job's output)
 SAVED_EPOCH_2 = {"musubi": "{name}-000002.safetensors", "diffpipe": "20260101_00-00-00/epoch2/adapter_model.safetensors"}
 
@@ -124,6 +126,14 @@ def matrix(work: Path) -> list[tuple[str, dict, float | None]]:
     for trainer, opt in itertools.product(("diffpipe", "musubi"), optimizer_names()):
         name = f"{trainer}-t2v-video-optimizer-{opt}"
         jobs.append((name, {**base, "name": name, "trainer": trainer, "optimizer": {"type": opt}}, None))
+    # device ids (accelerate's gpu_ids, deepspeed's --include) and diffusion-pipe's pipeline stages
+    for trainer, (label, layout) in itertools.product(("diffpipe", "musubi"), GPU_LAYOUTS.items()):
+        if "pipeline_stages" in layout and trainer == "musubi":
+            continue
+        for mem in ("written", 24):
+            name = f"{trainer}-t2v-video-{label}-" + (f"auto{mem}" if mem != "written" else "written")
+            jobs.append((name, {**base, **layout, "name": name, "trainer": trainer, "memory": "auto" if mem != "written" else {}},
+                         None if mem == "written" else float(mem)))
     return jobs
 
 
@@ -178,7 +188,19 @@ def render_all(work: Path) -> tuple[list[dict], list[tuple[str, list[str]]]]:
         rendered.append({"id": name, "dir": str(out), "lora_dtype": job.lora.dtype, "vram": vram, "samples": job.samples.model_dump()})
         if name.endswith("-t2v-video-1ds-1gpu-written"):
             rendered.append(render_sample_plan(f, work / "renders" / f"sample_{name}"))
+        if job.trainer.value == "musubi" and name.endswith("-written") and "-t2v-video-" in name:
+            rendered.append(render_multinode(f, work / "renders" / f"multinode_{name}"))
     return rendered, skipped
+
+
+def render_multinode(job_file: Path, out: Path) -> dict:
+    """The plan every machine of a MULTINODE-machine run gets, written like a render (its launcher in the job folder)."""
+    from runner.job import render
+
+    r = render.load_checked(job_file)
+    render.write(render.trainer_plan(r, out, nodes=MULTINODE), out)
+    return {"id": f"multinode:{job_file.stem}", "dir": str(out), "lora_dtype": r.job.lora.dtype, "vram": None,
+            "samples": r.job.samples.model_dump()}
 
 
 def render_sample_plan(job_file: Path, out: Path) -> dict:
@@ -317,6 +339,9 @@ class Musubi:
         converted: set[str] = set()
         for step in plan["steps"]:
             argv = step["argv"]
+            if len(argv) > 2 and Path(argv[1]).name == "multinode_launch.py":
+                # what the rendered launcher runs on machine 1 of a Slurm job (runner/trainers/multinode.py)
+                argv = argv[3:5] + ["--machine_rank", "1", "--main_process_ip", "node01", "--main_process_port", "29601"] + argv[5:]
             if argv[:2] == ["mkdir", "-p"]:  # a folder made for a later step (runner sample: convert_lora.py's output folder)
                 continue
             if argv[:2] == ["accelerate", "launch"]:

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Regenerate the locked requirements from the .in files beside them.
-#   images/lock.sh [diffpipe|musubi|musubi-blackwell ...]   (default: all three)
+#   images/lock.sh [diffpipe|musubi|musubi-blackwell|caption ...]   (default: all four)
 # Needs uv (pip install uv) and access to PyPI. uv resolves for the target platform
 # (Linux x86_64, glibc >= 2.28) without downloading the big wheels.
 # torch.lock is compiled first; requirements.lock is constrained by it (-c torch.lock),
@@ -27,6 +27,7 @@ one() {
     diffpipe)         py=3.12; d=diffpipe; t=torch;           r=requirements;           cut=2026-08-21T00:00:00Z ;;
     musubi)           py=3.10; d=musubi;   t=torch;           r=requirements;           cut=2026-06-25T00:00:00Z ;;
     musubi-blackwell) py=3.12; d=musubi;   t=torch-blackwell; r=requirements-blackwell; cut=2026-06-25T00:00:00Z ;;
+    caption)          py=3.10; d=caption;  t=torch;           r=requirements;           cut=2026-11-30T00:00:00Z ;;
     *) echo "unknown target: $target" >&2; exit 2 ;;
   esac
   cd "$d"
@@ -44,5 +45,5 @@ one() {
   cd - >/dev/null
 }
 
-if [ $# -eq 0 ]; then set -- diffpipe musubi musubi-blackwell; fi
+if [ $# -eq 0 ]; then set -- diffpipe musubi musubi-blackwell caption; fi
 for t in "$@"; do one "$t"; done

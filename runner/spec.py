@@ -224,6 +224,30 @@ def _resolution(value: object) -> int | tuple[int, int]:
 Resolution = Annotated[Union[int, tuple[int, int]], PlainValidator(_resolution)]
 
 
+def _gpus(value: object) -> int | str | list[int]:
+    """A count, `all` (every GPU of the machine, resolved once against its inventory) or device ids."""
+    if value == "all":
+        return "all"
+    if isinstance(value, int) and not isinstance(value, bool):
+        if value < 1:
+            raise ValueError(f"{value} GPUs: a job trains on at least 1")
+        return value
+    if not isinstance(value, list):
+        raise ValueError("is a count of GPUs (2), `all` (every GPU of the machine) or a list of device ids ([0, 2])")
+    if not value:
+        raise ValueError("is an empty list of device ids; name at least one, e.g. [0]")
+    for v in value:
+        if isinstance(v, bool) or not isinstance(v, int) or v < 0:
+            raise ValueError(f"holds {v!r}, which is not a device id: ids are nvidia-smi's GPU indexes 0, 1, 2, …")
+    twice = sorted({v for v in value if value.count(v) > 1})
+    if twice:
+        raise ValueError(f"names device {', '.join(map(str, twice))} more than once; each GPU runs one training process")
+    return list(value)
+
+
+Gpus = Annotated[Union[int, Literal["all"], list[int]], PlainValidator(_gpus)]
+
+
 class Dataset(Strict):
     path: HostPath = Field(description="host directory of images or videos with `<stem><caption_extension>` captions")
     kind: Literal["auto", "video", "image", "mixed"] = Field("auto", description="auto: from the files in path")
@@ -259,9 +283,9 @@ class Schedule(Strict):
     max_steps: Count | None = Field(
         None, description="alone: train that many optimizer steps; with epochs set too, diffpipe stops at whichever comes first and musubi refuses"
     )
-    batch_size: Count = Field(1, description="clips per GPU per micro-batch")
+    batch_size: Count = Field(1, description="clips per data-parallel replica per micro-batch (per GPU; per pipeline of pipeline_stages GPUs): an optimizer step sees batch_size × replicas × gradient_accumulation_steps clips on both trainers")
     gradient_accumulation_steps: Count = Field(1, description="micro-batches per optimizer step")
-    warmup_steps: Int = Field(0, ge=0, description="optimizer steps of linear warmup, on any number of GPUs")
+    warmup_steps: Int = Field(0, ge=0, description="optimizer steps of linear warmup to the learning rate, the same on any number of GPUs and on both trainers (the lr is not scaled with the GPU count)")
     save_every_epochs: Count | None = Field(1, description="save the LoRA every N epochs")
     save_every_steps: Count | None = Field(None, description="save the LoRA every N optimizer steps")
     checkpoint_every_epochs: Count | None = Field(
@@ -359,7 +383,8 @@ class Job(Strict):
     optimizer: Optimizer = Field(Optimizer(), description="the optimizer")
     schedule: Schedule = Field(Schedule(), description="how long to train and when to save")
     memory: Memory = Field(Memory(), description="`auto`, or the settings below by hand", json_schema_extra={"doc_type": "`auto` or mapping"})
-    gpus: Count = Field(1, description="number of GPUs to train on")
+    gpus: Gpus = Field(1, description="GPUs of the host to train on: a count (the first N in nvidia-smi's order), `all` (every GPU, resolved once against the machine's inventory and recorded in plan.json) or device ids such as [0, 2] (nvidia-smi's indexes); one training process per GPU", json_schema_extra={"doc_type": "count, `all` or list of device ids"})
+    pipeline_stages: Count = Field(1, description="diffpipe only: pipeline-parallel stages, each GPU holding 1/N of the DiT's blocks (for a model too large for one card); must divide the GPU count, whose quotient is the data-parallel replicas; no block swap with N > 1")
     output: HostPath = Field(Path("outputs"), description="host directory; the job writes to `<output>/<name>`")
     cache: HostPath = Field(Path("cache"), description="host directory for latent and text-encoder caches")
     hf_cache: HostPath | None = Field(None, description="host Hugging Face cache; default $HF_HOME or ~/.cache/huggingface")
@@ -367,6 +392,22 @@ class Job(Strict):
     env: dict[EnvName, EnvValue] = Field(default_factory=dict, description="extra container environment; wins over runner's rules")
     samples: Samples = Field(Samples(), description="sample videos per saved epoch: prompts, cadence, size, frames, steps, guidance, seed")
     watchdog: Watchdog = Field(Watchdog(), description="when runner stops a run by itself: a NaN loss, CUDA out of memory, no output (README: Progress and watchdogs)")
+
+    @property
+    def gpu_count(self) -> int | None:
+        """GPUs the job trains on; None while `gpus: all` is not resolved against a machine (runner.job.resolve)."""
+        return None if self.gpus == "all" else len(self.gpus) if isinstance(self.gpus, list) else self.gpus
+
+    @property
+    def gpu_ids(self) -> list[int] | None:
+        """The device ids the job names (or `all` resolved to), None for a count: the first N devices."""
+        return self.gpus if isinstance(self.gpus, list) else None
+
+    @property
+    def replicas(self) -> int:
+        """Data-parallel replicas, each a whole copy of the model taking its own share of each batch: one per GPU,
+        or one per pipeline of `pipeline_stages` GPUs (diffusion-pipe). 1 while `gpus: all` is unresolved."""
+        return max(1, (self.gpu_count or 1) // self.pipeline_stages)
 
     @field_validator("memory", mode="before")
     @classmethod

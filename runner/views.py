@@ -98,13 +98,14 @@ def rendered_json(plan, out_dir: Path) -> dict:
 def memory_plan(out: Console, p) -> None:
     """`runner plan`: whether the job fits, the settings picked and the estimated peaks."""
     head = Text("fits", "green") if p.fits else Text("does not fit", "red")
-    line(out, head + Text(f" {p.task} on {p.trainer}: {p.tokens} latent tokens per step, {p.vram_gib:.1f} GiB GPU"
+    per_gpu = f" per GPU × {p.layout.gpus}" + (f" ({p.layout.stages} pipeline stages)" if p.layout.stages > 1 else "") if p.layout.gpus > 1 else " GPU"
+    line(out, head + Text(f" {p.task} on {p.trainer}: {p.tokens} latent tokens per step, {p.vram_gib:.1f} GiB{per_gpu}"
                           + (f", {p.ram_gib:.0f} GiB RAM" if p.ram_gib else "")))
     for name, value in plan_settings(p).items():
         line(out, f"  {name}: {value}")
-    line(out, f"  estimated peak: {p.gpu_gib:.1f} GiB GPU (+{p.margin_gib:.1f} margin), {p.host_gib:.0f} GiB host RAM")
-    if p.unmeasured_note:
-        line(out, f"  UNMEASURED: {p.unmeasured_note}")
+    line(out, f"  estimated peak: {p.gpu_gib:.1f} GiB{per_gpu} (+{p.margin_gib:.1f} margin), {p.host_gib:.0f} GiB host RAM")
+    if p.estimate_note:
+        line(out, f"  {p.estimate_note}")
     for s in p.suggestions:
         line(out, f"  would fit with: {s}")
 
@@ -114,6 +115,10 @@ def plan_settings(p) -> dict:
                 "blocks_to_swap": p.blocks_to_swap, "optimizer": p.optimizer_type or "job / trainer default",
                 "text_encoder_dtype": p.text_encoder_dtype}
     return settings | ({"text_encoder_batch": p.text_encoder_batch} if p.trainer == "musubi" else {})
+
+
+def caption_memory_json(model: str, m) -> dict:
+    return {"model": model, **asdict(m), "peak_gib": round(m.peak_gib, 2), "measured": False}
 
 
 def memory_plan_json(p) -> dict:
@@ -226,13 +231,15 @@ def dataset_report(report, out: Console) -> None:
     for trainer, tally in report.counts().items():
         line(out, f"{trainer}: " + ", ".join(f"{n} {level}" for level, n in tally.items() if n))
     s = report.settings
+    c = report.caption_coverage()
+    line(out, f"captions: {c['captioned']} of {c['of']} file(s) captioned" + (f"; `runner caption {report.directory}` writes the missing ones" if c["without"] else ""))
     line(out, f"settings: task {s.task.value}, frames {s.frames}, source_fps {s.source_fps}, captions *{s.caption_extension}")
     verdict = Text("would fail or drop data", "bold red") if report.failed else Text("every file trains", "green")
     line(out, Text(f"{len(report.files)} media file(s): ") + verdict)
 
 
 def dataset_report_json(report) -> dict:
-    return report.model_dump(mode="json") | {"failed": report.failed, "counts": report.counts()}
+    return report.model_dump(mode="json") | {"failed": report.failed, "counts": report.counts(), "captions": report.caption_coverage()}
 
 
 def prepared(out: Console, err: Console, report) -> None:

@@ -195,6 +195,7 @@ EXTRA_BAD = {
     "name": ["", "x" * 100_000],
     "memory": ["low"],
     "env": [{"A": "a\x00b"}],
+    "gpus": [0, -1, "ALL", [], [0, 0], [-1], [1.5], [True]],
 }
 FIELDS = list(schema_fields())
 
@@ -426,13 +427,17 @@ CASES = {
     ("dataset check", "directory"): (["no-such-folder"], "no-such-folder"),
     ("dataset check", "task"): (["bogus"], "--task"), ("dataset check", "trainer"): (["bogus"], "--trainer"),
     ("dataset prepare", "src"): (["no-such-folder"], "no-such-folder"),
+    ("plan", "caption"): (["bogus"], "--caption"),
+    ("caption", "directory"): (["no-such-folder"], "no-such-folder"), ("caption", "model"): (["bogus"], "--model"),
+    ("caption", "trigger"): (["", "two\nlines"], "--trigger"), ("caption", "style"): (["bogus"], "--style"),
+    ("caption", "prompt"): (["no-such-file"], "no-such-file"), ("caption", "job"): (["data"], "folder"),
     ("build", "variant"): (["bogus"], "bogus"), ("build", "pins"): (["data"], "folder"),
 }
 # values a schema type alone does not tell (validators), as a command line gives them
 EXTRA_CLI = {"--caption-extension": ["txt", "./captions.txt", ""], "--frames": ["0", "-3"], "--min-frames": ["0"],
              "--prompt": ["", "a ball --w 64", "a\nb"], "--epochs": ["", "0", "2,,4"]}
 EXEMPT = {
-    "as_json": FLAG, "slurm": FLAG, "detach": FLAG, "follow": FLAG, "resume": FLAG, "fresh": FLAG, "dry_run": FLAG, "replace": FLAG, "every": FLAG,
+    "as_json": FLAG, "slurm": FLAG, "detach": FLAG, "follow": FLAG, "resume": FLAG, "fresh": FLAG, "dry_run": FLAG, "replace": FLAG, "every": FLAG, "overwrite": FLAG,
 }
 
 

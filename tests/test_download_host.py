@@ -90,3 +90,16 @@ def test_a_job_on_a_host_without_its_models_names_the_download_command(workspace
     r = runner(["train", "examples/t2v-1.3B-musubi.yaml", "--host", "fresh"], env, cwd=workspace)
     assert r.returncode == 2 and "lacks model files" in r.stderr, r.stderr
     assert "`runner download t2v-1.3B --trainer musubi --host fresh`" in r.stderr and "scp -r" in r.stderr, r.stderr
+
+
+def test_a_host_downloads_the_captioners_weights_into_its_models_folder(env, fresh_host):  # noqa: F811
+    from tests.hubserver import Repo
+
+    files = {"config.json": b'{"model_type": "qwen2_5_vl"}', "merges.txt": b"#v\n", "tokenizer.json": b"{}",
+             "model-00001-of-00001.safetensors": b"weights" * 1000, "README.md": b"card"}
+    with HubServer({"Qwen/Qwen2.5-VL-7B-Instruct": Repo(files, {"model-00001-of-00001.safetensors"})}, address="10.231.7.1") as hub:
+        r = runner(["download", "qwen2.5-vl-7b", "--host", "fresh"], {**env, "HF_ENDPOINT": hub.url})
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
+    folder = fresh_host / "Qwen2.5-VL-7B-Instruct"
+    assert sorted(p.name for p in folder.iterdir() if not p.name.startswith(".")) == sorted(n for n in files if n != "README.md")
+    assert (folder / "model-00001-of-00001.safetensors").read_bytes() == files["model-00001-of-00001.safetensors"], "where runner caption --host looks"

@@ -109,3 +109,20 @@ def test_malformed_check_pins_are_user_errors(tmp_path):
     for bad in (no_sdist, no_wheel_hash):
         with pytest.raises(UserError, match="would not be hash-checked"):
             builder.build_args(bad, None)
+
+
+def test_the_captioner_image_is_pinned_like_the_trainers_and_ci_builds_the_same_locks():
+    real = builder.load_pins("caption")
+    args = builder.build_args(real, None)
+    assert args["IMPORT_CHECK"] == _dockerfile_default("caption", "IMPORT_CHECK"), "a `docker build` by hand checks the same"
+    assert {"transformers.models.qwen2_5_vl.modeling_qwen2_5_vl", "transformers.models.qwen2_vl.video_processing_qwen2_vl"} <= set(args["IMPORT_CHECK"].split())
+    assert args["BASE_IMAGE"] == builder.load_pins("musubi").values["base_image"], "one CUDA base for the musubi and caption images"
+    ci = builder.load_pins("caption", pins_file=STANDIN_PINS)
+    assert ci.values["import_check"] == real.values["import_check"] and ci.values["base_image"] == "runner-test-base:bookworm"
+    for key in ("torch_lock", "requirements"):
+        assert ci.path(key).resolve() == real.path(key).resolve(), "CI builds the real locks, not stand-ins"
+    assert "transformers==4.57.6 \\" in real.path("requirements").read_text()
+    torch_lock = real.path("torch_lock").read_text()
+    assert "torch==2.5.1 \\" in torch_lock and torch_lock.count("--hash=sha256:") > 10
+    with tarfile.open(fileobj=io.BytesIO(builder.build_context(real, None)[0])) as tar:
+        assert {"trainer-src/caption_media.py", "trainer-src/random_qwen.py"} <= set(tar.getnames())

@@ -24,6 +24,7 @@ from runner.errors import JobInvalid
 from runner.executors.container import ContainerSpec
 from runner.gpu.inventory import gather
 from runner.jobs.placement import HostGpus, Wanted, place
+from tests.conftest import write_job
 from tests.dockerfixtures import BASE_IMAGE, require_docker, runner
 from tests.fakeshell import FIXTURES, SMI_FILES, FakeShell
 from tests.remotefixtures import ADDRESS, INFRA, SRV, add_host, engine, host_dirs
@@ -204,3 +205,11 @@ def test_a_job_file_given_twice_or_a_bad_one_is_refused_before_any_host_is_asked
     assert code == 2 and str(bad) in err and "nosuch" in err and "hosts inventory" not in err, err
     code, _, err = cli("train", job, "--host", "nosuch", "--host", "other")
     assert code == 2 and "host 'nosuch': is not in the hosts inventory" in err, err
+
+
+@pytest.mark.parametrize("gpus", ["all", "[0, 1]"])
+def test_a_job_that_names_its_gpus_is_refused_in_a_placed_submission(cli, workspace, gpus):
+    job = workspace / "examples" / "t2v-1.3B-musubi.yaml"
+    named = write_job(workspace / "examples", job.read_text() + f"gpus: {gpus}\n", "named.yaml")
+    code, _, err = cli("train", job, named, "--host", "nosuch")
+    assert code == 2 and f"{named}: gpus" in err and "give a count" in err, err

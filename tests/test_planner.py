@@ -10,7 +10,7 @@ from runner.spec import Job, load_job
 
 DATA = Path(__file__).parent.parent / "bench" / "data"
 RUNS = [json.loads(line) for line in (DATA / "musubi_h100.jsonl").read_text().splitlines()]
-PHASES = [json.loads(line) for line in (DATA / "gpu_h200.jsonl").read_text().splitlines()]
+PHASES = [json.loads(line) for name in ("gpu_h200.jsonl", "gpu_h200_wan22.jsonl") for line in (DATA / name).read_text().splitlines()]
 EXAMPLES = sorted((Path(__file__).parent.parent / "examples").glob("*.yaml"))
 RTX_4090_GIB = 24564 / 1024  # memory.total as nvidia-smi reports it
 
@@ -97,6 +97,26 @@ def test_every_auto_plan_for_the_examples_uses_settings_that_ran_on_a_gpu(exampl
     assert training in VERIFIED[(trainer, model_size(job.task.value))]
     caching = ("fp8" if p.text_encoder_dtype == "float8" else "bf16", p.text_encoder_batch)
     assert caching in CACHING[trainer]
+
+
+def test_ti2v_5b_on_diffpipe_rests_on_its_one_measured_size_and_covers_what_it_needed():
+    """The 5B run (480x288x17, one H200): 13.18 GiB caching, 13.86 training, 21.1 GiB host RAM."""
+    p = plan("ti2v-5B", "diffpipe", 480, 288, 17, 1, 24.0, 64)
+    assert p.fits and p.basis == "one size" and p.estimate_note.startswith("MEASURED AT ONE SIZE, SLOPE SCALED: ti2v-5B")
+    assert p.training_gpu_gib >= 13.86 and p.caching_gpu_gib >= 13.18 and p.host_gib >= 21.1
+    assert plan("t2v-1.3B", "diffpipe", 480, 288, 17, 1, 24.0, 64).estimate_note is None
+
+
+def test_diffpipe_caches_5b_with_its_larger_vae_still_reserved_under_umt5():
+    """The 5B run's caching reserved 0.56 GiB more than the 1.3B's at the same umT5 allocation peak (10.85 GiB): the VAE
+    left in PyTorch's cache. The model adds the whole difference of the two VAEs' bf16 weights, an upper bound."""
+    five, small = (FIT.caching["diffpipe"].gpu_gib("bf16", 1, 675, size) for size in ("5B", "1.3B"))
+    assert five - small == pytest.approx((704.7e6 - 126.9e6) * 2 / 2**30)
+
+
+def test_musubi_5b_stays_scaled_and_says_so():
+    p = plan("ti2v-5B", "musubi", 480, 288, 17, 1, 24.0, 64)
+    assert p.basis == "scaled" and p.estimate_note.startswith("UNMEASURED: ti2v-5B: estimate scaled from 1.3B")
 
 
 def test_14b_on_24gb_needs_fp8_offload_and_swap_like_upstreams_recipe():

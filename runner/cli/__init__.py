@@ -162,16 +162,20 @@ def schema_option(annotation, option: str, fix: str):
     return parse
 
 
-def trainer_name(option: str):
-    """A typer `parser` for a trainer argument: its name, checked before any engine is contacted."""
+def trainer_name(option: str, with_images: bool = False):
+    """A typer `parser` for a trainer argument: its name, checked before any engine is contacted; with_images: or
+    another image runner builds (the captioner)."""
+    from enum import Enum
+
     from runner.spec import Trainer
 
-    as_trainer = schema_option(Trainer, option, "use diffpipe or musubi.")
+    schema = Enum("Image", {**{t.name: t.value for t in Trainer}, "caption": "caption"}, type=str) if with_images else Trainer
+    as_trainer = schema_option(schema, option, f"use {', '.join(e.value for e in schema)}.")
 
     def parse(text: str) -> str:
         return as_trainer(text).value
 
-    parse.schema, parse.option = Trainer, option
+    parse.schema, parse.option = schema, option
     return parse
 
 
@@ -201,4 +205,4 @@ def main() -> None:
 
 
 # the command groups register their commands on `app`
-from runner.cli import jobs, images, hosts, clusters, gpu, data  # noqa: E402,F401
+from runner.cli import jobs, images, hosts, clusters, gpu, data, caption  # noqa: E402,F401

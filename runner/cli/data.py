@@ -32,7 +32,7 @@ app.add_typer(dataset_app, name="dataset")
 def dataset_check(
     directory: Path = typer.Argument(..., help="folder of images/videos with captions"),
     job: Path = typer.Option(None, "--job", help="take frames, source_fps, captions, task and trainer from this job"),
-    as_json: bool = JsonOpt('{"directory", "settings", "files": [{"name", …, "verdicts": {trainer: {"level", "text"}}}], "problems", "failed", "counts"}'),
+    as_json: bool = JsonOpt('{"directory", "settings", "files": [{"name", …, "verdicts": {trainer: {"level", "text"}}}], "problems", "failed", "counts", "captions": {"captioned", "of", "without": [names]}}'),
     frames: list[int] = typer.Option(None, "--frames", parser=schema_option(FrameCount, "--frames", FRAMES_FIX), help="frame buckets / target frames (repeat the option)"),
     source_fps: float = typer.Option(None, "--source-fps", parser=schema_option(PositiveFloat, "--source-fps", "give the videos' frame rate, a number above 0, e.g. --source-fps 30."), help="musubi source_fps"),
     task: str = typer.Option(None, "--task", help=f"{TASKS} (ti2v-5B trains at 24 fps, the rest at 16)"),
@@ -89,7 +89,8 @@ def dataset_prepare(
 
 @app.command()
 def download(
-    preset: str = typer.Argument(..., help=f"a task's preset: {TASKS}"),
+    preset: str = typer.Argument(..., help=f"a task's preset: {TASKS}; or the captioner's weights (`runner caption --model`): "
+                                 "qwen2.5-vl-7b (also serves -8bit and -4bit) or qwen2.5-vl-3b"),
     fmt: str = typer.Option("comfy", "--format", help="official (DiT and T5 from the official repo) or comfy (ComfyUI single files)"),
     to: Path = typer.Option(None, "--to", parser=out_folder("--to"), help="models root (the job's models.root); default: models"),
     trainer: str = typer.Option(None, "--trainer", help="diffpipe or musubi (default: what both need)"),
@@ -141,9 +142,11 @@ def _download_on(host: str, preset, fmt, trainers, dry_run: bool, as_json: bool)
     from runner import config
     from runner.executors import executor_for
     from runner.jobs import download_there
+    from runner.models import captioner
     from runner.models.presets import get_preset
 
-    get_preset(preset)  # a bad preset is refused before the host is contacted
+    if preset.lower() not in captioner.PRESETS:
+        get_preset(preset)  # a bad preset is refused before the host is contacted
     return _download_with(download_there.on_host(executor_for(host), config.load(), trainers, cli.err), preset, fmt, trainers, dry_run, as_json)
 
 

@@ -29,8 +29,10 @@ def plan_cmd(
     vram: float = VramOpt("GPU memory in GiB (default: the smallest GPU of the machine)"),
     ram: float = RamOpt("host RAM in GiB (default: the machine's)"),
     host: str = HostOpt,
+    caption: str = typer.Option(None, "--caption", help="also the GPU memory of captioning the job's clips with this captioner preset (`runner caption --model`), an estimate"),
     as_json: bool = JsonOpt('{"fits", "task", "trainer", "tokens", "vram_gib", "ram_gib", "gpu_gib", "margin_gib", "host_gib", '
-                            '"caching_gpu_gib", "training_gpu_gib", "suggestions", "settings": {the job settings picked}, and the planner\'s raw fields}'),
+                            '"caching_gpu_gib", "training_gpu_gib", "suggestions", "settings": {the job settings picked}, and the planner\'s raw fields; '
+                            'with --caption: "captioning": {"model", "frames", "vision_tokens", "peak_gib", …, "measured": false}}'),
 ) -> None:
     """Pick precision, checkpointing, block swap and optimizer so the job fits the GPU, from measured memory: the plan
     `memory: auto` gets when the job is resolved on this machine or --host.
@@ -39,8 +41,14 @@ def plan_cmd(
     from runner.job.render import memory_plan
 
     read = read_first(job)
+    captioning = caption_memory(read[0], caption) if caption else None  # a bad preset is refused before the target is asked
     p = memory_plan(job, target(host, gpus=True), vram, ram, read)
-    views.emit_json(views.memory_plan_json(p)) if as_json else views.memory_plan(cli.out, p)
+    if as_json:
+        views.emit_json(views.memory_plan_json(p) | ({"captioning": views.caption_memory_json(caption, captioning)} if captioning else {}))
+    else:
+        views.memory_plan(cli.out, p)
+        if captioning:
+            views.line(cli.out, f"captioning with {caption}: {captioning.describe()}")
     if not p.fits:
         raise typer.Exit(1)
 
@@ -62,3 +70,16 @@ def doctor_cmd(job: Path = typer.Argument(None, help="a job file: also check its
         if not as_json:
             views.line(cli.err, "environment not ready: fix the FAIL lines above")
         raise typer.Exit(1)
+
+
+def caption_memory(job, preset: str):
+    """The captioner's GPU memory for the job's clips: its largest frame bucket, sampled at the training fps."""
+    from runner.caption.run import FRAME_PIXELS
+    from runner.caption.work import STYLES
+    from runner.gpu.captioning import estimate, job_frames
+    from runner.models import captioner
+    from runner.spec import DEFAULT_VIDEO_FRAMES
+
+    model = captioner.get(preset, "--caption")
+    frames = job_frames([d.frames for d in job.datasets], DEFAULT_VIDEO_FRAMES[-1])
+    return estimate(model, frames, FRAME_PIXELS, max(n for _, n in STYLES.values()))

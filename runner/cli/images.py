@@ -15,7 +15,7 @@ TrainerArg = typer.Argument(..., parser=trainer_name("TRAINER"), help="diffpipe 
 
 @app.command()
 def build(
-    trainer: str = TrainerArg,
+    trainer: str = typer.Argument(..., parser=trainer_name("IMAGE", with_images=True), help="diffpipe, musubi or caption (runner caption's captioner)"),
     variant: str = typer.Option("default", help="image variant from the pins file, e.g. blackwell (CUDA 12.8) for musubi"),
     pins: Path = typer.Option(None, help="pins file (default: RUNNER_PINS or images/pins.toml)"),
 ) -> None:

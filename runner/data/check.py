@@ -137,6 +137,11 @@ class CheckReport(BaseModel):
             _RANK[p.level] >= _RANK["drop"] for p in self.problems
         )
 
+    def caption_coverage(self) -> dict:
+        """How many media files have a caption every checked trainer reads (readable, not empty), and which lack one."""
+        lacking = [f.name for f in self.files if any(state != "ok" for state in f.captions.values())]
+        return {"captioned": len(self.files) - len(lacking), "of": len(self.files), "without": lacking}
+
     def counts(self) -> dict[str, dict[str, int]]:
         out: dict[str, dict[str, int]] = {}
         for trainer in self.settings.trainers:

@@ -12,16 +12,26 @@ outside the allocator (CUDA context, libraries, DeepSpeed's buffers) is added pe
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
+from typing import Literal
 
-from runner.gpu.wan import ARCH, GIB
+from runner.gpu.wan import ARCH, GIB, vae_bf16_gib
 
 Weights = str  # "bf16" | "fp8"
 Checkpointing = str  # "none" | "gc" | "gcoff" (checkpointed activations offloaded to CPU)
+# what an estimate rests on: this trainer and model size measured at several sizes ("measured"), at one size with the
+# per-token slope scaled from another model ("one size"), or nothing of this model size measured ("scaled")
+Basis = Literal["measured", "one size", "scaled"]
 
 MEASURED_RANK = 32
 LORA_BYTES_PER_PARAM = 16  # fp32 weight + fp32 grad + two fp32 AdamW states
 ADAM_8BIT_SAVING_PER_PARAM = 6  # two 1-byte states instead of two 4-byte ones
+
+
+def vae_beyond_wan21_gib(size: str) -> float:
+    """This model's VAE's bf16 weights beyond the Wan2.1 VAE's (TI2V-5B's Wan2.2 VAE: 704.7 M parameters against 126.9 M)."""
+    return vae_bf16_gib(size) - vae_bf16_gib("1.3B")
 
 
 @dataclass(frozen=True)
@@ -34,11 +44,21 @@ class CachingFit:
     t5_weights_gib: dict[str, float]  # umT5 weights on the GPU, under which the batch term sits
     outside_gib: float
     host_gib: dict[str, float]  # umT5 precision -> the caching process's peak RSS
+    # diffusion-pipe caches in one process: it moves the VAE to the CPU and umT5 to the GPU without emptying PyTorch's
+    # cache (utils/dataset.py DatasetManager._handle_task), so the VAE's bf16 weights may stay reserved under umT5's
+    # peak, and they stay in RAM. t5_gib and host_gib then hold the Wan2.1 VAE's; a larger VAE adds its difference.
+    vae_under_t5: bool = False
 
-    def gpu_gib(self, t5: str, batch: int, tokens: int) -> float:
+    def vae_gib(self, size: str) -> float:
+        return vae_beyond_wan21_gib(size) if self.vae_under_t5 else 0.0
+
+    def gpu_gib(self, t5: str, batch: int, tokens: int, size: str) -> float:
         latents = self.latents[0] + self.latents[1] * tokens
-        text = max(self.t5_gib[t5], self.t5_weights_gib.get(t5, 0.0) + self.t5_per_text_gib * batch)
+        text = max(self.t5_gib[t5], self.t5_weights_gib.get(t5, 0.0) + self.t5_per_text_gib * batch) + self.vae_gib(size)
         return max(latents, text) + self.outside_gib
+
+    def host(self, t5: str, size: str) -> float:
+        return self.host_gib[t5] + self.vae_gib(size)
 
 
 @dataclass(frozen=True)
@@ -56,18 +76,27 @@ class MemoryFit:
     trainer_linear: dict[tuple[str, str, str, str], tuple[float, float]] = field(default_factory=dict)
     trainer_swap_overhead_gib: dict[tuple[str, str], float] = field(default_factory=dict)
     trainer_outside_gib: dict[str, float] = field(default_factory=dict)  # trainer -> GiB outside while training
-    trainer_host_dit_factor: dict[str, float] = field(default_factory=dict)  # RSS per byte of the bf16 DiT file
+    # (trainer, model size) -> training RSS per byte of the bf16 DiT, where the trainer reads the whole DiT into RAM
+    trainer_host_dit_factor: dict[tuple[str, str], float] = field(default_factory=dict)
     caching: dict[str, CachingFit] = field(default_factory=dict)
 
 
-# Model sizes no GPU run has measured yet, estimated from a measured size of the same depth: the weights' share of the
-# intercept swapped for this model's weights, the per-token slope scaled by the width (activations per token grow with
-# dim). UNMEASURED until bench/gpu_jobs' TI2V-5B runs are fitted in (bench/README.md "GPU runs").
+# Model sizes measured at one size at most, estimated from a size of the same depth measured at several: the per-token
+# slope scaled by the width (activations per token grow with dim). Where a trainer ran this model once (diffusion-pipe
+# TI2V-5B bf16+GC, 675 tokens: bench/data/gpu_h200_wan22.jsonl) the fit puts its own line through that point with the
+# scaled slope ("one size"); elsewhere the measured size's intercept gets this model's weights instead ("scaled").
 SCALED_FROM = {"5B": "1.3B"}
 
 
-def measured(task: str) -> bool:
-    return task not in SCALED_FROM
+def width_scaled_slope(slope: float, task: str) -> float:
+    return slope * ARCH[task].dim / ARCH[SCALED_FROM[task]].dim
+
+
+def basis(fit: MemoryFit, trainer: str, task: str, ckpt: Checkpointing) -> Basis:
+    """What the training estimate of this trainer, model size and checkpointing rests on (fp8 is derived from bf16)."""
+    if task not in SCALED_FROM:
+        return "measured"
+    return "one size" if (trainer, task, "bf16", "none" if ckpt == "none" else "gc") in fit.trainer_linear else "scaled"
 
 
 def _scaled(fit: MemoryFit, task: str, weights: Weights, ckpt: Checkpointing, trainer: str) -> tuple[float, float] | None:
@@ -77,12 +106,10 @@ def _scaled(fit: MemoryFit, task: str, weights: Weights, ckpt: Checkpointing, tr
         return None
     bytes_per_param = 2 if weights == "bf16" else 1
     weights_delta = ARCH[task].layers * ARCH[task].block_gib(bytes_per_param) - ARCH[base].layers * ARCH[base].block_gib(bytes_per_param)
-    return lin[0] + weights_delta, lin[1] * ARCH[task].dim / ARCH[base].dim
+    return lin[0] + weights_delta, width_scaled_slope(lin[1], task)
 
 
 def _linear(fit: MemoryFit, task: str, weights: Weights, ckpt: Checkpointing, trainer: str) -> tuple[float, float] | None:
-    if not measured(task):
-        return _scaled(fit, task, weights, ckpt, trainer)
     gc = "none" if ckpt == "none" else "gc"
     for table, key in ((fit.trainer_linear, (trainer, task, weights, gc)), (fit.linear, (task, weights, gc))):
         if key in table:
@@ -94,7 +121,7 @@ def _linear(fit: MemoryFit, task: str, weights: Weights, ckpt: Checkpointing, tr
     fp8 = fit.linear.get((task, "fp8", gc))
     if weights == "bf16" and fp8 is not None:
         return fp8[0] + ARCH[task].layers * ARCH[task].block_gib(1), fp8[1]
-    return None
+    return _scaled(fit, task, weights, ckpt, trainer) if task in SCALED_FROM else None
 
 
 def outside_gib(fit: MemoryFit, trainer: str, task: str) -> float:
@@ -129,16 +156,40 @@ def dit_bf16_gib(task: str) -> float:
 
 
 def host_gib(fit: MemoryFit, task: str, ckpt: Checkpointing, tokens: int, dit_file_bytes_per_param: float = 2,
-             trainer: str = "musubi", swap: int = 0) -> float:
-    """Peak host RAM of the training process. musubi memory-maps the DiT file and keeps swapped blocks in RAM;
-    diffusion-pipe reads the whole bf16 DiT into RAM before converting it, a fitted multiple of the bf16 file that
-    covers its swapped blocks too. Plus offloaded activations."""
+             trainer: str = "musubi", swap: int = 0, processes: int = 1) -> float:
+    """Peak host RAM of the training processes on one machine (one per GPU). musubi memory-maps the DiT file (its
+    pages are shared by the processes) and each process keeps its swapped blocks in RAM; diffusion-pipe reads the
+    whole DiT file into each process's RAM before converting it, a fitted multiple of the bf16 DiT per model size that
+    covers its swapped blocks too. Plus each process's offloaded activations."""
     arch = ARCH[task]
-    factor = fit.trainer_host_dit_factor.get(trainer)
+    factor = fit.trainer_host_dit_factor.get((trainer, task))
     if factor is not None:
-        mem = fit.host_base_gib + factor * dit_bf16_gib(task)
+        mem = processes * (fit.host_base_gib + factor * dit_bf16_gib(task))
     else:
-        mem = fit.host_base_gib + dit_bf16_gib(task) * dit_file_bytes_per_param / 2 + swap * arch.block_gib(2)
+        mem = processes * (fit.host_base_gib + swap * arch.block_gib(2)) + dit_bf16_gib(task) * dit_file_bytes_per_param / 2
     if ckpt == "gcoff":
-        mem += fit.offload_fraction * arch.checkpoint_gib_per_token() * tokens
+        mem += processes * fit.offload_fraction * arch.checkpoint_gib_per_token() * tokens
     return mem
+
+
+# What a multi-GPU run holds outside PyTorch's allocator beyond one GPU training alone (NCCL's communicator buffers
+# and streams), measured on two H200s (bench/data/gpu_h200x2.jsonl, 1.3B at 33 and 81 frames): musubi +0.83 GiB
+# (0.75 -> 1.58); diffusion-pipe +0.19 (3.20 -> 3.39): DeepSpeed sets up its NCCL group on one GPU too, so most of it is
+# in the one-GPU figure already.
+NCCL_GIB = {"musubi": 0.85, "diffpipe": 0.2}
+GRAD_BUCKET_BYTES_PER_PARAM = 4  # DDP (and DeepSpeed's data parallel) all-reduce the LoRA's fp32 gradients through a bucket copy
+
+
+def parallel_gib(task: str, weights: Weights, rank: int, replicas: int, stages: int, trainer: str) -> float:
+    """What each GPU holds more (or less) than one GPU training alone. Data parallel (DDP on musubi, DeepSpeed on
+    diffusion-pipe): every GPU a whole copy of the model, plus its gradient buckets and NCCL's buffers. Pipeline
+    parallel (diffusion-pipe's pipeline_stages): the DiT's blocks split across the stages, the heaviest stage holding
+    ceil(blocks / stages) of them; activations are not split (the first stage keeps its share of up to `stages`
+    micro-batches in flight, as many checkpointed block inputs as one GPU holds for one)."""
+    arch = ARCH[task]
+    extra = NCCL_GIB[trainer] if replicas * stages > 1 else 0.0
+    if replicas > 1:
+        extra += arch.lora_params(rank) * GRAD_BUCKET_BYTES_PER_PARAM / GIB
+    if stages > 1:
+        extra -= (arch.layers - math.ceil(arch.layers / stages)) * arch.block_gib(2 if weights == "bf16" else 1)
+    return extra

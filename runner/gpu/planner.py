@@ -6,6 +6,9 @@ first: bf16 with checkpointing, fp8 weights, then blocks swapped to the CPU (swa
 for 20 of 30 blocks on 1.3B), then checkpointed activations offloaded to the CPU (costs much). Caching candidates:
 umT5 in bf16, then in fp8 (musubi `--fp8_t5`, diffusion-pipe `text_encoder_fp8`), then with musubi's text-encoder
 batch at 1. bench/README.md lists the runs behind each.
+
+Several GPUs (Layout): memory is planned per GPU, for the card with the least memory among those the job uses, and
+host RAM for all the processes of one machine (runner.gpu.memmodel parallel_gib, host_gib).
 """
 
 from __future__ import annotations
@@ -13,7 +16,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-from runner.gpu.memmodel import Checkpointing, MemoryFit, dit_bf16_gib, gpu_gib, host_gib, measured, outside_gib
+from runner.gpu.memmodel import SCALED_FROM, Basis, Checkpointing, MemoryFit, basis, dit_bf16_gib, gpu_gib, host_gib, outside_gib, parallel_gib
 from runner.gpu.memory_fit import FIT
 from runner.gpu.wan import latent_tokens
 from runner.spec import DEFAULT_VIDEO_FRAMES, Memory, Task, experts
@@ -32,8 +35,9 @@ VERIFIED: dict[tuple[str, str], tuple[tuple[str, Checkpointing, int, bool], ...]
     ("diffpipe", "1.3B"): (("bf16", "gc", 0, False), ("fp8", "gc", 28, True)),
     ("diffpipe", "14B"): (("fp8", "gcoff", 32, True),),
 }
-# TI2V-5B has not run on a GPU yet: the settings that ran on the model of its depth (1.3B, 30 blocks), with estimates
-# scaled from it (runner.gpu.memmodel.SCALED_FROM), until bench/gpu_jobs/*5b* are measured
+# TI2V-5B: the settings that ran on the model of its depth (1.3B, 30 blocks); diffusion-pipe's bf16+GC also ran on
+# TI2V-5B itself (bench/gpu_jobs/dp-5b.yaml), its other estimates are derived or scaled (runner.gpu.memmodel.SCALED_FROM).
+# musubi has no TI2V-5B at its pin (validation refuses the job); its entry only lets the planner answer for the size.
 VERIFIED[("musubi", "5B")] = VERIFIED[("musubi", "1.3B")]
 VERIFIED[("diffpipe", "5B")] = VERIFIED[("diffpipe", "1.3B")]
 CACHING: dict[str, tuple[tuple[str, int], ...]] = {  # (umT5 precision, text-encoder batch), cheapest last
@@ -49,6 +53,19 @@ def margin_gib(predicted: float, fit: MemoryFit) -> float:
 
 def model_size(task: str) -> str:
     return Task(task).size
+
+
+@dataclass(frozen=True)
+class Layout:
+    """How a job spreads over the GPUs of one machine: one process per GPU, `stages` of them per pipeline
+    (diffusion-pipe), the rest data-parallel replicas."""
+
+    gpus: int = 1
+    stages: int = 1
+
+    @property
+    def replicas(self) -> int:
+        return max(1, self.gpus // self.stages)
 
 
 @dataclass(frozen=True)
@@ -71,11 +88,19 @@ class MemoryPlan:
     text_encoder_batch: int = 1  # texts per umT5 batch while caching (musubi's --batch_size)
     caching_gpu_gib: float = 0.0
     training_gpu_gib: float = 0.0
-    measured: bool = True  # False: the model has not run on a GPU, its estimate is scaled from another size
+    basis: Basis = "measured"  # what the training estimate rests on (runner.gpu.memmodel.basis)
+    layout: Layout = Layout()
 
     @property
-    def unmeasured_note(self) -> str | None:
-        return None if self.measured else f"{self.task}: estimate scaled from a measured model, not measured on a GPU yet"
+    def estimate_note(self) -> str | None:
+        """A line for `runner plan` where the estimate is not measured at several sizes of this model."""
+        base = SCALED_FROM.get(model_size(self.task))
+        if self.basis == "one size":
+            return (f"MEASURED AT ONE SIZE, SLOPE SCALED: {self.task} on {self.trainer} ran on a GPU at one size; the cost per "
+                    f"latent token is {base}'s scaled by width")
+        if self.basis == "scaled":
+            return f"UNMEASURED: {self.task}: estimate scaled from {base}, not measured on a GPU yet"
+        return None
 
     @property
     def activation_checkpointing(self) -> bool | str:
@@ -99,33 +124,38 @@ class MemoryPlan:
         return update
 
 
-def _caching(trainer: str, tokens: int, vram_gib: float, fit: MemoryFit) -> tuple[str, int, float, float]:
-    """The first caching setting that fits (else the smallest): (umT5 precision, batch, GPU GiB, host GiB)."""
+def _caching(trainer: str, size: str, tokens: int, vram_gib: float, fit: MemoryFit, layout: Layout) -> tuple[str, int, float, float]:
+    """The first caching setting that fits (else the smallest): (umT5 precision, batch, GPU GiB, host GiB).
+    musubi caches in one process; diffusion-pipe's caching runs in every training process, each with its umT5."""
     cf = fit.caching[trainer]
-    options = [(t5, batch, cf.gpu_gib(t5, batch, tokens), cf.host_gib[t5]) for t5, batch in CACHING[trainer]]
+    processes = layout.gpus if trainer == "diffpipe" else 1
+    options = [(t5, batch, cf.gpu_gib(t5, batch, tokens, size), processes * cf.host(t5, size)) for t5, batch in CACHING[trainer]]
     return next((o for o in options if o[2] + margin_gib(o[2], fit) <= vram_gib), options[-1])
 
 
 def _evaluate(task: str, trainer: str, tokens: int, vram_gib: float, ram_gib: float | None, rank: int,
-              fit: MemoryFit, dits: int = 1) -> tuple[MemoryPlan | None, MemoryPlan | None]:
+              fit: MemoryFit, dits: int = 1, layout: Layout = Layout()) -> tuple[MemoryPlan | None, MemoryPlan | None]:
     """(first plan that fits, the plan with the least GPU memory considered). dits: DiTs one run loads (musubi's
     A14B expert: both keeps the inactive expert in host RAM: --offload_inactive_dit, or its swapped state dict)."""
     size = model_size(task)
-    t5, batch, cache_gpu, cache_host = _caching(trainer, tokens, vram_gib, fit)
+    t5, batch, cache_gpu, cache_host = _caching(trainer, size, tokens, vram_gib, fit, layout)
     smallest: MemoryPlan | None = None
-    for weights, ckpt, swap, adam8 in VERIFIED[(trainer, size)]:
+    candidates = VERIFIED[(trainer, size)]
+    if layout.stages > 1:  # diffusion-pipe swaps blocks only with pipeline_stages 1: the same settings without swap
+        candidates = tuple(dict.fromkeys((w, c, 0, a) for w, c, _, a in candidates))
+    for weights, ckpt, swap, adam8 in candidates:
         alloc = gpu_gib(fit, size, weights, ckpt, swap, tokens, rank, adam8, trainer)
         if alloc is None:
             continue
-        train = alloc + outside_gib(fit, trainer, size)
+        train = alloc + outside_gib(fit, trainer, size) + parallel_gib(size, weights, rank, layout.replicas, layout.stages, trainer)
         need = max(train, cache_gpu)
         margin = margin_gib(need, fit)
-        host = max(host_gib(fit, size, ckpt, tokens, trainer=trainer, swap=swap) + (dits - 1) * dit_bf16_gib(size), cache_host)
+        host = max(host_gib(fit, size, ckpt, tokens, trainer=trainer, swap=swap, processes=layout.gpus) + (dits - 1) * dit_bf16_gib(size), cache_host)
         host_ok = ram_gib is None or host + HOST_RESERVE_GIB <= ram_gib
         fits = need + margin <= vram_gib and host_ok
         plan = MemoryPlan(task, trainer, tokens, vram_gib, ram_gib, fits, "bfloat16" if weights == "bf16" else "float8",
                     ckpt, swap, adam8, round(need, 2), round(margin, 2), round(host, 1), (),
-                    "bfloat16" if t5 == "bf16" else "float8", batch, round(cache_gpu, 2), round(train, 2), measured(size))
+                    "bfloat16" if t5 == "bf16" else "float8", batch, round(cache_gpu, 2), round(train, 2), basis(fit, trainer, size, ckpt), layout)
         if fits:
             return plan, plan
         if smallest is None or need < smallest.gpu_gib:
@@ -134,24 +164,24 @@ def _evaluate(task: str, trainer: str, tokens: int, vram_gib: float, ram_gib: fl
 
 
 def plan(task: str, trainer: str, width: int, height: int, frames: int, batch: int, vram_gib: float,
-         ram_gib: float | None = None, rank: int = 32, fit: MemoryFit = FIT, dits: int = 1) -> MemoryPlan:
+         ram_gib: float | None = None, rank: int = 32, fit: MemoryFit = FIT, dits: int = 1, layout: Layout = Layout()) -> MemoryPlan:
     tokens = latent_tokens(width, height, frames, model_size(task)) * batch
-    found, smallest = _evaluate(task, trainer, tokens, vram_gib, ram_gib, rank, fit, dits)
+    found, smallest = _evaluate(task, trainer, tokens, vram_gib, ram_gib, rank, fit, dits, layout)
     if found:
         return found
     assert smallest is not None
     return MemoryPlan(**{**smallest.__dict__, "fits": False,
-                   "suggestions": tuple(_what_would_fit(task, trainer, width, height, frames, batch, vram_gib, ram_gib, rank, fit, smallest, dits))})
+                   "suggestions": tuple(_what_would_fit(task, trainer, width, height, frames, batch, vram_gib, ram_gib, rank, fit, smallest, dits, layout))})
 
 
 def _what_would_fit(task: str, trainer: str, width: int, height: int, frames: int, batch: int, vram_gib: float,
-                    ram_gib: float | None, rank: int, fit: MemoryFit, smallest: MemoryPlan, dits: int) -> list[str]:
+                    ram_gib: float | None, rank: int, fit: MemoryFit, smallest: MemoryPlan, dits: int, layout: Layout) -> list[str]:
     out = []
     if ram_gib is not None and smallest.host_gib + HOST_RESERVE_GIB > ram_gib:
         out.append(f"more host RAM: at least {smallest.host_gib + HOST_RESERVE_GIB:.0f} GiB for these settings")
 
     def fits(w: int, h: int, f: int, b: int) -> bool:
-        return _evaluate(task, trainer, latent_tokens(w, h, f, model_size(task)) * b, vram_gib, ram_gib, rank, fit, dits)[0] is not None
+        return _evaluate(task, trainer, latent_tokens(w, h, f, model_size(task)) * b, vram_gib, ram_gib, rank, fit, dits, layout)[0] is not None
 
     if batch > 1 and fits(width, height, frames, 1):
         out.append("batch size 1 (use gradient accumulation for a larger effective batch)")
@@ -182,4 +212,6 @@ def plan_for_job(job, vram_gib: float, ram_gib: float | None = None) -> MemoryPl
                     best = (w, h, f)
     assert best is not None
     dits = len(experts(job)) if job.trainer.value == "musubi" else 1  # diffusion-pipe trains one expert per run
-    return plan(job.task.value, job.trainer.value, *best, job.schedule.batch_size, vram_gib, ram_gib, job.lora.rank, dits=max(dits, 1))
+    layout = Layout(job.gpu_count or 1, job.pipeline_stages)
+    return plan(job.task.value, job.trainer.value, *best, job.schedule.batch_size, vram_gib, ram_gib, job.lora.rank, dits=max(dits, 1),
+                layout=layout)

@@ -43,6 +43,13 @@ ARCH = {
 }
 # the VAE's spatial compression per model size: Wan2.1_VAE 8x, Wan2.2_VAE (TI2V-5B) 16x
 VAE_SPATIAL = {"1.3B": 8, "14B": 8, "5B": 16}
+# the VAE's parameters, Wan2.1_VAE and Wan2.2_VAE (TI2V-5B), as diffusion-pipe's classes at the pin build them
+# (bench/data/gpu_h200_logs/driver_i16_wan22.log)
+VAE_PARAMS = {"1.3B": 126.9e6, "14B": 126.9e6, "5B": 704.7e6}
+
+
+def vae_bf16_gib(size: str) -> float:
+    return VAE_PARAMS[size] * 2 / GIB
 
 
 def latent_tokens(width: int, height: int, frames: int, size: str = "14B") -> int:

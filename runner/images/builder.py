@@ -31,6 +31,7 @@ from runner.plan import is_secret
 from runner.spec import Trainer
 
 TRAINERS = tuple(t.value for t in Trainer)
+IMAGES = (*TRAINERS, "caption")  # caption: runner's captioner (Dockerfile.caption, runner caption)
 LABEL = "io.runner"
 CONTEXT_FILES = ("entrypoint.sh", "pip.sh", "run_plan.py", "install-system.sh", "fetch-trainer.sh", "add-user.sh", "fetch_tokenizers.py", "check_imports.py")
 
@@ -70,8 +71,8 @@ class Pins:
 
 
 def load_pins(trainer: str, variant: str = "default", pins_file: Path | None = None) -> Pins:
-    if trainer not in TRAINERS:
-        raise UserError("trainer", f"{trainer!r} is not a trainer runner knows.", f"use one of {', '.join(TRAINERS)}.")
+    if trainer not in IMAGES:
+        raise UserError("trainer", f"{trainer!r} is not an image runner knows.", f"use one of {', '.join(IMAGES)}.")
     pins_file = pins_file or default_pins_file()
     try:
         tables = tomllib.loads(inputs.read_text(pins_file, "pins file"))  # a regular UTF-8 file of at most 1 MiB

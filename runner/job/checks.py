@@ -127,6 +127,46 @@ def blocks_to_swap_limit(job: Job) -> Iterator[UserError]:
         )
 
 
+def pipeline_stages(job: Job) -> Iterator[UserError]:
+    """diffusion-pipe's pipeline parallel: stages split the GPUs (train.py: data parallel = GPUs / stages), and
+    block swap asserts pipeline_stages == 1 (train.py). musubi-tuner has data parallel (DDP) only."""
+    stages, count = job.pipeline_stages, job.gpu_count
+    if stages == 1:
+        return
+    if job.trainer is Trainer.musubi:
+        yield UserError("pipeline_stages", f"{stages}, but musubi-tuner trains on several GPUs only by data parallel "
+                        "(accelerate's DDP: each GPU a whole copy of the model); it has no pipeline parallel.",
+                        "remove pipeline_stages for trainer: musubi (memory: auto or memory.blocks_to_swap makes a large model fit one card), "
+                        "or use trainer: diffpipe.")
+        return
+    if count is not None and count % stages:
+        yield UserError("pipeline_stages", f"{stages} does not divide the job's {count} GPUs: diffusion-pipe runs "
+                        "GPUs / pipeline_stages data-parallel pipelines of pipeline_stages GPUs each.",
+                        f"use a divisor of {count} ({', '.join(str(d) for d in range(1, count + 1) if count % d == 0)}), or change gpus.")
+    if stages > job.task.num_blocks:
+        yield UserError("pipeline_stages", f"{stages} is more stages than Wan2.1-{job.task.size} has blocks ({job.task.num_blocks}).",
+                        f"use at most {job.task.num_blocks}.")
+    if job.memory.blocks_to_swap:
+        yield UserError("memory.blocks_to_swap", f"{job.memory.blocks_to_swap} with pipeline_stages: {stages}; diffusion-pipe "
+                        "asserts 'Block swapping only works with pipeline_stages=1' (train.py) after loading the model.",
+                        "use either block swap (pipeline_stages: 1) or pipeline stages (memory.blocks_to_swap: 0).")
+
+
+def gpus_on_target(r: ResolvedJob) -> Iterator[UserError]:
+    """The GPUs the job names must be on the machine it runs on (known when its inventory was read)."""
+    inv, job = r.inventory, r.job
+    if inv is None or not inv.gpus or job.gpu_count is None:
+        return
+    there = ", ".join(f"{g.index}: {g.name}" for g in inv.gpus)
+    missing = sorted(set(job.gpu_ids or []) - {g.index for g in inv.gpus})
+    if missing:
+        yield UserError("gpus", f"names device {', '.join(map(str, missing))}, which {r.target} does not have (its GPUs: {there}).",
+                        "name device ids from that list (nvidia-smi's indexes), or use a count or `all`.")
+    elif job.gpu_count > inv.count:
+        yield UserError("gpus", f"{job.gpu_count} GPUs, but {r.target} has {inv.count} ({there}).",
+                        f"use at most {inv.count} (or `all`), or run it on a machine with more GPUs (--host NAME).")
+
+
 def diffpipe_resolutions(job: Job) -> Iterator[UserError]:
     if job.trainer is not Trainer.diffpipe:
         return
@@ -480,9 +520,10 @@ RULES: list[Rule] = [
     samples_need_t2v,
     mount_folders,
     diffpipe_shared_dataset_folder,
+    pipeline_stages,
 ]
 # the rules that read the facts gathered on the target
-FACT_RULES: list[FactRule] = [dataset_folders, dataset_contents, model_path_kinds, model_files]
+FACT_RULES: list[FactRule] = [dataset_folders, dataset_contents, model_path_kinds, model_files, gpus_on_target]
 
 
 def check(r: ResolvedJob) -> None:

@@ -41,10 +41,26 @@ def job_env(job: Job) -> dict[str, str]:
     return env
 
 
-def trainer_plan(r: ResolvedJob, job_dir: Path, master_port: int = DEFAULT_MASTER_PORT) -> Plan:
-    """The trainer's plan for a resolved job, with the job's env and its mounts on this machine (job files in job_dir)."""
-    p = TRAINERS[r.job.trainer].render(r, master_port)
+def trainer_plan(r: ResolvedJob, job_dir: Path, master_port: int = DEFAULT_MASTER_PORT, nodes: int = 1) -> Plan:
+    """The trainer's plan for a resolved job, with the job's env and its mounts on this machine (job files in job_dir).
+
+    nodes > 1: a multi-node run, each node training on the job's GPUs (a Slurm job of `nodes` nodes, one task per
+    node): musubi only (diffusion-pipe is refused with the reason, a UserError); its caching steps are to run once, on
+    one node, then the `train` step on every node, where /job/multinode_launch.py reads SLURM_NODEID,
+    SLURM_JOB_NODELIST, SLURM_JOB_NUM_NODES and SLURM_JOB_ID (runner.trainers.multinode); master_port is unused."""
+    p = TRAINERS[r.job.trainer].render(r, master_port, nodes)
     return dataclasses.replace(p, env=job_env(r.job), mounts=mounts.job_mounts(r.job, job_dir.resolve()))
+
+
+TRAIN_STEP = "train"
+
+
+def node_plans(p: Plan) -> tuple[Plan, Plan]:
+    """A multi-node plan (trainer_plan with nodes > 1) as two: the steps to run once, on one node, before training
+    (musubi's caching, into the shared cache folder; no steps when the caches are reused), and the `train` step
+    that every node runs at the same time (its machines meet at the rendezvous)."""
+    once = [s for s in p.steps if s.name != TRAIN_STEP]
+    return dataclasses.replace(p, steps=once), dataclasses.replace(p, steps=[s for s in p.steps if s.name == TRAIN_STEP])
 
 
 def dit_bytes_per_param(r: ResolvedJob) -> int:

@@ -58,11 +58,13 @@ def resolve(job: Job, target: Target, vram_gib: float | None = None, ram_gib: fl
     vram_gib/ram_gib: memory to plan `memory: auto` for instead of the target's. plan_needed: a `memory: auto`
     job must be planned (else, with no GPU to plan for, it is checked as written). earlier: look at the job's output
     folder on the target and decide where the run starts (None: a new run, the folder not looked at)."""
-    inventory = gather(target.shell) if target.gpus or (job.memory.auto and vram_gib is None) else None
+    asks = target.gpus or (job.memory.auto and vram_gib is None) or job.gpus == "all"
+    inventory = gather(target.shell) if asks else None
+    job = with_all_gpus(job, inventory, target.name, plan_needed)
     if ram_gib is None and (target.gpus or job.memory.auto):
         ram_gib = host_ram_gib(target.shell)
     if vram_gib is None and inventory is not None and inventory.gpus:
-        vram_gib = min(g.memory_gib for g in inventory.gpus)
+        vram_gib = min(g.memory_gib for g in used_gpus(job, inventory))
     memory_plan = None
     if vram_gib is not None:  # also for memory set by hand: the GPU rules (runner.gpu.envrules) read its low_vram
         memory_plan = plan_for_job(job, vram_gib, ram_gib)
@@ -81,6 +83,28 @@ def resolve(job: Job, target: Target, vram_gib: float | None = None, ram_gib: fl
         start = _start(job, _outputs(job, target), earlier)
         r = replace(r, start=start, notes=r.notes + _start_notes(start))
     return r
+
+
+def with_all_gpus(job: Job, inventory: Inventory | None, target_name: str, plan_needed: bool) -> Job:
+    """`gpus: all` resolved once to the device ids of the machine's inventory (plan.json records them as the job's
+    gpus); refused where a plan is needed and the machine shows no GPU."""
+    if job.gpus != "all":
+        return job
+    if inventory is not None and inventory.gpus:
+        return job.model_copy(update={"gpus": [g.index for g in inventory.gpus]})
+    if not plan_needed:
+        return job  # validate: the count is unknown, the rules that need it wait for a machine with GPUs
+    problem = (inventory.problem if inventory else None) or f"{target_name} shows no GPU"
+    raise UserError("gpus", f"is `all`, but {problem}, so there are no GPUs to count.",
+                    "run it where the GPUs are (--host NAME), or give a count (gpus: 2) or device ids (gpus: [0, 1]).")
+
+
+def used_gpus(job: Job, inventory: Inventory) -> list:
+    """The inventory's GPUs the job trains on: its device ids, else the first gpu_count (all where ids are not on it:
+    the checks refuse those)."""
+    by_index = {g.index: g for g in inventory.gpus}
+    ids = job.gpu_ids or [g.index for g in inventory.gpus[: job.gpu_count or 1]]
+    return [by_index[i] for i in ids if i in by_index] or inventory.gpus
 
 
 class NothingFits(UserError):

@@ -73,6 +73,9 @@ class Run:
         resolved = render.load_checked(job_file, there, plan_needed=there.gpus, earlier=self.earlier, read=read)
         if resolved.job.memory.auto and resolved.inventory is None:
             raise UserError("memory: auto", "needs a GPU to plan for, and RUNNER_GPUS=none starts containers without one.", "set memory settings explicitly")
+        if resolved.job.gpu_count is None:
+            raise UserError("gpus", "is `all`, and RUNNER_GPUS=none starts containers without GPUs: there are none to count.",
+                            "give a count (gpus: 1) or device ids.")
         return resolved
 
     def missing_models(self, resolved: ResolvedJob, there: Target) -> dict[str, Path]:

@@ -107,7 +107,16 @@ def wanted(job_files: list[Path]) -> list[Wanted]:
             raise UserError(str(f), f"is given twice ({seen[f.resolve()]} is the same file), and a job runs once at a time.",
                             "give each job file once.")
         seen[f.resolve()] = f
-    return [Wanted(f, (job := read_job(f)[0]).name, job.gpus) for f in job_files]
+    return [_wanted(f, read_job(f)[0]) for f in job_files]
+
+
+def _wanted(job_file: Path, job) -> Wanted:
+    """Placement picks each job's GPUs itself, so a job names how many, not which."""
+    if job.gpu_ids is not None or job.gpu_count is None:
+        raise UserError(f"{job_file}: gpus", f"is {job.gpus!r}: with several jobs or hosts runner places each job on GPUs that are "
+                        "free at submission time, and a job that names its devices (or takes `all`) would bypass that.",
+                        "give a count (gpus: 2), or start this job alone on its host (`runner train JOB --host H`).")
+    return Wanted(job_file, job.name, job.gpu_count)
 
 
 def submit(jobs: list[Wanted], executors: list, settings, console, earlier) -> list[records.JobRecord]:

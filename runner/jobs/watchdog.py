@@ -64,7 +64,7 @@ def schedule_of(resolved) -> Schedule:
     if job.trainer.value != "diffpipe":
         return Schedule(None, None, sch.epochs)
     examples = sum(len(f.media or []) * d.repeats * len(d.resolutions) for f, d in zip(resolved.folders, job.datasets))
-    per_epoch = max(1, examples // (sch.batch_size * sch.gradient_accumulation_steps * job.gpus))
+    per_epoch = max(1, examples // (sch.batch_size * sch.gradient_accumulation_steps * job.replicas))
     s = Schedule(None, per_epoch, diffpipe.epochs(job), sch.max_steps, estimated=True)
     return dataclasses.replace(s, total=s.total_for(per_epoch))
 

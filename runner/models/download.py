@@ -22,6 +22,7 @@ from huggingface_hub.utils import disable_progress_bars, enable_progress_bars
 from rich.progress import Progress
 
 from runner.errors import UserError
+from runner.models import captioner
 from runner.models.hubfetch import Mismatch, Verified, bring, expected
 from runner.models.presets import Format, Want, get_preset, wanted
 from runner.spec import Trainer
@@ -62,7 +63,8 @@ def plan(preset: str, fmt: Format, trainers: list[Trainer], root: Path, hf_cache
     """Every file to have, from the hub's metadata (one API call per repository)."""
     api = HfApi(endpoint=hub_endpoint(), token=hub_token())
     items: list[Item] = []
-    for want in wanted(get_preset(preset), Format(fmt), trainers):
+    wants = captioner.wants(preset) if preset.lower() in captioner.PRESETS else wanted(get_preset(preset), Format(fmt), trainers)
+    for want in wants:
         items += _items(api, want, root, hf_cache, revision)
     return items
 

@@ -138,7 +138,7 @@ def main_toml(job: Job, files: ModelFiles, expert: str | None = None) -> str:
         "epochs": epochs(job),
         **({"max_steps": sch.max_steps} if sch.max_steps else {}),
         "micro_batch_size_per_gpu": sch.batch_size,
-        "pipeline_stages": 1,
+        "pipeline_stages": job.pipeline_stages,
         "gradient_accumulation_steps": sch.gradient_accumulation_steps,
         "gradient_clipping": 1.0,
         "warmup_steps": sch.warmup_steps,
@@ -189,16 +189,37 @@ def dataset_cache_dir(job: Job, index: int) -> PurePosixPath:
     return mounts.dataset_dir(index, job.datasets[index].path) / "cache" / CACHE_NAMES.get(job.task.value, "wan")
 
 
-def render(r: ResolvedJob, master_port: int) -> Plan:
+# why diffusion-pipe runs on one machine only, at its pin
+SINGLE_MACHINE = (
+    "diffusion-pipe 8f83dbf trains on one machine only: its caching hands the work to every GPU's process through a "
+    "multiprocessing Manager queue that rank 0 creates on a local socket (utils/dataset.py DatasetManager.cache), which "
+    "processes on other machines cannot reach, train.py sets MASTER_ADDR to localhost unless the launcher gives one, and "
+    "its maintainer says it is single-machine (issue #397)"
+)
+
+
+def launcher(job: Job) -> list[str]:
+    """deepspeed 0.18.4's launcher for the job's GPUs: --num_gpus=N for the first N, --include=localhost:IDS for device
+    ids (launcher/runner.py refuses both together; the launcher sets CUDA_VISIBLE_DEVICES of the processes to them)."""
+    if job.gpu_ids:
+        return ["deepspeed", "--include=localhost:" + ",".join(map(str, job.gpu_ids))]
+    assert job.gpu_count is not None, "runner.job.resolve resolves `gpus: all` before a render"
+    return ["deepspeed", f"--num_gpus={job.gpu_count}"]
+
+
+def render(r: ResolvedJob, master_port: int, machines: int = 1) -> Plan:
     """--regenerate_cache when the data changed in ways diffusion-pipe's own cache check misses (media bytes);
     it makes missing caches and reuses matching ones itself."""
     job = r.job
+    if machines > 1:
+        raise UserError("--nodes", f"{machines} machines for trainer: diffpipe; {SINGLE_MACHINE}.",
+                        "run it on one node (the GPUs of one machine: gpus: N), or use trainer: musubi, which runs on several machines.")
     files, steps = {DATASET_TOML: dataset_toml(r)}, []
     for expert in expert_runs(job):
         name = main_toml_name(job, expert)
         files[name] = main_toml(job, r.files, expert)
         # --master_port after train.py wins over the launcher's, so two jobs on one host do not clash
-        train = ["deepspeed", f"--num_gpus={job.gpus}", "train.py", "--deepspeed", "--config", str(mounts.JOB / name)]
+        train = launcher(job) + ["train.py", "--deepspeed", "--config", str(mounts.JOB / name)]
         train += ["--master_port", str(master_port)]
         if r.caches is Caches.regenerate and not steps:  # the second expert's run reuses the first one's caches
             train += ["--regenerate_cache"]

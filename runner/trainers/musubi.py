@@ -17,6 +17,7 @@ from runner.errors import UserError
 from runner.models.modelfiles import ModelFiles
 from runner.plan import Plan, Step
 from runner.spec import Job, Samples, Trainer, experts, max_blocks_to_swap, timestep_range
+from runner.trainers.multinode import MULTINODE_LAUNCH, MULTINODE_PY
 from runner.trainers.resolved import Caches, Entries, Outputs, ResolvedJob, Resume
 
 WORKDIR = "/opt/musubi-tuner"
@@ -151,7 +152,8 @@ def dit_bytes_per_param(r: ResolvedJob) -> int:
     return 4 if dtype == "float32" else 2
 
 
-def train_args(r: ResolvedJob, config: str) -> list[str]:
+def train_args(r: ResolvedJob, config: str, processes: int) -> list[str]:
+    """wan_train_network.py's arguments; processes: the training processes of the run, one per GPU of every machine."""
     job, files = r.job, r.files
     mem, sch, opt = job.memory, job.schedule, job.optimizer
     mp = MIXED_PRECISION[mem.dtype]
@@ -173,8 +175,9 @@ def train_args(r: ResolvedJob, config: str) -> list[str]:
     if sch.warmup_steps:
         # musubi's default scheduler "constant" refuses warmup steps. accelerate steps the scheduler once per
         # process at each optimizer step (AcceleratedScheduler.step), so warmup_steps optimizer steps are
-        # warmup_steps × processes scheduler steps, as musubi's own num_training_steps = max_train_steps × processes.
-        args += ["--lr_scheduler", "constant_with_warmup", "--lr_warmup_steps", str(sch.warmup_steps * job.gpus)]
+        # warmup_steps × processes scheduler steps, as musubi's own num_training_steps = max_train_steps × processes
+        # (training/trainer_base.py get_lr_scheduler). It does not scale the learning rate with the processes.
+        args += ["--lr_scheduler", "constant_with_warmup", "--lr_warmup_steps", str(sch.warmup_steps * processes)]
     if sch.gradient_accumulation_steps > 1:
         args += ["--gradient_accumulation_steps", str(sch.gradient_accumulation_steps)]
     args += ["--max_data_loader_n_workers", "2", "--persistent_data_loader_workers"]
@@ -232,19 +235,29 @@ def _optimizer_arg(key: str, value: object) -> str:
     return f"{key}={value:g}"
 
 
-def accelerate_yaml(job: Job, master_port: int) -> str:
+def gpus_per_machine(job: Job) -> int:
+    assert job.gpu_count is not None, "runner.job.resolve resolves `gpus: all` before a render"
+    return job.gpu_count
+
+
+def accelerate_yaml(job: Job, master_port: int | None, machines: int = 1) -> str:
     """`accelerate launch --config_file` for this job: keys of accelerate 1.6.0's ClusterConfig
-    (commands/config/config_args.py), which refuses unknown keys; what the command line does not set comes from here."""
+    (commands/config/config_args.py), which refuses unknown keys; what the command line does not set comes from here.
+    num_processes counts every machine's (accelerate runs num_processes / num_machines per machine:
+    utils/launch.py prepare_multi_gpu_env). gpu_ids becomes CUDA_VISIBLE_DEVICES of the training processes (one id
+    too: the simple launcher sets it as well). Several machines: each one's rank and the main process's address and
+    port come on the command line (multinode_launch.py), so master_port is None there."""
+    processes = gpus_per_machine(job) * machines
     config: dict = {
         "compute_environment": "LOCAL_MACHINE",
-        "distributed_type": "MULTI_GPU" if job.gpus > 1 else "NO",
+        "distributed_type": "MULTI_GPU" if processes > 1 else "NO",
         "mixed_precision": MIXED_PRECISION[job.memory.dtype],
         "use_cpu": False,
         "debug": False,
-        "num_processes": job.gpus,
-        "num_machines": 1,
+        "num_processes": processes,
+        "num_machines": machines,
         "machine_rank": 0,
-        "gpu_ids": "all",
+        "gpu_ids": ",".join(map(str, job.gpu_ids)) if job.gpu_ids else "all",
         "rdzv_backend": "static",
         "same_network": True,
         "main_training_function": "main",
@@ -252,14 +265,19 @@ def accelerate_yaml(job: Job, master_port: int) -> str:
         "downcast_bf16": False,
         "dynamo_config": {"dynamo_backend": "NO"},
     }
-    if job.gpus > 1:
+    if processes > 1 and master_port is not None:
         config["main_process_port"] = master_port
     return yaml.safe_dump(config, sort_keys=False)
 
 
-def render(r: ResolvedJob, master_port: int) -> Plan:
+def render(r: ResolvedJob, master_port: int | None, machines: int = 1) -> Plan:
     """The three steps; the two caching steps only when the caches are not to be reused. musubi re-caches
-    whenever its cache steps run (they delete stale files), so making and regenerating are the same steps."""
+    whenever its cache steps run (they delete stale files), so making and regenerating are the same steps.
+
+    machines > 1: the plan every machine of a multi-node Slurm job runs (runner.job.render.trainer_plan): its caching
+    steps belong once, on one machine, before the others start (the caches are in the shared folder), and `train` on
+    every machine as the one task of its node, through /job/multinode_launch.py (runner.trainers.multinode), which adds
+    the machine's rank and the main process's address and port at run time; master_port is then unused."""
     job, models = r.job, r.files
     config = str(mounts.JOB / DATASET_TOML)
     python = ["python"]
@@ -276,15 +294,20 @@ def render(r: ResolvedJob, master_port: int) -> Plan:
     launch = ["accelerate", "launch", "--config_file", str(mounts.JOB / ACCELERATE_YAML), "--num_cpu_threads_per_process", "1"]
     script = [str(SCRIPTS / "wan_train_network.py")]
     prompts, sampling = training_samples(r)
-    files = {DATASET_TOML: dataset_toml(r), ACCELERATE_YAML: accelerate_yaml(job, master_port), **prompts}
+    files = {DATASET_TOML: dataset_toml(r), ACCELERATE_YAML: accelerate_yaml(job, master_port if machines == 1 else None, machines), **prompts}
     if r.start.checkpoint is not None:
         script = [str(mounts.JOB / RESUME_PY), str(r.start.epoch), str(r.start.step)] + script
         files[RESUME_PY] = RESUME_COUNTERS
-    train = launch + script + train_args(r, config) + sampling
+    if machines > 1:
+        launch = ["python", str(mounts.JOB / MULTINODE_PY), str(machines)] + launch
+        files[MULTINODE_PY] = MULTINODE_LAUNCH
+    train = launch + script + train_args(r, config, gpus_per_machine(job) * machines) + sampling
     offline = {k: v for k, v in CACHE_STEP_ENV.items() if k not in job.env}  # the job's env wins over runner's
+    # the caching scripts use the first visible GPU: with device ids, the job's first
+    device = {"CUDA_VISIBLE_DEVICES": str(job.gpu_ids[0])} if job.gpu_ids and "CUDA_VISIBLE_DEVICES" not in job.env else {}
     caching = [] if r.caches is Caches.reuse else [
-        Step("cache-latents", cache_latents, env=offline),
-        Step("cache-text-encoder", cache_text, env=offline),
+        Step("cache-latents", cache_latents, env=offline | device),
+        Step("cache-text-encoder", cache_text, env=offline | device),
     ]
     return Plan(
         job=job.name,

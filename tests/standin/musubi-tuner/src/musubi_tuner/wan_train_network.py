@@ -433,10 +433,15 @@ def train(args) -> None:
     logger.info("preparing accelerator")
     num_processes = int(os.environ.get("WORLD_SIZE", "1"))
     log_with, log_dir = args.log_with, None
+    # accelerate's is_main_process (PartialState.process_index == 0, from RANK): only it logs and saves (trainer_base.py)
+    is_main_process = int(os.environ.get("RANK", "0")) == 0
+    if not is_main_process:
+        print(f"STAND-IN: process rank {os.environ['RANK']} of {num_processes}: not the main process, it saves and logs nothing", flush=True)
     if args.logging_dir is not None:
         log_with = log_with or "tensorboard"
         log_dir = os.path.join(args.logging_dir, (args.log_prefix or "") + time.strftime("%Y%m%d%H%M%S", time.localtime()))
-        os.makedirs(log_dir, exist_ok=True)
+        if is_main_process:
+            os.makedirs(log_dir, exist_ok=True)
     elif log_with in ("tensorboard", "all"):
         raise ValueError("logging_dir is required when log_with is tensorboard / Tensorboardを使う場合、logging_dirを指定してください")
     if args.mixed_precision is None:
@@ -493,7 +498,7 @@ def train(args) -> None:
     on_sigterm(lambda: print("STAND-IN: SIGTERM during training, nothing half-written", flush=True))
     progress = Progress(args.max_train_steps, "steps")
     # accelerate's TensorBoardTracker: SummaryWriter(<log_dir>/<tracker name>), scalars per optimizer step and per epoch
-    tracker = EventWriter(os.path.join(log_dir, args.log_tracker_name or "network_train")) if log_with in ("tensorboard", "all") else None
+    tracker = EventWriter(os.path.join(log_dir, args.log_tracker_name or "network_train")) if log_with in ("tensorboard", "all") and is_main_process else None
     global_step, losses = 0, []
     micro = 0
     for epoch in range(num_train_epochs):
@@ -512,19 +517,21 @@ def train(args) -> None:
             if tracker:
                 for tag, value in (("loss/current", loss), ("loss/average", avr), ("lr/unet", args.learning_rate)):
                     tracker.add_scalar(tag, value, global_step)
-            if args.save_every_n_steps is not None and global_step % args.save_every_n_steps == 0:
+            if args.save_every_n_steps is not None and global_step % args.save_every_n_steps == 0 and is_main_process:
                 saver.step(global_step, epoch)
             if global_step >= args.max_train_steps:
                 break
         if tracker:
             tracker.add_scalar("loss/epoch", avr, epoch + 1)
-        if args.save_every_n_epochs is not None and (epoch + 1) % args.save_every_n_epochs == 0 and (epoch + 1) < num_train_epochs:
+        saving = args.save_every_n_epochs is not None and (epoch + 1) % args.save_every_n_epochs == 0 and (epoch + 1) < num_train_epochs
+        if is_main_process and saving:
             saver.epoch(epoch + 1, global_step)
         if global_step >= args.max_train_steps:
             break
 
-    saver.end(global_step, num_train_epochs)
-    logger.info("model saved.")
+    if is_main_process:
+        saver.end(global_step, num_train_epochs)
+        logger.info("model saved.")
 
 
 def accelerator_print(msg: str) -> None:
