@@ -176,6 +176,13 @@ def hosts_table(hosts) -> Table:
     return t
 
 
+def clusters_table(clusters) -> Table:
+    t = table("name", "scheduler", "login", "partition", "account", "runtime", "models", "data", "cache", "outputs")
+    for c in clusters:
+        t.add_row(c.name, c.scheduler, c.ssh, c.partition or "", c.account or "", c.runtime.value, c.models, c.data, c.cache, c.outputs)
+    return t
+
+
 def build_log(out: Console):
     """A callback printing a build's (or `runner up`'s) output lines as they come, unstyled."""
     return lambda text: out.print(text, markup=False, highlight=False, soft_wrap=True)

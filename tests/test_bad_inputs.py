@@ -397,7 +397,7 @@ def commands(command=None, path=()):
 FLAG = "a flag: on or off, nothing to get wrong"
 # placeholders that let a command reach the option under test
 REQUIRED = {"job": "job.yaml", "out_dir": "out", "dst": "clips", "directory": "data", "src": "data", "trainer": "musubi",
-            "preset": "t2v-1.3B", "name": "gpu01", "ssh": "u@h"}
+            "preset": "t2v-1.3B", "name": "gpu01", "ssh": "u@h", "login": "u@h"}
 NOT_A_HOST = (["nosuch"], "nosuch")
 # options that are not parsed through a schema type: bad values and what the message must name
 CASES = {
@@ -413,6 +413,14 @@ CASES = {
     ("hosts add", "key"): (["no-such-key"], "--key"), ("hosts add", "known_hosts"): (["no-such-file"], "--known-hosts"),
     **{("hosts add", v): (["relative", "/a:b", "/a\nb"], f"--{v}") for v in ("models", "data", "cache", "outputs")},
     ("hosts rm", "name"): (["nosuch"], "nosuch"),
+    "cluster": (["nosuch"], "nosuch"),
+    ("clusters add", "name"): (["not a name!", "local"], "NAME"),
+    ("clusters add", "login"): (["-oProxyCommand=id", "$(id)@host", "u@h:0", "u@h:99999", "host\n", "u@h`id`"], "--login"),
+    ("clusters add", "partition"): (["-x", "a b", "$(id)", ""], "--partition"), ("clusters add", "account"): (["-x", "a;b"], "--account"),
+    ("clusters add", "runtime"): (["podman"], "--runtime"),
+    ("clusters add", "key"): (["no-such-key"], "--key"), ("clusters add", "known_hosts"): (["no-such-file"], "--known-hosts"),
+    **{("clusters add", v): (["relative", "/a:b", "/a\nb"], f"--{v}") for v in ("models", "data", "cache", "outputs")},
+    ("clusters remove", "name"): (["nosuch"], "nosuch"),
     ("download", "preset"): (["bogus"], "bogus"), ("download", "fmt"): (["bogus"], "--format"), ("download", "trainer"): (["bogus"], "--trainer"),
     ("selftest", "trainer"): (["bogus"], "--trainer"), ("selftest", "fmt"): (["bogus"], "--format"),
     ("selftest", "task"): (["bogus", "t2v-14B"], "--task"), ("dataset prepare", "task"): (["bogus"], "--task"),
@@ -429,7 +437,7 @@ CASES = {
 EXTRA_CLI = {"--caption-extension": ["txt", "./captions.txt", ""], "--frames": ["0", "-3"], "--min-frames": ["0"],
              "--prompt": ["", "a ball --w 64", "a\nb"], "--epochs": ["", "0", "2,,4"]}
 EXEMPT = {
-    "as_json": FLAG, "detach": FLAG, "follow": FLAG, "resume": FLAG, "fresh": FLAG, "dry_run": FLAG, "replace": FLAG, "every": FLAG, "overwrite": FLAG,
+    "as_json": FLAG, "slurm": FLAG, "detach": FLAG, "follow": FLAG, "resume": FLAG, "fresh": FLAG, "dry_run": FLAG, "replace": FLAG, "every": FLAG, "overwrite": FLAG,
 }
 
 

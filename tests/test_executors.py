@@ -13,12 +13,13 @@ import pytest
 from runner.executors import Executor
 from runner.executors.local import LocalDocker
 from runner.executors.remote import RemoteDocker
+from runner.executors.slurm import SlurmExecutor
 
 RUNNER = Path(__file__).resolve().parent.parent / "runner"
 METHODS = sorted(n for n, v in vars(Executor).items() if inspect.isfunction(v) and not n.startswith("_"))
 
 
-@pytest.mark.parametrize("cls", [LocalDocker, RemoteDocker])
+@pytest.mark.parametrize("cls", [LocalDocker, RemoteDocker, SlurmExecutor])
 @pytest.mark.parametrize("name", METHODS)
 def test_each_executor_has_every_method_of_the_protocol(cls, name):
     want = list(inspect.signature(getattr(Executor, name)).parameters)

@@ -89,6 +89,7 @@ def JsonOpt(keys: str):
 
 JobArg = typer.Argument(..., help="the job file (YAML); see examples/")
 HostOpt = typer.Option("local", "--host", "-H", help="a host from `runner hosts list` (default: this machine)")
+ClusterOpt = typer.Option(None, "--cluster", help="submit to this Slurm cluster of `runner clusters list` instead")
 
 
 def VramOpt(help: str):
@@ -204,4 +205,4 @@ def main() -> None:
 
 
 # the command groups register their commands on `app`
-from runner.cli import jobs, images, hosts, gpu, data, caption  # noqa: E402,F401
+from runner.cli import jobs, images, hosts, clusters, gpu, data, caption  # noqa: E402,F401

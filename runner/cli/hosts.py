@@ -10,6 +10,16 @@ from runner import cli, views
 from runner.cli import JsonOpt, app
 
 
+# options `runner hosts add` and `runner clusters add` share
+KeyOpt = typer.Option(None, "--key", help="private key file (default: ssh config, agent, ~/.ssh/id_*)")
+KnownHostsOpt = typer.Option(None, "--known-hosts", help="known_hosts file (default: the alias's UserKnownHostsFile or ~/.ssh/known_hosts)")
+
+
+def ssh_files(key: Path | None, known_hosts: Path | None) -> dict[str, str | None]:
+    """--key and --known-hosts as the inventory stores them: absolute paths."""
+    return {"key": str(key.expanduser().resolve()) if key else None, "known_hosts": str(known_hosts.expanduser().resolve()) if known_hosts else None}
+
+
 hosts_app = typer.Typer(help="Remote GPU hosts: `runner train JOB --host NAME` runs jobs there over SSH.", no_args_is_help=True)
 app.add_typer(hosts_app, name="hosts")
 
@@ -18,8 +28,8 @@ app.add_typer(hosts_app, name="hosts")
 def hosts_add(
     name: str = typer.Argument(..., help="a short name, e.g. gpu01"),
     ssh: str = typer.Option(..., "--ssh", help="user@address[:port], or a Host alias of ~/.ssh/config"),
-    key: Path = typer.Option(None, "--key", help="private key file (default: ssh config, agent, ~/.ssh/id_*)"),
-    known_hosts: Path = typer.Option(None, "--known-hosts", help="known_hosts file (default: the alias's UserKnownHostsFile or ~/.ssh/known_hosts)"),
+    key: Path = KeyOpt,
+    known_hosts: Path = KnownHostsOpt,
     models: str = typer.Option("~/runner/models", help="models folder on the host (read-only in containers)"),
     data: str = typer.Option("~/runner/data", help="datasets are synced to DATA/<job>/<i>-<folder> on the host"),
     cache: str = typer.Option("~/runner/cache", help="caches on the host"),
@@ -30,9 +40,7 @@ def hosts_add(
     checks the host."""
     from runner.remote import hosts
 
-    h = hosts.add(hosts.make(name, ssh=ssh, key=str(key.expanduser().resolve()) if key else None,
-                             known_hosts=str(known_hosts.expanduser().resolve()) if known_hosts else None,
-                             models=models, data=data, cache=cache, outputs=outputs), replace=replace)
+    h = hosts.add(hosts.make(name, ssh=ssh, **ssh_files(key, known_hosts), models=models, data=data, cache=cache, outputs=outputs), replace=replace)
     views.line(cli.out, f"added {h.name} ({h.ssh}) to {hosts.inventory_file()}")
 
 

@@ -12,12 +12,16 @@ import typer
 from pydantic import Field
 
 from runner import cli, views
-from runner.cli import HostOpt, JobArg, JsonOpt, RamOpt, VramOpt, app, choice, out_folder, read_first, schema_option, target
+from runner.cli import ClusterOpt, HostOpt, JobArg, JsonOpt, RamOpt, VramOpt, app, choice, out_folder, read_first, schema_option, target
 from runner.errors import UserError
 from runner.executors import ContainerGone
 from runner.spec import Count, EpochList, Prompt
 
 Port = Annotated[Count, Field(le=65535)]
+Nodes = Annotated[Count, Field(le=1024)]
+HostOrClusterOpt = typer.Option(None, "--host", "-H", help="a host from `runner hosts list` (default: this machine, unless --cluster)")
+NodesOpt = typer.Option(None, "--nodes", parser=schema_option(Nodes, "--nodes", "give a whole number of nodes from 1 to 1024, e.g. --nodes 2."),
+                        help="with --cluster: the number of nodes the job runs on, one task per node (default 1)")
 
 
 @app.command()
@@ -62,6 +66,8 @@ def train(
     host: list[str] = typer.Option(None, "--host", "-H", help="a host from `runner hosts list` (default: this machine); repeat it to let several jobs spread over several hosts"),
     resume: bool = typer.Option(False, "--resume", help="continue the latest run from its latest checkpoint (as `runner resume`)"),
     fresh: bool = typer.Option(False, "--fresh", help="start a new run beside an earlier run's LoRAs and checkpoints (nothing is deleted)"),
+    cluster: str = ClusterOpt,
+    nodes: int = NodesOpt,
 ) -> None:
     """Train: render the job, run each step in the trainer's container, show live logs, exit with its code.
 
@@ -76,10 +82,17 @@ def train(
     Several job files, or several --host: each job goes to the first host with enough free GPUs (those nvidia-smi
     lists there minus those runner's unended runs hold), on those GPUs only, and starts detached; a job that fits
     nowhere refuses them all before any starts (exit 2).
+    With --cluster the job is submitted to a Slurm cluster (sbatch through its login node, one task per node) with its
+    data and rendered job staged in the cluster's shared folders; `runner ps`, `logs -f`, `stop` and `pull` follow it.
+    Several job files with --cluster are one Slurm job array, each job its own run: runner returns once it is submitted.
     """
     from runner.trainers.resolved import Earlier
 
     when = earlier(resume, fresh, refuse=Earlier.refuse)
+    if cluster is not None or nodes is not None:
+        on = where(host, cluster, nodes)
+        run(job[0], on, detach, when) if len(job) == 1 else run_array(job, on, when)
+        return
     hosts = list(dict.fromkeys(host or ["local"]))
     if len(job) == 1 and len(hosts) == 1:
         run(job[0], hosts[0], detach, when)
@@ -115,24 +128,43 @@ def earlier(resume: bool, fresh: bool, refuse):
 def resume_job(
     job: Path = JobArg,
     detach: bool = typer.Option(False, "--detach", "-d", help="start and return; follow later with `runner logs -f`"),
-    host: str = HostOpt,
+    host: str = HostOrClusterOpt,
+    cluster: str = ClusterOpt,
+    nodes: int = NodesOpt,
 ) -> None:
-    """Continue a job's latest run from its latest checkpoint, on this machine or --host: diffusion-pipe from its
+    """Continue a job's latest run from its latest checkpoint, on this machine, --host or --cluster: diffusion-pipe from its
     DeepSpeed checkpoint (global_stepN), musubi-tuner from its latest state folder, its saves numbered on from there."""
     from runner.trainers.resolved import Earlier
 
-    run(job, host, detach, Earlier.resume)
+    run(job, where(host, cluster, nodes), detach, Earlier.resume)
 
 
-def run(job: Path, host: str | None, detach: bool, earlier) -> None:
-    """Start the job (earlier: runner.trainers.resolved.Earlier) and follow it unless detached; exit with its code."""
+def where(host: str | list[str] | None, cluster: str | None, nodes: int | None):
+    """What runs the job: --host (made an executor later), or (cluster name, nodes) for --cluster."""
+    if cluster is not None and host:
+        raise UserError("--cluster and --host", "both given: a job runs on one host or is submitted to one cluster.", "pass one of them.")
+    if nodes is not None and cluster is None:
+        raise UserError("--nodes", "is the number of a cluster's nodes the job runs on, and no --cluster is given.",
+                        "add --cluster NAME (`runner clusters list`), or leave --nodes out.")
+    return (host or "local") if cluster is None else (cluster, nodes or 1)
+
+
+def run(job: Path, host: str | tuple[str, int], detach: bool, earlier) -> None:
+    """Start the job (earlier: runner.trainers.resolved.Earlier) on --host or, for (cluster, nodes), on a Slurm
+    cluster, and follow it unless detached; exit with its code."""
     from runner import config
     from runner.jobs import launch
     from runner.executors import executor_for
 
     read = read_first(job)
     settings = config.load()
-    executor = executor_for(host)
+    if isinstance(host, tuple):
+        from runner.executors import slurm
+
+        slurm.check_nodes(read[0].trainer.value, host[1])
+        executor = slurm.SlurmExecutor.for_cluster(*host)
+    else:
+        executor = executor_for(host)
     with _interrupted("the job was not started"):
         record = launch.start(job, executor, settings, cli.out, launch.Run(earlier), read)
     if detach:
@@ -141,6 +173,23 @@ def run(job: Path, host: str | None, detach: bool, earlier) -> None:
     with _interrupted(f"the job keeps running: `runner logs -f {record.id}` follows it again, `runner stop {record.id}` stops it"):
         code = launch.follow(record, executor, cli.out)
     raise typer.Exit(code)
+
+
+def run_array(jobs: list[Path], cluster, earlier) -> None:
+    """Several job files as one Slurm job array on (cluster, nodes); returns once it is submitted."""
+    from runner import config
+    from runner.executors import slurm
+    from runner.jobs import launch
+
+    if len({p.resolve() for p in jobs}) < len(jobs):
+        raise UserError("job files", "name one file twice: each job of an array is its own run.", "give each job file once.")
+    for job in jobs:
+        slurm.check_nodes(read_first(job)[0].trainer.value, cluster[1])
+    executor = slurm.SlurmExecutor.for_cluster(*cluster)
+    with _interrupted("nothing was submitted"):
+        started = launch.start_array(jobs, executor, config.load(), cli.out, launch.Run(earlier))
+    for record in started:
+        views.line(cli.out, f"{record.id}: Slurm {record.scheduler_id}; follow it with `runner logs -f {record.id}`")
 
 
 class Terminated(BaseException):
@@ -227,16 +276,16 @@ def logs(
 
 @app.command()
 def ps(
-    host: str = typer.Option(None, help="only jobs on this host (\"local\" for this machine)"),
-    as_json: bool = JsonOpt('{"jobs": [{"id", "name", "kind": train or sample, "trainer", "host", "image", "container", "job_file", "output_dir", "status", '
+    host: str = typer.Option(None, help="only jobs on this host (\"local\" for this machine, \"slurm:NAME\" for a cluster)"),
+    as_json: bool = JsonOpt('{"jobs": [{"id", "name", "kind": train or sample, "trainer", "host", "image", "container", "scheduler_id", "job_file", "output_dir", "status", '
                             '"exit_code", "failure", "stopped_by", "started", "finished", "master_port", "gpu_ids", "env_names", "fingerprints", "stop_requested", "locked"}]}'),
 ) -> None:
     """List job runs (trainings and sample runs) with their state, refreshed from the engines that run them."""
     from runner.jobs import launch, records
-    from runner.remote import hosts
+    from runner.remote import clusters, hosts
 
     every = records.all_records()
-    known = {"local", *hosts.load_all(), *(r.host for r in every)}
+    known = {"local", *hosts.load_all(), *(clusters.PREFIX + c for c in clusters.load_all()), *(r.host for r in every)}
     if host is not None and host not in known:
         raise UserError("--host", f"{host!r} is neither a host of the inventory nor one that ran a job.",
                         f"use one of {', '.join(sorted(known))} (`runner hosts list`).")

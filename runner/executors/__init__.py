@@ -18,6 +18,12 @@ if TYPE_CHECKING:
     from runner.remote.sync import Stats
 
 
+# The line a scheduler's run prints when the scheduler restarted it (requeued, its node lost, preempted): it holds
+# itself until runner renders its resume from the last checkpoint and releases it (runner.jobs.launch.resume_held);
+# its state() then says "AwaitsResume".
+AWAITS_RESUME = "runner: requeued;"
+
+
 class ContainerGone(Exception):
     """The container is not there (removed outside runner, or being removed): its log and exit code are lost."""
 
@@ -68,7 +74,8 @@ class Executor(Protocol):
 
     # --- container lifecycle: ContainerGone when the container is not there, EngineLost when the engine is not ---
     def start(self, spec: ContainerSpec) -> str:
-        """Start it; a container the engine created but could not start is removed before the error is raised."""
+        """Start it (a scheduler: submit it); returns the scheduler's id of the run ("" where an engine starts it at once).
+        A container the engine created but could not start is removed before the error is raised."""
     def logs(self, container: str, follow: bool = True) -> Iterator[str]: ...
     def wait(self, container: str) -> int: ...
     def state(self, container: str) -> dict:
@@ -78,7 +85,13 @@ class Executor(Protocol):
 
 
 def executor_for(host: str) -> Executor:
-    """The executor of a host name as job records store it: "local", or a hosts inventory entry."""
+    """The executor of a host name as job records store it: "local", a hosts inventory entry, or "slurm:CLUSTER"."""
+    from runner.remote import clusters
+
+    if host.startswith(clusters.PREFIX):
+        from runner.executors.slurm import SlurmExecutor
+
+        return SlurmExecutor.for_cluster(host.removeprefix(clusters.PREFIX))
     if host == "local":
         from runner.executors.local import LocalDocker
 

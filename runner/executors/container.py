@@ -39,6 +39,7 @@ class ContainerSpec:
     workdir: str
     gpus: bool = True
     gpu_ids: tuple[int, ...] = ()  # with gpus: the host's GPUs (nvidia-smi indices) the container gets; () = all of them
+    gpu_count: int = 0  # GPUs the job trains on per machine: what a scheduler reserves (engines give the container all of them)
     shm_size: str = "16g"
     ulimits: dict[str, int] = field(default_factory=dict)
     labels: dict[str, str] = field(default_factory=dict)
@@ -112,9 +113,10 @@ class ContainerSpec:
             kw["device_requests"] = [DeviceRequest(count=-1, capabilities=[["gpu"]])]
         return kw
 
-    def cli_argv(self) -> list[str]:
-        """`docker run` arguments for an engine reached through a shell (quote with shlex.join)."""
-        argv = ["docker", "run", "--detach", "--name", self.name, "--user", self.user, "--workdir", self.workdir]
+    def cli_argv(self, detach: bool = True) -> list[str]:
+        """`docker run` arguments for an engine reached through a shell (quote with shlex.join); detach False: in the
+        foreground, the container removed when it exits (a Slurm task runs as long as its container)."""
+        argv = ["docker", "run", "--detach" if detach else "--rm", "--name", self.name, "--user", self.user, "--workdir", self.workdir]
         if self.secret_env():
             argv.append("--interactive")
         argv += ["--network", "host", "--shm-size", self.shm_size]

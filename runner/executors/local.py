@@ -150,7 +150,7 @@ class LocalDocker:
                     self.remove(container.id)  # it would wait for them, then fail
                     raise start_refused(f"its secrets could not be written to its stdin: {e}", spec, "Docker",
                                         "run the command again; `runner doctor` checks the setup.") from e
-        return spec.name
+        return ""
 
     def _write_stdin(self, container: str, data: bytes) -> None:
         """Write `data` to the started container's stdin (its entrypoint waits for it), through the engine's attach endpoint."""

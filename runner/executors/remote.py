@@ -183,7 +183,7 @@ class RemoteDocker:
         if not r.ok:
             self.shell.run(["docker", "rm", "--force", spec.name], timeout=60)  # `docker run` leaves a created container behind
             raise start_refused(r.stderr.strip()[:500], spec, f"Docker on {self.host}", "read the message; check the host with `ssh HOST docker info`.")
-        return spec.name
+        return ""
 
     def _write_stdin(self, container: str, data: bytes) -> Result:
         """Write `data` to the started container's stdin through the engine's attach endpoint, reached by the docker

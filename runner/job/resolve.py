@@ -241,6 +241,10 @@ def _start_notes(s: Resume) -> list[str]:
     return [f"the earlier files stay; this run writes into {s.run_folder}/"] if s.run_folder else []
 
 
+class NothingToResume(UserError):
+    """--resume of a job whose output folder holds no earlier run."""
+
+
 def _start(job: Job, out: Outputs, earlier: Earlier) -> Resume:
     """Where the run starts, from what earlier runs left in the output folder: a first run there, a new run that
     cannot overwrite them (--fresh), the latest run resumed (--resume); without either, earlier files refuse the run."""
@@ -248,7 +252,7 @@ def _start(job: Job, out: Outputs, earlier: Earlier) -> Resume:
     found = trainer.earlier_files(job, out.entries)
     if earlier is Earlier.resume:
         if not found:
-            raise UserError(out.folder, "holds no LoRA or checkpoint of an earlier run: there is nothing to resume.",
+            raise NothingToResume(out.folder, "holds no LoRA or checkpoint of an earlier run: there is nothing to resume.",
                             "start the first run with `runner train JOB`.")
         return trainer.resume_from(job, out)
     if found and earlier is Earlier.refuse:

@@ -8,18 +8,20 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import shutil
+import time
 from pathlib import Path
+from typing import Iterator
 
 from rich.console import Console
 
 from runner import config, files, mounts
 from runner.data import fingerprint
 from runner.errors import UserError
-from runner.executors import ContainerGone, Executor
+from runner.executors import AWAITS_RESUME, ContainerGone, Executor
 from runner.executors.container import LABEL_JOB, LABEL_PORT, LABEL_RECORD, RUN_PLAN, ContainerSpec
 from runner.images import builder
 from runner.job import checks, render
-from runner.job.resolve import Target
+from runner.job.resolve import NothingToResume, Target
 from runner.jobs import joblock, logwatch, records, watchdog
 from runner.jobs.records import TRAIN, JobRecord
 from runner.models.presets import download_args
@@ -99,59 +101,145 @@ def start(job_file: Path, executor: Executor, settings: config.Settings, console
 
     The job folder's plan.json is written once, after the container is fully decided: it lists the mounts as
     the target sees them, the whole environment (secrets by name only) and the facts the settings came from."""
+    with _starting(executor) as prepared:
+        spec = _prepare(job_file, executor, settings, console, run, read, gpu_ids, prepared)
+        prepared[0].scheduler_id = executor.start(spec)
+        return _running(prepared[0], executor, console)
+
+
+def start_array(job_files: list[Path], executor, settings: config.Settings, console: Console, run: Run) -> list[JobRecord]:
+    """Several jobs as one submission of a scheduler (a Slurm job array: runner.executors.slurm), each its own run
+    and record; when one cannot start, none is submitted."""
+    with _starting(executor) as prepared:
+        specs = [_prepare(f, executor, settings, console, run, None, (), prepared) for f in job_files]
+        for record, scheduler_id in zip(prepared, executor.submit(specs)):
+            record.scheduler_id = scheduler_id
+        return [_running(r, executor, console) for r in prepared]
+
+
+@contextlib.contextmanager
+def _starting(executor: Executor) -> Iterator[list[JobRecord]]:
+    """Yields the list of runs being prepared; if anything fails, nothing is left half-started: no container, no
+    record of a run that never ran, each job's lock given back."""
+    prepared: list[JobRecord] = []
+    try:
+        yield prepared
+    except BaseException:
+        for record in prepared:
+            with contextlib.suppress(Exception):
+                executor.remove(record.container)  # interrupted between the engine's create and start
+            shutil.rmtree(record.folder, ignore_errors=True)
+            with contextlib.suppress(Exception):
+                joblock.release(executor, record.locked, record.id)
+        raise
+
+
+def _prepare(job_file: Path, executor: Executor, settings: config.Settings, console: Console, run: Run, read: JobRead | None,
+             gpu_ids: tuple[int, ...], prepared: list[JobRecord]) -> ContainerSpec:
+    """Resolve the job, take its lock, stage it on the target; its record (status created) is added to `prepared`."""
     gpus = records.gpus_wanted()
     if gpus:
         executor.check_gpus()
     there = target_of(executor, bool(gpus))
-    resolved = run.resolve(job_file, there, read)
-    job, inventory = resolved.job, resolved.inventory
-    for note in resolved.notes:
-        console.print(note)
-    gpu_env, variant_name = gpu_environment(inventory, job, resolved.memory_plan)
-    pins = builder.load_pins(job.trainer.value, variant_name, pins_file=settings.pins)
-    ref = builder.image_ref(pins, settings.ca_bundle)
-    executor.check_models(job.models.root, run.missing_models(resolved, there), download_args(job.models.preset, job.models.format, job.trainer))
-    build = job.trainer.value if variant_name == "default" else f"{job.trainer.value} --variant {variant_name}"
+    staging = resolve(job_file, there, executor, settings, run, console, read)
+    job, ref = staging.resolved.job, staging.image
     rid = records.new_id(job.name if run.kind == TRAIN else f"{job.name}-{run.kind}")
     record = JobRecord(
         id=rid, name=job.name, kind=run.kind, trainer=job.trainer.value, host=executor.host, image=ref, container=f"runner-{rid}",
         job_file=str(job_file.resolve()), output_dir=str(job.output / job.name), gpu_ids=list(gpu_ids),
     )
     record.locked = joblock.claim(executor, record, there.output_dir(job))  # before anything is sent or written: a second run launches nothing
-    try:
-        executor.check_image(ref, build)  # a remote host receives the image here: after the cheap checks
-        record.master_port = port = records.free_master_port(executor.host, executor.port_free)
-        plan = run.plan(resolved, record.job_dir, port)
-        target = executor.host_mounts(plan.mounts, job.name, record.container)
-        record.fingerprints = run.fingerprints(resolved)
-        env = {**config.network_env(settings), **gpu_env, **plan.env}  # the job's own `env:` (in plan.env) wins
-        spec = ContainerSpec(
-            image=ref, name=record.container, command=RUN_PLAN, mounts=target, env=env, user=executor.user,
-            workdir=plan.workdir, gpus=gpus, gpu_ids=gpu_ids, shm_size=settings.shm_size, ulimits=settings.ulimits,
-            labels={LABEL_RECORD: rid, LABEL_JOB: job.name, LABEL_PORT: str(port)},
-        )
-        render.write(as_run(plan, spec, job, {**facts(executor, resolved, variant_name), **run.facts(resolved)}), record.job_dir)
-        executor.prepare_mounts(spec, sources=plan.mounts, by_content=resolved.caches is not Caches.reuse)
-        record.env_names = sorted(env)
-        record.started = records.now()
-        record.save()  # status created: `runner ps` knows the container before it exists
-        executor.start(spec)
-        with record.deciding() as saved:
-            if saved.ended:  # `runner stop` ended it while it started
-                executor.remove(record.container)
-                return saved
-            record.status = "running"
-            record.save()
-    except BaseException:
-        # nothing half-started: no container, no record of a run that never ran, the job's lock given back
-        with contextlib.suppress(Exception):
-            executor.remove(record.container)  # interrupted between the engine's create and start
-        shutil.rmtree(record.folder, ignore_errors=True)
-        with contextlib.suppress(Exception):
-            joblock.release(executor, record.locked, record.id)
-        raise
-    console.print(f"started {record.id} on {executor.host} ({ref}); outputs → {record.output_dir}")
+    prepared.append(record)
+    executor.check_image(ref, staging.build)  # a remote host receives the image here: after the cheap checks
+    record.master_port = records.free_master_port(executor.host, executor.port_free)
+    spec = staged(run, staging, record, executor, settings)
+    record.started = records.now()
+    record.save()  # status created: `runner ps` knows the container before it exists
+    return spec
+
+
+def _running(record: JobRecord, executor: Executor, console: Console) -> JobRecord:
+    with record.deciding() as saved:
+        if saved.ended:  # `runner stop` ended it while it started
+            executor.remove(record.container)
+            return saved
+        record.status = "running"
+        record.save()
+    console.print(f"started {record.id} on {executor.host} ({record.image}); outputs → {record.output_dir}")
     return record
+
+
+@dataclasses.dataclass(frozen=True)
+class Staging:
+    """A job resolved on its target, with what its container needs: the GPUs' environment and the image."""
+
+    resolved: ResolvedJob
+    gpu_env: dict[str, str]
+    variant: str  # the image variant's pins table (runner.gpu.variant)
+    image: str
+    build: str  # `runner build` arguments of that image, for the fix when it is missing
+
+
+def resolve(job_file: Path, there: Target, executor: Executor, settings: config.Settings, run: Run, console: Console,
+            read: JobRead | None = None) -> Staging:
+    """Resolve and check the job on its target as `run` does; the model files it uses must be there."""
+    resolved = run.resolve(job_file, there, read)
+    job, inventory = resolved.job, resolved.inventory
+    for note in resolved.notes:
+        console.print(note)
+    gpu_env, variant_name = gpu_environment(inventory, job, resolved.memory_plan)
+    pins = builder.load_pins(job.trainer.value, variant_name, pins_file=settings.pins)
+    executor.check_models(job.models.root, run.missing_models(resolved, there), download_args(job.models.preset, job.models.format, job.trainer))
+    build = job.trainer.value if variant_name == "default" else f"{job.trainer.value} --variant {variant_name}"
+    return Staging(resolved, gpu_env, variant_name, builder.image_ref(pins, settings.ca_bundle), build)
+
+
+def staged(run: Run, staging: Staging, record: JobRecord, executor: Executor, settings: config.Settings) -> ContainerSpec:
+    """Render the run's plan into its job folder, stage the mounts on the target and return its container; the
+    record gets the fingerprints to keep and the environment's names."""
+    resolved, job = staging.resolved, staging.resolved.job
+    plan = run.plan(resolved, record.job_dir, record.master_port)
+    target = executor.host_mounts(plan.mounts, job.name, record.container)
+    record.fingerprints = run.fingerprints(resolved)
+    env = {**config.network_env(settings), **staging.gpu_env, **plan.env}  # the job's own `env:` (in plan.env) wins
+    spec = ContainerSpec(
+        image=staging.image, name=record.container, command=RUN_PLAN, mounts=target, env=env, user=executor.user,
+        workdir=plan.workdir, gpus=records.gpus_wanted(), gpu_ids=tuple(record.gpu_ids), gpu_count=job.gpus,
+        shm_size=settings.shm_size, ulimits=settings.ulimits,
+        labels={LABEL_RECORD: record.id, LABEL_JOB: job.name, LABEL_PORT: str(record.master_port)},
+    )
+    render.write(as_run(plan, spec, job, {**facts(executor, resolved, staging.variant), **run.facts(resolved)}), record.job_dir)
+    executor.prepare_mounts(spec, sources=plan.mounts, by_content=resolved.caches is not Caches.reuse)
+    record.env_names = sorted(env)
+    return spec
+
+
+def resume_held(record: JobRecord, executor: Executor, console: Console, wait_s: float = 60) -> bool:
+    """A run its scheduler restarted (requeued, its node lost, preempted) waits, held, for runner (AWAITS_RESUME): render
+    its resume from the last checkpoint (Earlier.resume; the first plan again when it saved none yet), stage it and
+    release it. Returns whether it did (False: the run is not waiting, or another runner released it first)."""
+    deadline = time.monotonic() + wait_s  # the line comes just before the run holds itself
+    while not executor.state(record.container).get("AwaitsResume"):
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(1)
+    with record.deciding() as saved:
+        if saved.ended or not executor.state(record.container).get("AwaitsResume"):
+            return False
+        settings = config.load()
+        there = target_of(executor, records.gpus_wanted())
+        run = Run(Earlier.resume)
+        try:
+            staging = resolve(Path(saved.job_file), there, executor, settings, run, console)
+        except NothingToResume:
+            run = Run(Earlier.refuse)
+            staging = resolve(Path(saved.job_file), there, executor, settings, run, console)
+        executor.check_image(staging.image, staging.build)
+        spec = staged(run, staging, saved, executor, settings)
+        saved.save()
+        executor.release(spec)
+    console.print(f"runner: {saved.id} was restarted by its scheduler; it continues from its last checkpoint")
+    return True
 
 
 def as_run(plan: Plan, spec: ContainerSpec, job: Job, facts: dict) -> Plan:
@@ -279,6 +367,8 @@ def follow(record: JobRecord, executor: Executor, console: Console) -> int:
                         copy.write(text)
                     shown.print(text)
                     guard.feed(text, shown)
+                    if text.startswith(AWAITS_RESUME):
+                        resume_held(record, executor, console)
         except ContainerGone:
             pass  # removed while followed: end() records it
         stopped = guard.oom_stop.end()
@@ -342,7 +432,10 @@ def refresh(records: list[JobRecord]) -> list[JobRecord]:
         if r.status == "running":
             try:
                 ex = executors.setdefault(r.host, executor_for(r.host))
-                if not ex.state(r.container).get("Running"):
+                state = ex.state(r.container)
+                if state.get("AwaitsResume"):
+                    resume_held(r, ex, Console(stderr=True))
+                elif not state.get("Running"):
                     r = end(r, ex)
             except UserError:
                 pass  # host or engine unreachable: keep what we knew

@@ -28,9 +28,10 @@ class JobRecord(BaseModel):
     name: str
     kind: str = TRAIN  # train | sample (`runner sample`)
     trainer: str
-    host: str  # "local" or a hosts inventory name
+    host: str  # "local", a hosts inventory name, or "slurm:CLUSTER"
     image: str
     container: str
+    scheduler_id: str = ""  # the scheduler's id of the run (a Slurm job id); "" on an engine without one
     job_file: str
     output_dir: str  # on the host that runs the job
     status: str = "created"  # created | running, then once (FINAL): exited | failed | stopped | lost

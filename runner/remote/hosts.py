@@ -7,14 +7,13 @@ file, and four folders on the host that become the container's /models, /data, /
 from __future__ import annotations
 
 import re
-from pathlib import Path
 from typing import Annotated
 
-import yaml
-from pydantic import AfterValidator, BaseModel, ConfigDict, ValidationError
+from pydantic import AfterValidator, BaseModel, ConfigDict
 
-from runner import config, files, inputs
-from runner.errors import JobInvalid, UserError
+from runner import inputs
+from runner.errors import UserError
+from runner.remote.inventory import Book
 from runner.spec import Text
 
 NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
@@ -103,67 +102,6 @@ def _target(ssh: str) -> dict:
     return m.groupdict()
 
 
-def make(name: str, **fields) -> Host:
-    """A host from `runner hosts add`'s arguments; a UserError naming the option of each bad one."""
-    try:
-        return Host(name=name, **fields)
-    except ValidationError as e:
-        errors = []
-        for x in e.errors():
-            field = str(x["loc"][0]) if x["loc"] else "name"
-            option = "NAME" if field == "name" else "--" + field.replace("_", "-")
-            fix = TARGET_FIX if field == "ssh" else "give a value the message allows."
-            errors.append(UserError(option, f"{x['msg'].removeprefix('Value error, ')} (given: {inputs.quote(x['input'])}).", fix))
-        raise JobInvalid(errors) from None
-
-
-def inventory_file() -> Path:
-    return config.config_dir() / "hosts.yaml"
-
-
-def load_all() -> dict[str, Host]:
-    path = inventory_file()
-    found = inputs.read_yaml(path, "hosts inventory", missing_ok=True)
-    if found is None or found[0] is None:
-        return {}
-    fix = "fix that line, or `runner hosts rm` the host and add it again with `runner hosts add`"
-    inventory = inputs.validate(Inventory, found[0], path, found[1], "hosts inventory", fix, fix)
-    return {name: Host(name=name, **fields.model_dump()) for name, fields in inventory.hosts.items()}
-
-
-def save_all(hosts: dict[str, Host]) -> None:
-    path = inventory_file()
-    data = {"hosts": {n: h.model_dump(exclude={"name"}, exclude_none=True) for n, h in sorted(hosts.items())}}
-    files.write_text(path, yaml.safe_dump(data, sort_keys=False))
-
-
-def get(name: str) -> Host:
-    hosts = load_all()
-    if name not in hosts:
-        known = ", ".join(sorted(hosts)) or "none yet"
-        raise UserError(f"host {name!r}", f"is not in the hosts inventory ({inventory_file()}; known: {known}).",
-                        f"add it: `runner hosts add {name} --ssh user@address`.")
-    return hosts[name]
-
-
-def add(host: Host, replace: bool = False) -> Host:
-    """Store a host; one of the same name is replaced only when `replace` says so."""
-    for opt in ("key", "known_hosts"):
-        f = getattr(host, opt)
-        if f is not None and not Path(f).expanduser().is_file():
-            raise UserError(f"--{opt.replace('_', '-')}", f"{f} is not a file on this machine.", "give the path of an existing file.")
-    hosts = load_all()
-    old = hosts.get(host.name)
-    if old is not None and old != host and not replace:
-        raise UserError(f"host {host.name!r}", f"is already in the hosts inventory (ssh {old.ssh}).",
-                        f"add --replace to replace it, or pick another name; `runner hosts list` shows it.")
-    hosts[host.name] = host
-    save_all(hosts)
-    return host
-
-
-def remove(name: str) -> None:
-    hosts = load_all()
-    get(name)
-    del hosts[name]
-    save_all(hosts)
+BOOK = Book("host", "hosts", Host, Inventory, {}, TARGET_FIX, "runner hosts add {name} --ssh user@address", "runner hosts rm",
+            lambda h: f"ssh {h.ssh}")
+make, inventory_file, load_all, save_all, get, add, remove = BOOK.make, BOOK.path, BOOK.load_all, BOOK.save_all, BOOK.get, BOOK.add, BOOK.remove
