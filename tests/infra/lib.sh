@@ -73,3 +73,21 @@ wait_docker() {
   tail -n 40 "$2" >&2
   return 1
 }
+
+# sshd settings every test SSH server shares: one user, keys only, SFTP, room for the tests' parallel sessions
+sshd_common() {
+  cat <<CFG
+AllowUsers $1
+AuthenticationMethods publickey
+PasswordAuthentication no
+KbdInteractiveAuthentication no
+PermitRootLogin no
+UsePAM no
+Subsystem sftp internal-sftp
+MaxStartups 64
+MaxSessions 64
+X11Forwarding no
+PrintMotd no
+LogLevel VERBOSE
+CFG
+}

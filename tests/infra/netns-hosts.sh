@@ -112,19 +112,8 @@ start_sshd() { # HOST
 ListenAddress ${ADDR[$h]}:22
 HostKey $dir/ssh_host_ed25519_key
 PidFile $RUNDIR/$h/sshd.pid
-AllowUsers $USER_NAME
-AuthenticationMethods publickey
-PasswordAuthentication no
-KbdInteractiveAuthentication no
-PermitRootLogin no
-UsePAM no
 SetEnv DOCKER_HOST=unix://$RUNDIR/$h/docker.sock RUNNER_TEST_HOST=$h
-Subsystem sftp internal-sftp
-MaxStartups 64
-MaxSessions 64
-X11Forwarding no
-PrintMotd no
-LogLevel VERBOSE
+$(sshd_common "$USER_NAME")
 CFG
   /usr/sbin/sshd -t -f "$cfg" || die "$h: bad sshd config $cfg"
   if alive "$RUNDIR/$h/sshd.pid" sshd; then

@@ -119,18 +119,7 @@ start_login() {
 ListenAddress $CTLD_ADDR:$LOGIN_PORT
 HostKey $STATE/login_host_key
 PidFile $RUNDIR/login-sshd.pid
-AllowUsers $USER_NAME
-AuthenticationMethods publickey
-PasswordAuthentication no
-KbdInteractiveAuthentication no
-PermitRootLogin no
-UsePAM no
-Subsystem sftp internal-sftp
-MaxStartups 64
-MaxSessions 64
-X11Forwarding no
-PrintMotd no
-LogLevel VERBOSE
+$(sshd_common "$USER_NAME")
 CFG
   /usr/sbin/sshd -t -f "$cfg" || die "bad sshd config $cfg"
   if pid_alive "$RUNDIR/login-sshd.pid" sshd; then
