@@ -222,3 +222,32 @@ def test_a_resumed_run_shows_as_its_trainer_logs_it(workspace, env, example, job
     finally:
         code, err = stop_board(proc)
     assert code == 0, err
+
+
+def test_a_connection_reset_inside_the_forward_does_not_fail_the_board():
+    """Fabric re-raises a tunnel's error when its forward closes (seen in CI: ConnectionResetError after the test's
+    HTTP client went away): a reset connection ends that connection only; any other error, and Ctrl-C, go on."""
+    import contextlib as cl
+
+    from invoke.exceptions import ThreadException
+    from invoke.util import ExceptionWrapper
+
+    from runner.jobs.board import forwarded
+
+    class Conn:
+        def __init__(self, error: BaseException):
+            self.error = error
+
+        @cl.contextmanager
+        def forward_local(self, *args, **kwargs):
+            try:
+                yield
+            finally:
+                raise ThreadException([ExceptionWrapper({}, type(self.error), self.error, None)])
+
+    with forwarded(Conn(ConnectionResetError(104, "Connection reset by peer")), 1, 2):
+        pass
+    with pytest.raises(KeyboardInterrupt), forwarded(Conn(ConnectionResetError(104, "reset")), 1, 2):
+        raise KeyboardInterrupt
+    with pytest.raises(ThreadException), forwarded(Conn(ValueError("a bug")), 1, 2):
+        pass

@@ -25,6 +25,7 @@ from pathlib import PurePosixPath
 from typing import Iterator
 
 import paramiko
+from invoke.exceptions import ThreadException
 
 from runner import config
 from runner.errors import UserError
@@ -245,13 +246,28 @@ def _run_remote(executor, spec: ContainerSpec, port: int, board: Board):
     try:
         # Fabric's forward gives up at the first connection the host refuses: open it once TensorBoard listens there
         _wait(board, lambda: _listening(conn.transport, port))
-        with conn.forward_local(board.port, remote_port=port, remote_host="127.0.0.1", local_host="127.0.0.1"):
+        with forwarded(conn, board.port, port):
             yield
     finally:
         with contextlib.suppress(OSError, EOFError):
             channel.shutdown_write()  # end of its stdin: TensorBoard stops
         board.ended.wait(STOP_S)
         channel.close()
+
+
+@contextlib.contextmanager
+def forwarded(conn, local_port: int, remote_port: int):
+    """Fabric's forward of this machine's 127.0.0.1:local_port to the host's 127.0.0.1:remote_port. A browser's
+    connection reset while the forward was open ended that connection only, but Fabric raises it when the forward
+    closes: such errors are dropped, and what ended the block (Ctrl-C) goes on."""
+    try:
+        with conn.forward_local(local_port, remote_port=remote_port, remote_host="127.0.0.1", local_host="127.0.0.1"):
+            yield
+    except ThreadException as e:
+        if not all(issubclass(w.type, OSError) for w in e.exceptions):
+            raise
+        if e.__context__ is not None:
+            raise e.__context__ from None
 
 
 def _removed(executor: Executor, name: str, seconds: float = 30) -> None:
