@@ -8,8 +8,9 @@ a + b * tokens, b by least squares over the uncapped runs without swap or offloa
 (so the model is never below a measured run); then the swap overhead (largest residual) and the offloaded share
 (smallest saving) from the runs that have them. gpu_h200.jsonl (bench/gpu_smoke.py, one line per phase): diffusion-
 pipe's own training line, swap overhead and memory outside the allocator; both trainers' caching phases; host RAM.
-gpu_h200_wan22.jsonl (the same, Wan2.2): diffusion-pipe's TI2V-5B at one size, its line through that point with the
-1.3B slope scaled by width (runner.gpu.memmodel.SCALED_FROM); the VAE's weights in its caching phase; its host RAM.
+gpu_h200_wan22.jsonl (the same, Wan2.2): diffusion-pipe's TI2V-5B and A14B expert, each at one size: its line through
+that point with the 1.3B slope scaled by width (runner.gpu.memmodel.MEASURED_BASE); the VAE's weights in its caching
+phase; host RAM.
 Prints every measured phase beside the model's estimate of its device peak, with the ratio (must be 1.00-1.15).
 """
 
@@ -24,7 +25,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from runner.gpu.memmodel import (SCALED_FROM, CachingFit, MemoryFit, dit_bf16_gib, gpu_gib, host_gib, outside_gib,  # noqa: E402
+from runner.gpu.memmodel import (MEASURED_BASE, SCALED_FROM, CachingFit, MemoryFit, dit_bf16_gib, gpu_gib, host_gib, outside_gib,  # noqa: E402
                                   vae_beyond_wan21_gib, width_scaled_slope)
 from runner.gpu.wan import ARCH  # noqa: E402
 
@@ -45,6 +46,10 @@ def envelope(points: list[tuple[float, float]], b: float | None = None) -> tuple
     if b is None:
         b = slope([x for x, _ in points], [y for _, y in points]) if len({x for x, _ in points}) > 1 else 0.0
     return round(max(y - b * x for x, y in points) + 5e-4, 4), round(b, 10)
+
+
+def frame_pixels(r: dict) -> int:
+    return r["width"] * r["height"]
 
 
 def tokens(r: dict) -> int:
@@ -89,13 +94,16 @@ def fit_h200(rows: list[dict], base: dict) -> dict:
     train = [r for r in done if r["trainer"] == "diffpipe" and r["phase"] == "train"]
     plain = [r for r in train if r["swap"] == 0 and r["cap_gib"] is None]
     trainer_linear = {}
-    for key in sorted({(r["task"], r["weights"], r["checkpointing"]) for r in plain}, key=lambda k: (k[0] in SCALED_FROM, k)):
+    one_size = []
+    for key in sorted({(r["task"], r["weights"], r["checkpointing"]) for r in plain}, key=lambda k: (k[0] != MEASURED_BASE, k)):
         pts = [(tokens(r), r["peak_reserved_gib"]) for r in plain if (r["task"], r["weights"], r["checkpointing"]) == key]
         task, weights, ckpt = key
-        # a model measured at one size only: one point gives the intercept, the slope is its base size's scaled by width
-        one_size = task in SCALED_FROM and len({x for x, _ in pts}) == 1
-        b = width_scaled_slope(trainer_linear[("diffpipe", SCALED_FROM[task], weights, ckpt)][1], task) if one_size else None
-        trainer_linear[("diffpipe", *key)] = envelope(pts, b)
+        # a model measured at one size only: one point gives the intercept, the slope is the base size's scaled by width
+        if task != MEASURED_BASE and len({x for x, _ in pts}) == 1:
+            one_size.append(("diffpipe", *key))
+            trainer_linear[("diffpipe", *key)] = envelope(pts, width_scaled_slope(trainer_linear[("diffpipe", MEASURED_BASE, weights, ckpt)][1], task))
+        else:
+            trainer_linear[("diffpipe", *key)] = envelope(pts)
     partial = MemoryFit(**base, trainer_linear=trainer_linear, trainer_swap_overhead_gib={("diffpipe", "1.3B"): 0.0})
     res = [r["peak_reserved_gib"] - gpu_gib(partial, r["task"], r["weights"], r["checkpointing"], r["swap"], tokens(r), 32,
                                              r["optimizer"] in ("AdamW8bitKahan", "adamw8bit"), "diffpipe") for r in train if r["swap"]]
@@ -103,12 +111,15 @@ def fit_h200(rows: list[dict], base: dict) -> dict:
     def host_factor(r: dict) -> float:
         return (r["host_peak_rss_gib"] - base["host_base_gib"]) / dit_bf16_gib(r["task"])
 
-    # the Wan2.1 runs' factor for every size; a size whose own run needed more keeps its own (TI2V-5B: runner gives
-    # diffusion-pipe ComfyUI's fp16 file, which it reads whole and casts to bf16, so two copies: 2.13 against 1.64)
-    wan21 = max([host_factor(r) for r in train if not r["swap"] and r["task"] not in SCALED_FROM]
-                + [(DIFFPIPE_14B_HOST_RSS_GIB - base["host_base_gib"]) / dit_bf16_gib("14B")])
-    own = {size: [host_factor(r) + 5e-4 for r in train if not r["swap"] and r["task"] == size] for size in ARCH}
-    host_factors = {("diffpipe", size): round(max([wan21, *own[size]]), 3) for size in ARCH}
+    # diffusion-pipe reads the whole file and converts it: a bf16 file (Wan2.1's) once; an fp16 one (Comfy-Org's Wan2.2
+    # and TI2V-5B files) is held twice for a while, as read and cast to bf16 (2.13 and 2.04 against 1.64)
+    def factor(rows: list[dict]) -> float:
+        return round(max(host_factor(r) for r in rows) + 5e-4, 3)
+
+    plain_train = [r for r in train if not r["swap"]]
+    same = [r for r in plain_train if r.get("dit_file_dtype", "bf16") == "bf16"]
+    host_factors = {("diffpipe", "same"): max(factor(same), round((DIFFPIPE_14B_HOST_RSS_GIB - base["host_base_gib"]) / dit_bf16_gib("14B"), 3)),
+                    ("diffpipe", "cast"): factor([r for r in plain_train if r not in same])}
     caching = {}
     for trainer in ("diffpipe", "musubi"):
         phases = [r for r in rows if r["trainer"] == trainer and r["phase"] != "train" and r.get("peak_reserved_gib")]
@@ -121,7 +132,7 @@ def fit_h200(rows: list[dict], base: dict) -> dict:
         if trainer == "diffpipe":  # one process caches both: its peak is umT5's, whatever the frame count
             latents, per_text, weights = (0.0, 0.0), 0.0, {}
         else:
-            latents = envelope([(tokens(r), r["peak_reserved_gib"]) for r in lat])
+            latents = envelope([(frame_pixels(r), r["peak_reserved_gib"]) for r in lat])
             # umT5 pads every text to 512 tokens, so a batch costs the same whatever the captions: runs that ended
             # after loading umT5 give its weights, runs that encoded a batch give the cost per text above them
             loaded = [r for r in text if r["rc"] != 0]
@@ -132,7 +143,7 @@ def fit_h200(rows: list[dict], base: dict) -> dict:
                                       {d: round(max(r["host_peak_rss_gib"] - vae[r["task"]] for r in phases
                                                     if r["te_dtype"] == d and r["phase"] != "cache-latents"), 2) for d in t5},
                                       trainer == "diffpipe")
-    return {"trainer_linear": trainer_linear, "trainer_swap_overhead_gib": {("diffpipe", "1.3B"): round(max(res) + 5e-4, 4)},
+    return {"trainer_linear": trainer_linear, "one_size": tuple(one_size), "trainer_swap_overhead_gib": {("diffpipe", "1.3B"): round(max(res) + 5e-4, 4)},
             "trainer_outside_gib": {"diffpipe": round(max(outside(r) for r in train) + 5e-3, 3)},
             "trainer_host_dit_factor": host_factors, "caching": caching}
 
@@ -157,10 +168,10 @@ def estimate(f: MemoryFit, r: dict) -> float | None:
         return None if alloc is None else alloc + outside_gib(f, r["trainer"], r["task"])
     cf = f.caching[r["trainer"]]
     if r["phase"] == "cache-latents":
-        return cf.latents[0] + cf.latents[1] * tokens(r) + cf.outside_gib
+        return cf.latents_gib(frame_pixels(r)) + cf.outside_gib
     if r["phase"] == "cache-text-encoder" and r["rc"] != 0:  # ended after loading umT5: compare the load only
         return cf.t5_gib[r["te_dtype"]] + cf.outside_gib
-    return cf.gpu_gib(r["te_dtype"], r["te_batch"], tokens(r), r["task"])
+    return cf.gpu_gib(r["te_dtype"], r["te_batch"], frame_pixels(r), r["task"])
 
 
 def write(f: MemoryFit, sources: str) -> None:
@@ -200,7 +211,7 @@ def main() -> None:
         e = estimate(f, r)
         host = ""
         if r["phase"] == "train":
-            host = f"{host_gib(f, r['task'], r['checkpointing'], tokens(r), trainer=r['trainer'], swap=r['swap']):6.1f}"
+            host = f"{host_gib(f, r['task'], r['checkpointing'], tokens(r), trainer=r['trainer'], swap=r['swap'], dit_file_bf16=r.get('dit_file_dtype', 'bf16') == 'bf16'):6.1f}"
         elif r["phase"] != "cache-latents":
             host = f"{f.caching[r['trainer']].host(r['te_dtype'], r['task']):6.1f}"
         print(f"{r['name'] + ' ' + r['phase']:44s} {r['rc']:3d} {r['device_peak_gib']:9.2f} {e:7.2f} {e / r['device_peak_gib']:6.3f} "

@@ -105,7 +105,8 @@ def settings(plan: dict, job_dir: Path, steps: dict[str, list[str]]) -> dict:
                 "swap": doc.get("blocks_to_swap", 0), "optimizer": doc["optimizer"]["type"],
                 "te_dtype": "fp8" if doc["model"].get("text_encoder_fp8") else "bf16", "te_batch": doc.get("caching_batch_size", 1),
                 "width": res[0], "height": res[1], "frames": frames, "batch": doc.get("micro_batch_size_per_gpu", 1),
-                "accumulation": doc.get("gradient_accumulation_steps", 1)}
+                "accumulation": doc.get("gradient_accumulation_steps", 1), "pipeline_stages": doc.get("pipeline_stages", 1),
+                "dit_file_dtype": file_dtype(doc["model"].get("transformer_path", ""))}
     train, text = steps["train"], steps["cache-text-encoder"]
     ds = tomllib.loads((job_dir / "musubi_dataset.toml").read_text())
     entry = ds["datasets"][0]
@@ -116,7 +117,13 @@ def settings(plan: dict, job_dir: Path, steps: dict[str, list[str]]) -> dict:
             "swap": int(flag("--blocks_to_swap")), "optimizer": flag("--optimizer_type", "adamw"),
             "te_dtype": "fp8" if "--fp8_t5" in text else "bf16", "te_batch": int(text[text.index("--batch_size") + 1]),
             "width": res[0], "height": res[1], "frames": max(entry.get("target_frames", [1])),
-            "batch": entry.get("batch_size", ds["general"].get("batch_size", 1)), "accumulation": int(flag("--gradient_accumulation_steps", 1))}
+            "batch": entry.get("batch_size", ds["general"].get("batch_size", 1)), "accumulation": int(flag("--gradient_accumulation_steps", 1)),
+            "dit_file_dtype": file_dtype(flag("--dit", ""))}
+
+
+def file_dtype(dit: str) -> str:
+    """As the planner reads it (runner.gpu.planner._dit_file_is_bf16): a name without "bf16" is a file to cast."""
+    return "bf16" if "bf16" in Path(dit).name.lower() else "fp16"
 
 
 class DevicePoller:

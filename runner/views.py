@@ -118,7 +118,7 @@ def plan_settings(p) -> dict:
 
 
 def caption_memory_json(model: str, m) -> dict:
-    return {"model": model, **asdict(m), "peak_gib": round(m.peak_gib, 2), "measured": False}
+    return {"model": model, **asdict(m), "peak_gib": round(m.peak_gib, 2), "measured": True}
 
 
 def memory_plan_json(p) -> dict:

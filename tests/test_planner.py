@@ -3,7 +3,7 @@ from pathlib import Path
 
 import pytest
 
-from runner.gpu.memmodel import gpu_gib
+from runner.gpu.memmodel import dit_bf16_gib, gpu_gib
 from runner.gpu.memory_fit import FIT
 from runner.gpu.planner import CACHING, VERIFIED, margin_gib, model_size, plan, plan_for_job
 from runner.spec import Job, load_job
@@ -37,6 +37,24 @@ def test_estimate_of_every_measured_phase_is_at_least_the_device_peak_and_at_mos
     from fit_planner import estimate
 
     assert row["device_peak_gib"] <= estimate(FIT, row) <= 1.15 * row["device_peak_gib"]
+
+
+@pytest.mark.parametrize("row", [r for r in PHASES if r["trainer"] == "diffpipe" and r["phase"] == "train" and not r["swap"]],
+                         ids=lambda r: r["name"])
+def test_diffpipe_host_ram_estimate_covers_every_measured_run_bf16_or_cast_file(row):
+    """diffusion-pipe reads the whole DiT into RAM: a bf16 file once, an fp16 one (Wan2.2's, TI2V-5B's) twice for a while."""
+    from runner.gpu.memmodel import host_gib
+
+    bf16 = row.get("dit_file_dtype", "bf16") == "bf16"
+    estimate = host_gib(FIT, row["task"], row["checkpointing"], row["tokens"], trainer="diffpipe", dit_file_bf16=bf16)
+    assert row["host_peak_rss_gib"] <= estimate <= 1.15 * row["host_peak_rss_gib"]
+
+
+def test_the_planner_reads_the_dit_files_dtype_from_its_name():
+    """Wan2.1 14B's ComfyUI file is bf16 (read once), Wan2.2 A14B's fp16 (read and cast): about 13 GiB more host RAM."""
+    wan21, wan22 = (plan_for_job(load_job(EXAMPLES[0].parent / name), 80.0, 256.0) for name in ("t2v-14B-24gb-diffpipe.yaml", "t2v-A14B-diffpipe.yaml"))
+    cast, same = FIT.trainer_host_dit_factor[("diffpipe", "cast")], FIT.trainer_host_dit_factor[("diffpipe", "same")]
+    assert wan22.host_gib - wan21.host_gib >= (cast - same) * dit_bf16_gib("14B") - 0.1
 
 
 @pytest.mark.parametrize("run", [r for r in RUNS if r["cap_gib"]], ids=lambda r: r["name"])
@@ -110,7 +128,7 @@ def test_ti2v_5b_on_diffpipe_rests_on_its_one_measured_size_and_covers_what_it_n
 def test_diffpipe_caches_5b_with_its_larger_vae_still_reserved_under_umt5():
     """The 5B run's caching reserved 0.56 GiB more than the 1.3B's at the same umT5 allocation peak (10.85 GiB): the VAE
     left in PyTorch's cache. The model adds the whole difference of the two VAEs' bf16 weights, an upper bound."""
-    five, small = (FIT.caching["diffpipe"].gpu_gib("bf16", 1, 675, size) for size in ("5B", "1.3B"))
+    five, small = (FIT.caching["diffpipe"].gpu_gib("bf16", 1, 480 * 288, size) for size in ("5B", "1.3B"))
     assert five - small == pytest.approx((704.7e6 - 126.9e6) * 2 / 2**30)
 
 
@@ -120,13 +138,13 @@ def test_musubi_5b_stays_scaled_and_says_so():
 
 
 def test_14b_on_24gb_needs_fp8_offload_and_swap_like_upstreams_recipe():
-    p = plan("t2v-14B", "diffpipe", 512, 512, 81, 1, RTX_4090_GIB, 64)
+    p = plan("t2v-14B", "diffpipe", 512, 512, 81, 1, RTX_4090_GIB, 64, dit_file_bf16=True)  # the recipe's bf16 file
     assert p.fits and p.transformer_dtype == "float8" and p.activation_checkpointing == "unsloth" and p.blocks_to_swap >= 10
     assert p.optimizer_type == "AdamW8bitKahan"
 
 
 def test_cannot_fit_says_what_would():
-    p = plan("t2v-1.3B", "musubi", 832, 480, 81, 1, 9.0, 64)
+    p = plan("t2v-1.3B", "musubi", 832, 480, 81, 1, 10.0, 64)
     assert not p.fits
     assert any(s.startswith("fewer frames: ") for s in p.suggestions)
     assert any(s.startswith("lower resolution: ") for s in p.suggestions)

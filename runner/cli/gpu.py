@@ -32,7 +32,7 @@ def plan_cmd(
     caption: str = typer.Option(None, "--caption", help="also the GPU memory of captioning the job's clips with this captioner preset (`runner caption --model`), an estimate"),
     as_json: bool = JsonOpt('{"fits", "task", "trainer", "tokens", "vram_gib", "ram_gib", "gpu_gib", "margin_gib", "host_gib", '
                             '"caching_gpu_gib", "training_gpu_gib", "suggestions", "settings": {the job settings picked}, and the planner\'s raw fields; '
-                            'with --caption: "captioning": {"model", "frames", "vision_tokens", "peak_gib", …, "measured": false}}'),
+                            'with --caption: "captioning": {"model", "frames", "vision_tokens", "peak_gib", …, "measured": true}}'),
 ) -> None:
     """Pick precision, checkpointing, block swap and optimizer so the job fits the GPU, from measured memory: the plan
     `memory: auto` gets when the job is resolved on this machine or --host.

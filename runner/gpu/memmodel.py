@@ -38,7 +38,9 @@ def vae_beyond_wan21_gib(size: str) -> float:
 class CachingFit:
     """One trainer's caching phase: the VAE pass and the umT5 pass, each GPU peak = allocator peak + outside."""
 
-    latents: tuple[float, float]  # VAE encode, allocator peak: (GiB, GiB per latent token)
+    # VAE encode, allocator peak: (GiB, GiB per pixel of one frame). The VAE encodes a clip a few frames at a time, so
+    # its peak follows the frame size, not the clip's length (musubi, 832x480: 7.95 GiB at 33 frames, 8.13 at 81; 480x272: 3.24)
+    latents: tuple[float, float]
     t5_gib: dict[str, float]  # umT5 precision -> allocator peak while loading it / holding it on the GPU
     t5_per_text_gib: float  # allocator GiB per text of a text-encoder batch (musubi; diffusion-pipe encodes one)
     t5_weights_gib: dict[str, float]  # umT5 weights on the GPU, under which the batch term sits
@@ -52,8 +54,11 @@ class CachingFit:
     def vae_gib(self, size: str) -> float:
         return vae_beyond_wan21_gib(size) if self.vae_under_t5 else 0.0
 
-    def gpu_gib(self, t5: str, batch: int, tokens: int, size: str) -> float:
-        latents = self.latents[0] + self.latents[1] * tokens
+    def latents_gib(self, frame_pixels: int) -> float:
+        return self.latents[0] + self.latents[1] * frame_pixels
+
+    def gpu_gib(self, t5: str, batch: int, frame_pixels: int, size: str) -> float:
+        latents = self.latents_gib(frame_pixels)
         text = max(self.t5_gib[t5], self.t5_weights_gib.get(t5, 0.0) + self.t5_per_text_gib * batch) + self.vae_gib(size)
         return max(latents, text) + self.outside_gib
 
@@ -76,27 +81,33 @@ class MemoryFit:
     trainer_linear: dict[tuple[str, str, str, str], tuple[float, float]] = field(default_factory=dict)
     trainer_swap_overhead_gib: dict[tuple[str, str], float] = field(default_factory=dict)
     trainer_outside_gib: dict[str, float] = field(default_factory=dict)  # trainer -> GiB outside while training
-    # (trainer, model size) -> training RSS per byte of the bf16 DiT, where the trainer reads the whole DiT into RAM
+    # (trainer, "same"|"cast") -> training RSS per byte of the bf16 DiT, where the trainer reads the whole DiT into RAM:
+    # "cast" where the file's dtype is not bf16 (diffusion-pipe then holds the file's tensors and the bf16 copy)
     trainer_host_dit_factor: dict[tuple[str, str], float] = field(default_factory=dict)
     caching: dict[str, CachingFit] = field(default_factory=dict)
+    # trainer_linear keys measured at one size only: their line goes through that point with a slope scaled by width
+    one_size: tuple[tuple[str, str, str, str], ...] = ()
 
 
-# Model sizes measured at one size at most, estimated from a size of the same depth measured at several: the per-token
-# slope scaled by the width (activations per token grow with dim). Where a trainer ran this model once (diffusion-pipe
-# TI2V-5B bf16+GC, 675 tokens: bench/data/gpu_h200_wan22.jsonl) the fit puts its own line through that point with the
-# scaled slope ("one size"); elsewhere the measured size's intercept gets this model's weights instead ("scaled").
-SCALED_FROM = {"5B": "1.3B"}
+# Model sizes not measured at several sizes take the per-token slope of a size measured at several (MEASURED_BASE)
+# scaled by the width (activations per token grow with dim; musubi's 14B/1.3B slopes, 0.000688/0.000227 = 3.0, against
+# a width ratio of 3.3). Where a trainer ran a model once (diffusion-pipe TI2V-5B and the A14B expert:
+# bench/data/gpu_h200_wan22.jsonl) the fit puts its own line through that point with the scaled slope ("one size");
+# a model in SCALED_FROM that a trainer never ran gets the measured size's intercept plus its own weights ("scaled").
+MEASURED_BASE = "1.3B"
+SCALED_FROM = {"5B": MEASURED_BASE}
 
 
 def width_scaled_slope(slope: float, task: str) -> float:
-    return slope * ARCH[task].dim / ARCH[SCALED_FROM[task]].dim
+    return slope * ARCH[task].dim / ARCH[MEASURED_BASE].dim
 
 
 def basis(fit: MemoryFit, trainer: str, task: str, ckpt: Checkpointing) -> Basis:
     """What the training estimate of this trainer, model size and checkpointing rests on (fp8 is derived from bf16)."""
-    if task not in SCALED_FROM:
-        return "measured"
-    return "one size" if (trainer, task, "bf16", "none" if ckpt == "none" else "gc") in fit.trainer_linear else "scaled"
+    key = (trainer, task, "bf16", "none" if ckpt == "none" else "gc")
+    if key in fit.one_size:
+        return "one size"
+    return "scaled" if task in SCALED_FROM else "measured"
 
 
 def _scaled(fit: MemoryFit, task: str, weights: Weights, ckpt: Checkpointing, trainer: str) -> tuple[float, float] | None:
@@ -156,13 +167,13 @@ def dit_bf16_gib(task: str) -> float:
 
 
 def host_gib(fit: MemoryFit, task: str, ckpt: Checkpointing, tokens: int, dit_file_bytes_per_param: float = 2,
-             trainer: str = "musubi", swap: int = 0, processes: int = 1) -> float:
+             trainer: str = "musubi", swap: int = 0, processes: int = 1, dit_file_bf16: bool = False) -> float:
     """Peak host RAM of the training processes on one machine (one per GPU). musubi memory-maps the DiT file (its
     pages are shared by the processes) and each process keeps its swapped blocks in RAM; diffusion-pipe reads the
-    whole DiT file into each process's RAM before converting it, a fitted multiple of the bf16 DiT per model size that
-    covers its swapped blocks too. Plus each process's offloaded activations."""
+    whole DiT file into each process's RAM before converting it, a fitted multiple of the bf16 DiT that covers its
+    swapped blocks too, larger where the file is not bf16. Plus each process's offloaded activations."""
     arch = ARCH[task]
-    factor = fit.trainer_host_dit_factor.get((trainer, task))
+    factor = fit.trainer_host_dit_factor.get((trainer, "same" if dit_file_bf16 else "cast"))
     if factor is not None:
         mem = processes * (fit.host_base_gib + factor * dit_bf16_gib(task))
     else:
@@ -174,9 +185,10 @@ def host_gib(fit: MemoryFit, task: str, ckpt: Checkpointing, tokens: int, dit_fi
 
 # What a multi-GPU run holds outside PyTorch's allocator beyond one GPU training alone (NCCL's communicator buffers
 # and streams), measured on two H200s (bench/data/gpu_h200x2.jsonl, 1.3B at 33 and 81 frames): musubi +0.83 GiB
-# (0.75 -> 1.58); diffusion-pipe +0.19 (3.20 -> 3.39): DeepSpeed sets up its NCCL group on one GPU too, so most of it is
-# in the one-GPU figure already.
-NCCL_GIB = {"musubi": 0.85, "diffpipe": 0.2}
+# (0.75 -> 1.58); diffusion-pipe +0.19 while training (3.20 -> 3.39) and +0.28 while caching (1.22 -> 1.50), which it
+# does in every training process: DeepSpeed sets up its NCCL group on one GPU too, so most of it is in the one-GPU
+# figure already.
+NCCL_GIB = {"musubi": 0.85, "diffpipe": 0.3}
 GRAD_BUCKET_BYTES_PER_PARAM = 4  # DDP (and DeepSpeed's data parallel) all-reduce the LoRA's fp32 gradients through a bucket copy
 
 

@@ -16,9 +16,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-from runner.gpu.memmodel import SCALED_FROM, Basis, Checkpointing, MemoryFit, basis, dit_bf16_gib, gpu_gib, host_gib, outside_gib, parallel_gib
+from runner.gpu.memmodel import MEASURED_BASE, NCCL_GIB, SCALED_FROM, Basis, Checkpointing, MemoryFit, basis, dit_bf16_gib, gpu_gib, host_gib, outside_gib, parallel_gib
 from runner.gpu.memory_fit import FIT
 from runner.gpu.wan import latent_tokens
+from runner.models import modelfiles
 from runner.spec import DEFAULT_VIDEO_FRAMES, Memory, Task, experts
 
 HOST_RESERVE_GIB = 4.0  # OS, dataloader workers, page cache for the caches
@@ -94,12 +95,11 @@ class MemoryPlan:
     @property
     def estimate_note(self) -> str | None:
         """A line for `runner plan` where the estimate is not measured at several sizes of this model."""
-        base = SCALED_FROM.get(model_size(self.task))
         if self.basis == "one size":
             return (f"MEASURED AT ONE SIZE, SLOPE SCALED: {self.task} on {self.trainer} ran on a GPU at one size; the cost per "
-                    f"latent token is {base}'s scaled by width")
+                    f"latent token is {MEASURED_BASE}'s scaled by width")
         if self.basis == "scaled":
-            return f"UNMEASURED: {self.task}: estimate scaled from {base}, not measured on a GPU yet"
+            return f"UNMEASURED: {self.task}: estimate scaled from {SCALED_FROM[model_size(self.task)]}, not measured on a GPU yet"
         return None
 
     @property
@@ -124,21 +124,22 @@ class MemoryPlan:
         return update
 
 
-def _caching(trainer: str, size: str, tokens: int, vram_gib: float, fit: MemoryFit, layout: Layout) -> tuple[str, int, float, float]:
+def _caching(trainer: str, size: str, frame_pixels: int, vram_gib: float, fit: MemoryFit, layout: Layout) -> tuple[str, int, float, float]:
     """The first caching setting that fits (else the smallest): (umT5 precision, batch, GPU GiB, host GiB).
     musubi caches in one process; diffusion-pipe's caching runs in every training process, each with its umT5."""
     cf = fit.caching[trainer]
     processes = layout.gpus if trainer == "diffpipe" else 1
-    options = [(t5, batch, cf.gpu_gib(t5, batch, tokens, size), processes * cf.host(t5, size)) for t5, batch in CACHING[trainer]]
+    nccl = NCCL_GIB[trainer] if processes > 1 else 0.0
+    options = [(t5, batch, cf.gpu_gib(t5, batch, frame_pixels, size) + nccl, processes * cf.host(t5, size)) for t5, batch in CACHING[trainer]]
     return next((o for o in options if o[2] + margin_gib(o[2], fit) <= vram_gib), options[-1])
 
 
-def _evaluate(task: str, trainer: str, tokens: int, vram_gib: float, ram_gib: float | None, rank: int,
-              fit: MemoryFit, dits: int = 1, layout: Layout = Layout()) -> tuple[MemoryPlan | None, MemoryPlan | None]:
+def _evaluate(task: str, trainer: str, tokens: int, frame_pixels: int, vram_gib: float, ram_gib: float | None, rank: int,
+              fit: MemoryFit, dits: int = 1, layout: Layout = Layout(), dit_file_bf16: bool = False) -> tuple[MemoryPlan | None, MemoryPlan | None]:
     """(first plan that fits, the plan with the least GPU memory considered). dits: DiTs one run loads (musubi's
     A14B expert: both keeps the inactive expert in host RAM: --offload_inactive_dit, or its swapped state dict)."""
     size = model_size(task)
-    t5, batch, cache_gpu, cache_host = _caching(trainer, size, tokens, vram_gib, fit, layout)
+    t5, batch, cache_gpu, cache_host = _caching(trainer, size, frame_pixels, vram_gib, fit, layout)
     smallest: MemoryPlan | None = None
     candidates = VERIFIED[(trainer, size)]
     if layout.stages > 1:  # diffusion-pipe swaps blocks only with pipeline_stages 1: the same settings without swap
@@ -150,7 +151,7 @@ def _evaluate(task: str, trainer: str, tokens: int, vram_gib: float, ram_gib: fl
         train = alloc + outside_gib(fit, trainer, size) + parallel_gib(size, weights, rank, layout.replicas, layout.stages, trainer)
         need = max(train, cache_gpu)
         margin = margin_gib(need, fit)
-        host = max(host_gib(fit, size, ckpt, tokens, trainer=trainer, swap=swap, processes=layout.gpus) + (dits - 1) * dit_bf16_gib(size), cache_host)
+        host = max(host_gib(fit, size, ckpt, tokens, trainer=trainer, swap=swap, processes=layout.gpus, dit_file_bf16=dit_file_bf16) + (dits - 1) * dit_bf16_gib(size), cache_host)
         host_ok = ram_gib is None or host + HOST_RESERVE_GIB <= ram_gib
         fits = need + margin <= vram_gib and host_ok
         plan = MemoryPlan(task, trainer, tokens, vram_gib, ram_gib, fits, "bfloat16" if weights == "bf16" else "float8",
@@ -164,24 +165,27 @@ def _evaluate(task: str, trainer: str, tokens: int, vram_gib: float, ram_gib: fl
 
 
 def plan(task: str, trainer: str, width: int, height: int, frames: int, batch: int, vram_gib: float,
-         ram_gib: float | None = None, rank: int = 32, fit: MemoryFit = FIT, dits: int = 1, layout: Layout = Layout()) -> MemoryPlan:
+         ram_gib: float | None = None, rank: int = 32, fit: MemoryFit = FIT, dits: int = 1, layout: Layout = Layout(),
+         dit_file_bf16: bool = False) -> MemoryPlan:
     tokens = latent_tokens(width, height, frames, model_size(task)) * batch
-    found, smallest = _evaluate(task, trainer, tokens, vram_gib, ram_gib, rank, fit, dits, layout)
+    found, smallest = _evaluate(task, trainer, tokens, width * height, vram_gib, ram_gib, rank, fit, dits, layout, dit_file_bf16)
     if found:
         return found
     assert smallest is not None
     return MemoryPlan(**{**smallest.__dict__, "fits": False,
-                   "suggestions": tuple(_what_would_fit(task, trainer, width, height, frames, batch, vram_gib, ram_gib, rank, fit, smallest, dits, layout))})
+                   "suggestions": tuple(_what_would_fit(task, trainer, width, height, frames, batch, vram_gib, ram_gib, rank, fit, smallest, dits, layout,
+                                                          dit_file_bf16))})
 
 
 def _what_would_fit(task: str, trainer: str, width: int, height: int, frames: int, batch: int, vram_gib: float,
-                    ram_gib: float | None, rank: int, fit: MemoryFit, smallest: MemoryPlan, dits: int, layout: Layout) -> list[str]:
+                    ram_gib: float | None, rank: int, fit: MemoryFit, smallest: MemoryPlan, dits: int, layout: Layout,
+                    dit_file_bf16: bool) -> list[str]:
     out = []
     if ram_gib is not None and smallest.host_gib + HOST_RESERVE_GIB > ram_gib:
         out.append(f"more host RAM: at least {smallest.host_gib + HOST_RESERVE_GIB:.0f} GiB for these settings")
 
     def fits(w: int, h: int, f: int, b: int) -> bool:
-        return _evaluate(task, trainer, latent_tokens(w, h, f, model_size(task)) * b, vram_gib, ram_gib, rank, fit, dits, layout)[0] is not None
+        return _evaluate(task, trainer, latent_tokens(w, h, f, model_size(task)) * b, w * h, vram_gib, ram_gib, rank, fit, dits, layout, dit_file_bf16)[0] is not None
 
     if batch > 1 and fits(width, height, frames, 1):
         out.append("batch size 1 (use gradient accumulation for a larger effective batch)")
@@ -214,4 +218,11 @@ def plan_for_job(job, vram_gib: float, ram_gib: float | None = None) -> MemoryPl
     dits = len(experts(job)) if job.trainer.value == "musubi" else 1  # diffusion-pipe trains one expert per run
     layout = Layout(job.gpu_count or 1, job.pipeline_stages)
     return plan(job.task.value, job.trainer.value, *best, job.schedule.batch_size, vram_gib, ram_gib, job.lora.rank, dits=max(dits, 1),
-                layout=layout)
+                layout=layout, dit_file_bf16=_dit_file_is_bf16(job))
+
+
+def _dit_file_is_bf16(job) -> bool:
+    """From the DiT file's name (the planner runs before the files are read): the presets' ComfyUI files say their
+    dtype (wan2.1_t2v_14B_bf16, wan2.2_t2v_low_noise_14B_fp16); a name that doesn't is taken for one to cast."""
+    dit = modelfiles.resolve(job).dit
+    return dit is not None and "bf16" in dit.name.lower()

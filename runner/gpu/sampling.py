@@ -39,5 +39,5 @@ def estimate(size: str, dit_bytes_per_param: float, t5_fp8: bool, width: int, he
     # q, k, v, o and the FFN's hidden layer of one block, bf16, for the conditional and unconditional passes in turn
     activations = tokens * (4 * arch.dim + 2 * arch.ffn) * 2 / GIB
     dit = dit_bf16_gib(size) * dit_bytes_per_param / 2 + activations
-    vae = caching.latents[0] + caching.latents[1] * tokens
+    vae = caching.latents_gib(width * height)
     return SampleMemory(caching.t5_gib["fp8" if t5_fp8 else "bf16"], dit, vae, caching.outside_gib)
