@@ -134,7 +134,7 @@ def run(args: argparse.Namespace) -> int:
     with DevicePoller() as poller:
         for name, argv, step_env in steps:
             t0 = time.time()
-            rc, wall, oom = run_step(argv, args.src.resolve(), {**env, **step_env, "BENCH_PHASE": "sample"}, log, args.timeout)
+            rc, wall, oom = run_step(argv, args.src.resolve(), [{**env, **step_env, "BENCH_PHASE": "sample"}], log, args.timeout)
             events = [json.loads(x) for x in probe_log.read_text().splitlines()] if probe_log.exists() else []
             probe_log.unlink(missing_ok=True)
             closed = [e for e in events if e["event"] == "phase"]

@@ -191,26 +191,28 @@ def gpu_facts() -> dict:
     }
 
 
-def run_step(argv: list[str], cwd: Path, env: dict, log: Path, timeout: float) -> tuple[int, float, bool]:
+def run_step(argv: list[str], cwd: Path, envs: list[dict], log: Path, timeout: float) -> tuple[int, float, bool]:
+    """One process per environment (several: emulated nodes of one multi-node step), all at once; the first failure's
+    exit status, else 0."""
     if argv[0] == "accelerate" and shutil.which("accelerate") is None:
         argv = [sys.executable, "-m", "accelerate.commands.launch", *argv[1:]]
     if argv[0] == "python":
         argv = [sys.executable, *argv[1:]]
-    print(f"[gpu_smoke] $ {' '.join(argv)}", flush=True)
+    print(f"[gpu_smoke] $ {' '.join(argv)}" + (f"  (x{len(envs)} emulated nodes)" if len(envs) > 1 else ""), flush=True)
     t0 = time.time()
     with open(log, "a") as out:
-        proc = subprocess.Popen(argv, cwd=cwd, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
-        rc, oom_seen = None, None
-        while rc is None:
-            try:
-                rc = proc.wait(timeout=2)
-            except subprocess.TimeoutExpired:
-                if oom_seen is None and "CUDA out of memory" in log.read_text(errors="replace"):
-                    oom_seen = time.time()
-                # diffusion-pipe does not exit after a CUDA OOM (issue 9, item 7); nor may a step outlive its time
-                if (oom_seen and time.time() - oom_seen > 15) or time.time() - t0 > timeout:
-                    os.killpg(proc.pid, signal.SIGKILL)
-                    rc = proc.wait()
+        procs = [subprocess.Popen(argv, cwd=cwd, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True) for env in envs]
+        oom_seen = None
+        while any(p.poll() is None for p in procs):
+            time.sleep(2)
+            if oom_seen is None and "CUDA out of memory" in log.read_text(errors="replace"):
+                oom_seen = time.time()
+            # diffusion-pipe does not exit after a CUDA OOM (issue 9, item 7); nor may a step outlive its time
+            if (oom_seen and time.time() - oom_seen > 15) or time.time() - t0 > timeout:
+                for p in procs:
+                    if p.poll() is None:
+                        os.killpg(p.pid, signal.SIGKILL)
+        rc = next((p.wait() for p in procs if p.wait() != 0), 0)
     kill_leftovers()
     text = log.read_text(errors="replace")
     return rc, time.time() - t0, "CUDA out of memory" in text or "OutOfMemoryError" in text
@@ -271,6 +273,9 @@ def main() -> int:
     ap.add_argument("--outside-gib", type=float, default=0.0, help="memory outside the allocator while training")
     ap.add_argument("--outside-cache-gib", type=float, default=0.0, help="memory outside the allocator while caching")
     ap.add_argument("--keep-work", action="store_true", help="keep WORK's outputs: a resumed plan reads the earlier run's")
+    ap.add_argument("--nodes", type=int, default=1, help="a multi-node plan (rendered for N nodes of one GPU each): its train step "
+                    "started N times on this machine as Slurm would on N nodes (SLURM_NODEID, SLURM_JOB_NUM_NODES, "
+                    "SLURM_JOB_NODELIST=localhost, SLURM_JOB_ID), node i on GPU i")
     args = ap.parse_args()
 
     try:
@@ -293,7 +298,7 @@ def main() -> int:
     cap = cache_cap = None
     if args.card_gib:
         cap, cache_cap = round(args.card_gib - args.outside_gib, 2), round(args.card_gib - args.outside_cache_gib, 2)
-    base = {"trainer": plan["trainer"], "name": args.name, "card_gib": args.card_gib, "cap_gib": cap, "cache_cap_gib": cache_cap,
+    base = {"trainer": plan["trainer"], "name": args.name, "card_gib": args.card_gib, "cap_gib": cap, "cache_cap_gib": cache_cap, "nodes": args.nodes,
             **settings(plan, work / "job", steps)}
     from runner.gpu.wan import latent_tokens
 
@@ -308,7 +313,12 @@ def main() -> int:
             if cap is not None:  # diffusion-pipe caches, then trains, in one process: the probe re-caps in between
                 caps = {"BENCH_CAP_GIB": str(cap if phase == "train" else cache_cap), "BENCH_CAP_NEXT_GIB": str(cap)}
             t0 = time.time()
-            rc, wall, oom = run_step(argv, args.src.resolve(), {**env, **caps, "BENCH_PHASE": phase}, log, args.timeout)
+            envs = [{**env, **caps, "BENCH_PHASE": phase}]
+            if name == "train" and args.nodes > 1:
+                job_id = str(os.getpid())
+                envs = [{**envs[0], "SLURM_NODEID": str(i), "SLURM_JOB_NUM_NODES": str(args.nodes), "SLURM_JOB_NODELIST": "localhost",
+                         "SLURM_JOB_ID": job_id, "CUDA_VISIBLE_DEVICES": str(i)} for i in range(args.nodes)]
+            rc, wall, oom = run_step(argv, args.src.resolve(), envs, log, args.timeout)
             events = [json.loads(x) for x in probe_log.read_text().splitlines()] if probe_log.exists() else []
             gpu = next((e["gpu"] for e in events if e["event"] == "start"), None)
             mine = [e for e in events if e["phase"] in ({phase, "train"} if plan["trainer"] == "diffpipe" else {phase})]
