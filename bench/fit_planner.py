@@ -136,7 +136,7 @@ def fit_h200(rows: list[dict], base: dict) -> dict:
             # umT5 pads every text to 512 tokens, so a batch costs the same whatever the captions: runs that ended
             # after loading umT5 give its weights, runs that encoded a batch give the cost per text above them
             loaded = [r for r in text if r["rc"] != 0]
-            weights = {d: round(max(r["peak_reserved_gib"] for r in loaded if r["te_dtype"] == d), 3) for d in {r["te_dtype"] for r in loaded}}
+            weights = {d: round(max(r["peak_reserved_gib"] for r in loaded if r["te_dtype"] == d), 3) for d in sorted({r["te_dtype"] for r in loaded})}
             per_text = round(max((r["peak_reserved_gib"] - weights[r["te_dtype"]]) / r["te_batch"]
                                  for r in text if r["rc"] == 0) + 5e-4, 4)
         caching[trainer] = CachingFit(latents, t5, per_text, weights, round(max(outside(r) for r in phases if r.get("device_peak_gib")) + 5e-3, 3),
