@@ -19,7 +19,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from runner.jobs import logwatch, watchdog  # noqa: E402
+from runner.jobs import watchdog  # noqa: E402
 
 
 def schedule(plan: dict, job: Path | None) -> watchdog.Schedule | None:
@@ -35,22 +35,17 @@ def schedule(plan: dict, job: Path | None) -> watchdog.Schedule | None:
 
 def replay(log: Path, plan: dict, nan_steps: int, job: Path | None) -> dict:
     trainer = plan["trainer"]
-    watch = logwatch.Watch(trainer)
-    standing = watchdog.Standing(trainer, schedule(plan, job))
-    nans = watchdog.NanWatch(nan_steps, trainer, "<output>", plan.get("name", "job"))
+    reader = watchdog.LogReader(trainer, schedule(plan, job), nan_steps, "<output>", plan.get("name", "job"))
     shown, stop = [], None
     for raw in log.read_text(errors="replace").splitlines():
-        for part in filter(str.strip, raw.split("\r")):
-            line = watch.feed(part)
-            if watch.step not in (None, logwatch.TRAIN):
-                continue
-            new_step = standing.feed(line)
+        for _, _, new_step, nan in reader.feed(raw):
             if new_step:
-                shown.append(standing.summary())
-            if stop is None and (stop := nans.feed(line, standing, new_step)):
+                shown.append(reader.standing.summary())
+            if stop is None and (stop := nan):
                 shown.append(f"STOP {stop.summary}")
+    oom = reader.watch.oom
     return {"trainer": trainer, "standing": shown, "nan_stop": stop.summary if stop else None,
-            "oom": watch.oom.summary() if watch.oom else None, "oom_phase": watch.oom.phase if watch.oom else None}
+            "oom": oom.summary() if oom else None, "oom_phase": oom.phase if oom else None}
 
 
 def main() -> int:

@@ -14,6 +14,7 @@ import json
 import math
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
@@ -285,15 +286,35 @@ def settings_of(plan_file: Path) -> tuple[Watchdog, Schedule | None]:
     return Watchdog.model_validate(plan.get("settings", {}).get("watchdog", {})), Schedule.from_json(plan.get("facts", {}).get("schedule"))
 
 
+class LogReader:
+    """A trainer's log read as runner follows it, without acting on it: the phase and out-of-memory reader, the
+    standing and the NaN watchdog's verdict (Guard acts on them; bench/watchdog_replay.py reads a recorded log)."""
+
+    def __init__(self, trainer: str, schedule: "Schedule | None", nan_steps: int, output_dir: str, name: str):
+        self.watch = logwatch.Watch(trainer)
+        self.standing = Standing(trainer, schedule)
+        self.nans = NanWatch(nan_steps, trainer, output_dir, name)
+
+    def feed(self, text: str) -> Iterator[tuple[logwatch.Line, bool, bool, "Stop | None"]]:
+        """Per line part (tqdm redraws with carriage returns): the line, whether it is the training step's, whether it
+        began a new step, and the NaN watchdog's stop."""
+        for part in filter(str.strip, text.split("\r")):
+            line = self.watch.feed(part)
+            training, new_step, nan = self.watch.step in (None, logwatch.TRAIN), False, None
+            if training:
+                new_step = self.standing.feed(line)
+                nan = self.nans.feed(line, self.standing, new_step)
+            yield line, training, new_step, nan
+
+
 class Guard:
     """The watchdogs and the standing of one followed job, fed its log line by line (runner.jobs.launch.follow)."""
 
     def __init__(self, record, executor, console):
         self.record, self.executor, self.console = record, executor, console
         self.settings, schedule = settings_of(record.job_dir / PLAN_JSON)
-        self.watch = logwatch.Watch(record.trainer)
-        self.standing = Standing(record.trainer, schedule)
-        self.nans = NanWatch(self.settings.nan_steps, record.trainer, record.output_dir, record.name)
+        self.reader = LogReader(record.trainer, schedule, self.settings.nan_steps, record.output_dir, record.name)
+        self.watch, self.standing = self.reader.watch, self.reader.standing
         self.oom_stop = StopUnlessExited(executor, record.container, before=lambda: self._mark(OOM, ""))
         self.silence = Silence(self.settings.hang_minutes, self._hung)
         self.stop: Stop | None = None
@@ -310,28 +331,22 @@ class Guard:
     def feed(self, text: str, shown) -> None:
         """One log line: the display (`shown`, runner.progress.Following) follows it, the watchdogs read it."""
         self.silence.feed()
-        for part in filter(str.strip, text.split("\r")):  # tqdm redraws with carriage returns
-            line = self.watch.feed(part)
+        for line, training, new_step, nan in self.reader.feed(text):
             if line.marker:
                 shown.step(line.marker)
             elif line.progress:
                 shown.count(*line.progress)
-            if self.watch.step in (None, logwatch.TRAIN):
-                self._training(line, shown)
+            s = self.standing
+            if training and (new_step or line.epoch) and s.step:  # off a terminal: the first step, each epoch, every 30 s
+                shown.standing(s.summary(), time.monotonic(), force=s.step == 1 or bool(line.epoch))
+            if nan:
+                self._stop(nan)
             if line.nan and not self._warned:
                 shown.print(f"runner: {logwatch.nan_hint(self.record.id, self.settings.nan_steps)}", style="bold yellow")
                 self._warned = True
         if self.watch.oom and self.settings.oom and self.oom_stop.start():
             shown.print(f"runner: {self.watch.oom.summary()}; the trainer has {OOM_GRACE_S} s to exit before runner stops its container",
                         style="bold yellow")
-
-    def _training(self, line: logwatch.Line, shown) -> None:
-        s = self.standing
-        new_step = s.feed(line)
-        if (new_step or line.epoch) and s.step:  # off a terminal: the first step, each epoch, every 30 s
-            shown.standing(s.summary(), time.monotonic(), force=s.step == 1 or bool(line.epoch))
-        if nan := self.nans.feed(line, s, new_step):
-            self._stop(nan)
 
     def _hung(self) -> None:
         self._stop(hang_stop(self.settings.hang_minutes, self.standing, self.watch.phase()))
