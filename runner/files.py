@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import ctypes
 import errno
+import glob
 import os
 import shutil
+import socket
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -69,7 +71,8 @@ def replacing_folder(path: Path, marker: str) -> Iterator[Path]:
     if problem:
         raise NotOurs(problem)
     path.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
+    _remove_orphan_stagings(path)
+    staging = Path(tempfile.mkdtemp(prefix=f"{_staging_prefix(path)}{os.getpid()}.", dir=path.parent))
     try:
         yield staging
         (staging / marker).write_text("".join(f"{p.name}\n" for p in sorted(staging.iterdir())))
@@ -80,6 +83,32 @@ def replacing_folder(path: Path, marker: str) -> Iterator[Path]:
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
+
+
+def _staging_prefix(path: Path) -> str:
+    """Staging folders beside `path` are named with this machine and the writing process's id: a killed runner's
+    staging folder is known by its dead process, and one of another machine (a shared folder) is never touched."""
+    return f".{path.name}.runner-staging.{socket.gethostname()}."
+
+
+def _remove_orphan_stagings(path: Path) -> None:
+    """Remove what a runner of this machine killed while replacing `path` left beside it (its staging folder, or the
+    old folder between the two renames of _swap): runner's own names, of a process that is gone."""
+    prefix = _staging_prefix(path)
+    for p in path.parent.glob(glob.escape(prefix) + "*"):
+        pid = p.name[len(prefix):].split(".")[0]
+        if pid.isdigit() and not _alive(int(pid)) and p.is_dir() and not p.is_symlink():
+            shutil.rmtree(p, ignore_errors=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
 
 
 def _swap(new: Path, path: Path) -> None:

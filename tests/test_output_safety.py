@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import subprocess
 import uuid
 from pathlib import Path
 
@@ -129,6 +130,29 @@ def test_a_crash_while_the_old_render_is_removed_leaves_a_whole_render(workspace
     now = tree(out)
     whole_new = {"command.sh", "musubi_dataset.toml", "accelerate.yaml", "plan.json", ".runner-render"}
     assert now == old or set(now) == whole_new, f"half a render: {sorted(now)}"
+
+
+def test_what_a_killed_render_left_beside_its_folder_goes_with_the_next_render_only_if_its_process_is_gone(workspace, tmp_path):
+    job = write_job(workspace / "examples", job_text())
+    out = tmp_path / "out"
+    render.render(job, out)
+    ended = subprocess.Popen(["true"])
+    ended.wait()
+    alive = subprocess.Popen(["sleep", "60"])
+    try:
+        prefix = files._staging_prefix(out)
+        left = {pid: tmp_path / f"{prefix}{pid}.x1y2" for pid in (ended.pid, alive.pid)}
+        for folder in left.values():
+            folder.mkdir()
+            (folder / "plan.json").write_text("{}")
+        elsewhere = tmp_path / f".out.runner-staging.another-machine.{ended.pid}.x1y2"  # a shared folder: not this machine's
+        elsewhere.mkdir()
+        render.render(job, out)
+        assert not left[ended.pid].exists(), "the killed render's staging folder"
+        assert left[alive.pid].is_dir() and elsewhere.is_dir(), "a render still writing, another machine's"
+        assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == sorted([left[alive.pid].name, elsewhere.name])
+    finally:
+        alive.kill()
 
 
 # --- 3. mounts ------------------------------------------------------------------------------------
