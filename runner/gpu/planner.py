@@ -13,6 +13,7 @@ host RAM for all the processes of one machine (runner.gpu.memmodel parallel_gib,
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Literal
 
@@ -141,6 +142,7 @@ def _evaluate(task: str, trainer: str, tokens: int, frame_pixels: int, vram_gib:
     size = model_size(task)
     t5, batch, cache_gpu, cache_host = _caching(trainer, size, frame_pixels, vram_gib, fit, layout)
     smallest: MemoryPlan | None = None
+    smallest_need = math.inf  # unrounded: the plan records its need rounded to 0.01 GiB
     candidates = VERIFIED[(trainer, size)]
     if layout.stages > 1:  # diffusion-pipe swaps blocks only with pipeline_stages 1: the same settings without swap
         candidates = tuple(dict.fromkeys((w, c, 0, a) for w, c, _, a in candidates))
@@ -159,8 +161,8 @@ def _evaluate(task: str, trainer: str, tokens: int, frame_pixels: int, vram_gib:
                     "bfloat16" if t5 == "bf16" else "float8", batch, round(cache_gpu, 2), round(train, 2), basis(fit, trainer, size, ckpt), layout)
         if fits:
             return plan, plan
-        if smallest is None or need < smallest.gpu_gib:
-            smallest = plan
+        if need < smallest_need:
+            smallest, smallest_need = plan, need
     return None, smallest
 
 
