@@ -9,8 +9,10 @@ mounts, logs and exit codes.
 from __future__ import annotations
 
 import os
+import select
 import shutil
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -39,6 +41,26 @@ def test_build_is_content_addressed_and_labelled(built, env):
     assert r.returncode == 0 and "is up to date" in r.stdout
     listing = runner(["images"], env)
     assert "musubi" in listing.stdout and "diffpipe" in listing.stdout and "30c658c4f4b0" in listing.stdout
+
+
+def test_a_second_build_of_an_image_waits_for_the_first_then_reuses_it(built, env):
+    """.ci/run builds the images ahead of the tests; a test's build meanwhile must not build the same image again."""
+    import docker
+
+    from runner.images import builder
+
+    ref = builder.image_ref(builder.load_pins("musubi", pins_file=STANDIN_PINS), Path(env["RUNNER_CA_BUNDLE"]) if "RUNNER_CA_BUNDLE" in env else None)
+    with builder.one_build_at_a_time(docker.from_env(), ref, print):
+        second = subprocess.Popen(["runner", "build", "musubi"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        said, deadline = "", time.monotonic() + 60
+        while "waiting for another build" not in said and time.monotonic() < deadline and second.poll() is None:
+            if select.select([second.stdout], [], [], 1)[0]:
+                said += second.stdout.readline()
+        time.sleep(1)
+        assert second.poll() is None, "it waits while the first build holds the lock"
+    out, err = second.communicate(timeout=120)
+    assert second.returncode == 0, err
+    assert f"waiting for another build of {ref} on this engine" in said and f"{ref} is up to date" in out
 
 
 def test_image_trusts_the_configured_ca_bundle(built, env):

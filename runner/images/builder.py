@@ -7,6 +7,7 @@ files copied into it, so the same inputs give the same tag on every machine and 
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import hashlib
 import http.server
 import io
@@ -234,9 +235,32 @@ def build(client, pins: Pins, ca_bundle: Path | None, pip_index_url: str | None,
     """Build the image for `pins` unless an image with its tag exists; returns the image reference."""
     context, tag = build_context(pins, ca_bundle)
     ref = f"{pins.repository}:{tag}"
-    if find_image(client, ref):
-        log(f"{ref} is up to date")
-        return ref
+    with one_build_at_a_time(client, ref, log):
+        if find_image(client, ref):
+            log(f"{ref} is up to date")
+            return ref
+        _build(client, pins, context, ref, tag, pip_index_url, log)
+    return ref
+
+
+@contextlib.contextmanager
+def one_build_at_a_time(client, ref: str, log: BuildLog) -> Iterator[None]:
+    """Hold this user's lock on building `ref` on this engine: a second `runner build` of the same image (another
+    terminal, CI building ahead of its tests) waits for the first, then finds the image built, instead of building
+    it again alongside."""
+    folder = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache").expanduser() / "runner" / "builds"
+    folder.mkdir(parents=True, exist_ok=True)
+    engine = client.info().get("ID", "engine").replace(":", "")[:12]
+    with open(folder / f"{engine}-{ref.replace(':', '-')}.lock", "a") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            log(f"waiting for another build of {ref} on this engine")
+            fcntl.flock(lock, fcntl.LOCK_EX)
+        yield
+
+
+def _build(client, pins: Pins, context: bytes, ref: str, tag: str, pip_index_url: str | None, log: BuildLog) -> None:
     with index_for_build(pip_index_url) as index_from:
         stream = client.api.build(
             fileobj=io.BytesIO(context),
@@ -261,7 +285,6 @@ def build(client, pins: Pins, ca_bundle: Path | None, pip_index_url: str | None,
                 if line.strip():
                     log(line)
     client.api.tag(ref, pins.repository, "latest")
-    return ref
 
 
 def find_image(client, ref: str):
