@@ -4,6 +4,7 @@ the refusals, the per-GPU memory plan, the GPU env rules, and musubi's multi-nod
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import os
@@ -251,6 +252,19 @@ def test_musubi_multinode_plan_launches_through_the_rendered_launcher(workspace,
     assert plan.files["multinode_launch.py"] == MULTINODE_LAUNCH
     once, every = render.node_plans(plan)
     assert [s.name for s in once.steps] == ["cache-latents", "cache-text-encoder"] and [s.name for s in every.steps] == ["train"]
+
+
+def test_a_multinode_job_folder_holds_the_plan_split_for_the_nodes(workspace, tmp_path):
+    plan = plan_of(workspace, job_text(extra="gpus: 1\n"), tmp_path, nodes=2)
+    render.write(plan, tmp_path / "two", nodes=2)
+    once, every = (json.loads((tmp_path / "two" / name).read_text()) for name in (render.ONCE_JSON, render.EVERY_NODE_JSON))
+    assert [s["name"] for s in once["steps"]] == ["cache-latents", "cache-text-encoder"] and [s["name"] for s in every["steps"]] == ["train"]
+    assert once["workdir"] == every["workdir"] == plan.workdir
+    reused = dataclasses.replace(plan, steps=[s for s in plan.steps if s.name == "train"])  # caches reused: nothing to run once
+    render.write(reused, tmp_path / "two", nodes=2)
+    assert not (tmp_path / "two" / render.ONCE_JSON).exists() and (tmp_path / "two" / render.EVERY_NODE_JSON).is_file()
+    render.write(plan, tmp_path / "one")
+    assert not {render.ONCE_JSON, render.EVERY_NODE_JSON} & {p.name for p in (tmp_path / "one").iterdir()}
 
 
 def test_diffpipe_refuses_several_machines_with_the_reason(workspace, tmp_path):

@@ -160,8 +160,9 @@ def run(job: Path, host: str | tuple[str, int], detach: bool, earlier) -> None:
     settings = config.load()
     if isinstance(host, tuple):
         from runner.executors import slurm
+        from runner.job.render import check_nodes
 
-        slurm.check_nodes(read[0].trainer.value, host[1])
+        check_nodes(read[0].trainer, host[1])
         executor = slurm.SlurmExecutor.for_cluster(*host)
     else:
         executor = executor_for(host)
@@ -179,12 +180,13 @@ def run_array(jobs: list[Path], cluster, earlier) -> None:
     """Several job files as one Slurm job array on (cluster, nodes); returns once it is submitted."""
     from runner import config
     from runner.executors import slurm
+    from runner.job.render import check_nodes
     from runner.jobs import launch
 
     if len({p.resolve() for p in jobs}) < len(jobs):
         raise UserError("job files", "name one file twice: each job of an array is its own run.", "give each job file once.")
     for job in jobs:
-        slurm.check_nodes(read_first(job)[0].trainer.value, cluster[1])
+        check_nodes(read_first(job)[0].trainer, cluster[1])
     executor = slurm.SlurmExecutor.for_cluster(*cluster)
     with _interrupted("nothing was submitted"):
         started = launch.start_array(jobs, executor, config.load(), cli.out, launch.Run(earlier))

@@ -48,11 +48,22 @@ def trainer_plan(r: ResolvedJob, job_dir: Path, master_port: int = DEFAULT_MASTE
     node): musubi only (diffusion-pipe is refused with the reason, a UserError); its caching steps are to run once, on
     one node, then the `train` step on every node, where /job/multinode_launch.py reads SLURM_NODEID,
     SLURM_JOB_NODELIST, SLURM_JOB_NUM_NODES and SLURM_JOB_ID (runner.trainers.multinode); master_port is unused."""
+    check_nodes(r.job.trainer, nodes)
     p = TRAINERS[r.job.trainer].render(r, master_port, nodes)
     return dataclasses.replace(p, env=job_env(r.job), mounts=mounts.job_mounts(r.job, job_dir.resolve()))
 
 
+def check_nodes(trainer: Trainer, nodes: int) -> None:
+    """Refuse more than one node for diffusion-pipe, with the reason (runner.trainers.diffpipe.SINGLE_MACHINE): by the
+    commands that take --nodes before anything is sent or submitted, and by trainer_plan."""
+    if nodes > 1 and trainer is Trainer.diffpipe:
+        raise UserError("--nodes", f"is {nodes}, and {diffpipe.SINGLE_MACHINE}.",
+                        "use --nodes 1 (with `gpus:` up to a node's GPUs), or trainer: musubi, which trains on several nodes.")
+
+
 TRAIN_STEP = "train"
+# a multi-node run's job folder also holds its plan as node_plans splits it, for the Slurm executor's batch script
+ONCE_JSON, EVERY_NODE_JSON = "plan-once.json", "plan-every-node.json"
 
 
 def node_plans(p: Plan) -> tuple[Plan, Plan]:
@@ -75,14 +86,20 @@ def cache_dirs(job: Job, table: list[mounts.Mount]) -> list[Path]:
     return [mounts.to_host(trainer.dataset_cache_dir(job, i), table) for i in range(len(job.datasets))]
 
 
-def write(p: Plan, out: Path) -> None:
+def write(p: Plan, out: Path, nodes: int = 1) -> None:
     """Write the plan's files and plan.json into `out` all at once: a failure leaves the old files or nothing,
-    never half. `out` must be new, empty or written by runner before (out_refused)."""
+    never half. `out` must be new, empty or written by runner before (out_refused). nodes > 1: a multi-node plan,
+    also written as node_plans splits it (ONCE_JSON only when there are steps to run once)."""
     try:
         with files.replacing_folder(out.resolve(), MARKER) as staging:
             for name, content in p.files.items():
                 (staging / name).write_text(content)
             (staging / PLAN_JSON).write_text(p.to_json())
+            if nodes > 1:
+                once, every = node_plans(p)
+                if once.steps:
+                    (staging / ONCE_JSON).write_text(once.to_json())
+                (staging / EVERY_NODE_JSON).write_text(every.to_json())
             (staging / "command.sh").write_text(shell_script(p))
     except files.NotOurs as e:
         raise out_refused(out, str(e)) from None

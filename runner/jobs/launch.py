@@ -81,8 +81,8 @@ class Run:
     def missing_models(self, resolved: ResolvedJob, there: Target) -> dict[str, Path]:
         return checks.missing_model_files(resolved)
 
-    def plan(self, resolved: ResolvedJob, job_dir: Path, master_port: int) -> Plan:
-        return render.trainer_plan(resolved, job_dir, master_port=master_port)
+    def plan(self, resolved: ResolvedJob, job_dir: Path, master_port: int, nodes: int = 1) -> Plan:
+        return render.trainer_plan(resolved, job_dir, master_port=master_port, nodes=nodes)
 
     def facts(self, resolved: ResolvedJob) -> dict:
         """plan.json's facts of this kind of run; watchdog.Guard reads the schedule."""
@@ -146,7 +146,7 @@ def _prepare(job_file: Path, executor: Executor, settings: config.Settings, cons
     rid = records.new_id(job.name if run.kind == TRAIN else f"{job.name}-{run.kind}")
     record = JobRecord(
         id=rid, name=job.name, kind=run.kind, trainer=job.trainer.value, host=executor.host, image=ref, container=f"runner-{rid}",
-        job_file=str(job_file.resolve()), output_dir=str(job.output / job.name), gpu_ids=list(gpu_ids),
+        job_file=str(job_file.resolve()), output_dir=str(job.output / job.name), gpu_ids=list(gpu_ids), nodes=executor.nodes,
     )
     record.locked = joblock.claim(executor, record, there.output_dir(job))  # before anything is sent or written: a second run launches nothing
     prepared.append(record)
@@ -198,7 +198,7 @@ def staged(run: Run, staging: Staging, record: JobRecord, executor: Executor, se
     """Render the run's plan into its job folder, stage the mounts on the target and return its container; the
     record gets the fingerprints to keep and the environment's names."""
     resolved, job = staging.resolved, staging.resolved.job
-    plan = run.plan(resolved, record.job_dir, record.master_port)
+    plan = run.plan(resolved, record.job_dir, record.master_port, record.nodes)
     target = executor.host_mounts(plan.mounts, job.name, record.container)
     record.fingerprints = run.fingerprints(resolved)
     env = {**config.network_env(settings), **staging.gpu_env, **plan.env}  # the job's own `env:` (in plan.env) wins
@@ -208,7 +208,7 @@ def staged(run: Run, staging: Staging, record: JobRecord, executor: Executor, se
         shm_size=settings.shm_size, ulimits=settings.ulimits,
         labels={LABEL_RECORD: record.id, LABEL_JOB: job.name, LABEL_PORT: str(record.master_port)},
     )
-    render.write(as_run(plan, spec, job, {**facts(executor, resolved, staging.variant), **run.facts(resolved)}), record.job_dir)
+    render.write(as_run(plan, spec, job, {**facts(executor, resolved, staging.variant), **run.facts(resolved)}), record.job_dir, record.nodes)
     executor.prepare_mounts(spec, sources=plan.mounts, by_content=resolved.caches is not Caches.reuse)
     record.env_names = sorted(env)
     return spec
