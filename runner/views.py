@@ -63,8 +63,9 @@ def user_error(err: Console, error, as_json: bool) -> None:
 # --- jobs: validate, render, plan, env, fields ---------------------------------------------------------------
 
 
-def validated(out: Console, file: Path, job) -> None:
-    line(out, Text.assemble(("ok", "green"), f" {file}: {job.trainer.value} {job.task.value}, {len(job.datasets)} dataset(s)"))
+def validated(out: Console, file: Path, job, point: str = "") -> None:
+    """point: which job of a sweep it is (runner.sweep.Point.describe)."""
+    line(out, Text.assemble(("ok", "green"), f" {file}{f' {point}' if point else ''}: {job.trainer.value} {job.task.value}, {len(job.datasets)} dataset(s)"))
 
 
 def validated_json(file: Path, job) -> dict:

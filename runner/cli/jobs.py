@@ -25,17 +25,28 @@ NodesOpt = typer.Option(None, "--nodes", parser=schema_option(Nodes, "--nodes", 
 
 
 @app.command()
-def validate(job: Path = JobArg, host: str = HostOpt, as_json: bool = JsonOpt('{"job", "name", "trainer", "task", "datasets": [paths]}')) -> None:
+def validate(job: Path = JobArg, host: str = HostOpt,
+             as_json: bool = JsonOpt('{"job", "name", "trainer", "task", "datasets": [paths]}; a sweep: {"jobs": [those of each job]}')) -> None:
     """Check a job file against the schema and every known trainer pitfall, with the model files and caches as they
-    are on this machine or --host; nothing is written.
+    are on this machine or --host; nothing is written. A sweep (a `sweep:` block): each of its jobs.
 
     Model files missing there are refused when the job starts. The job fields: `runner fields`.
     """
+    from runner import sweep
     from runner.job.render import load_checked
 
-    read = read_first(job)
-    j = load_checked(job, target(host), read).job
-    views.emit_json(views.validated_json(job, j)) if as_json else views.validated(cli.out, job, j)
+    points = sweep.expand(job)
+    if points is None:
+        j = load_checked(job, target(host), read_first(job)).job
+        views.emit_json(views.validated_json(job, j)) if as_json else views.validated(cli.out, job, j)
+        return
+    there = target(host)
+    jobs = [load_checked(job, there, p.read).job for p in points]
+    if as_json:
+        views.emit_json({"jobs": [views.validated_json(job, j) for j in jobs]})
+        return
+    for p, j in zip(points, jobs):
+        views.validated(cli.out, job, j, p.describe())
 
 
 @app.command()
@@ -47,16 +58,24 @@ def render(
     host: str = HostOpt,
     resume: bool = typer.Option(False, "--resume", help="render what `runner resume` would run: the latest run continued from its latest checkpoint"),
     fresh: bool = typer.Option(False, "--fresh", help="render what `runner train --fresh` would run: a new run beside an earlier run's files"),
-    as_json: bool = JsonOpt('{"out", "files": [names], "plan": the plan.json written}'),
+    as_json: bool = JsonOpt('{"out", "files": [names], "plan": the plan.json written}; a sweep: {"jobs": [those of each job]}'),
 ) -> None:
     """Write the trainer's files, the commands (command.sh) and plan.json for a job resolved on this machine or
     --host, without running it. plan.json names secret variables without their values. Earlier runs in the
-    output folder are looked at only with --resume or --fresh."""
+    output folder are looked at only with --resume or --fresh. A sweep (a `sweep:` block): each of its jobs into
+    OUT/<job name>/, once every job is resolved."""
+    from runner import sweep
     from runner.job import render as r
 
-    read = read_first(job)
-    plan = r.render(job, out_dir, vram, ram, target(host), earlier(resume, fresh, refuse=None), read)
-    views.emit_json(views.rendered_json(plan, out_dir)) if as_json else views.rendered(cli.out, plan, out_dir)
+    points = sweep.expand(job)
+    reads = {out_dir: read_first(job)} if points is None else {out_dir / p.name: p.read for p in points}
+    plans = r.render_jobs(job, reads, vram, ram, target(host), earlier(resume, fresh, refuse=None))
+    shown = [views.rendered_json(plan, out) for out, plan in plans.items()]
+    if as_json:
+        views.emit_json(shown[0] if points is None else {"jobs": shown})
+        return
+    for out, plan in plans.items():
+        views.rendered(cli.out, plan, out)
 
 
 @app.command()
@@ -85,19 +104,42 @@ def train(
     With --cluster the job is submitted to a Slurm cluster (sbatch through its login node, one task per node) with its
     data and rendered job staged in the cluster's shared folders; `runner ps`, `logs -f`, `stop` and `pull` follow it.
     Several job files with --cluster are one Slurm job array, each job its own run: runner returns once it is submitted.
+    A sweep (a job file with a `sweep:` block of fields to vary) is its jobs, as several job files.
     """
     from runner.trainers.resolved import Earlier
 
-    when = earlier(resume, fresh, refuse=Earlier.refuse)
+    start_jobs(job, host, cluster, nodes, detach, earlier(resume, fresh, refuse=Earlier.refuse))
+
+
+def start_jobs(jobs: list[Path], host: list[str] | None, cluster: str | None, nodes: int | None, detach: bool, when) -> None:
+    """`train` and `resume`: one job on one host or cluster (followed unless detached), else several jobs (each sweep
+    expanded) as a Slurm job array with --cluster, or placed on the hosts."""
     if cluster is not None or nodes is not None:
         on = where(host, cluster, nodes)
-        run(job[0], on, detach, when) if len(job) == 1 else run_array(job, on, when)
+        jobs = expanded(jobs)
+        run(jobs[0], on, detach, when) if len(jobs) == 1 else run_array(jobs, on, when)
         return
     hosts = list(dict.fromkeys(host or ["local"]))
-    if len(job) == 1 and len(hosts) == 1:
-        run(job[0], hosts[0], detach, when)
+    jobs = expanded(jobs)
+    if len(jobs) == 1 and len(hosts) == 1:
+        run(jobs[0], hosts[0], detach, when)
     else:
-        run_placed(job, hosts, when)
+        run_placed(jobs, hosts, when)
+
+
+def expanded(jobs: list[Path]) -> list[Path]:
+    """The job files to start: a sweep's jobs written as job files of their own (runner.sweep), said on the console."""
+    from runner import sweep
+
+    out = []
+    for job in jobs:
+        points = sweep.expand(job)
+        if points is None:
+            out.append(job)
+            continue
+        views.line(cli.out, f"{job}: a sweep of {len(points)} job{'s' * (len(points) > 1)}: {'; '.join(p.describe() for p in points)}")
+        out += sweep.written(job, points)
+    return out
 
 
 def run_placed(jobs: list[Path], hosts: list[str], earlier) -> None:
@@ -133,10 +175,11 @@ def resume_job(
     nodes: int = NodesOpt,
 ) -> None:
     """Continue a job's latest run from its latest checkpoint, on this machine, --host or --cluster: diffusion-pipe from its
-    DeepSpeed checkpoint (global_stepN), musubi-tuner from its latest state folder, its saves numbered on from there."""
+    DeepSpeed checkpoint (global_stepN), musubi-tuner from its latest state folder, its saves numbered on from there.
+    A sweep: each of its jobs, as `runner train SWEEP --resume`."""
     from runner.trainers.resolved import Earlier
 
-    run(job, where(host, cluster, nodes), detach, Earlier.resume)
+    start_jobs([job], [host] if host else None, cluster, nodes, detach, Earlier.resume)
 
 
 def where(host: str | list[str] | None, cluster: str | None, nodes: int | None):

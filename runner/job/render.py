@@ -134,14 +134,27 @@ def render(file: Path, out: Path, vram_gib: float | None = None, ram_gib: float 
     written to `out`. Its plan.json names the job's secret variables (container.secret_env) without their values.
     earlier: resolve the run's start from the output folder as `runner train` would (None: a first run).
     read: the job file as the caller read it (load_checked)."""
-    check_out(out)
+    return render_jobs(file, {out: read}, vram_gib, ram_gib, target, earlier)[out]
+
+
+def render_jobs(file: Path, reads: dict[Path, JobRead | None], vram_gib: float | None = None, ram_gib: float | None = None,
+                target: Target | None = None, earlier: Earlier | None = None) -> dict[Path, Plan]:
+    """render for several jobs read from one file (the jobs of a sweep: runner.sweep), each into its own folder:
+    every job is resolved before any folder is written."""
+    for out in reads:
+        check_out(out)
+    plans = {out: _rendered_plan(file, out, vram_gib, ram_gib, target, earlier, read) for out, read in reads.items()}
+    for out, p in plans.items():
+        write(p, out)
+    return plans
+
+
+def _rendered_plan(file: Path, out: Path, vram_gib, ram_gib, target, earlier, read) -> Plan:
     r = load_checked(file, target, read, vram_gib=vram_gib, ram_gib=ram_gib, plan_needed=True, earlier=earlier)
     p = trainer_plan(r, out)
     secret = sorted(k for k, v in p.env.items() if is_secret(k, v))
-    p = dataclasses.replace(p, env={k: v for k, v in p.env.items() if k not in secret}, container={"secret_env": secret},
-                            settings=settings(r.job), facts=facts(r))
-    write(p, out)
-    return p
+    return dataclasses.replace(p, env={k: v for k, v in p.env.items() if k not in secret}, container={"secret_env": secret},
+                               settings=settings(r.job), facts=facts(r))
 
 
 def settings(job: Job) -> dict:
