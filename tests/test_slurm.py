@@ -372,6 +372,21 @@ def test_several_jobs_are_one_job_array(workspace, env, cluster):
     assert (Path(cluster["outputs"]) / run_key(env, "sl-arr-d") / "sl-arr-d").is_dir()
 
 
+def test_a_sweep_is_one_job_array(workspace, env, cluster):
+    job = _named(workspace, MUSUBI, "sl-sweep", "sweep:\n  lora.rank: [4, 8]\n")
+    r = runner(["train", job, "--cluster", "hpc"], env, cwd=workspace)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    assert "a sweep of 2 jobs" in r.stdout and "job array" in r.stderr, r.stdout + r.stderr
+    by_name = {rec["name"]: rec for rec in _records(env)}
+    assert set(by_name) == {"sl-sweep-rank4", "sl-sweep-rank8"}
+    assert len({rec["scheduler_id"].split("_")[0] for rec in by_name.values()}) == 1
+    for name, rec in by_name.items():
+        followed = runner(["logs", "-f", rec["id"]], env, timeout=300)
+        assert followed.returncode == 0 and "[runner] done" in followed.stdout, followed.stdout[-2000:] + followed.stderr[-2000:]
+        assert f"--network_dim {name.removeprefix('sl-sweep-rank')} " in followed.stdout
+        assert (Path(cluster["outputs"]) / run_key(env, name) / name / f"{name}.safetensors").is_file()
+
+
 def test_an_array_with_one_bad_job_submits_nothing(workspace, env, cluster):
     good = _named(workspace, MUSUBI, "sl-arr-ok")
     bad = _named(workspace, MUSUBI, "sl-arr-bad")
