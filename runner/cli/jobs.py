@@ -137,8 +137,10 @@ def expanded(jobs: list[Path]) -> list[Path]:
         if points is None:
             out.append(job)
             continue
-        views.line(cli.out, f"{job}: a sweep of {len(points)} job{'s' * (len(points) > 1)}: {'; '.join(p.describe() for p in points)}")
-        out += sweep.written(job, points)
+        files = sweep.written(job, points)
+        views.line(cli.out, f"{job}: a sweep of {len(points)} job{'s' * (len(points) > 1)}: {'; '.join(p.describe() for p in points)} "
+                            f"(their job files: {files[0].parent})")
+        out += files
     return out
 
 
