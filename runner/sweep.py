@@ -51,11 +51,6 @@ class Point:
         return f"{self.name} ({', '.join(f'{k}={_shown(v)}' for k, v in self.values.items())})"
 
 
-def is_sweep(file: Path) -> bool:
-    data, _ = inputs.read_yaml(file, "job file")
-    return isinstance(data, dict) and SWEEP in data
-
-
 def expand(file: Path) -> list[Point] | None:
     """The jobs of the sweep in `file`, each validated (JobInvalid at the sweep file's lines); None for a plain job file."""
     data, lines = inputs.read_yaml(file, "job file")

@@ -10,17 +10,9 @@ import pytest
 
 from runner import sweep
 from runner.spec import read_job
+from tests.test_validation import job_text
 
-BASE = """name: ball
-trainer: musubi
-task: t2v-1.3B
-models:
-  root: ../models
-  preset: t2v-1.3B
-datasets:
-  - path: data/clips
-    frames: [33]
-"""
+BASE = job_text()  # 9 lines: a sweep block starts at line 10
 
 
 @pytest.fixture
@@ -42,9 +34,9 @@ GRID = "optimizer:\n  lr: 3e-4\nsweep:\n  optimizer.lr: [1e-4, 2e-4]\n  lora.ran
 def test_a_sweep_is_the_grid_of_its_values_each_job_named_after_them(workspace, state):
     job = _sweep(workspace, GRID)
     points = sweep.expand(job)
-    assert [p.name for p in points] == ["ball-lr1e-4-rank16", "ball-lr1e-4-rank32", "ball-lr2e-4-rank16", "ball-lr2e-4-rank32"]
+    assert [p.name for p in points] == ["t-lr1e-4-rank16", "t-lr1e-4-rank32", "t-lr2e-4-rank16", "t-lr2e-4-rank32"]
     assert [(p.read[0].optimizer.lr, p.read[0].lora.rank) for p in points] == [(1e-4, 16), (1e-4, 32), (2e-4, 16), (2e-4, 32)]
-    assert points[0].describe() == "ball-lr1e-4-rank16 (optimizer.lr=1e-4, lora.rank=16)"
+    assert points[0].describe() == "t-lr1e-4-rank16 (optimizer.lr=1e-4, lora.rank=16)"
     assert sweep.expand(workspace / "examples" / "t2v-1.3B-musubi.yaml") is None, "a plain job file is no sweep"
 
     written = sweep.written(job, points)
@@ -57,19 +49,19 @@ def test_a_sweep_is_the_grid_of_its_values_each_job_named_after_them(workspace, 
 
 def test_a_dataset_field_and_values_that_name_alike_get_numbered_names(workspace, state):
     points = sweep.expand(_sweep(workspace, "sweep:\n  datasets[0].frames: [[33], [33, 49]]\n  memory.dtype: [bfloat16]\n"))
-    assert [p.name for p in points] == ["ball-frames33-dtypebfloat16", "ball-frames33_49-dtypebfloat16"]
+    assert [p.name for p in points] == ["t-frames33-dtypebfloat16", "t-frames33_49-dtypebfloat16"]
     assert [p.read[0].datasets[0].frames for p in points] == [[33], [33, 49]]
     alike = sweep.expand(_sweep(workspace, "sweep:\n  samples.prompts: [[a b], [a_b]]\n"))  # both: prompts + a_b
-    assert [p.name for p in alike] == ["ball-1", "ball-2"]
+    assert [p.name for p in alike] == ["t-1", "t-2"]
 
 
 def test_validate_and_render_show_every_job_of_a_sweep(cli, workspace, state, tmp_path):
     job = _sweep(workspace, GRID)
     code, out, err = cli("validate", job)
     assert code == 0, err
-    assert out.count("ok ") == 4 and "ball-lr2e-4-rank32 (optimizer.lr=2e-4, lora.rank=32): musubi t2v-1.3B" in out
+    assert out.count("ok ") == 4 and "t-lr2e-4-rank32 (optimizer.lr=2e-4, lora.rank=32): musubi t2v-1.3B" in out
     code, out, err = cli("validate", job, "--json")
-    assert code == 0 and [j["name"] for j in json.loads(out)["jobs"]][0] == "ball-lr1e-4-rank16"
+    assert code == 0 and [j["name"] for j in json.loads(out)["jobs"]][0] == "t-lr1e-4-rank16"
 
     code, out, err = cli("render", job, "--out", tmp_path / "r", "--json")
     assert code == 0, err
@@ -77,7 +69,7 @@ def test_validate_and_render_show_every_job_of_a_sweep(cli, workspace, state, tm
     assert [Path(r["out"]).name for r in rendered] == [p.name for p in sweep.expand(job)]
     train = next(s["argv"] for s in rendered[3]["plan"]["steps"] if s["name"] == "train")
     assert train[train.index("--learning_rate") + 1] == "0.0002" and train[train.index("--network_dim") + 1] == "32"
-    assert train[train.index("--output_name") + 1] == "ball-lr2e-4-rank32"
+    assert train[train.index("--output_name") + 1] == "t-lr2e-4-rank32"
     assert all((tmp_path / "r" / r["plan"]["job"] / "plan.json").is_file() for r in rendered)
     assert not (state / "sweeps").exists(), "validate and render write no job file"
 
@@ -96,6 +88,7 @@ BAD = [
     ("sweep:\n  lora.rank: []\n", "sweep.lora.rank: is []"),
     ("sweep:\n  lora.rank: [16, 8, 16]\n", "sweep.lora.rank: lists the value 16 twice"),
     ("sweep:\n  env: [{A: b}]\n", "sweep.env: is a group of fields"),
+    ("sweep:\n  lora.rank: [16, {a: 1}]\n", "sweep.lora.rank: lists a mapping"),
     ("sweep:\n  lora.rank:\n    - 16\n    - 0\n", "sw.yaml:13: lora.rank: Input should be greater than or equal to 1"),
     ("sweep:\n  seed: [" + ", ".join(map(str, range(1001))) + "]\n", "sweep: makes 1001 jobs"),
     ("memory: auto\nsweep:\n  memory.blocks_to_swap: [0, 4]\n", "sweep.memory.blocks_to_swap: has no place in the job: memory is 'auto' there"),
@@ -112,7 +105,7 @@ def test_a_bad_sweep_is_refused_at_its_line_and_nothing_is_written(cli, workspac
 
 
 def test_a_name_too_long_for_numbered_jobs_is_refused(cli, workspace, state):
-    job = _sweep(workspace, "sweep:\n  lora.rank: [16, 32]\n", BASE.replace("name: ball", "name: " + "b" * 63))
+    job = _sweep(workspace, "sweep:\n  lora.rank: [16, 32]\n", BASE.replace("name: t", "name: " + "b" * 63))
     code, _, err = cli("train", job)
     assert code == 2 and "sw.yaml:1: name: is too long to name the jobs of its sweep" in err, err
     assert not state.exists()
