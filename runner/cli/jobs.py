@@ -325,7 +325,7 @@ def logs(
 def ps(
     host: str = typer.Option(None, help="only jobs on this host (\"local\" for this machine, \"slurm:NAME\" for a cluster)"),
     as_json: bool = JsonOpt('{"jobs": [{"id", "name", "kind": train or sample, "trainer", "host", "image", "container", "scheduler_id", "job_file", "output_dir", "status", '
-                            '"exit_code", "failure", "stopped_by", "started", "finished", "master_port", "gpu_ids", "env_names", "fingerprints", "stop_requested", "locked"}]}'),
+                            '"exit_code", "failure", "stopped_by", "started", "finished", "master_port", "gpu_ids", "nodes", "env_names", "fingerprints", "stop_requested", "locked"}]}'),
 ) -> None:
     """List job runs (trainings and sample runs) with their state, refreshed from the engines that run them."""
     from runner.jobs import launch, records
