@@ -340,3 +340,16 @@ def test_train_refuses_gpus_all_without_gpus(cli, workspace, monkeypatch):
     job = write_job(workspace / "examples", job_text(extra="gpus: all\n"))
     code, out, err = cli("train", job)
     assert code == 2 and "gpus: is `all`, and RUNNER_GPUS=none starts containers without GPUs" in err and "Fix:" in err, err
+
+
+def test_render_nodes_writes_what_each_node_runs_and_refuses_diffpipe(cli, workspace, tmp_path):
+    job = write_job(workspace / "examples", job_text(extra="gpus: 1\n"))
+    code, out, err = cli("render", job, "--out", tmp_path / "two", "--nodes", "2", "--json")
+    assert code == 0, err
+    shown = json.loads(out)
+    assert {render.ONCE_JSON, render.EVERY_NODE_JSON, "multinode_launch.py"} <= set(shown["files"]) <= {p.name for p in (tmp_path / "two").iterdir()}
+    assert yaml.safe_load((tmp_path / "two" / "accelerate.yaml").read_text())["num_machines"] == 2
+    diffpipe = write_job(workspace / "examples", job_text("diffpipe"), "dp.yaml")
+    code, _, err = cli("render", diffpipe, "--out", tmp_path / "dp", "--nodes", "2")
+    assert code == 2 and "--nodes: is 2, and diffusion-pipe 8f83dbf trains on one machine only" in " ".join(err.split()), err
+    assert not (tmp_path / "dp").exists()

@@ -20,7 +20,8 @@ from runner.spec import Count, EpochList, Prompt
 Port = Annotated[Count, Field(le=65535)]
 Nodes = Annotated[Count, Field(le=1024)]
 HostOrClusterOpt = typer.Option(None, "--host", "-H", help="a host from `runner hosts list` (default: this machine, unless --cluster)")
-NodesOpt = typer.Option(None, "--nodes", parser=schema_option(Nodes, "--nodes", "give a whole number of nodes from 1 to 1024, e.g. --nodes 2."),
+nodes_option = schema_option(Nodes, "--nodes", "give a whole number of nodes from 1 to 1024, e.g. --nodes 2.")
+NodesOpt = typer.Option(None, "--nodes", parser=nodes_option,
                         help="with --cluster: the number of nodes the job runs on, one task per node (default 1)")
 
 
@@ -58,6 +59,8 @@ def render(
     host: str = HostOpt,
     resume: bool = typer.Option(False, "--resume", help="render what `runner resume` would run: the latest run continued from its latest checkpoint"),
     fresh: bool = typer.Option(False, "--fresh", help="render what `runner train --fresh` would run: a new run beside an earlier run's files"),
+    nodes: int = typer.Option(1, "--nodes", parser=nodes_option, help="render for a cluster job of this many nodes (`train --cluster C --nodes N`): musubi only; "
+                              "adds plan-once.json and plan-every-node.json, what the nodes run"),
     as_json: bool = JsonOpt('{"out", "files": [names], "plan": the plan.json written}; a sweep: {"jobs": [those of each job]}'),
 ) -> None:
     """Write the trainer's files, the commands (command.sh) and plan.json for a job resolved on this machine or
@@ -69,7 +72,7 @@ def render(
 
     points = sweep.expand(job)
     reads = {out_dir: read_first(job)} if points is None else {out_dir / p.name: p.read for p in points}
-    plans = r.render_jobs(job, reads, vram, ram, target(host), earlier(resume, fresh, refuse=None))
+    plans = r.render_jobs(job, reads, vram, ram, target(host), earlier(resume, fresh, refuse=None), nodes)
     shown = [views.rendered_json(plan, out) for out, plan in plans.items()]
     if as_json:
         views.emit_json(shown[0] if points is None else {"jobs": shown})

@@ -138,20 +138,20 @@ def render(file: Path, out: Path, vram_gib: float | None = None, ram_gib: float 
 
 
 def render_jobs(file: Path, reads: dict[Path, JobRead | None], vram_gib: float | None = None, ram_gib: float | None = None,
-                target: Target | None = None, earlier: Earlier | None = None) -> dict[Path, Plan]:
+                target: Target | None = None, earlier: Earlier | None = None, nodes: int = 1) -> dict[Path, Plan]:
     """render for several jobs read from one file (the jobs of a sweep: runner.sweep), each into its own folder:
-    every job is resolved before any folder is written."""
+    every job is resolved before any folder is written. nodes: as trainer_plan and write take it."""
     for out in reads:
         check_out(out)
-    plans = {out: _rendered_plan(file, out, vram_gib, ram_gib, target, earlier, read) for out, read in reads.items()}
+    plans = {out: _rendered_plan(file, out, vram_gib, ram_gib, target, earlier, read, nodes) for out, read in reads.items()}
     for out, p in plans.items():
-        write(p, out)
+        write(p, out, nodes)
     return plans
 
 
-def _rendered_plan(file: Path, out: Path, vram_gib, ram_gib, target, earlier, read) -> Plan:
+def _rendered_plan(file: Path, out: Path, vram_gib, ram_gib, target, earlier, read, nodes: int) -> Plan:
     r = load_checked(file, target, read, vram_gib=vram_gib, ram_gib=ram_gib, plan_needed=True, earlier=earlier)
-    p = trainer_plan(r, out)
+    p = trainer_plan(r, out, nodes=nodes)
     secret = sorted(k for k, v in p.env.items() if is_secret(k, v))
     return dataclasses.replace(p, env={k: v for k, v in p.env.items() if k not in secret}, container={"secret_env": secret},
                                settings=settings(r.job), facts=facts(r))
