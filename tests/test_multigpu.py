@@ -233,6 +233,16 @@ def test_several_machines_keep_infiniband():
     assert two["NCCL_P2P_DISABLE"] == "1" and "NCCL_IB_DISABLE" not in two
 
 
+def test_a_run_on_several_nodes_gets_the_multinode_rules(workspace):
+    """launch passes the run's node count (its record's, on a requeue too) to the rules of its container's env."""
+    from runner.jobs.launch import gpu_environment
+
+    job = render.load_checked(write_job(workspace / "examples", job_text(extra="gpus: 2\n"))).job
+    inv = inventory({}, name="NVIDIA GeForce RTX 4090").model_copy(update={"driver_version": "570.86.10", "cuda_version": "12.8"})
+    assert gpu_environment(inv, job)[0]["NCCL_IB_DISABLE"] == "1"
+    assert "NCCL_IB_DISABLE" not in gpu_environment(inv, job, nodes=2)[0]
+
+
 def test_device_ids_are_nvidia_smis_order():
     assert env_of(Context(inventory({}), "diffpipe", 2, device_ids=(0, 2)))["CUDA_DEVICE_ORDER"] == "PCI_BUS_ID"
     assert "CUDA_DEVICE_ORDER" not in env_of(Context(None, "diffpipe", 1))

@@ -31,13 +31,13 @@ from runner.progress import Following
 from runner.spec import Job, JobRead
 from runner.trainers.resolved import Caches, Earlier, ResolvedJob
 
-def gpu_environment(inventory, job: Job, memory_plan=None) -> tuple[dict[str, str], str]:
-    """Variables the GPUs need (runner.gpu.envrules) and the pins table of the image for them (runner.gpu.variant).
-    inventory None: RUNNER_GPUS=none, containers without GPUs (CI's stand-in trainers)."""
+def gpu_environment(inventory, job: Job, memory_plan=None, nodes: int = 1) -> tuple[dict[str, str], str]:
+    """Variables the GPUs need (runner.gpu.envrules), on each of `nodes` machines, and the pins table of the image for
+    them (runner.gpu.variant). inventory None: RUNNER_GPUS=none, containers without GPUs (CI's stand-in trainers)."""
     from runner.gpu import envrules, variant
 
     table = variant.choose(job.trainer.value, inventory).pins_table if inventory is not None else "default"
-    return {v.name: v.value for v in envrules.job_environment(job, inventory, memory_plan)}, table
+    return {v.name: v.value for v in envrules.job_environment(job, inventory, memory_plan, nodes)}, table
 
 
 def target_of(executor: Executor, gpus: bool) -> Target:
@@ -141,7 +141,7 @@ def _prepare(job_file: Path, executor: Executor, settings: config.Settings, cons
     if gpus:
         executor.check_gpus()
     there = target_of(executor, bool(gpus))
-    staging = resolve(job_file, there, executor, settings, run, console, read)
+    staging = resolve(job_file, there, executor, settings, run, console, read, executor.nodes)
     job, ref = staging.resolved.job, staging.image
     rid = records.new_id(job.name if run.kind == TRAIN else f"{job.name}-{run.kind}")
     record = JobRecord(
@@ -181,13 +181,14 @@ class Staging:
 
 
 def resolve(job_file: Path, there: Target, executor: Executor, settings: config.Settings, run: Run, console: Console,
-            read: JobRead | None = None) -> Staging:
-    """Resolve and check the job on its target as `run` does; the model files it uses must be there."""
+            read: JobRead | None = None, nodes: int = 1) -> Staging:
+    """Resolve and check the job on its target as `run` does, for a run on `nodes` machines; the model files it uses
+    must be there."""
     resolved = run.resolve(job_file, there, read)
     job, inventory = resolved.job, resolved.inventory
     for note in resolved.notes:
         console.print(note)
-    gpu_env, variant_name = gpu_environment(inventory, job, resolved.memory_plan)
+    gpu_env, variant_name = gpu_environment(inventory, job, resolved.memory_plan, nodes)
     pins = builder.load_pins(job.trainer.value, variant_name, pins_file=settings.pins)
     executor.check_models(job.models.root, run.missing_models(resolved, there), download_args(job.models.preset, job.models.format, job.trainer))
     build = job.trainer.value if variant_name == "default" else f"{job.trainer.value} --variant {variant_name}"
@@ -230,10 +231,10 @@ def resume_held(record: JobRecord, executor: Executor, console: Console, wait_s:
         there = target_of(executor, records.gpus_wanted())
         run = Run(Earlier.resume)
         try:
-            staging = resolve(Path(saved.job_file), there, executor, settings, run, console)
+            staging = resolve(Path(saved.job_file), there, executor, settings, run, console, nodes=saved.nodes)
         except NothingToResume:
             run = Run(Earlier.refuse)
-            staging = resolve(Path(saved.job_file), there, executor, settings, run, console)
+            staging = resolve(Path(saved.job_file), there, executor, settings, run, console, nodes=saved.nodes)
         executor.check_image(staging.image, staging.build)
         spec = staged(run, staging, saved, executor, settings)
         saved.save()
