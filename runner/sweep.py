@@ -122,24 +122,19 @@ def _loc(field: str, where: str, known: dict, base: dict) -> tuple:
     loc: list = []
     for m in parts:
         loc += [m.group(1)] + ([int(m.group(2))] if m.group(2) is not None else [])
-    node: object = base
-    for i, part in enumerate(loc[:-1]):
-        above = inputs.dotted(tuple(loc[:i + 1]))
+    node: object = base  # each part's parent in the job file, which must hold it
+    for i, part in enumerate(loc):
+        parent = inputs.dotted(tuple(loc[:i]))
         if isinstance(part, int):
             count = len(node) if isinstance(node, list) else 0
             if part >= count:
-                raise UserError(where, f"names item {part} of {inputs.dotted(tuple(loc[:i]))}, and the job has {count}.",
+                raise UserError(where, f"names item {part} of {parent}, and the job has {count}.",
                                 f"use an index below {count}." if count else "add the item to the job first.")
             node = node[part]
-        elif node is not None and not isinstance(node, dict):
-            raise UserError(where, f"has no place in the job: {above} is {inputs.quote(node)} there.", f"set {above} as a mapping in the job, or sweep {above} itself.")
-        else:
+        elif node is None or isinstance(node, dict):
             node = (node or {}).get(part)
-            if isinstance(node, list) and not isinstance(loc[i + 1], int):
-                raise UserError(where, f"names no item of the list {above}.", f"give the item's index, e.g. {above}[0].{'.'.join(map(str, loc[i + 1:]))}.")
-    if node is not None and not isinstance(node, dict) and not isinstance(loc[-1], int):
-        above = inputs.dotted(tuple(loc[:-1]))
-        raise UserError(where, f"has no place in the job: {above} is {inputs.quote(node)} there.", f"set {above} as a mapping in the job, or sweep {above} itself.")
+        else:
+            raise UserError(where, f"has no place in the job: {parent} is {inputs.quote(node)} there.", f"write {parent} in the job as a mapping of its fields, then sweep {field}.")
     return tuple(loc)
 
 
@@ -173,7 +168,7 @@ def _named(points: list[Point], name: str, file: Path, lines: inputs.Lines) -> l
 
 
 def written(file: Path, points: list[Point]) -> list[Path]:
-    """Each point as a plain job file in runner's state (<state>/sweeps/<name>-<hash of the sweep file's path>/), its
+    """Each point as a plain job file in runner's state (<state>/sweeps/<file's stem>-<hash of its path>/), its
     folders absolute (as read from the sweep file's folder); a header names the sweep it came from."""
     folder = config.state_dir() / "sweeps" / f"{file.stem}-{hashlib.sha256(str(file.resolve()).encode()).hexdigest()[:8]}"
     out = []
