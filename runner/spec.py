@@ -457,6 +457,11 @@ def read_job(file: Path) -> JobRead:
         raise UserError(f"{file}:{lines.get((SWEEP,), 1)}: {SWEEP}", "makes this file a sweep of several jobs, and this command takes one job.",
                         "`runner train`, `runner validate` and `runner render` expand a sweep; for this command give a job file without "
                         "a sweep: block (`runner render FILE --out DIR` shows each job of the sweep).")
+    return parsed_job(file, data, lines)
+
+
+def parsed_job(file: Path, data: object, lines: inputs.Lines) -> JobRead:
+    """The job of a parsed job file (read_job), or of one job of a sweep (runner.sweep: the lines are the sweep file's)."""
     job = inputs.validate(Job, data, file, lines, "job file", FIELDS_DOC, EXAMPLE)
     return resolve_paths(job, file.parent.resolve()), {inputs.dotted(k): v for k, v in lines.items()}
 

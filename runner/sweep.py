@@ -29,7 +29,7 @@ import yaml
 from runner import config, files, inputs
 from runner.errors import UserError
 from runner.fields import fields
-from runner.spec import EXAMPLE, FIELDS_DOC, SWEEP, Job, JobRead, resolve_paths
+from runner.spec import FIELDS_DOC, SWEEP, JobRead, parsed_job
 
 MAX_JOBS = 1000  # Slurm's default MaxArraySize (1001) allows array task ids 0–1000
 NAME_MAX = 64  # runner.spec.Job.name's pattern
@@ -40,7 +40,8 @@ EXAMPLE_SWEEP = "e.g. `sweep: {optimizer.lr: [1e-4, 2e-4], lora.rank: [16, 32]}`
 
 @dataclass(frozen=True)
 class Point:
-    """One job of a sweep: its name, the values of the swept fields, and the job as read (its lines in the sweep file)."""
+    """One job of a sweep: its name, the values of the swept fields (none: a plain job file's one job), and the job as
+    read (its lines in the sweep file)."""
 
     name: str
     values: dict[str, object]
@@ -51,11 +52,13 @@ class Point:
         return f"{self.name} ({', '.join(f'{k}={_shown(v)}' for k, v in self.values.items())})"
 
 
-def expand(file: Path) -> list[Point] | None:
-    """The jobs of the sweep in `file`, each validated (JobInvalid at the sweep file's lines); None for a plain job file."""
+def expand(file: Path) -> list[Point]:
+    """The jobs of the sweep in `file`, each validated (JobInvalid at the sweep file's lines); for a plain job file its
+    one job, with no values (the file is read once either way)."""
     data, lines = inputs.read_yaml(file, "job file")
     if not isinstance(data, dict) or SWEEP not in data:
-        return None
+        read = parsed_job(file, data, lines)
+        return [Point(read[0].name, {}, read, data)]
     base = {k: v for k, v in data.items() if k != SWEEP}
     grid = _grid(data[SWEEP], base, file, lines)
     combos = list(itertools.product(*[[(field, i, v) for i, v in enumerate(values)] for field, (_, values) in grid.items()]))
@@ -71,9 +74,7 @@ def expand(file: Path) -> list[Point] | None:
             for key in [k for k in point_lines if k[:len(loc)] == loc]:
                 del point_lines[key]
             point_lines[loc] = lines[(SWEEP, field, i)]
-        job = inputs.validate(Job, point, file, point_lines, "job file", FIELDS_DOC, EXAMPLE)
-        read = (resolve_paths(job, file.parent.resolve()), {inputs.dotted(k): v for k, v in point_lines.items()})
-        points.append(Point("", {field: value for field, _, value in combo}, read, point))
+        points.append(Point("", {field: value for field, _, value in combo}, parsed_job(file, point, point_lines), point))
     return _named(points, str(base.get("name")), file, lines)
 
 

@@ -37,7 +37,8 @@ def test_a_sweep_is_the_grid_of_its_values_each_job_named_after_them(workspace, 
     assert [p.name for p in points] == ["t-lr1e-4-rank16", "t-lr1e-4-rank32", "t-lr2e-4-rank16", "t-lr2e-4-rank32"]
     assert [(p.read[0].optimizer.lr, p.read[0].lora.rank) for p in points] == [(1e-4, 16), (1e-4, 32), (2e-4, 16), (2e-4, 32)]
     assert points[0].describe() == "t-lr1e-4-rank16 (optimizer.lr=1e-4, lora.rank=16)"
-    assert sweep.expand(workspace / "examples" / "t2v-1.3B-musubi.yaml") is None, "a plain job file is no sweep"
+    (plain,) = sweep.expand(workspace / "examples" / "t2v-1.3B-musubi.yaml")
+    assert (plain.name, plain.values) == ("ball-1p3b", {}), "a plain job file is its one job, named as it says"
 
     written = sweep.written(job, points)
     assert all(p.parent.parent == state / "sweeps" for p in written)

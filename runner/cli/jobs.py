@@ -15,7 +15,7 @@ from runner import cli, views
 from runner.cli import ClusterOpt, HostOpt, JobArg, JsonOpt, RamOpt, VramOpt, app, choice, out_folder, read_first, schema_option, target
 from runner.errors import UserError
 from runner.executors import ContainerGone
-from runner.spec import Count, EpochList, Prompt
+from runner.spec import Count, EpochList, JobRead, Prompt
 
 Port = Annotated[Count, Field(le=65535)]
 Nodes = Annotated[Count, Field(le=1024)]
@@ -36,13 +36,12 @@ def validate(job: Path = JobArg, host: str = HostOpt,
     from runner import sweep
     from runner.job.render import load_checked
 
-    points = sweep.expand(job)
-    if points is None:
-        j = load_checked(job, target(host), read_first(job)).job
-        views.emit_json(views.validated_json(job, j)) if as_json else views.validated(cli.out, job, j)
-        return
+    points = sweep.expand(job)  # read before Docker or SSH is contacted, as read_first
     there = target(host)
     jobs = [load_checked(job, there, p.read).job for p in points]
+    if not points[0].values:  # a plain job file
+        views.emit_json(views.validated_json(job, jobs[0])) if as_json else views.validated(cli.out, job, jobs[0])
+        return
     if as_json:
         views.emit_json({"jobs": [views.validated_json(job, j) for j in jobs]})
         return
@@ -70,12 +69,13 @@ def render(
     from runner import sweep
     from runner.job import render as r
 
-    points = sweep.expand(job)
-    reads = {out_dir: read_first(job)} if points is None else {out_dir / p.name: p.read for p in points}
+    points = sweep.expand(job)  # read before Docker or SSH is contacted, as read_first
+    swept = bool(points[0].values)
+    reads = {out_dir / p.name if swept else out_dir: p.read for p in points}
     plans = r.render_jobs(job, reads, vram, ram, target(host), earlier(resume, fresh, refuse=None), nodes)
     shown = [views.rendered_json(plan, out) for out, plan in plans.items()]
     if as_json:
-        views.emit_json(shown[0] if points is None else {"jobs": shown})
+        views.emit_json({"jobs": shown} if swept else shown[0])
         return
     for out, plan in plans.items():
         views.rendered(cli.out, plan, out)
@@ -119,31 +119,32 @@ def start_jobs(jobs: list[Path], host: list[str] | None, cluster: str | None, no
     expanded) as a Slurm job array with --cluster, or placed on the hosts."""
     if cluster is not None or nodes is not None:
         on = where(host, cluster, nodes)
-        jobs = expanded(jobs)
-        run(jobs[0], on, detach, when) if len(jobs) == 1 else run_array(jobs, on, when)
+        files = expanded(jobs)
+        run(*files[0], on, detach, when) if len(files) == 1 else run_array([f for f, _ in files], on, when)
         return
     hosts = list(dict.fromkeys(host or ["local"]))
-    jobs = expanded(jobs)
-    if len(jobs) == 1 and len(hosts) == 1:
-        run(jobs[0], hosts[0], detach, when)
+    files = expanded(jobs)
+    if len(files) == 1 and len(hosts) == 1:
+        run(*files[0], hosts[0], detach, when)
     else:
-        run_placed(jobs, hosts, when)
+        run_placed([f for f, _ in files], hosts, when)
 
 
-def expanded(jobs: list[Path]) -> list[Path]:
-    """The job files to start: a sweep's jobs written as job files of their own (runner.sweep), said on the console."""
+def expanded(jobs: list[Path]) -> list[tuple[Path, JobRead | None]]:
+    """The job files to start, each read (a bad one refused before Docker or SSH is contacted): a plain one with what
+    was read, a sweep's jobs written as job files of their own (runner.sweep), said on the console."""
     from runner import sweep
 
-    out = []
+    out: list[tuple[Path, JobRead | None]] = []
     for job in jobs:
         points = sweep.expand(job)
-        if points is None:
-            out.append(job)
+        if not points[0].values:
+            out.append((job, points[0].read))
             continue
         files = sweep.written(job, points)
         views.line(cli.out, f"{job}: a sweep of {len(points)} job{'s' * (len(points) > 1)}: {'; '.join(p.describe() for p in points)} "
                             f"(their job files: {files[0].parent})")
-        out += files
+        out += [(f, None) for f in files]
     return out
 
 
@@ -197,14 +198,14 @@ def where(host: str | list[str] | None, cluster: str | None, nodes: int | None):
     return (host or "local") if cluster is None else (cluster, nodes or 1)
 
 
-def run(job: Path, host: str | tuple[str, int], detach: bool, earlier) -> None:
+def run(job: Path, read: JobRead | None, host: str | tuple[str, int], detach: bool, earlier) -> None:
     """Start the job (earlier: runner.trainers.resolved.Earlier) on --host or, for (cluster, nodes), on a Slurm
-    cluster, and follow it unless detached; exit with its code."""
+    cluster, and follow it unless detached; exit with its code. read: the job file as read already (None: read here)."""
     from runner import config
     from runner.jobs import launch
     from runner.executors import executor_for
 
-    read = read_first(job)
+    read = read or read_first(job)
     settings = config.load()
     if isinstance(host, tuple):
         from runner.executors import slurm
