@@ -446,9 +446,22 @@ def load_job(file: Path) -> Job:
 JobRead = tuple[Job, dict[str, int]]  # a job file read: the job and the line of each field (read_job)
 
 
+SWEEP = "sweep"  # the block of fields to vary that makes a job file a sweep of several jobs (runner.sweep)
+
+
 def read_job(file: Path) -> JobRead:
-    """The job, with relative host paths resolved against the job file's folder, and the line of each field."""
+    """The job, with relative host paths resolved against the job file's folder, and the line of each field.
+    A sweep (runner.sweep) is refused: the commands that take one its jobs expand it first."""
     data, lines = inputs.read_yaml(file, "job file")
+    if isinstance(data, dict) and SWEEP in data:
+        raise UserError(f"{file}:{lines.get((SWEEP,), 1)}: {SWEEP}", "makes this file a sweep of several jobs, and this command takes one job.",
+                        "`runner train`, `runner validate` and `runner render` expand a sweep; for this command give a job file without "
+                        "a sweep: block (`runner render FILE --out DIR` shows each job of the sweep).")
+    return parsed_job(file, data, lines)
+
+
+def parsed_job(file: Path, data: object, lines: inputs.Lines) -> JobRead:
+    """The job of a parsed job file (read_job), or of one job of a sweep (runner.sweep: the lines are the sweep file's)."""
     job = inputs.validate(Job, data, file, lines, "job file", FIELDS_DOC, EXAMPLE)
     return resolve_paths(job, file.parent.resolve()), {inputs.dotted(k): v for k, v in lines.items()}
 

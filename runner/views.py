@@ -63,8 +63,9 @@ def user_error(err: Console, error, as_json: bool) -> None:
 # --- jobs: validate, render, plan, env, fields ---------------------------------------------------------------
 
 
-def validated(out: Console, file: Path, job) -> None:
-    line(out, Text.assemble(("ok", "green"), f" {file}: {job.trainer.value} {job.task.value}, {len(job.datasets)} dataset(s)"))
+def validated(out: Console, file: Path, job, point: str = "") -> None:
+    """point: which job of a sweep it is (runner.sweep.Point.describe)."""
+    line(out, Text.assemble(("ok", "green"), f" {file}{f' {point}' if point else ''}: {job.trainer.value} {job.task.value}, {len(job.datasets)} dataset(s)"))
 
 
 def validated_json(file: Path, job) -> dict:
@@ -79,20 +80,23 @@ def mounts_table(plan) -> Table:
     return t
 
 
-def rendered_files(plan) -> list[str]:
-    return sorted(plan.files) + ["plan.json", "command.sh"]
+def rendered_files(plan, out_dir: Path) -> list[str]:
+    """What render wrote: the plan's files, plan.json, a multi-node plan's split (runner.job.render.write), command.sh."""
+    from runner.job.render import EVERY_NODE_JSON, ONCE_JSON
+
+    return sorted(plan.files) + ["plan.json"] + [n for n in (ONCE_JSON, EVERY_NODE_JSON) if (out_dir / n).is_file()] + ["command.sh"]
 
 
 def rendered(out: Console, plan, out_dir: Path) -> None:
     """`runner render`: the files, the mounts, then each step's command on one (soft-wrapped) line."""
-    line(out, f"{plan.trainer} job {plan.job} → {out_dir}: {', '.join(rendered_files(plan))}")
+    line(out, f"{plan.trainer} job {plan.job} → {out_dir}: {', '.join(rendered_files(plan, out_dir))}")
     out.print(mounts_table(plan))
     for i, s in enumerate(plan.steps, 1):
         line(out, Text(f"{i}. {s.name}: ", style="bold") + Text(shlex.join(s.argv)))
 
 
 def rendered_json(plan, out_dir: Path) -> dict:
-    return {"out": str(out_dir), "files": rendered_files(plan), "plan": json.loads(plan.to_json())}
+    return {"out": str(out_dir), "files": rendered_files(plan, out_dir), "plan": json.loads(plan.to_json())}
 
 
 def memory_plan(out: Console, p) -> None:

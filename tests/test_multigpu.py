@@ -4,6 +4,7 @@ the refusals, the per-GPU memory plan, the GPU env rules, and musubi's multi-nod
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import os
@@ -233,6 +234,16 @@ def test_several_machines_keep_infiniband():
     assert two["NCCL_P2P_DISABLE"] == "1" and "NCCL_IB_DISABLE" not in two
 
 
+def test_a_run_on_several_nodes_gets_the_multinode_rules(workspace):
+    """launch passes the run's node count (its record's, on a requeue too) to the rules of its container's env."""
+    from runner.jobs.launch import gpu_environment
+
+    job = render.load_checked(write_job(workspace / "examples", job_text(extra="gpus: 2\n"))).job
+    inv = inventory({}, name="NVIDIA GeForce RTX 4090").model_copy(update={"driver_version": "570.86.10", "cuda_version": "12.8"})
+    assert gpu_environment(inv, job)[0]["NCCL_IB_DISABLE"] == "1"
+    assert "NCCL_IB_DISABLE" not in gpu_environment(inv, job, nodes=2)[0]
+
+
 def test_device_ids_are_nvidia_smis_order():
     assert env_of(Context(inventory({}), "diffpipe", 2, device_ids=(0, 2)))["CUDA_DEVICE_ORDER"] == "PCI_BUS_ID"
     assert "CUDA_DEVICE_ORDER" not in env_of(Context(None, "diffpipe", 1))
@@ -252,6 +263,19 @@ def test_musubi_multinode_plan_launches_through_the_rendered_launcher(workspace,
     assert plan.files["multinode_launch.py"] == MULTINODE_LAUNCH
     once, every = render.node_plans(plan)
     assert [s.name for s in once.steps] == ["cache-latents", "cache-text-encoder"] and [s.name for s in every.steps] == ["train"]
+
+
+def test_a_multinode_job_folder_holds_the_plan_split_for_the_nodes(workspace, tmp_path):
+    plan = plan_of(workspace, job_text(extra="gpus: 1\n"), tmp_path, nodes=2)
+    render.write(plan, tmp_path / "two", nodes=2)
+    once, every = (json.loads((tmp_path / "two" / name).read_text()) for name in (render.ONCE_JSON, render.EVERY_NODE_JSON))
+    assert [s["name"] for s in once["steps"]] == ["cache-latents", "cache-text-encoder"] and [s["name"] for s in every["steps"]] == ["train"]
+    assert once["workdir"] == every["workdir"] == plan.workdir
+    reused = dataclasses.replace(plan, steps=[s for s in plan.steps if s.name == "train"])  # caches reused: nothing to run once
+    render.write(reused, tmp_path / "two", nodes=2)
+    assert not (tmp_path / "two" / render.ONCE_JSON).exists() and (tmp_path / "two" / render.EVERY_NODE_JSON).is_file()
+    render.write(plan, tmp_path / "one")
+    assert not {render.ONCE_JSON, render.EVERY_NODE_JSON} & {p.name for p in (tmp_path / "one").iterdir()}
 
 
 def test_diffpipe_refuses_several_machines_with_the_reason(workspace, tmp_path):
@@ -327,3 +351,16 @@ def test_train_refuses_gpus_all_without_gpus(cli, workspace, monkeypatch):
     job = write_job(workspace / "examples", job_text(extra="gpus: all\n"))
     code, out, err = cli("train", job)
     assert code == 2 and "gpus: is `all`, and RUNNER_GPUS=none starts containers without GPUs" in err and "Fix:" in err, err
+
+
+def test_render_nodes_writes_what_each_node_runs_and_refuses_diffpipe(cli, workspace, tmp_path):
+    job = write_job(workspace / "examples", job_text(extra="gpus: 1\n"))
+    code, out, err = cli("render", job, "--out", tmp_path / "two", "--nodes", "2", "--json")
+    assert code == 0, err
+    shown = json.loads(out)
+    assert {render.ONCE_JSON, render.EVERY_NODE_JSON, "multinode_launch.py"} <= set(shown["files"]) <= {p.name for p in (tmp_path / "two").iterdir()}
+    assert yaml.safe_load((tmp_path / "two" / "accelerate.yaml").read_text())["num_machines"] == 2
+    diffpipe = write_job(workspace / "examples", job_text("diffpipe"), "dp.yaml")
+    code, _, err = cli("render", diffpipe, "--out", tmp_path / "dp", "--nodes", "2")
+    assert code == 2 and "--nodes: is 2, and diffusion-pipe 8f83dbf trains on one machine only" in " ".join(err.split()), err
+    assert not (tmp_path / "dp").exists()

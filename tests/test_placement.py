@@ -195,6 +195,24 @@ def test_one_job_on_one_host_runs_as_before(workspace, env, gpu_hosts):  # noqa:
     runner(["stop", rec["id"]], env)
 
 
+def test_a_sweep_is_placed_as_its_jobs(workspace, env, gpu_hosts):  # noqa: F811
+    gpu_hosts("g1", "gpu01")
+    gpu_hosts("g2", "gpu02")
+    job = _job(workspace, "pl-sweep", 1)
+    job.write_text(job.read_text() + "sweep:\n  lora.rank: [4, 8, 16]\n")
+    r = runner(["train", job, "--host", "g1", "--host", "g2"], env, cwd=workspace)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    assert "a sweep of 3 jobs: pl-sweep-rank4 (lora.rank=4); pl-sweep-rank8 (lora.rank=8); pl-sweep-rank16 (lora.rank=16)" in " ".join(r.stdout.split())
+    placed = {rec["name"]: (rec["host"], rec["gpu_ids"]) for rec in _records(env)}
+    assert placed == {"pl-sweep-rank4": ("g1", [0]), "pl-sweep-rank8": ("g1", [1]), "pl-sweep-rank16": ("g2", [0])}, placed
+    for rec in _records(env):
+        plan = json.loads((Path(env["RUNNER_STATE"]) / "jobs" / rec["id"] / "job" / "plan.json").read_text())
+        assert plan["settings"]["lora"]["rank"] == int(rec["name"].removeprefix("pl-sweep-rank"))
+        assert Path(rec["job_file"]).parent.parent == Path(env["RUNNER_STATE"]) / "sweeps"
+    for rec in _records(env):
+        runner(["stop", rec["id"]], env)
+
+
 def test_a_job_file_given_twice_or_a_bad_one_is_refused_before_any_host_is_asked(cli, workspace, tmp_path):
     job = workspace / "examples" / "t2v-1.3B-musubi.yaml"
     code, _, err = cli("train", job, str(job), "--host", "nosuch", "--host", "other")

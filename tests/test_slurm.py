@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -182,11 +183,42 @@ def test_train_refuses_bad_cluster_options_and_submits_nothing(workspace, env, c
     assert not _records(env) and not (Path(cluster["cache"]) / "slurm").exists()
 
 
-def test_diffpipe_on_two_nodes_is_refused_with_the_reason(workspace, env, cluster):
-    r = runner(["train", DIFFPIPE, "--cluster", "hpc", "--nodes", "2"], env, cwd=workspace)
+@pytest.mark.parametrize("command", [["train"], ["resume"]])
+def test_diffpipe_on_two_nodes_is_refused_with_the_reason(workspace, env, cluster, command):
+    r = runner([*command, DIFFPIPE, "--cluster", "hpc", "--nodes", "2"], env, cwd=workspace)
     assert r.returncode == 2, r.stderr
-    assert "diffusion-pipe trains on one node" in r.stderr and "deepspeed --num_gpus" in r.stderr and "Manager queue" in r.stderr
+    assert "--nodes: is 2, and diffusion-pipe 8f83dbf trains on one machine only" in r.stderr, r.stderr
+    assert "deepspeed --num_gpus" in r.stderr and "Manager queue" in r.stderr and "Fix: use --nodes 1" in r.stderr
     assert not _records(env) and not (Path(cluster["cache"]) / "slurm").exists()
+
+
+def test_musubi_on_two_nodes_meets_at_the_rendezvous_and_only_rank_0_saves(workspace, env, cluster):
+    """One Slurm job of both nodes: the caching steps once, on one node, then a training task on each node; the two
+    stand-in accelerate launches meet at rank 0's port on the first node (torch's static rendezvous: each waits
+    for the other), and only machine 0 saves, as musubi saves on accelerate's main process only."""
+    job = _job(workspace, "sl-2n", extra="gpus: 1\nenv:\n  STANDIN_RDZV_TIMEOUT: '120'\n")
+    r = runner(["train", job, "--cluster", "hpc", "--nodes", "2"], env, cwd=workspace, timeout=600)
+    assert r.returncode == 0, r.stdout[-4000:] + r.stderr[-3000:]
+    assert "(2 nodes each)" in r.stderr, r.stderr
+    (record,) = _records(env)
+    assert record["status"] == "exited" and record["nodes"] == 2
+    state = job_state(record["scheduler_id"])
+    assert state["JobState"] == "COMPLETED" and state["NumNodes"] == "2" and state["NodeList"] == "gpu[01-02]", state
+    job_folder = next((Path(cluster["cache"]) / run_key(env, "ball-1p3b") / "jobs").glob("runner-*"))
+    assert {"plan.json", "plan-once.json", "plan-every-node.json", "multinode_launch.py"} <= {p.name for p in job_folder.iterdir()}
+    log = _log(cluster, record)
+    assert log.count("[runner] step 1/2 cache-latents start") == 1 and log.count("[runner] step 1/1 train start") == 2, log[-4000:]
+    port = 29600 + int(record["scheduler_id"]) % 3000  # runner.trainers.multinode: PORT_BASE + SLURM_JOB_ID % PORT_SPAN
+    for machine in (0, 1):
+        assert f"runner: machine {machine} of 2, main process gpu01:{port}" in log, log[-4000:]
+        assert f"this machine's process rank {machine}" in log
+    assert log.count("STAND-IN rendezvous: ranks met: world size 2, machine ranks [0, 1]") == 2, log[-4000:]
+    assert log.count("STAND-IN: process rank 1 of 2: not the main process") == 1
+    saves = [line.split(": ", 1)[1] for line in log.splitlines() if line.startswith("saving checkpoint: ")]
+    assert saves and len(saves) == len(set(saves)), "each LoRA is saved once, by machine 0"
+    outputs = Path(cluster["outputs"]) / run_key(env, "ball-1p3b") / "ball-1p3b"
+    assert {Path(s).name for s in saves} <= {p.name for p in outputs.iterdir()} and (outputs / "ball-1p3b.safetensors").is_file()
+    assert log.count("[runner] done") == 3  # the steps run once, then each node's training
 
 
 # --- jobs on the cluster ------------------------------------------------------------------------------
@@ -274,10 +306,12 @@ def test_failing_job_exit_code_comes_back(workspace, env, cluster):
     assert record["status"] == "failed" and record["exit_code"] == r.returncode
 
 
-@pytest.mark.parametrize("fault", ["requeue", "node-down"])
-def test_a_requeued_job_resumes_from_its_last_checkpoint(workspace, env, cluster, fault):
-    job = _job(workspace, f"sl-{fault}", extra="env:\n  STANDIN_STEP_SECONDS: '0.5'\n")
-    r = runner(["train", job, "--cluster", "hpc", "-d"], env, cwd=workspace)
+@pytest.mark.parametrize("fault, nodes", [("requeue", 1), ("node-down", 1), ("requeue", 2)])
+def test_a_requeued_job_resumes_from_its_last_checkpoint(workspace, env, cluster, fault, nodes):
+    """nodes 2: the resume is rendered for both nodes again (the run's record keeps its node count), and they meet again
+    at the same port (the job id is the same) while the first start's connections may still be in TIME_WAIT."""
+    job = _job(workspace, f"sl-{fault}-{nodes}", extra="gpus: 1\nenv:\n  STANDIN_STEP_SECONDS: '0.5'\n  STANDIN_RDZV_TIMEOUT: '120'\n")
+    r = runner(["train", job, "--cluster", "hpc", "--nodes", str(nodes), "-d"], env, cwd=workspace)
     assert r.returncode == 0, r.stderr
     (record,) = _records(env)
     wait_for(lambda: "saving state at epoch 2" in _log(cluster, record), 120, "the second epoch's state")
@@ -301,8 +335,12 @@ def test_a_requeued_job_resumes_from_its_last_checkpoint(workspace, env, cluster
     (record,) = _records(env)
     assert record["status"] == "exited" and record["exit_code"] == 0
     assert int(job_state(record["scheduler_id"])["Restarts"]) >= 1
+    resumed = followed.stdout.split("continues from its last checkpoint", 1)[-1]
+    assert resumed.count("STAND-IN rendezvous: ranks met: world size 2") == (2 if nodes == 2 else 0), resumed[-4000:]
     saved = {p.name for p in (Path(cluster["outputs"]) / run_key(env, "ball-1p3b") / "ball-1p3b").iterdir()}
-    assert {f"ball-1p3b-{e:06d}.safetensors" for e in range(1, 16)} | {"ball-1p3b.safetensors"} <= saved
+    epochs = int(re.search(r"num epochs / epoch数: (\d+)", _log(cluster, record)).group(1))  # fewer on 2 machines: their batches add up
+    assert epochs > 3, epochs  # saves of the resumed start too
+    assert {f"ball-1p3b-{e:06d}.safetensors" for e in range(1, epochs)} | {"ball-1p3b.safetensors"} <= saved
 
 
 # --- job arrays -----------------------------------------------------------------------------------------
@@ -334,6 +372,21 @@ def test_several_jobs_are_one_job_array(workspace, env, cluster):
     assert (Path(cluster["outputs"]) / run_key(env, "sl-arr-d") / "sl-arr-d").is_dir()
 
 
+def test_a_sweep_is_one_job_array(workspace, env, cluster):
+    job = _named(workspace, MUSUBI, "sl-sweep", "sweep:\n  lora.rank: [4, 8]\n")
+    r = runner(["train", job, "--cluster", "hpc"], env, cwd=workspace)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    assert "a sweep of 2 jobs" in r.stdout and "job array" in r.stderr, r.stdout + r.stderr
+    by_name = {rec["name"]: rec for rec in _records(env)}
+    assert set(by_name) == {"sl-sweep-rank4", "sl-sweep-rank8"}
+    assert len({rec["scheduler_id"].split("_")[0] for rec in by_name.values()}) == 1
+    for name, rec in by_name.items():
+        followed = runner(["logs", "-f", rec["id"]], env, timeout=300)
+        assert followed.returncode == 0 and "[runner] done" in followed.stdout, followed.stdout[-2000:] + followed.stderr[-2000:]
+        assert f"--network_dim {name.removeprefix('sl-sweep-rank')} " in followed.stdout
+        assert (Path(cluster["outputs"]) / run_key(env, name) / name / f"{name}.safetensors").is_file()
+
+
 def test_an_array_with_one_bad_job_submits_nothing(workspace, env, cluster):
     good = _named(workspace, MUSUBI, "sl-arr-ok")
     bad = _named(workspace, MUSUBI, "sl-arr-bad")
@@ -344,5 +397,5 @@ def test_an_array_with_one_bad_job_submits_nothing(workspace, env, cluster):
     twice = runner(["train", good, good, "--cluster", "hpc"], env, cwd=workspace)
     assert twice.returncode == 2 and "twice" in twice.stderr
     two_nodes = runner(["train", _named(workspace, DIFFPIPE, "sl-arr-dp"), good, "--cluster", "hpc", "--nodes", "2"], env, cwd=workspace)
-    assert two_nodes.returncode == 2 and "diffusion-pipe trains on one node" in two_nodes.stderr
+    assert two_nodes.returncode == 2 and "diffusion-pipe 8f83dbf trains on one machine only" in two_nodes.stderr
     assert not _records(env)

@@ -15,27 +15,38 @@ from runner import cli, views
 from runner.cli import ClusterOpt, HostOpt, JobArg, JsonOpt, RamOpt, VramOpt, app, choice, out_folder, read_first, schema_option, target
 from runner.errors import UserError
 from runner.executors import ContainerGone
-from runner.spec import Count, EpochList, Prompt
+from runner.spec import Count, EpochList, JobRead, Prompt
 
 Port = Annotated[Count, Field(le=65535)]
 Nodes = Annotated[Count, Field(le=1024)]
 HostOrClusterOpt = typer.Option(None, "--host", "-H", help="a host from `runner hosts list` (default: this machine, unless --cluster)")
-NodesOpt = typer.Option(None, "--nodes", parser=schema_option(Nodes, "--nodes", "give a whole number of nodes from 1 to 1024, e.g. --nodes 2."),
+nodes_option = schema_option(Nodes, "--nodes", "give a whole number of nodes from 1 to 1024, e.g. --nodes 2.")
+NodesOpt = typer.Option(None, "--nodes", parser=nodes_option,
                         help="with --cluster: the number of nodes the job runs on, one task per node (default 1)")
 
 
 @app.command()
-def validate(job: Path = JobArg, host: str = HostOpt, as_json: bool = JsonOpt('{"job", "name", "trainer", "task", "datasets": [paths]}')) -> None:
+def validate(job: Path = JobArg, host: str = HostOpt,
+             as_json: bool = JsonOpt('{"job", "name", "trainer", "task", "datasets": [paths]}; a sweep: {"jobs": [those of each job]}')) -> None:
     """Check a job file against the schema and every known trainer pitfall, with the model files and caches as they
-    are on this machine or --host; nothing is written.
+    are on this machine or --host; nothing is written. A sweep (a `sweep:` block): each of its jobs.
 
     Model files missing there are refused when the job starts. The job fields: `runner fields`.
     """
+    from runner import sweep
     from runner.job.render import load_checked
 
-    read = read_first(job)
-    j = load_checked(job, target(host), read).job
-    views.emit_json(views.validated_json(job, j)) if as_json else views.validated(cli.out, job, j)
+    points = sweep.expand(job)  # read before Docker or SSH is contacted, as read_first
+    there = target(host)
+    jobs = [load_checked(job, there, p.read).job for p in points]
+    if not points[0].values:  # a plain job file
+        views.emit_json(views.validated_json(job, jobs[0])) if as_json else views.validated(cli.out, job, jobs[0])
+        return
+    if as_json:
+        views.emit_json({"jobs": [views.validated_json(job, j) for j in jobs]})
+        return
+    for p, j in zip(points, jobs):
+        views.validated(cli.out, job, j, p.describe())
 
 
 @app.command()
@@ -47,16 +58,27 @@ def render(
     host: str = HostOpt,
     resume: bool = typer.Option(False, "--resume", help="render what `runner resume` would run: the latest run continued from its latest checkpoint"),
     fresh: bool = typer.Option(False, "--fresh", help="render what `runner train --fresh` would run: a new run beside an earlier run's files"),
-    as_json: bool = JsonOpt('{"out", "files": [names], "plan": the plan.json written}'),
+    nodes: int = typer.Option(1, "--nodes", parser=nodes_option, help="render for a cluster job of this many nodes (`train --cluster C --nodes N`): musubi only; "
+                              "adds plan-once.json and plan-every-node.json, what the nodes run"),
+    as_json: bool = JsonOpt('{"out", "files": [names], "plan": the plan.json written}; a sweep: {"jobs": [those of each job]}'),
 ) -> None:
     """Write the trainer's files, the commands (command.sh) and plan.json for a job resolved on this machine or
     --host, without running it. plan.json names secret variables without their values. Earlier runs in the
-    output folder are looked at only with --resume or --fresh."""
+    output folder are looked at only with --resume or --fresh. A sweep (a `sweep:` block): each of its jobs into
+    OUT/<job name>/, once every job is resolved."""
+    from runner import sweep
     from runner.job import render as r
 
-    read = read_first(job)
-    plan = r.render(job, out_dir, vram, ram, target(host), earlier(resume, fresh, refuse=None), read)
-    views.emit_json(views.rendered_json(plan, out_dir)) if as_json else views.rendered(cli.out, plan, out_dir)
+    points = sweep.expand(job)  # read before Docker or SSH is contacted, as read_first
+    swept = bool(points[0].values)
+    reads = {out_dir / p.name if swept else out_dir: p.read for p in points}
+    plans = r.render_jobs(job, reads, vram, ram, target(host), earlier(resume, fresh, refuse=None), nodes)
+    shown = [views.rendered_json(plan, out) for out, plan in plans.items()]
+    if as_json:
+        views.emit_json({"jobs": shown} if swept else shown[0])
+        return
+    for out, plan in plans.items():
+        views.rendered(cli.out, plan, out)
 
 
 @app.command()
@@ -85,19 +107,45 @@ def train(
     With --cluster the job is submitted to a Slurm cluster (sbatch through its login node, one task per node) with its
     data and rendered job staged in the cluster's shared folders; `runner ps`, `logs -f`, `stop` and `pull` follow it.
     Several job files with --cluster are one Slurm job array, each job its own run: runner returns once it is submitted.
+    A sweep (a job file with a `sweep:` block of fields to vary) is its jobs, as several job files.
     """
     from runner.trainers.resolved import Earlier
 
-    when = earlier(resume, fresh, refuse=Earlier.refuse)
+    start_jobs(job, host, cluster, nodes, detach, earlier(resume, fresh, refuse=Earlier.refuse))
+
+
+def start_jobs(jobs: list[Path], host: list[str] | None, cluster: str | None, nodes: int | None, detach: bool, when) -> None:
+    """`train` and `resume`: one job on one host or cluster (followed unless detached), else several jobs (each sweep
+    expanded) as a Slurm job array with --cluster, or placed on the hosts."""
     if cluster is not None or nodes is not None:
         on = where(host, cluster, nodes)
-        run(job[0], on, detach, when) if len(job) == 1 else run_array(job, on, when)
+        files = expanded(jobs)
+        run(*files[0], on, detach, when) if len(files) == 1 else run_array([f for f, _ in files], on, when)
         return
     hosts = list(dict.fromkeys(host or ["local"]))
-    if len(job) == 1 and len(hosts) == 1:
-        run(job[0], hosts[0], detach, when)
+    files = expanded(jobs)
+    if len(files) == 1 and len(hosts) == 1:
+        run(*files[0], hosts[0], detach, when)
     else:
-        run_placed(job, hosts, when)
+        run_placed([f for f, _ in files], hosts, when)
+
+
+def expanded(jobs: list[Path]) -> list[tuple[Path, JobRead | None]]:
+    """The job files to start, each read (a bad one refused before Docker or SSH is contacted): a plain one with what
+    was read, a sweep's jobs written as job files of their own (runner.sweep), said on the console."""
+    from runner import sweep
+
+    out: list[tuple[Path, JobRead | None]] = []
+    for job in jobs:
+        points = sweep.expand(job)
+        if not points[0].values:
+            out.append((job, points[0].read))
+            continue
+        files = sweep.written(job, points)
+        views.line(cli.out, f"{job}: a sweep of {len(points)} job{'s' * (len(points) > 1)}: {'; '.join(p.describe() for p in points)} "
+                            f"(their job files: {files[0].parent})")
+        out += [(f, None) for f in files]
+    return out
 
 
 def run_placed(jobs: list[Path], hosts: list[str], earlier) -> None:
@@ -133,10 +181,11 @@ def resume_job(
     nodes: int = NodesOpt,
 ) -> None:
     """Continue a job's latest run from its latest checkpoint, on this machine, --host or --cluster: diffusion-pipe from its
-    DeepSpeed checkpoint (global_stepN), musubi-tuner from its latest state folder, its saves numbered on from there."""
+    DeepSpeed checkpoint (global_stepN), musubi-tuner from its latest state folder, its saves numbered on from there.
+    A sweep: each of its jobs, as `runner train SWEEP --resume`."""
     from runner.trainers.resolved import Earlier
 
-    run(job, where(host, cluster, nodes), detach, Earlier.resume)
+    start_jobs([job], [host] if host else None, cluster, nodes, detach, Earlier.resume)
 
 
 def where(host: str | list[str] | None, cluster: str | None, nodes: int | None):
@@ -149,19 +198,20 @@ def where(host: str | list[str] | None, cluster: str | None, nodes: int | None):
     return (host or "local") if cluster is None else (cluster, nodes or 1)
 
 
-def run(job: Path, host: str | tuple[str, int], detach: bool, earlier) -> None:
+def run(job: Path, read: JobRead | None, host: str | tuple[str, int], detach: bool, earlier) -> None:
     """Start the job (earlier: runner.trainers.resolved.Earlier) on --host or, for (cluster, nodes), on a Slurm
-    cluster, and follow it unless detached; exit with its code."""
+    cluster, and follow it unless detached; exit with its code. read: the job file as read already (None: read here)."""
     from runner import config
     from runner.jobs import launch
     from runner.executors import executor_for
 
-    read = read_first(job)
+    read = read or read_first(job)
     settings = config.load()
     if isinstance(host, tuple):
         from runner.executors import slurm
+        from runner.job.render import check_nodes
 
-        slurm.check_nodes(read[0].trainer.value, host[1])
+        check_nodes(read[0].trainer, host[1])
         executor = slurm.SlurmExecutor.for_cluster(*host)
     else:
         executor = executor_for(host)
@@ -179,12 +229,13 @@ def run_array(jobs: list[Path], cluster, earlier) -> None:
     """Several job files as one Slurm job array on (cluster, nodes); returns once it is submitted."""
     from runner import config
     from runner.executors import slurm
+    from runner.job.render import check_nodes
     from runner.jobs import launch
 
     if len({p.resolve() for p in jobs}) < len(jobs):
         raise UserError("job files", "name one file twice: each job of an array is its own run.", "give each job file once.")
     for job in jobs:
-        slurm.check_nodes(read_first(job)[0].trainer.value, cluster[1])
+        check_nodes(read_first(job)[0].trainer, cluster[1])
     executor = slurm.SlurmExecutor.for_cluster(*cluster)
     with _interrupted("nothing was submitted"):
         started = launch.start_array(jobs, executor, config.load(), cli.out, launch.Run(earlier))
@@ -278,7 +329,7 @@ def logs(
 def ps(
     host: str = typer.Option(None, help="only jobs on this host (\"local\" for this machine, \"slurm:NAME\" for a cluster)"),
     as_json: bool = JsonOpt('{"jobs": [{"id", "name", "kind": train or sample, "trainer", "host", "image", "container", "scheduler_id", "job_file", "output_dir", "status", '
-                            '"exit_code", "failure", "stopped_by", "started", "finished", "master_port", "gpu_ids", "env_names", "fingerprints", "stop_requested", "locked"}]}'),
+                            '"exit_code", "failure", "stopped_by", "started", "finished", "master_port", "gpu_ids", "nodes", "env_names", "fingerprints", "stop_requested", "locked"}]}'),
 ) -> None:
     """List job runs (trainings and sample runs) with their state, refreshed from the engines that run them."""
     from runner.jobs import launch, records

@@ -47,6 +47,7 @@ class Executor(Protocol):
     user: str  # "UID:GID" the containers run as, so files in mounts are the user's
     here: bool  # the target is this machine: the job's paths are the containers' host paths, outputs need no pull
     locks_folder: str  # where the target keeps its job locks (runner.jobs.joblock)
+    nodes: int  # the machines a run started here trains on (a Slurm job's nodes; 1 for an engine)
 
     # --- before a job starts: each raises UserError naming the fix ---------------------------------
     def check_gpus(self) -> None: ...

@@ -61,6 +61,7 @@ def engine_calls(container: str) -> Iterator[None]:
 class LocalDocker:
     host = "local"
     here = True
+    nodes = 1
 
     @property
     def locks_folder(self) -> str:

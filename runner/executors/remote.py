@@ -28,6 +28,7 @@ from runner.shell import Result, missing_files
 
 class RemoteDocker:
     here = False
+    nodes = 1
 
     def __init__(self, host: Host, console: Console | None = None):
         self.spec_host = host

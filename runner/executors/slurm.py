@@ -23,8 +23,13 @@ plan holds itself (`scontrol requeuehold`) and runner, whenever it looks at the 
 `train` that follows it), renders the resume from the last checkpoint (runner.trainers: Earlier.resume) and releases
 it (launch.resume_held).
 
-Multi-node: each node's container gets RUNNER_NODE_RANK (SLURM_NODEID), RUNNER_NODES (SLURM_NNODES) and
-RUNNER_MAIN_ADDRESS (the first node of SLURM_JOB_NODELIST); a trainer's multi-node launch reads them (NODE_ENV).
+Multi-node (--nodes N, musubi: runner.job.render.trainer_plan with nodes=N): the job folder holds the plan split in
+two (render.node_plans), and batch.sh runs the steps to run once (caching, into the shared cache folder) as one task
+on one node, then the training step as one task on every node. Each node's container gets Slurm's own SLURM_NODEID,
+SLURM_JOB_NUM_NODES, SLURM_JOB_NODELIST and SLURM_JOB_ID (NODE_ENV), from which /job/multinode_launch.py gives
+accelerate the machine's rank, the main process's address (the first node of the list) and a port
+(runner.trainers.multinode). Where a node cannot resolve that first node's name (no DNS for node names), node.sh
+maps it to the address Slurm reaches it at (its NodeAddr) in the container's /etc/hosts.
 """
 
 from __future__ import annotations
@@ -39,14 +44,15 @@ from rich.console import Console
 
 from runner.errors import UserError
 from runner.executors import AWAITS_RESUME, ContainerGone
-from runner.executors.container import ContainerSpec
+from runner.executors.container import RUN_PLAN, ContainerSpec
+from runner.job.render import EVERY_NODE_JSON, ONCE_JSON, PLAN_JSON
 from runner.executors.remote import RemoteDocker
 from runner.progress import bar as progress_bar
 from runner.remote import clusters, image_transfer
 from runner.remote.clusters import Cluster, Runtime
 
-# what each node's container is told about its place in a multi-node job (set by node.sh from Slurm's variables)
-NODE_ENV = {"RUNNER_NODE_RANK": "$SLURM_NODEID", "RUNNER_NODES": "$SLURM_NNODES", "RUNNER_MAIN_ADDRESS": "$main_address"}
+# what each node's container is told about its place in a multi-node job: Slurm's variables of the task, as they are
+NODE_ENV = ("SLURM_NODEID", "SLURM_JOB_NUM_NODES", "SLURM_JOB_NODELIST", "SLURM_JOB_ID")
 ACTIVE = {"PENDING", "CONFIGURING", "RUNNING", "COMPLETING", "REQUEUED", "REQUEUE_HOLD", "REQUEUE_FED", "RESIZING",
           "SUSPENDED", "SIGNALING", "STAGE_OUT", "STOPPED", "RESV_DEL_HOLD"}
 POLL_S = 2.0
@@ -143,7 +149,7 @@ class SlurmExecutor(RemoteDocker):
             if log != posixpath.join(run, "log"):
                 self.shell.run(["ln", "-sfn", "--", log, posixpath.join(run, "log")], timeout=30)
         batch = posixpath.join(runs[0], "batch.sh")
-        self.write_text(batch, batch_script(runs))
+        self.write_text(batch, batch_script(runs, [job_folder(spec) for spec in specs]))
         argv = ["sbatch", "--parsable", "--job-name", specs[0].name, "--nodes", str(self.nodes), "--ntasks-per-node", "1",
                 "--output", logs[0] if len(specs) == 1 else posixpath.join(runs[0], "task-%a.log"),
                 "--open-mode", "append", "--requeue", "--chdir", runs[0]]
@@ -239,20 +245,36 @@ class SlurmExecutor(RemoteDocker):
                             f"release it by hand: `ssh {self.cluster.ssh} scontrol release {self.job_id(container)}`.")
 
 
+def job_folder(spec: ContainerSpec) -> str:
+    """The run's job folder (/job in its container) on the shared filesystem."""
+    return next(m.host for m in spec.mounts if m.container == "/job")
+
+
 def node_script(spec: ContainerSpec, image_id: str, image_tar: str) -> str:
-    """One Slurm task per node: the image loaded into the node's engine if it lacks it, then the container in the
-    foreground (removed when it exits); SIGTERM (scancel, requeue) stops the container before Slurm's SIGKILL."""
+    """One Slurm task: `node.sh PLAN` loads the image into the node's engine if it lacks it, then runs the plan
+    /job/PLAN (a file of the job folder: runner.job.render.write) in the container in the foreground (removed when it
+    exits); SIGTERM (scancel, requeue) stops the container before Slurm's SIGKILL. In a job of several nodes the
+    container gets NODE_ENV, and the first node's name resolves in it."""
+    assert spec.command == RUN_PLAN, "a Slurm task runs a plan of the job folder"
     argv = spec.cli_argv(detach=False)
     at_image = len(argv) - len(spec.command) - 1
-    node_env = " ".join(f'--env "{k}={v}"' for k, v in NODE_ENV.items())
-    run = f"{shlex.join(argv[:at_image])} {node_env} {shlex.join(argv[at_image:])}"
+    node_env = " ".join(f"--env {k}" for k in NODE_ENV)  # docker takes each value from node.sh's environment
+    run = f'{shlex.join(argv[:at_image])} {node_env} "${{first_node[@]}}" {shlex.join(argv[at_image:-1])} "/job/$plan"'
     q = shlex.quote
     return f"""#!/bin/bash
-# written by runner: the task of each node of {spec.name}
+# written by runner: a task of {spec.name} (usage: node.sh PLAN)
 set -u
+plan=$1
 secrets=${{RUNNER_SECRETS:-}}; unset RUNNER_SECRETS  # the values never reach a child's environment or argv
 image={q(spec.image)} image_id={q(image_id)} tar={q(image_tar)} name={q(spec.name)}
-main_address=$(scontrol show hostnames "$SLURM_JOB_NODELIST" | head -n 1)
+first_node=()
+if [ "${{SLURM_JOB_NUM_NODES:-1}}" -gt 1 ]; then
+  first=$(scontrol show hostnames "$SLURM_JOB_NODELIST" | head -n 1)
+  if ! getent hosts "$first" >/dev/null; then
+    address=$(scontrol -o show node "$first" | grep -o ' NodeAddr=[^ ]*' | cut -d= -f2)
+    [ -n "$address" ] && [ "$address" != "$first" ] && first_node=(--add-host "$first:$address")
+  fi
+fi
 if ! command -v docker >/dev/null; then echo "runner: $(hostname) has no docker"; exit 127; fi
 if [ "$(docker image inspect --format '{{{{.Id}}}}' "$image" 2>/dev/null)" != "$image_id" ]; then
   echo "runner: loading $image on $(hostname)"
@@ -272,15 +294,18 @@ exit "$rc"
 """
 
 
-def batch_script(runs: list[str]) -> str:
-    """srun node.sh on every node of the allocation, once per plan: a restart (requeue) holds itself until runner has
-    rendered its resume (SlurmExecutor.release). The container's exit code is kept in `exit`. For a job array, task i
-    runs runs[i] with its own secrets (the i-th field of RUNNER_SECRETS)."""
+def batch_script(runs: list[str], jobs: list[str]) -> str:
+    """Run the plan on the allocation's nodes, once per plan: a restart (requeue) holds itself until runner has
+    rendered its resume (SlurmExecutor.release). A multi-node run's job folder holds its plan split in two
+    (runner.job.render.write): the steps to run once go to one node, then the training step to every node; else
+    plan.json runs on the one node. The exit code is kept in `exit`. For a job array, task i runs runs[i] (job
+    folder jobs[i]) with its own secrets (the i-th field of RUNNER_SECRETS)."""
     return f"""#!/bin/bash
 # written by runner: Slurm's batch script of {'one run' if len(runs) == 1 else f'a job array of {len(runs)} runs'}
 runs=({' '.join(shlex.quote(run) for run in runs)})
+jobs=({' '.join(shlex.quote(job) for job in jobs)})
 task=${{SLURM_ARRAY_TASK_ID:-0}}
-run=${{runs[$task]}}
+run=${{runs[$task]}} job=${{jobs[$task]}}
 IFS=, read -ra secrets <<< "${{RUNNER_SECRETS:-}}"
 export RUNNER_SECRETS=${{secrets[$task]:-}}
 unset secrets
@@ -293,29 +318,25 @@ fi
 echo "$((attempt + 1))" > "$run/attempt"
 rm -f "$run/exit"
 echo "runner: Slurm job $SLURM_JOB_ID, start $((attempt + 1)), nodes $SLURM_JOB_NODELIST"
-srun --ntasks-per-node=1 --kill-on-bad-exit=1 bash "$run/node.sh"
-rc=$?
+if [ -e "$job/{EVERY_NODE_JSON}" ]; then
+  rc=0
+  if [ -e "$job/{ONCE_JSON}" ]; then
+    echo "runner: the steps that run once, on one node"
+    srun --nodes=1 --ntasks=1 --kill-on-bad-exit=1 bash "$run/node.sh" {ONCE_JSON}
+    rc=$?
+  fi
+  if [ "$rc" = 0 ]; then
+    echo "runner: training on $SLURM_JOB_NUM_NODES nodes, one task each"
+    srun --ntasks-per-node=1 --kill-on-bad-exit=1 bash "$run/node.sh" {EVERY_NODE_JSON}
+    rc=$?
+  fi
+else
+  srun --ntasks-per-node=1 --kill-on-bad-exit=1 bash "$run/node.sh" {PLAN_JSON}
+  rc=$?
+fi
 echo "$rc" > "$run/exit.part" && mv "$run/exit.part" "$run/exit"
 exit "$rc"
 """
-
-
-# Trainers whose rendered launch spans several nodes. musubi's (accelerate's machine rank and main process address, from
-# NODE_ENV in each node's container) is rendered by runner.trainers.musubi; until it reads NODE_ENV it is not listed.
-MULTI_NODE_TRAINERS: frozenset[str] = frozenset()
-
-
-def check_nodes(trainer: str, nodes: int) -> None:
-    """Refuse --nodes above 1 for a trainer whose launch cannot span nodes, before anything is sent or submitted."""
-    if nodes == 1 or trainer in MULTI_NODE_TRAINERS:
-        return
-    if trainer == "diffpipe":
-        raise UserError("--nodes", f"is {nodes}, and diffusion-pipe trains on one node at its pinned commit: its launch is "
-                        "`deepspeed --num_gpus=N` without a hostfile, train.py sets MASTER_ADDR to localhost, and its caching "
-                        "hands every rank a multiprocessing Manager queue served on the first rank's machine only.",
-                        "use --nodes 1 (with `gpus:` up to a node's GPUs), or train with musubi-tuner.")
-    raise UserError("--nodes", f"is {nodes}, and runner does not render {trainer}'s multi-node launch yet: each node would "
-                    "train on its own, into the same output folder.", "use --nodes 1.")
 
 
 def preflight(cluster: Cluster, shell) -> dict:

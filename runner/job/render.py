@@ -48,11 +48,22 @@ def trainer_plan(r: ResolvedJob, job_dir: Path, master_port: int = DEFAULT_MASTE
     node): musubi only (diffusion-pipe is refused with the reason, a UserError); its caching steps are to run once, on
     one node, then the `train` step on every node, where /job/multinode_launch.py reads SLURM_NODEID,
     SLURM_JOB_NODELIST, SLURM_JOB_NUM_NODES and SLURM_JOB_ID (runner.trainers.multinode); master_port is unused."""
+    check_nodes(r.job.trainer, nodes)
     p = TRAINERS[r.job.trainer].render(r, master_port, nodes)
     return dataclasses.replace(p, env=job_env(r.job), mounts=mounts.job_mounts(r.job, job_dir.resolve()))
 
 
+def check_nodes(trainer: Trainer, nodes: int) -> None:
+    """Refuse more than one node for diffusion-pipe, with the reason (runner.trainers.diffpipe.SINGLE_MACHINE): by the
+    commands that take --nodes before anything is sent or submitted, and by trainer_plan."""
+    if nodes > 1 and trainer is Trainer.diffpipe:
+        raise UserError("--nodes", f"is {nodes}, and {diffpipe.SINGLE_MACHINE}.",
+                        "use --nodes 1 (with `gpus:` up to a node's GPUs), or trainer: musubi, which trains on several nodes.")
+
+
 TRAIN_STEP = "train"
+# a multi-node run's job folder also holds its plan as node_plans splits it, for the Slurm executor's batch script
+ONCE_JSON, EVERY_NODE_JSON = "plan-once.json", "plan-every-node.json"
 
 
 def node_plans(p: Plan) -> tuple[Plan, Plan]:
@@ -75,14 +86,20 @@ def cache_dirs(job: Job, table: list[mounts.Mount]) -> list[Path]:
     return [mounts.to_host(trainer.dataset_cache_dir(job, i), table) for i in range(len(job.datasets))]
 
 
-def write(p: Plan, out: Path) -> None:
+def write(p: Plan, out: Path, nodes: int = 1) -> None:
     """Write the plan's files and plan.json into `out` all at once: a failure leaves the old files or nothing,
-    never half. `out` must be new, empty or written by runner before (out_refused)."""
+    never half. `out` must be new, empty or written by runner before (out_refused). nodes > 1: a multi-node plan,
+    also written as node_plans splits it (ONCE_JSON only when there are steps to run once)."""
     try:
         with files.replacing_folder(out.resolve(), MARKER) as staging:
             for name, content in p.files.items():
                 (staging / name).write_text(content)
             (staging / PLAN_JSON).write_text(p.to_json())
+            if nodes > 1:
+                once, every = node_plans(p)
+                if once.steps:
+                    (staging / ONCE_JSON).write_text(once.to_json())
+                (staging / EVERY_NODE_JSON).write_text(every.to_json())
             (staging / "command.sh").write_text(shell_script(p))
     except files.NotOurs as e:
         raise out_refused(out, str(e)) from None
@@ -117,14 +134,27 @@ def render(file: Path, out: Path, vram_gib: float | None = None, ram_gib: float 
     written to `out`. Its plan.json names the job's secret variables (container.secret_env) without their values.
     earlier: resolve the run's start from the output folder as `runner train` would (None: a first run).
     read: the job file as the caller read it (load_checked)."""
-    check_out(out)
+    return render_jobs(file, {out: read}, vram_gib, ram_gib, target, earlier)[out]
+
+
+def render_jobs(file: Path, reads: dict[Path, JobRead | None], vram_gib: float | None = None, ram_gib: float | None = None,
+                target: Target | None = None, earlier: Earlier | None = None, nodes: int = 1) -> dict[Path, Plan]:
+    """render for several jobs read from one file (the jobs of a sweep: runner.sweep), each into its own folder:
+    every job is resolved before any folder is written. nodes: as trainer_plan and write take it."""
+    for out in reads:
+        check_out(out)
+    plans = {out: _rendered_plan(file, out, vram_gib, ram_gib, target, earlier, read, nodes) for out, read in reads.items()}
+    for out, p in plans.items():
+        write(p, out, nodes)
+    return plans
+
+
+def _rendered_plan(file: Path, out: Path, vram_gib, ram_gib, target, earlier, read, nodes: int) -> Plan:
     r = load_checked(file, target, read, vram_gib=vram_gib, ram_gib=ram_gib, plan_needed=True, earlier=earlier)
-    p = trainer_plan(r, out)
+    p = trainer_plan(r, out, nodes=nodes)
     secret = sorted(k for k, v in p.env.items() if is_secret(k, v))
-    p = dataclasses.replace(p, env={k: v for k, v in p.env.items() if k not in secret}, container={"secret_env": secret},
-                            settings=settings(r.job), facts=facts(r))
-    write(p, out)
-    return p
+    return dataclasses.replace(p, env={k: v for k, v in p.env.items() if k not in secret}, container={"secret_env": secret},
+                               settings=settings(r.job), facts=facts(r))
 
 
 def settings(job: Job) -> dict:

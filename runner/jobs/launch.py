@@ -31,13 +31,13 @@ from runner.progress import Following
 from runner.spec import Job, JobRead
 from runner.trainers.resolved import Caches, Earlier, ResolvedJob
 
-def gpu_environment(inventory, job: Job, memory_plan=None) -> tuple[dict[str, str], str]:
-    """Variables the GPUs need (runner.gpu.envrules) and the pins table of the image for them (runner.gpu.variant).
-    inventory None: RUNNER_GPUS=none, containers without GPUs (CI's stand-in trainers)."""
+def gpu_environment(inventory, job: Job, memory_plan=None, nodes: int = 1) -> tuple[dict[str, str], str]:
+    """Variables the GPUs need (runner.gpu.envrules), on each of `nodes` machines, and the pins table of the image for
+    them (runner.gpu.variant). inventory None: RUNNER_GPUS=none, containers without GPUs (CI's stand-in trainers)."""
     from runner.gpu import envrules, variant
 
     table = variant.choose(job.trainer.value, inventory).pins_table if inventory is not None else "default"
-    return {v.name: v.value for v in envrules.job_environment(job, inventory, memory_plan)}, table
+    return {v.name: v.value for v in envrules.job_environment(job, inventory, memory_plan, nodes)}, table
 
 
 def target_of(executor: Executor, gpus: bool) -> Target:
@@ -81,8 +81,8 @@ class Run:
     def missing_models(self, resolved: ResolvedJob, there: Target) -> dict[str, Path]:
         return checks.missing_model_files(resolved)
 
-    def plan(self, resolved: ResolvedJob, job_dir: Path, master_port: int) -> Plan:
-        return render.trainer_plan(resolved, job_dir, master_port=master_port)
+    def plan(self, resolved: ResolvedJob, job_dir: Path, master_port: int, nodes: int = 1) -> Plan:
+        return render.trainer_plan(resolved, job_dir, master_port=master_port, nodes=nodes)
 
     def facts(self, resolved: ResolvedJob) -> dict:
         """plan.json's facts of this kind of run; watchdog.Guard reads the schedule."""
@@ -141,12 +141,12 @@ def _prepare(job_file: Path, executor: Executor, settings: config.Settings, cons
     if gpus:
         executor.check_gpus()
     there = target_of(executor, bool(gpus))
-    staging = resolve(job_file, there, executor, settings, run, console, read)
+    staging = resolve(job_file, there, executor, settings, run, console, read, executor.nodes)
     job, ref = staging.resolved.job, staging.image
     rid = records.new_id(job.name if run.kind == TRAIN else f"{job.name}-{run.kind}")
     record = JobRecord(
         id=rid, name=job.name, kind=run.kind, trainer=job.trainer.value, host=executor.host, image=ref, container=f"runner-{rid}",
-        job_file=str(job_file.resolve()), output_dir=str(job.output / job.name), gpu_ids=list(gpu_ids),
+        job_file=str(job_file.resolve()), output_dir=str(job.output / job.name), gpu_ids=list(gpu_ids), nodes=executor.nodes,
     )
     record.locked = joblock.claim(executor, record, there.output_dir(job))  # before anything is sent or written: a second run launches nothing
     prepared.append(record)
@@ -181,13 +181,14 @@ class Staging:
 
 
 def resolve(job_file: Path, there: Target, executor: Executor, settings: config.Settings, run: Run, console: Console,
-            read: JobRead | None = None) -> Staging:
-    """Resolve and check the job on its target as `run` does; the model files it uses must be there."""
+            read: JobRead | None = None, nodes: int = 1) -> Staging:
+    """Resolve and check the job on its target as `run` does, for a run on `nodes` machines; the model files it uses
+    must be there."""
     resolved = run.resolve(job_file, there, read)
     job, inventory = resolved.job, resolved.inventory
     for note in resolved.notes:
         console.print(note)
-    gpu_env, variant_name = gpu_environment(inventory, job, resolved.memory_plan)
+    gpu_env, variant_name = gpu_environment(inventory, job, resolved.memory_plan, nodes)
     pins = builder.load_pins(job.trainer.value, variant_name, pins_file=settings.pins)
     executor.check_models(job.models.root, run.missing_models(resolved, there), download_args(job.models.preset, job.models.format, job.trainer))
     build = job.trainer.value if variant_name == "default" else f"{job.trainer.value} --variant {variant_name}"
@@ -198,7 +199,7 @@ def staged(run: Run, staging: Staging, record: JobRecord, executor: Executor, se
     """Render the run's plan into its job folder, stage the mounts on the target and return its container; the
     record gets the fingerprints to keep and the environment's names."""
     resolved, job = staging.resolved, staging.resolved.job
-    plan = run.plan(resolved, record.job_dir, record.master_port)
+    plan = run.plan(resolved, record.job_dir, record.master_port, record.nodes)
     target = executor.host_mounts(plan.mounts, job.name, record.container)
     record.fingerprints = run.fingerprints(resolved)
     env = {**config.network_env(settings), **staging.gpu_env, **plan.env}  # the job's own `env:` (in plan.env) wins
@@ -208,7 +209,7 @@ def staged(run: Run, staging: Staging, record: JobRecord, executor: Executor, se
         shm_size=settings.shm_size, ulimits=settings.ulimits,
         labels={LABEL_RECORD: record.id, LABEL_JOB: job.name, LABEL_PORT: str(record.master_port)},
     )
-    render.write(as_run(plan, spec, job, {**facts(executor, resolved, staging.variant), **run.facts(resolved)}), record.job_dir)
+    render.write(as_run(plan, spec, job, {**facts(executor, resolved, staging.variant), **run.facts(resolved)}), record.job_dir, record.nodes)
     executor.prepare_mounts(spec, sources=plan.mounts, by_content=resolved.caches is not Caches.reuse)
     record.env_names = sorted(env)
     return spec
@@ -230,10 +231,10 @@ def resume_held(record: JobRecord, executor: Executor, console: Console, wait_s:
         there = target_of(executor, records.gpus_wanted())
         run = Run(Earlier.resume)
         try:
-            staging = resolve(Path(saved.job_file), there, executor, settings, run, console)
+            staging = resolve(Path(saved.job_file), there, executor, settings, run, console, nodes=saved.nodes)
         except NothingToResume:
             run = Run(Earlier.refuse)
-            staging = resolve(Path(saved.job_file), there, executor, settings, run, console)
+            staging = resolve(Path(saved.job_file), there, executor, settings, run, console, nodes=saved.nodes)
         executor.check_image(staging.image, staging.build)
         spec = staged(run, staging, saved, executor, settings)
         saved.save()

@@ -42,6 +42,7 @@ class JobRecord(BaseModel):
     finished: str = ""
     master_port: int = 29500
     gpu_ids: list[int] = []  # the host's GPUs (nvidia-smi indices) its container was given; [] = all of them
+    nodes: int = 1  # the machines the run trains on, each with the job's GPUs (a Slurm job's nodes)
     env_names: list[str] = []
     stop_requested: bool = False  # `runner stop` ran: the run ends as stopped, whoever records its end
     locked: str = ""  # the lock file this run holds on its host (runner.jobs.joblock)

@@ -223,7 +223,7 @@ class Sampling(launch.Run):
         root = resolved.job.models.root
         return missing_model_files(resolved, there.models(root) if there.models else str(root), there.shell)
 
-    def plan(self, resolved: ResolvedJob, job_dir: Path, master_port: int) -> Plan:
+    def plan(self, resolved: ResolvedJob, job_dir: Path, master_port: int, nodes: int = 1) -> Plan:
         return sample_plan(resolved, self.chosen, self.prompts, job_dir)
 
     def facts(self, resolved: ResolvedJob) -> dict:

@@ -189,12 +189,13 @@ def dataset_cache_dir(job: Job, index: int) -> PurePosixPath:
     return mounts.dataset_dir(index, job.datasets[index].path) / "cache" / CACHE_NAMES.get(job.task.value, "wan")
 
 
-# why diffusion-pipe runs on one machine only, at its pin
+# why diffusion-pipe runs on one machine only, at its pin (runner.job.render.check_nodes says it)
 SINGLE_MACHINE = (
-    "diffusion-pipe 8f83dbf trains on one machine only: its caching hands the work to every GPU's process through a "
-    "multiprocessing Manager queue that rank 0 creates on a local socket (utils/dataset.py DatasetManager.cache), which "
-    "processes on other machines cannot reach, train.py sets MASTER_ADDR to localhost unless the launcher gives one, and "
-    "its maintainer says it is single-machine (issue #397)"
+    "diffusion-pipe 8f83dbf trains on one machine only: its launch is `deepspeed --num_gpus=N` without a hostfile, "
+    "train.py sets MASTER_ADDR to localhost unless the launcher gives one, its caching hands the work to every GPU's "
+    "process through a multiprocessing Manager queue that rank 0 creates on a local socket (utils/dataset.py "
+    "DatasetManager.cache), which processes on other machines cannot reach, and its maintainer says it is "
+    "single-machine (issue #397)"
 )
 
 
@@ -211,9 +212,7 @@ def render(r: ResolvedJob, master_port: int, machines: int = 1) -> Plan:
     """--regenerate_cache when the data changed in ways diffusion-pipe's own cache check misses (media bytes);
     it makes missing caches and reuses matching ones itself."""
     job = r.job
-    if machines > 1:
-        raise UserError("--nodes", f"{machines} machines for trainer: diffpipe; {SINGLE_MACHINE}.",
-                        "run it on one node (the GPUs of one machine: gpus: N), or use trainer: musubi, which runs on several machines.")
+    assert machines == 1, "runner.job.render.check_nodes refuses diffusion-pipe on several machines"
     files, steps = {DATASET_TOML: dataset_toml(r)}, []
     for expert in expert_runs(job):
         name = main_toml_name(job, expert)

@@ -69,6 +69,7 @@ def main():
     port = PORT_BASE + env_int("SLURM_JOB_ID") % PORT_SPAN
     if rank == 0:
         with socket.socket() as s:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as torch's TCPStore binds: a restart's TIME_WAIT is no clash
             try:
                 s.bind(("", port))
             except OSError as e:
