@@ -232,14 +232,16 @@ def check_build_disk(client, pins: Pins) -> None:
 
 
 def build(client, pins: Pins, ca_bundle: Path | None, pip_index_url: str | None, log: BuildLog) -> str:
-    """Build the image for `pins` unless an image with its tag exists; returns the image reference."""
+    """Build the image for `pins` unless an image with its tag exists; returns the image reference. Either way
+    `<repository>:latest` (what compose runs) becomes that image: the one of the pins and CA bundle asked for last."""
     context, tag = build_context(pins, ca_bundle)
     ref = f"{pins.repository}:{tag}"
     with one_build_at_a_time(client, ref, log):
         if find_image(client, ref):
             log(f"{ref} is up to date")
-            return ref
-        _build(client, pins, context, ref, tag, pip_index_url, log)
+        else:
+            _build(client, pins, context, ref, tag, pip_index_url, log)
+        client.api.tag(ref, pins.repository, "latest")
     return ref
 
 
@@ -284,7 +286,6 @@ def _build(client, pins: Pins, context: bytes, ref: str, tag: str, pip_index_url
             for line in text.splitlines():
                 if line.strip():
                     log(line)
-    client.api.tag(ref, pins.repository, "latest")
 
 
 def find_image(client, ref: str):
