@@ -36,8 +36,9 @@ def main(images: list[str]) -> int:
 
     with tempfile.TemporaryDirectory(prefix="runner-ci-images-") as tmp:
         env = runner_env(Path(tmp))
+        refs = {name: _ref(name, env) for name in images}  # before the senders start: _ref sets this process's environment
         senders = {host: Sender(host, say) for host in sorted({h for name in images for h in HOSTS.get(name, ())})}
-        failed = _build(images, env, Path(tmp), say, lambda name: [senders[h].queue.put((name, _ref(name, env))) for h in HOSTS.get(name, ())])
+        failed = _build(images, env, Path(tmp), say, lambda name: [senders[h].queue.put((name, refs[name])) for h in HOSTS.get(name, ())])
         for sender in senders.values():
             sender.queue.put(None)
         for sender in senders.values():
