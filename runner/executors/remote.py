@@ -92,7 +92,7 @@ class RemoteDocker:
         from runner.executors.local import client
 
         self.check_folders()
-        image_transfer.ensure(self.shell, client(), ref, build, self.info().get("DockerRootDir", "/var/lib/docker"), self.console)
+        image_transfer.ensure(self.shell, client(), ref, build, self.info(), self.console)
 
     def check_models(self, root: Path, missing: dict[str, Path], download: str | None = None) -> None:
         """Model files are not synced (tens of GB): they must be on the host, in the layout of models.root."""

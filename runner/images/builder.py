@@ -7,7 +7,6 @@ files copied into it, so the same inputs give the same tag on every machine and 
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import hashlib
 import http.server
 import io
@@ -26,7 +25,7 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover
     import tomli as tomllib
 
-from runner import inputs
+from runner import inputs, waits
 from runner.errors import UserError
 from runner.plan import is_secret
 from runner.spec import Trainer
@@ -245,21 +244,11 @@ def build(client, pins: Pins, ca_bundle: Path | None, pip_index_url: str | None,
     return ref
 
 
-@contextlib.contextmanager
-def one_build_at_a_time(client, ref: str, log: BuildLog) -> Iterator[None]:
+def one_build_at_a_time(client, ref: str, log: BuildLog):
     """Hold this user's lock on building `ref` on this engine: a second `runner build` of the same image (another
-    terminal, CI building ahead of its tests) waits for the first, then finds the image built, instead of building
-    it again alongside."""
-    folder = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache").expanduser() / "runner" / "builds"
-    folder.mkdir(parents=True, exist_ok=True)
+    terminal, CI building ahead of its tests) waits for the first, then finds the image built."""
     engine = client.info().get("ID", "engine").replace(":", "")[:12]
-    with open(folder / f"{engine}-{ref.replace(':', '-')}.lock", "a") as lock:
-        try:
-            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            log(f"waiting for another build of {ref} on this engine")
-            fcntl.flock(lock, fcntl.LOCK_EX)
-        yield
+    return waits.one_at_a_time("builds", f"{engine}-{ref}", lambda: log(f"waiting for another build of {ref} on this engine"))
 
 
 def _build(client, pins: Pins, context: bytes, ref: str, tag: str, pip_index_url: str | None, log: BuildLog) -> None:

@@ -1,5 +1,7 @@
 """Put a locally built image on a remote host: `docker save` from the local engine streamed into `docker load`
-on the host over the SSH connection, with a progress bar in bytes. Skipped when the host has that image ID.
+on the host over the SSH connection, with a progress bar in bytes. Skipped when the host has that image ID. One send
+of an image to a host at a time from this machine: a second (two jobs submitted to one host at once, CI sending ahead
+of its tests) waits for the first, then finds the image there.
 """
 
 from __future__ import annotations
@@ -8,7 +10,7 @@ import time
 
 from rich.console import Console
 
-from runner import preflight
+from runner import preflight, waits
 from runner.errors import UserError
 from runner.progress import bar as progress_bar
 from runner.remote.ssh import RemoteShell
@@ -21,8 +23,9 @@ def remote_image_id(shell: RemoteShell, ref: str) -> str | None:
     return r.stdout.strip() if r.ok else None
 
 
-def ensure(shell: RemoteShell, local_client, ref: str, build: str, docker_root: str, console: Console | None = None) -> float | None:
-    """Make the host hold image `ref` with the local image's ID; returns seconds spent sending, None if it was there."""
+def ensure(shell: RemoteShell, local_client, ref: str, build: str, host_info: dict, console: Console | None = None) -> float | None:
+    """Make the host (its engine's `docker info`: host_info) hold image `ref` with the local image's ID; returns
+    seconds spent sending, None if it was there."""
     from runner.images.builder import find_image
 
     image = find_image(local_client, ref)
@@ -31,9 +34,17 @@ def ensure(shell: RemoteShell, local_client, ref: str, build: str, docker_root: 
                         f"run `runner build {build}` here first.")
     if remote_image_id(shell, ref) == image.id:
         return None
+    console = console or Console(stderr=True)
+    engine = host_info.get("ID", shell.name).replace(":", "")[:12]
+    with waits.one_at_a_time("sends", f"{engine}-{ref}", lambda: console.print(f"waiting for another send of {ref} to {shell.name}")):
+        if remote_image_id(shell, ref) == image.id:
+            return None
+        return _send(shell, image, ref, host_info.get("DockerRootDir", "/var/lib/docker"), console)
+
+
+def _send(shell: RemoteShell, image, ref: str, docker_root: str, console: Console) -> float:
     size = int(image.attrs.get("Size", 0))
     preflight.check_free(shell, docker_root, size, f"loading image {ref}")
-    console = console or Console(stderr=True)
     started = time.monotonic()
     with progress_bar("bytes", console) as progress:
         task = progress.add_task(f"image → {shell.name}", total=size or None)
