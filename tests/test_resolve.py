@@ -96,3 +96,16 @@ def test_runner_plan_is_the_plan_resolve_makes(workspace, cli):
     hand.write_text((workspace / "examples" / "t2v-1.3B-musubi.yaml").read_text())
     code, _, stderr = cli("plan", hand)  # no GPU here and no --vram: nothing to plan for
     assert code == 2 and "--vram" in stderr
+
+
+def test_memory_auto_that_only_the_host_ram_refuses_says_host_ram(cli, workspace):
+    """diffusion-pipe reads Wan2.2's fp16 A14B DiT whole and casts it (56 GiB measured): on a 48 GiB card with 32 GiB
+    of RAM the GPU would do, the host's RAM does not, and the error says which."""
+    job = workspace / "examples" / "a14b-auto.yaml"
+    text = (workspace / "examples" / "t2v-A14B-diffpipe.yaml").read_text()
+    job.write_text(text.replace("memory:\n  transformer_dtype: float8\n", "memory: auto\n"))
+    code, _, stderr = cli("render", job, "--out", workspace / "r", "--vram", "48", "--ram", "32")
+    assert code == 2 and "memory: auto" in stderr and "32 GiB of host RAM" in stderr and "more host RAM" in stderr, stderr
+    assert not (workspace / "r").exists()
+    code, _, stderr = cli("render", job, "--out", workspace / "r", "--vram", "2", "--ram", "256")
+    assert code == 2 and "2 GiB of GPU memory" in stderr, stderr

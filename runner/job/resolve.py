@@ -108,14 +108,18 @@ def used_gpus(job: Job, inventory: Inventory) -> list:
 
 
 class NothingFits(UserError):
-    """No setting fits a `memory: auto` job in the GPU's memory; `plan` is the planner's best try, with suggestions."""
+    """No setting fits a `memory: auto` job in the GPU's memory or the host's RAM; `plan` is the planner's best try,
+    with suggestions."""
 
     def __init__(self, job: Job, plan: MemoryPlan):
         self.plan = plan
+        if plan.gpu_gib + plan.margin_gib > plan.vram_gib:
+            short = f"{plan.vram_gib:g} GiB of GPU memory (best estimate {plan.gpu_gib:.1f} GiB)"
+        else:
+            short = f"{plan.ram_gib:g} GiB of host RAM (best estimate {plan.host_gib:.0f} GiB, and runner keeps some free)"
         super().__init__(
             "memory: auto",
-            f"no setting fits {job.task.value} on {job.trainer.value} in {plan.vram_gib:g} GiB of GPU memory "
-            f"(best estimate {plan.gpu_gib:.1f} GiB).",
+            f"no setting fits {job.task.value} on {job.trainer.value} in {short}.",
             "; ".join(plan.suggestions) or "use a larger GPU",
         )
 
